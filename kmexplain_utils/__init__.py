@@ -1,0 +1,55 @@
+"""kmexplain_utils: post-hoc self-explanation of CNNs with k-means.
+
+The package behind the *kmexplain* book. Importing it is cheap and has no
+side effects (no network, no file writes, no warning filters, no plotting
+style): sub-modules are loaded on first use.
+
+Main entry points
+-----------------
+- :func:`decompose_logits` -- a CNN is a self-explainable model (METHOD 1).
+- :class:`KMeans` -- a fast k-means in PyTorch.
+- :class:`KMeansClassifier` -- per-class k-means head (METHOD 2).
+- :func:`block_features`, :class:`LevelFeatures` -- B4, B34, B234 ... (METHOD 3).
+- :func:`concept_map`, :func:`attribution_map` -- explanations (METHOD 4-5).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> sub-module that defines it (loaded lazily)
+_LAZY: dict[str, str] = {
+    "get_profile": "config",
+    "Profile": "config",
+    "resolve_device": "config",
+    "set_seed": "config",
+    "cache_dir": "config",
+    "KMeans": "kmeans",
+    "decompose_logits": "sem",
+    "find_gap_linear_head": "sem",
+    "block_features": "features",
+    "LevelFeatures": "features",
+    "KMeansClassifier": "classifier",
+    "ConceptModel": "concepts",
+    "concept_map": "concepts",
+    "attribution_map": "attribution",
+    "load_dataset": "data",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kmexplain_utils' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,96 @@
+"""Profiles, devices, seeds, cache directory and the progress switch."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from kmexplain_utils import config
+
+
+def test_profiles_exist_and_differ():
+    smoke, quick, paper = (config.get_profile(n) for n in config.PROFILE_NAMES)
+    assert smoke.image_size < quick.image_size < paper.image_size
+    assert smoke.n_train < quick.n_train
+    assert paper.model == "resnet34" and paper.pretrained
+    assert quick.model == "tiny_resnet" and not quick.pretrained
+    for p in (smoke, quick, paper):
+        assert set(p.levels) >= {"logits", "B4", "B34", "B234", "B1234"}
+        assert p.k_per_class in p.k_sweep
+        assert p.n_concepts in p.concept_sweep
+
+
+def test_profile_from_environment(monkeypatch):
+    monkeypatch.setenv("KMEX_PROFILE", "Quick ")
+    assert config.get_profile().name == "quick"
+    monkeypatch.delenv("KMEX_PROFILE")
+    assert config.get_profile().name == config.DEFAULT_PROFILE
+
+
+def test_unknown_profile_names_choices(monkeypatch):
+    with pytest.raises(ValueError, match="smoke, quick, paper"):
+        config.get_profile("fast")
+    monkeypatch.setenv("KMEX_PROFILE", "nope")
+    with pytest.raises(ValueError, match="KMEX_PROFILE"):
+        config.get_profile()
+
+
+def test_overrides_and_replace_are_checked():
+    p = config.get_profile("smoke", epochs=3)
+    assert p.epochs == 3 and config.get_profile("smoke").epochs == 1
+    with pytest.raises(TypeError, match="no field"):
+        p.replace(epoch=2)
+    assert p.as_dict()["name"] == "smoke"
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.delenv("KMEX_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert config.resolve_device().type == expected
+    assert config.resolve_device("cpu").type == "cpu"
+    monkeypatch.setenv("KMEX_DEVICE", "cpu")
+    assert config.resolve_device("auto").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            config.resolve_device("cuda")
+
+
+def test_set_seed_reproduces_all_generators():
+    config.set_seed(5)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    config.set_seed(5)
+    b = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert a == b
+    with pytest.raises(ValueError):
+        config.set_seed(-1)
+
+
+def test_cache_dir_is_not_created(monkeypatch, tmp_path):
+    target = tmp_path / "nested" / "cache"
+    monkeypatch.setenv("KMEX_CACHE", str(target))
+    assert config.cache_dir() == target
+    assert not target.exists()
+    made = config.ensure_cache_dir("checkpoints")
+    assert made.is_dir() and made.parent == target
+
+
+def test_cache_dir_default(monkeypatch, tmp_path):
+    monkeypatch.delenv("KMEX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert config.cache_dir() == tmp_path / "kmexplain"
+
+
+def test_progress_switch(monkeypatch):
+    monkeypatch.setenv("KMEX_PROGRESS", "0")
+    assert not config.progress_enabled()
+    assert config.progress(range(3)).disable
+    config.set_progress(True)
+    try:
+        assert config.progress_enabled()
+    finally:
+        config.set_progress(None)
+    monkeypatch.setenv("KMEX_PROGRESS", "1")
+    assert config.progress_enabled()
