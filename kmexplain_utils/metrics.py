@@ -1,0 +1,564 @@
+"""Metrics of the evaluation: concept maps vs parts, and attribution maps.
+
+Two families, all pure functions on tensors or arrays:
+
+*Semantic fidelity of concept maps* (METHOD section 6) -- a concept map gives
+every pixel a concept index ``k in {0..K'-1}``; the ground truth gives every
+pixel a part index ``j in {0..J-1}`` (``0`` = background):
+
+- :func:`nmi` -- normalised mutual information between concepts and parts
+  (scikit-learn's :func:`~sklearn.metrics.normalized_mutual_info_score`);
+- :func:`purity` -- share of pixels whose concept's majority part is their part;
+- :func:`fit_concept_to_part` + :func:`miou` -- map each concept to a part by
+  majority vote on *training* images, then the intersection over union per part
+  on *test* images; :func:`nothing_found_miou` is the floor to compare with.
+
+*Attribution maps* -- a map gives every pixel a relevance score:
+
+- :func:`deletion_insertion` -- the deletion and insertion curves of
+  Petsiuk et al. (RISE, BMVC 2018) and their areas;
+- :func:`pointing_game` -- is the most relevant pixel on the object?
+- :func:`energy_in_mask` -- share of the (shifted) relevance on the object.
+
+Every function validates its inputs once and names the expected shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "nmi",
+    "purity",
+    "fit_concept_to_part",
+    "miou",
+    "nothing_found_miou",
+    "parts_without_concept",
+    "DeletionInsertion",
+    "deletion_insertion",
+    "pointing_game",
+    "energy_in_mask",
+    "random_maps",
+]
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+
+
+def _label_pair(
+    concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two label maps of equal shape and return their (masked) flat pixels."""
+    c = _to_numpy(concepts, "concepts")
+    p = _to_numpy(parts, "parts")
+    if c.shape != p.shape:
+        raise ValueError(
+            f"concepts and parts must have the same shape (N, H, W); got {c.shape} and {p.shape}. "
+            "Upsample the concept map to the image size first (ConceptModel.concept_map(..., size=...))."
+        )
+    for arr, name in ((c, "concepts"), (p, "parts")):
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}")
+    c = c.reshape(-1)
+    p = p.reshape(-1)
+    if mask is not None:
+        m = _to_numpy(mask, "mask")
+        if m.shape != _to_numpy(concepts, "concepts").shape:
+            raise ValueError(f"mask must have the shape of concepts {tuple(concepts.shape)}, got {m.shape}")
+        m = m.reshape(-1).astype(bool)
+        c, p = c[m], p[m]
+    if c.size == 0:
+        raise ValueError("No pixel to evaluate: the mask selects nothing.")
+    return c, p
+
+
+# --------------------------------------------------------------------------
+# concept maps vs parts
+# --------------------------------------------------------------------------
+def nmi(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) -> float:
+    """Normalised mutual information between a concept map and the part map.
+
+    ``NMI(K, J) = I(K; J) / ((H(K) + H(J)) / 2)`` over pixels, where ``K`` is a
+    pixel's concept and ``J`` its ground-truth part (scikit-learn's
+    :func:`~sklearn.metrics.normalized_mutual_info_score`, arithmetic mean).
+    1 = the concepts are the parts up to renaming; 0 = independent.
+
+    NMI is **not comparable across different numbers of concepts**: more
+    clusters raise ``H(K)`` and change the score even for equally good maps.
+    Compare levels at one ``K'`` only.
+
+    Parameters
+    ----------
+    concepts : Tensor or ndarray, shape (N, H, W), integer
+        Concept index of every pixel (the concept map upsampled to the image).
+    parts : Tensor or ndarray, shape (N, H, W), integer
+        Ground-truth part of every pixel (``0`` = background).
+    mask : Tensor or ndarray, shape (N, H, W), bool, optional
+        Evaluate only these pixels, e.g. the object mask: background is 80-90 %
+        of the pixels, so plain NMI mostly measures object vs background.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> import torch
+    >>> parts = torch.tensor([[[0, 1], [2, 2]]])
+    >>> round(nmi(parts + 5, parts), 6)
+    1.0
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    c, p = _label_pair(concepts, parts, mask)
+    return float(normalized_mutual_info_score(p, c))
+
+
+def purity(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) -> float:
+    """Purity of concepts with respect to parts.
+
+    ``purity = (1 / n) * sum_k max_j |{pixels of concept k and part j}|``:
+    the share of pixels whose part is the majority part of their concept.
+    It rewards many small concepts (``K' = n`` gives 1) and, with 80-90 %
+    background, every map scores about 0.85 on all pixels: report it on object
+    pixels (``mask``) too.
+
+    Parameters
+    ----------
+    concepts, parts : Tensor or ndarray, shape (N, H, W), integer
+        Concept and ground-truth part of every pixel.
+    mask : Tensor or ndarray, shape (N, H, W), bool, optional
+        Evaluate only these pixels.
+
+    Returns
+    -------
+    float in (0, 1]
+    """
+    from sklearn.metrics.cluster import contingency_matrix
+
+    c, p = _label_pair(concepts, parts, mask)
+    table = contingency_matrix(c, p)  # (concepts, parts)
+    return float(table.max(axis=1).sum() / c.size)
+
+
+def fit_concept_to_part(
+    concepts_train: ArrayLike, parts_train: ArrayLike, n_concepts: int | None = None
+) -> np.ndarray:
+    """Map every concept to its majority part on **training** images.
+
+    ``mapping[k] = argmax_j |{training pixels of concept k and part j}|``.
+    A concept that never occurs is mapped to background (``0``). Fit on
+    training images and evaluate with :func:`miou` on test images, so that the
+    matching is not tuned on the data it is scored on.
+
+    Parameters
+    ----------
+    concepts_train, parts_train : Tensor or ndarray, shape (N, H, W), integer
+        Concept maps and part maps of the training images.
+    n_concepts : int, optional
+        Number of concepts ``K'`` (default: largest concept index + 1).
+
+    Returns
+    -------
+    ndarray, shape (K',), int64
+        The part assigned to each concept.
+    """
+    c, p = _label_pair(concepts_train, parts_train, None)
+    if c.min() < 0 or p.min() < 0:
+        raise ValueError("Concept and part labels must be non-negative integers.")
+    k = int(c.max()) + 1 if n_concepts is None else int(n_concepts)
+    if c.max() >= k:
+        raise ValueError(f"concepts_train holds index {int(c.max())} but n_concepts={k}.")
+    n_parts = int(p.max()) + 1
+    table = np.zeros((k, n_parts), dtype=np.int64)
+    np.add.at(table, (c.astype(np.int64), p.astype(np.int64)), 1)
+    mapping = table.argmax(axis=1)
+    mapping[table.sum(axis=1) == 0] = 0
+    return mapping.astype(np.int64)
+
+
+def miou(
+    concepts_test: ArrayLike, parts_test: ArrayLike, mapping: ArrayLike, n_parts: int
+) -> tuple[float, np.ndarray]:
+    """Mean intersection over union after mapping concepts to parts.
+
+    The predicted part of a pixel is ``mapping[concept]``;
+    ``IoU_j = |pred = j and gt = j| / |pred = j or gt = j|`` over all test
+    pixels, and the mean runs over the parts **present in the ground truth**
+    (background included).
+
+    Parameters
+    ----------
+    concepts_test, parts_test : Tensor or ndarray, shape (N, H, W), integer
+        Concept maps and part maps of the test images.
+    mapping : Tensor or ndarray, shape (K',), integer
+        Concept-to-part mapping from :func:`fit_concept_to_part`.
+    n_parts : int
+        Number of part labels, background included.
+
+    Returns
+    -------
+    miou : float
+        Mean IoU over the parts present.
+    per_part : ndarray, shape (n_parts,)
+        IoU of each part; ``nan`` for parts absent from ``parts_test``.
+    """
+    c, p = _label_pair(concepts_test, parts_test, None)
+    m = _to_numpy(mapping, "mapping").astype(np.int64).reshape(-1)
+    if c.max() >= m.size or c.min() < 0:
+        raise ValueError(
+            f"concepts_test holds indices in [{int(c.min())}, {int(c.max())}] "
+            f"but the mapping covers only {m.size} concepts."
+        )
+    if p.max() >= n_parts or m.max() >= n_parts:
+        raise ValueError(f"Part labels must lie in [0, {n_parts - 1}] (n_parts={n_parts}).")
+    pred = m[c]
+    per_part = np.full(n_parts, np.nan)
+    for j in range(n_parts):
+        gt_j = p == j
+        if not gt_j.any():
+            continue
+        pr_j = pred == j
+        per_part[j] = np.logical_and(gt_j, pr_j).sum() / np.logical_or(gt_j, pr_j).sum()
+    return float(np.nanmean(per_part)), per_part
+
+
+def nothing_found_miou(parts_test: ArrayLike, n_parts: int) -> float:
+    """The "nothing found" floor of :func:`miou`: every pixel predicted background.
+
+    Background IoU is then the background share of the pixels and every other
+    part scores 0, so the floor is ``IoU_bg / (number of parts present)``. A
+    concept map must beat this to have found anything.
+
+    Parameters
+    ----------
+    parts_test : Tensor or ndarray, shape (N, H, W), integer
+    n_parts : int
+        Number of part labels, background included.
+
+    Returns
+    -------
+    float
+    """
+    p = _to_numpy(parts_test, "parts_test")
+    zeros = np.zeros_like(p)
+    return miou(zeros, p, np.zeros(1, dtype=np.int64), n_parts)[0]
+
+
+def parts_without_concept(mapping: ArrayLike, n_parts: int) -> list[int]:
+    """Parts that no concept is mapped to (they score IoU 0 in :func:`miou`).
+
+    Small parts (under about 2 % of the pixels) often end up here.
+    """
+    m = set(_to_numpy(mapping, "mapping").astype(int).tolist())
+    return [j for j in range(n_parts) if j not in m]
+
+
+# --------------------------------------------------------------------------
+# attribution maps
+# --------------------------------------------------------------------------
+def _check_maps(maps: ArrayLike, n: int | None = None, name: str = "maps") -> torch.Tensor:
+    if isinstance(maps, np.ndarray):
+        maps = torch.from_numpy(np.ascontiguousarray(maps))
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor or array of shape (N, h, w), got {type(maps).__name__}")
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, h, w), got {tuple(maps.shape)}")
+    if n is not None and maps.shape[0] != n:
+        raise ValueError(f"{name} has {maps.shape[0]} maps but there are {n} images/masks.")
+    maps = maps.float()
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return maps
+
+
+def _resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of ``(N, h, w)`` maps to ``size`` (no-op when equal)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def _check_masks(masks: ArrayLike, name: str = "object_masks") -> torch.Tensor:
+    if isinstance(masks, np.ndarray):
+        masks = torch.from_numpy(np.ascontiguousarray(masks))
+    if not isinstance(masks, torch.Tensor) or masks.ndim != 3:
+        raise ValueError(f"{name} must be a bool tensor of shape (N, H, W)")
+    return masks.bool()
+
+
+def random_maps(
+    n: int, size: tuple[int, int], *, random_state: int | torch.Generator = 0
+) -> torch.Tensor:
+    """Uniform random maps ``(n, H, W)``: the chance baseline of every attribution metric."""
+    gen = random_state if isinstance(random_state, torch.Generator) else torch.Generator().manual_seed(int(random_state))
+    return torch.rand((n, *size), generator=gen)
+
+
+@dataclasses.dataclass
+class DeletionInsertion:
+    """Deletion and insertion curves of a set of attribution maps.
+
+    Attributes
+    ----------
+    fractions : ndarray, shape (S + 1,)
+        Share of pixels removed (deletion) or inserted (insertion), ``0..1``.
+    deletion, insertion : ndarray, shape (N, S + 1)
+        Probability of the target class along each curve.
+    deletion_auc, insertion_auc : ndarray, shape (N,)
+        Area under each curve (trapezoid rule over ``fractions``). Deletion:
+        lower is better; insertion: higher is better.
+    baseline : str
+        What removed pixels were replaced by (see :func:`deletion_insertion`).
+    """
+
+    fractions: np.ndarray
+    deletion: np.ndarray
+    insertion: np.ndarray
+    deletion_auc: np.ndarray
+    insertion_auc: np.ndarray
+    baseline: str
+
+
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = images.shape[1]
+    pad = (radius, radius, radius, radius)
+    out = F.pad(images, pad, mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return out
+
+
+def _baseline_images(images: torch.Tensor, baseline: str | float) -> tuple[torch.Tensor, str]:
+    h, w = images.shape[-2:]
+    if isinstance(baseline, str):
+        if baseline == "blur":
+            sigma = max(h, w) / 16
+            return _blur(images, sigma), f"blur (Gaussian, sigma={sigma:g} px)"
+        if baseline == "mean":
+            return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone(), "mean (per-image channel mean)"
+        raise ValueError(f"baseline must be 'blur', 'mean' or a number in [0, 1], got {baseline!r}")
+    value = float(baseline)
+    return torch.full_like(images, value), f"constant {value:g}"
+
+
+def deletion_insertion(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    maps: ArrayLike,
+    target: ArrayLike,
+    *,
+    steps: int = 20,
+    baseline: Literal["blur", "mean"] | float = "blur",
+    batch_size: int = 256,
+    random_state: int = 0,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> DeletionInsertion:
+    """Deletion and insertion curves (Petsiuk et al., 2018) and their AUC.
+
+    Pixels are ranked by decreasing attribution (ties broken at random with
+    ``random_state``). *Deletion* replaces the top ``t`` share of pixels by the
+    baseline image and records the target-class probability for
+    ``t = 0, 1/S, ..., 1``; a faithful map makes it fall fast (low AUC).
+    *Insertion* starts from the baseline image and puts the top ``t`` share of
+    original pixels back; a faithful map makes it rise fast (high AUC).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier taking images ``(N, 3, H, W)`` in ``[0, 1]``; put in eval mode.
+    images : Tensor, shape (N, 3, H, W)
+        Images in ``[0, 1]``.
+    maps : Tensor or ndarray, shape (N, h, w)
+        Attribution maps; upsampled bilinearly to ``(H, W)`` when smaller.
+    target : Tensor or ndarray, shape (N,)
+        Class whose probability is tracked (usually the predicted class).
+    steps : int, default 20
+        Number ``S`` of steps; ``S + 1`` points per curve.
+    baseline : {"blur", "mean"} or float, default "blur"
+        Value of removed pixels: ``"blur"`` = the image blurred with a
+        Gaussian of standard deviation ``max(H, W) / 16`` px (Petsiuk's
+        insertion canvas), ``"mean"`` = the image's mean colour, a number =
+        that constant grey level (``0.0`` = black). The value used is stored in
+        :attr:`DeletionInsertion.baseline`; report it with the results.
+    batch_size : int, default 256
+        Images per forward pass.
+    random_state : int, default 0
+        Seed of the tie-breaking.
+    score : callable, optional
+        ``score(logits (B, C), target (B,)) -> (B,)``; default the softmax
+        probability of ``target``.
+
+    Returns
+    -------
+    DeletionInsertion
+    """
+    from ._validation import check_rgb_images
+
+    check_rgb_images(images)
+    n, _, h, w = images.shape
+    maps_t = _resize_maps(_check_maps(maps, n), (h, w))
+    tgt = torch.as_tensor(_to_numpy(target, "target") if not isinstance(target, torch.Tensor) else target)
+    tgt = tgt.long().reshape(-1)
+    if tgt.numel() != n:
+        raise ValueError(f"target must have shape (N,) = ({n},), got {tuple(tgt.shape)}")
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = int(steps)
+    if score is None:
+
+        def score(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return logits.softmax(dim=1).gather(1, t[:, None])[:, 0]
+
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = images.device
+    base, base_doc = _baseline_images(images, baseline)
+
+    # rank of every pixel (0 = most relevant), ties broken by a seeded permutation
+    gen = torch.Generator().manual_seed(int(random_state))
+    flat = maps_t.reshape(n, -1).cpu()
+    n_pix = flat.shape[1]
+    perm = torch.stack([torch.randperm(n_pix, generator=gen) for _ in range(n)])
+    shuffled = flat.gather(1, perm)
+    order = perm.gather(1, torch.argsort(shuffled, dim=1, descending=True, stable=True))
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n_pix).expand(n, -1).contiguous())
+    rank = rank.reshape(n, 1, h, w)
+    counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * n_pix / steps).long()
+
+    fractions = (counts.double() / n_pix).numpy()
+    curves = {"deletion": np.zeros((n, steps + 1)), "insertion": np.zeros((n, steps + 1))}
+    per_batch = max(1, int(batch_size) // (steps + 1))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, n, per_batch):
+                sl = slice(start, min(n, start + per_batch))
+                x = images[sl].to(device)
+                b = base[sl].to(device)
+                r = rank[sl].to(device)
+                t = tgt[sl].to(device)
+                m = x.shape[0]
+                # keep[s, i] = pixel among the top counts[s] of image i
+                keep = r[None] < counts.to(device).view(-1, 1, 1, 1, 1)  # (S+1, m, 1, H, W)
+                for kind in ("deletion", "insertion"):
+                    if kind == "deletion":
+                        batch = torch.where(keep, b[None], x[None])
+                    else:
+                        batch = torch.where(keep, x[None], b[None])
+                    logits = model(batch.reshape(-1, *x.shape[1:]))
+                    s = score(logits, t.repeat(steps + 1))
+                    curves[kind][sl] = s.view(steps + 1, m).T.double().cpu().numpy()
+    finally:
+        model.train(was_training)
+
+    def auc(c: np.ndarray) -> np.ndarray:
+        return np.trapezoid(c, fractions, axis=1) if hasattr(np, "trapezoid") else np.trapz(c, fractions, axis=1)
+
+    return DeletionInsertion(
+        fractions=fractions,
+        deletion=curves["deletion"],
+        insertion=curves["insertion"],
+        deletion_auc=auc(curves["deletion"]),
+        insertion_auc=auc(curves["insertion"]),
+        baseline=base_doc,
+    )
+
+
+def pointing_game(maps: ArrayLike, object_masks: ArrayLike, *, tolerance: int = 0) -> np.ndarray:
+    """Pointing game: is the maximum of each map on the object?
+
+    The map is upsampled bilinearly to the mask size; its arg-max pixel (the
+    first one in row-major order when several tie) is a *hit* when it lies in
+    the object mask dilated by ``tolerance`` pixels (a square neighbourhood,
+    Zhang et al. 2016 use 15 px at 224 px). Images with an empty mask count as
+    misses.
+
+    Parameters
+    ----------
+    maps : Tensor or ndarray, shape (N, h, w)
+    object_masks : Tensor or ndarray, shape (N, H, W), bool
+    tolerance : int, default 0
+        Pixels of tolerance around the mask.
+
+    Returns
+    -------
+    ndarray, shape (N,), bool
+    """
+    masks = _check_masks(object_masks)
+    maps_t = _resize_maps(_check_maps(maps, masks.shape[0]), tuple(masks.shape[-2:]))
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    m = masks.float().cpu()
+    if tolerance > 0:
+        m = F.max_pool2d(m[:, None], 2 * tolerance + 1, stride=1, padding=tolerance)[:, 0]
+    idx = maps_t.cpu().reshape(maps_t.shape[0], -1).argmax(dim=1)
+    return (m.reshape(m.shape[0], -1).gather(1, idx[:, None])[:, 0] > 0).numpy()
+
+
+def energy_in_mask(
+    maps: ArrayLike, object_masks: ArrayLike, *, positive: Literal["shift", "relu"] = "shift"
+) -> np.ndarray:
+    """Share of attribution energy that falls on the object.
+
+    ``E = sum_{p in mask} m+(p) / sum_p m+(p)`` with the map upsampled
+    bilinearly to the mask size and made non-negative by
+
+    - ``"shift"`` (default): ``m+ = m - min_p m``. CAM and k-means maps carry an
+      arbitrary per-map constant (``b_c``, ``-||mu||^2``) that would change a
+      clipped map; subtracting the minimum makes ``E`` invariant to it (and
+      to positive rescaling).
+    - ``"relu"``: ``m+ = max(m, 0)`` (the usual energy-based pointing game).
+
+    A random map scores about the object's share of the pixels, a map that is
+    zero off the object scores 1. Maps without positive energy give ``nan``.
+
+    Parameters
+    ----------
+    maps : Tensor or ndarray, shape (N, h, w)
+    object_masks : Tensor or ndarray, shape (N, H, W), bool
+    positive : {"shift", "relu"}, default "shift"
+
+    Returns
+    -------
+    ndarray, shape (N,), float
+    """
+    masks = _check_masks(object_masks)
+    maps_t = _resize_maps(_check_maps(maps, masks.shape[0]), tuple(masks.shape[-2:])).cpu().double()
+    flat = maps_t.reshape(maps_t.shape[0], -1)
+    if positive == "shift":
+        flat = flat - flat.min(dim=1, keepdim=True).values
+    elif positive == "relu":
+        flat = flat.clamp_min(0)
+    else:
+        raise ValueError(f"positive must be 'shift' or 'relu', got {positive!r}")
+    total = flat.sum(dim=1)
+    inside = (flat * masks.reshape(masks.shape[0], -1).cpu().double()).sum(dim=1)
+    out = torch.where(total > 0, inside / total.clamp_min(1e-300), torch.full_like(total, float("nan")))
+    return out.numpy()
