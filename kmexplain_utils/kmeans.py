@@ -1,0 +1,787 @@
+"""A fast k-means in PyTorch: chunked matrix-product distances, streaming, distributed.
+
+:class:`KMeans` follows scikit-learn's estimator contract and gives the same
+result as ``sklearn.cluster.KMeans(algorithm="lloyd")`` from the same initial
+centroids (labels identical, inertia within float rounding), while
+
+- computing distances by the matrix-product form
+  ``||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2`` in row chunks (one fused
+  ``addmm`` + ``min`` per chunk into a preallocated buffer), never with
+  ``torch.cdist`` and never with an ``(n, k, d)`` broadcast;
+- updating centroids with ``index_add_`` (sums accumulated in float64);
+- never copying the data (numpy arrays and memory maps are wrapped, not copied);
+- seeding by k-means++ on a sample;
+- fitting data larger than memory: ``fit`` accepts a stream of batches, fits
+  on a bounded reservoir sample (at most ``256`` points per centroid by
+  default, as faiss does) and labels everything in one streamed pass;
+- running on several processes or GPUs when ``torch.distributed`` is
+  initialised (cluster sums and counts all-reduced every iteration).
+
+Example
+-------
+>>> import numpy as np
+>>> from kmexplain_utils.kmeans import KMeans
+>>> X = np.random.default_rng(0).normal(size=(500, 4)).astype("float32")
+>>> km = KMeans(n_clusters=3, random_state=0).fit(X)
+>>> km.predict(X[:5]).shape
+(5,)
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from ._kmeans_dist import (
+    Assigner,
+    Comm,
+    chunks,
+    default_chunk_size,
+    kmeans_plusplus,
+    resolve_matmul_dtype,
+)
+from ._validation import NotFittedError, as_float_tensor, check_is_fitted
+from .config import resolve_device
+
+__all__ = ["KMeans", "POINTS_PER_CENTROID", "INIT_SAMPLE_SIZE"]
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+#: Default size of the training sample of a streamed fit, per centroid (faiss uses 256).
+POINTS_PER_CENTROID = 256
+#: k-means++ runs on at most ``max(INIT_SAMPLE_SIZE, 40 * k)`` points.
+INIT_SAMPLE_SIZE = 10_000
+
+_SHAPE_DOC = "(n_samples, n_features)"
+
+
+# --------------------------------------------------------------------------- input helpers
+def _as_2d(X: Any, name: str = "X") -> torch.Tensor:
+    """``X`` as a floating tensor ``(n, d)``, without a copy when possible."""
+    t = as_float_tensor(X, name=name)
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    if t.ndim != 2:
+        hint = ""
+        if t.ndim == 1:
+            hint = " For one sample use X.reshape(1, -1); for one feature use X.reshape(-1, 1)."
+        elif t.ndim == 4:
+            hint = (
+                " For feature maps (N, D, H, W) use X.permute(0, 2, 3, 1).reshape(-1, D) "
+                "to cluster positions, or X.mean((2, 3)) to cluster pooled embeddings."
+            )
+        raise ValueError(
+            f"{name} must be a 2-D array of shape {_SHAPE_DOC}, got shape {tuple(t.shape)}.{hint}"
+        )
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one sample and one feature, got shape {tuple(t.shape)}.")
+    return t
+
+
+def _raise_not_finite(xc: torch.Tensor, name: str, where: str = "") -> None:
+    bad = int((~torch.isfinite(xc)).sum())
+    if bad == 0:  # the squared norm overflowed, the values are finite
+        raise ValueError(
+            f"{name} has values too large to square in {xc.dtype}{where}; rescale the data (e.g. divide by its std)."
+        )
+    raise ValueError(
+        f"{name} contains {bad} NaN or infinite value(s){where}; remove or impute them before calling KMeans."
+    )
+
+
+def _is_stream(X: Any) -> bool:
+    """Whether ``X`` is a stream of batches rather than one array."""
+    if isinstance(X, (np.ndarray, torch.Tensor)):
+        return False
+    if callable(X):
+        return True
+    if isinstance(X, (list, tuple)):
+
+        def _batch_like(b: Any) -> bool:
+            if isinstance(b, (tuple, list)) and len(b) > 0:
+                b = b[0]
+            return isinstance(b, (np.ndarray, torch.Tensor)) and b.ndim == 2
+
+        return len(X) > 0 and all(_batch_like(b) for b in X)
+    return isinstance(X, Iterable) and not isinstance(X, (str, bytes))
+
+
+class _Batches:
+    """Re-iterable view of a stream of ``(b, d)`` batches (callable or iterable)."""
+
+    def __init__(self, source: Callable[[], Iterable] | Iterable, name: str = "X") -> None:
+        if not callable(source):
+            if iter(source) is source:
+                raise TypeError(
+                    f"{name} is a one-shot iterator (e.g. a generator), but fitting reads the stream twice "
+                    "(a sampling pass and a labelling pass). Pass a zero-argument callable that returns a "
+                    "fresh iterator instead, e.g. KMeans(...).fit(lambda: batches(path))."
+                )
+        self.source = source
+        self.name = name
+        self.n_features: int | None = None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        it = self.source() if callable(self.source) else self.source
+        for i, b in enumerate(it):
+            if isinstance(b, (tuple, list)) and not isinstance(b, np.ndarray):
+                b = b[0]  # (x, y) batches of a DataLoader
+            t = _as_2d(b, name=f"batch {i} of {self.name}")
+            if self.n_features is None:
+                self.n_features = int(t.shape[1])
+            elif t.shape[1] != self.n_features:
+                raise ValueError(
+                    f"batch {i} of {self.name} has {t.shape[1]} features, earlier batches had "
+                    f"{self.n_features}; every batch must have shape (b, {self.n_features})."
+                )
+            yield t
+
+
+def _seed_from(random_state: Any) -> int:
+    """An int seed from ``random_state`` (int, None, np/torch generator)."""
+    if random_state is None:
+        return int(torch.randint(0, 2**62, (1,)))
+    if isinstance(random_state, torch.Generator):
+        return int(torch.randint(0, 2**62, (1,), generator=random_state))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**62))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, numbers.Integral):
+        if int(random_state) < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}.")
+        return int(random_state)
+    raise TypeError(
+        f"random_state must be None, an int, or a numpy/torch generator, got {type(random_state).__name__}."
+    )
+
+
+def _to_output(t: torch.Tensor, like: Any) -> ArrayLike:
+    """numpy in -> numpy out; torch in -> torch on the input's device."""
+    if isinstance(like, torch.Tensor):
+        return t.to(like.device)
+    return t.cpu().numpy()
+
+
+# --------------------------------------------------------------------------- the estimator
+class KMeans:
+    """k-means clustering (Lloyd's algorithm) in PyTorch, CPU or GPU.
+
+    Parameters
+    ----------
+    n_clusters : int, default 8
+        Number of centroids ``k``.
+    init : {"k-means++", "random"} or array of shape (n_clusters, n_features), default "k-means++"
+        Seeding. ``"k-means++"`` is the greedy variant (``2 + log k`` local
+        trials) run on a sample of at most ``max(10000, 40 k)`` points;
+        ``"random"`` picks ``k`` distinct data points; an array gives the
+        initial centroids (then ``n_init`` is 1).
+    n_init : int, default 1
+        Number of seedings; the run with the lowest inertia is kept.
+    max_iter : int, default 300
+        Maximum number of Lloyd iterations per run.
+    tol : float, default 1e-4
+        Convergence when the squared shift of the centroids (summed) is at
+        most ``tol`` times the mean per-feature variance of the data (as in
+        scikit-learn); the fit also stops when no label changes.
+    random_state : int, numpy/torch generator or None, default None
+        Seed of the seeding and sampling. An int makes the fit deterministic.
+    device : str or torch.device, default "auto"
+        Where the computation runs. ``"auto"``: the input tensor's device
+        when it is a GPU tensor, else CUDA when available, else the CPU.
+    chunk_size : int, optional
+        Rows per distance chunk (default: tuned for the device).
+    matmul_dtype : {"float32", "bfloat16", "auto"}, default "float32"
+        Precision of the distance products. ``"float32"`` means the data's
+        own precision (float64 data stays float64). ``"bfloat16"`` uses bf16
+        products (centroid updates stay exact; a few labels may flip at near
+        ties); ``"auto"`` uses bf16 only on a CUDA GPU with bf16 support or a
+        CPU with AMX / AVX512-BF16. float16 is never used on the CPU.
+    sample_size : int, optional
+        Fit the centroids on a uniform sample of this many points, then label
+        all the data in one pass. Streams default to
+        ``256 * n_clusters`` points; in-memory data defaults to all points.
+    distributed : bool or "auto", default "auto"
+        Fit on the shards of all ranks when ``torch.distributed`` is
+        initialised with more than one process (``"auto"``); ``False`` makes
+        each rank fit its own data alone.
+
+    Attributes
+    ----------
+    cluster_centers_ : torch.Tensor
+        ``(n_clusters, n_features)`` centroids, dtype of the data, on the
+        fitting device.
+    labels_ : torch.Tensor or None
+        ``(n_samples,)`` int64 label of every training point (this rank's
+        shard when distributed; for a stream, the labels of all its rows in
+        stream order).
+    inertia_ : float
+        Sum of squared distances of the training points to their centroid
+        (all ranks together when distributed).
+    n_iter_ : int
+        Lloyd iterations of the kept run.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+
+    Notes
+    -----
+    A stream is a zero-argument callable returning an iterator of ``(b, d)``
+    batches (e.g. ``lambda: read_batches(path)``), or a re-iterable object
+    such as a list of arrays or a ``DataLoader`` (for ``(x, y)`` batches the
+    first element is used). It is read twice: once to draw the reservoir
+    sample, once to label every row.
+
+    Examples
+    --------
+    >>> import torch
+    >>> X = torch.randn(1000, 8, generator=torch.Generator().manual_seed(0))
+    >>> km = KMeans(n_clusters=4, random_state=0, device="cpu").fit(X)
+    >>> km.cluster_centers_.shape
+    torch.Size([4, 8])
+    >>> bool((km.predict(X) == km.labels_).all())
+    True
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: str | ArrayLike = "k-means++",
+        n_init: int = 1,
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        random_state: Any = None,
+        device: str | torch.device = "auto",
+        chunk_size: int | None = None,
+        matmul_dtype: str = "float32",
+        sample_size: int | None = None,
+        distributed: bool | str = "auto",
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.device = device
+        self.chunk_size = chunk_size
+        self.matmul_dtype = matmul_dtype
+        self.sample_size = sample_size
+        self.distributed = distributed
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        k = self.n_clusters
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"n_clusters must be a positive int, got {k!r}.")
+        if isinstance(self.n_init, bool) or not isinstance(self.n_init, numbers.Integral) or self.n_init < 1:
+            raise ValueError(f"n_init must be a positive int, got {self.n_init!r}.")
+        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}.")
+        if not isinstance(self.tol, numbers.Real) or self.tol < 0:
+            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}.")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, numbers.Integral) or self.chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None, got {self.chunk_size!r}.")
+        if self.sample_size is not None and (
+            not isinstance(self.sample_size, numbers.Integral) or self.sample_size < 1
+        ):
+            raise ValueError(f"sample_size must be a positive int or None, got {self.sample_size!r}.")
+        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
+            raise ValueError(
+                f"init must be 'k-means++', 'random' or an array of shape (n_clusters, n_features), got {self.init!r}."
+            )
+        if self.distributed not in (True, False, "auto"):
+            raise ValueError(f"distributed must be True, False or 'auto', got {self.distributed!r}.")
+
+    def _check_n_samples(self, n: int) -> None:
+        if self.n_clusters > n:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} is larger than n_samples={n}: k-means needs at least one "
+                f"sample per cluster. Use n_clusters <= {n}, or fit on more data."
+            )
+
+    def _fit_device(self, X: Any) -> torch.device:
+        if isinstance(self.device, str) and self.device == "auto":
+            if isinstance(X, torch.Tensor) and X.device.type != "cpu":
+                return X.device
+            return resolve_device("auto")
+        return resolve_device(self.device)
+
+    def _chunk(self, d: int, dtype: torch.dtype, device: torch.device) -> int:
+        if self.chunk_size is not None:
+            return int(self.chunk_size)
+        return default_chunk_size(d, int(self.n_clusters), torch.finfo(dtype).bits // 8, device)
+
+    def _init_array(self, d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        C = as_float_tensor(self.init, name="init")
+        if C.ndim != 2 or C.shape != (self.n_clusters, d):
+            raise ValueError(
+                f"init must have shape (n_clusters, n_features) = ({self.n_clusters}, {d}), got {tuple(C.shape)}."
+            )
+        C = C.to(device=device, dtype=dtype).clone()
+        if not bool(torch.isfinite(C).all()):
+            raise ValueError("init contains NaN or infinite values.")
+        return C
+
+    # ------------------------------------------------------------------ data passes
+    @staticmethod
+    def _chunk_of(X: torch.Tensor, s: int, e: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        xc = X[s:e]
+        if xc.device != device or xc.dtype != dtype:
+            xc = xc.to(device=device, dtype=dtype, non_blocking=True)
+        return xc
+
+    def _scan(self, X: torch.Tensor, device: torch.device, dtype: torch.dtype, chunk: int, comm: Comm):
+        """One pass: squared row norms ``(n,)``, finiteness, mean per-feature variance."""
+        n, d = X.shape
+        x_sq = torch.empty(n, dtype=dtype, device=device)
+        col = torch.zeros(d, dtype=torch.float64, device=device)
+        for s, e in chunks(n, chunk):
+            xc = self._chunk_of(X, s, e, device, dtype)
+            torch.sum(xc * xc, dim=1, out=x_sq[s:e])
+            if not bool(torch.isfinite(x_sq[s:e]).all()):
+                _raise_not_finite(xc, "X", f" (rows {s}..{e - 1})")
+            col += xc.sum(0, dtype=torch.float64)
+        stats = torch.cat([col, x_sq.sum(dtype=torch.float64).reshape(1), torch.tensor([float(n)], dtype=torch.float64, device=device)])
+        comm.allreduce_(stats)
+        n_tot = float(stats[-1])
+        mean = stats[:d] / n_tot
+        var_mean = max(0.0, (float(stats[d]) / n_tot - float((mean * mean).sum())) / d)
+        return x_sq, var_mean
+
+    def _gather_rows(
+        self, X: torch.Tensor, idx: torch.Tensor, offset: int, comm: Comm, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Rows of the global data at sorted global indices ``idx``, identical on every rank."""
+        n = X.shape[0]
+        lo = int(torch.searchsorted(idx, torch.tensor(offset)))
+        hi = int(torch.searchsorted(idx, torch.tensor(offset + n)))
+        local = idx[lo:hi] - offset
+        rows = X[local.to(X.device)].to(device=device, dtype=dtype)
+        return comm.allgather_rows(rows).to(device)
+
+    def _assign_pass(
+        self,
+        batches: Iterable[torch.Tensor],
+        assigner: Assigner,
+        C: torch.Tensor,
+        labels_out: torch.Tensor | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        chunk: int,
+    ) -> tuple[list[torch.Tensor], float]:
+        """Label every row of ``batches`` and sum the exact squared distances."""
+        assigner.set_centers(C)
+        inertia = torch.zeros((), dtype=torch.float64, device=device)
+        labs: list[torch.Tensor] = []
+        mind = torch.empty(chunk, dtype=dtype, device=device)
+        pos = 0
+        for xb in batches:
+            for s, e in chunks(xb.shape[0], chunk):
+                xc = self._chunk_of(xb, s, e, device, dtype)
+                b = e - s
+                lab = labels_out[pos : pos + b] if labels_out is not None else torch.empty(b, dtype=torch.int64, device=device)
+                assigner.assign(xc, lab, mind[:b])
+                diff = xc - C.index_select(0, lab)
+                inertia += diff.mul_(diff).sum(dtype=torch.float64)
+                if labels_out is None:
+                    labs.append(lab)
+                pos += b
+        return labs, float(inertia)
+
+    # ------------------------------------------------------------------ Lloyd
+    def _lloyd(
+        self,
+        X: torch.Tensor,
+        C: torch.Tensor,
+        x_sq: torch.Tensor,
+        tol_abs: float,
+        comm: Comm,
+        device: torch.device,
+        dtype: torch.dtype,
+        chunk: int,
+        low: torch.dtype | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+        """Lloyd iterations on the (local shard) ``X``; returns centers, labels, inertia, n_iter."""
+        n, d = X.shape
+        k = int(self.n_clusters)
+        assigner = Assigner(k, d, chunk, dtype, device, low)
+        labels = torch.empty(n, dtype=torch.int64, device=device)
+        labels_old = torch.full((n,), -1, dtype=torch.int64, device=device)
+        mind = torch.empty(n, dtype=dtype, device=device)
+        sums = torch.empty((k, d), dtype=torch.float64, device=device)
+        part = torch.empty((k, d), dtype=dtype, device=device) if dtype != torch.float64 else None
+        counts = torch.empty(k, dtype=torch.float64, device=device)
+        ones = torch.ones(chunk, dtype=torch.float64, device=device)
+        spans = list(chunks(n, chunk))
+        strict = False
+        n_iter = 0
+        for it in range(int(self.max_iter)):
+            assigner.set_centers(C)
+            sums.zero_()
+            counts.zero_()
+            for s, e in spans:
+                xc = self._chunk_of(X, s, e, device, dtype)
+                lab = labels[s:e]
+                assigner.assign(xc, lab, mind[s:e])
+                if part is None:
+                    sums.index_add_(0, lab, xc)
+                else:
+                    part.zero_()
+                    part.index_add_(0, lab, xc)
+                    sums.add_(part)
+                counts.index_add_(0, lab, ones[: e - s])
+            changed = (labels != labels_old).sum().to(torch.float64).reshape(1)
+            red = torch.cat([sums.reshape(-1), counts, changed])
+            comm.allreduce_(red)
+            sums.copy_(red[: k * d].reshape(k, d))
+            counts.copy_(red[k * d : k * d + k])
+            n_changed = int(red[-1])
+            if bool((counts == 0).any()):
+                self._relocate_empty(X, C, labels, mind, x_sq, sums, counts, comm, device, dtype)
+            nonempty = counts > 0
+            C_new = C.clone()
+            C_new[nonempty] = (sums[nonempty] / counts[nonempty].unsqueeze(1)).to(dtype)
+            shift = float(((C_new.to(torch.float64) - C.to(torch.float64)) ** 2).sum())
+            C = C_new
+            n_iter = it + 1
+            if n_changed == 0:
+                strict = True
+                break
+            if shift <= tol_abs:
+                break
+            labels_old.copy_(labels)
+        if not strict:
+            assigner.set_centers(C)
+            for s, e in spans:
+                xc = self._chunk_of(X, s, e, device, dtype)
+                assigner.assign(xc, labels[s:e], mind[s:e])
+        inertia = torch.zeros(1, dtype=torch.float64, device=device)
+        for s, e in spans:
+            xc = self._chunk_of(X, s, e, device, dtype)
+            diff = xc - C.index_select(0, labels[s:e])
+            inertia += diff.mul_(diff).sum(dtype=torch.float64)
+        comm.allreduce_(inertia)
+        return C, labels, float(inertia), n_iter
+
+    def _relocate_empty(
+        self,
+        X: torch.Tensor,
+        C: torch.Tensor,
+        labels: torch.Tensor,
+        mind: torch.Tensor,
+        x_sq: torch.Tensor,
+        sums: torch.Tensor,
+        counts: torch.Tensor,
+        comm: Comm,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        """Re-seed empty clusters with the points farthest from their centroid (as scikit-learn)."""
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        n_e = len(empty)
+        dist = (mind + x_sq).clamp_min_(0)
+        t = min(n_e, dist.shape[0])
+        vals, idx = torch.topk(dist, t)
+        rows = X[idx.to(X.device)].to(device=device, dtype=dtype)
+        labs = labels[idx]
+        vals = comm.allgather_rows(vals.to(torch.float64))
+        rows = comm.allgather_rows(rows)
+        labs = comm.allgather_rows(labs)
+        order = torch.sort(vals, descending=True, stable=True).indices[:n_e]
+        for cluster, j in zip(empty, order.tolist()):
+            x = rows[j].to(torch.float64)
+            old = int(labs[j])
+            sums[old] -= x
+            counts[old] -= 1
+            sums[cluster] = x
+            counts[cluster] = 1
+
+    def _seed(
+        self,
+        S: torch.Tensor,
+        gen: torch.Generator,
+        d: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        comm: Comm,
+    ) -> torch.Tensor:
+        """Initial centroids from the sample ``S`` (identical on every rank)."""
+        k = int(self.n_clusters)
+        if not isinstance(self.init, str):
+            return self._init_array(d, dtype, device)
+        if self.init == "random":
+            C = S[torch.randperm(S.shape[0], generator=gen)[:k].to(S.device)].clone()
+        else:
+            C = kmeans_plusplus(S, k, gen)
+        return comm.broadcast_(C.to(device=device, dtype=dtype).contiguous())
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any = None) -> "KMeans":
+        """Compute the centroids.
+
+        Parameters
+        ----------
+        X : array or tensor of shape (n_samples, n_features), or a stream of such batches
+            The data (float32 or float64; never modified, never copied when it
+            is already on the fitting device), or a zero-argument callable /
+            re-iterable object yielding ``(b, n_features)`` batches.
+        y : ignored
+            For scikit-learn compatibility.
+
+        Returns
+        -------
+        KMeans
+            ``self``, fitted.
+        """
+        self._check_params()
+        comm = Comm(Comm.wanted(self.distributed))
+        seed = _seed_from(self.random_state)
+        if comm.enabled:  # every rank uses rank 0's seed
+            seed = int(comm.broadcast_(torch.tensor([seed], dtype=torch.int64))[0])
+        if _is_stream(X):
+            return self._fit_stream(_Batches(X), seed, comm)
+        Xt = _as_2d(X)
+        device = self._fit_device(X)
+        dtype = Xt.dtype
+        n_local, d = Xt.shape
+        sizes = comm.sizes(n_local)
+        n = sum(sizes)
+        offset = sum(sizes[: comm.rank])
+        self._check_n_samples(n)
+        if device.type == "cuda" and Xt.device != device:
+            free, _ = torch.cuda.mem_get_info(device)
+            if Xt.numel() * Xt.element_size() < 0.5 * free:
+                Xt = Xt.to(device)  # one copy on the GPU, reused every iteration
+        chunk = self._chunk(d, dtype, device)
+        low = resolve_matmul_dtype(self.matmul_dtype, device)
+        x_sq, var_mean = self._scan(Xt, device, dtype, chunk, comm)
+        gen = torch.Generator().manual_seed(seed)
+        n_init = 1 if not isinstance(self.init, str) else int(self.n_init)
+        if not isinstance(self.init, str) and self.n_init != 1:
+            warnings.warn("An explicit init array is given: n_init is set to 1.", RuntimeWarning, stacklevel=2)
+
+        if self.sample_size is not None and self.sample_size < n:
+            idx = torch.sort(torch.randperm(n, generator=gen)[: int(self.sample_size)]).values
+            S = self._gather_rows(Xt, idx, offset, comm, device, dtype)
+            self._check_n_samples(S.shape[0])
+            C, n_iter = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low)
+            labels = torch.empty(n_local, dtype=torch.int64, device=device)
+            _, inertia = self._assign_pass([Xt], Assigner(int(self.n_clusters), d, chunk, dtype, device, low), C, labels, device, dtype, chunk)
+            inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64))
+            self._set_fitted(C, labels, float(inertia_t[0]), n_iter, d)
+            return self
+
+        m_init = min(n, max(INIT_SAMPLE_SIZE, 40 * int(self.n_clusters)))
+        best = None
+        for _ in range(n_init):
+            if isinstance(self.init, str):
+                if m_init < n:
+                    idx = torch.sort(torch.randperm(n, generator=gen)[:m_init]).values
+                else:
+                    idx = torch.arange(n)
+                S = self._gather_rows(Xt, idx, offset, comm, device, dtype)
+            else:
+                S = None
+            C0 = self._seed(S, gen, d, dtype, device, comm)
+            C, labels, inertia, n_iter = self._lloyd(
+                Xt, C0, x_sq, float(self.tol) * var_mean, comm, device, dtype, chunk, low
+            )
+            if best is None or inertia < best[2]:
+                best = (C, labels, inertia, n_iter)
+        self._set_fitted(*best, d)
+        return self
+
+    def _fit_sample(
+        self,
+        S: torch.Tensor,
+        gen: torch.Generator,
+        n_init: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        comm: Comm,
+        chunk: int,
+        low: torch.dtype | None,
+    ) -> tuple[torch.Tensor, int]:
+        """Lloyd on the sample ``S`` (identical on every rank); centroids broadcast from rank 0."""
+        single = Comm(False)
+        m, d = S.shape
+        x_sq, var_mean = self._scan(S, device, dtype, chunk, single)
+        m_init = min(m, max(INIT_SAMPLE_SIZE, 40 * int(self.n_clusters)))
+        best = None
+        for _ in range(n_init):
+            if isinstance(self.init, str) and m_init < m:
+                sub = S[torch.sort(torch.randperm(m, generator=gen)[:m_init]).values.to(S.device)]
+            else:
+                sub = S
+            C0 = self._seed(sub, gen, d, dtype, device, single)
+            C, _, inertia, n_iter = self._lloyd(S, C0, x_sq, float(self.tol) * var_mean, single, device, dtype, chunk, low)
+            if best is None or inertia < best[1]:
+                best = (C, inertia, n_iter)
+        C = comm.broadcast_(best[0].contiguous())
+        return C, best[2]
+
+    def _fit_stream(self, batches: _Batches, seed: int, comm: Comm) -> "KMeans":
+        """Reservoir-sample the stream, fit on the sample, label the stream in one pass."""
+        k = int(self.n_clusters)
+        m = int(self.sample_size) if self.sample_size is not None else POINTS_PER_CENTROID * k
+        key_gen = torch.Generator().manual_seed(seed + 1_000_003 * (comm.rank + 1))
+        res_rows: torch.Tensor | None = None
+        res_keys: torch.Tensor | None = None
+        n_local = 0
+        device: torch.device | None = None
+        dtype: torch.dtype | None = None
+        for xb in batches:
+            if device is None:
+                device, dtype = self._fit_device(xb), xb.dtype
+                res_rows = torch.zeros((m, xb.shape[1]), dtype=dtype, device=device)
+                res_keys = torch.full((m,), float("inf"), dtype=torch.float64)
+            if not bool(torch.isfinite(xb).all()):
+                _raise_not_finite(xb, batches.name, f" (rows {n_local}..{n_local + xb.shape[0] - 1} of the stream)")
+            b = xb.shape[0]
+            u = torch.rand(b, generator=key_gen, dtype=torch.float64)
+            n_local += b
+            sel = torch.nonzero(u < res_keys.max()).flatten()
+            if sel.numel() == 0:
+                continue
+            cand = u[sel]
+            allk = torch.cat([res_keys, cand])
+            top = torch.topk(allk, m, largest=False).indices
+            keep = torch.zeros(m, dtype=torch.bool)
+            keep[top[top < m]] = True
+            slots = torch.nonzero(~keep).flatten()
+            entering = top[top >= m] - m
+            res_keys[slots] = cand[entering]
+            res_rows[slots.to(device)] = xb[sel[entering].to(xb.device)].to(device=device, dtype=dtype)
+        if device is None:
+            raise ValueError(f"{batches.name} yielded no batches; give at least n_clusters={k} rows.")
+        d = int(batches.n_features)
+        n_total = int(comm.allreduce_(torch.tensor([n_local], dtype=torch.int64))[0])
+        self._check_n_samples(n_total)
+        valid = torch.isfinite(res_keys)
+        keys, rows = res_keys[valid], res_rows[valid.to(device)]
+        keys = comm.allgather_rows(keys)
+        rows = comm.allgather_rows(rows)
+        order = torch.argsort(keys, stable=True)[:m]
+        S = rows[order.to(rows.device)].contiguous()
+        chunk = self._chunk(d, dtype, device)
+        low = resolve_matmul_dtype(self.matmul_dtype, device)
+        gen = torch.Generator().manual_seed(seed)
+        n_init = 1 if not isinstance(self.init, str) else int(self.n_init)
+        C, n_iter = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low)
+        labs, inertia = self._assign_pass(batches, Assigner(k, d, chunk, dtype, device, low), C, None, device, dtype, chunk)
+        inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64))
+        labels = torch.cat(labs) if labs else torch.empty(0, dtype=torch.int64, device=device)
+        self._set_fitted(C, labels, float(inertia_t[0]), n_iter, d)
+        self.n_samples_seen_ = n_total
+        return self
+
+    def _set_fitted(self, C: torch.Tensor, labels: torch.Tensor | None, inertia: float, n_iter: int, d: int) -> None:
+        self.cluster_centers_ = C
+        self.labels_ = labels
+        self.inertia_ = float(inertia)
+        self.n_iter_ = int(n_iter)
+        self.n_features_in_ = int(d)
+
+    # ------------------------------------------------------------------ use
+    def _prep_predict(self, X: Any) -> tuple[torch.Tensor, Assigner, int]:
+        check_is_fitted(self, ["cluster_centers_"])
+        Xt = _as_2d(X)
+        if Xt.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {Xt.shape[1]} features, but this KMeans was fitted with {self.n_features_in_}; "
+                f"expected shape (n_samples, {self.n_features_in_})."
+            )
+        C = self.cluster_centers_
+        chunk = self._chunk(Xt.shape[1], C.dtype, C.device)
+        low = resolve_matmul_dtype(self.matmul_dtype, C.device)
+        assigner = Assigner(C.shape[0], C.shape[1], chunk, C.dtype, C.device, low)
+        assigner.set_centers(C)
+        return Xt, assigner, chunk
+
+    def predict(self, X: ArrayLike) -> ArrayLike:
+        """Index of the nearest centroid of each sample.
+
+        Parameters
+        ----------
+        X : array or tensor of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : array or tensor of shape (n_samples,), int64
+            numpy for numpy input; a tensor on ``X``'s device for tensor input.
+        """
+        Xt, assigner, chunk = self._prep_predict(X)
+        C = self.cluster_centers_
+        n = Xt.shape[0]
+        labels = torch.empty(n, dtype=torch.int64, device=C.device)
+        mind = torch.empty(min(n, chunk), dtype=C.dtype, device=C.device)
+        for s, e in chunks(n, chunk):
+            xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
+            if not bool(torch.isfinite(xc).all()):
+                _raise_not_finite(xc, "X")
+            assigner.assign(xc, labels[s:e], mind[: e - s])
+        return _to_output(labels, X)
+
+    def fit_predict(self, X: ArrayLike, y: Any = None) -> ArrayLike:
+        """Fit and return the training labels (same type rule as :meth:`predict`)."""
+        self.fit(X)
+        if self.labels_ is None:  # pragma: no cover - streams always keep labels
+            return self.predict(X)
+        return _to_output(self.labels_, X)
+
+    def transform(self, X: ArrayLike) -> ArrayLike:
+        """Euclidean distance of each sample to each centroid.
+
+        Parameters
+        ----------
+        X : array or tensor of shape (n_samples, n_features)
+
+        Returns
+        -------
+        distances : array or tensor of shape (n_samples, n_clusters)
+        """
+        Xt, assigner, chunk = self._prep_predict(X)
+        C = self.cluster_centers_
+        out = torch.empty((Xt.shape[0], C.shape[0]), dtype=C.dtype, device=C.device)
+        for s, e in chunks(Xt.shape[0], chunk):
+            xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
+            out[s:e] = assigner.full_sq_distances(xc).sqrt_()
+        return _to_output(out, X)
+
+    def score(self, X: ArrayLike, y: Any = None) -> float:
+        """Opposite of the inertia of ``X`` (higher is better, as in scikit-learn)."""
+        Xt, assigner, chunk = self._prep_predict(X)
+        C = self.cluster_centers_
+        _, inertia = self._assign_pass([Xt], assigner, C, torch.empty(Xt.shape[0], dtype=torch.int64, device=C.device), C.device, C.dtype, chunk)
+        return -float(inertia)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyper-parameters as a dict (scikit-learn convention)."""
+        names = (
+            "n_clusters init n_init max_iter tol random_state device chunk_size matmul_dtype "
+            "sample_size distributed"
+        ).split()
+        return {n: getattr(self, n) for n in names}
+
+    def set_params(self, **params: Any) -> "KMeans":
+        """Set hyper-parameters (scikit-learn convention); returns ``self``."""
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"Invalid parameter {key!r} for KMeans; valid: {sorted(valid)}.")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        p = self.get_params()
+        shown = ", ".join(f"{k}={v!r}" for k, v in p.items() if k in ("n_clusters", "init", "random_state", "device") and not isinstance(v, (np.ndarray, torch.Tensor)))
+        return f"KMeans({shown})"
+
+
+# keep the public error type importable from here too
+NotFittedError = NotFittedError
