@@ -229,3 +229,18 @@ def test_gap_head_fields() -> None:
     assert head.feature_module_name == "features"
     assert isinstance(head.dropout, nn.Dropout)
     assert head.n_classes == 3 and head.n_features == 1280
+
+
+def test_identity_on_project_tiny_resnet() -> None:
+    from kmexplain_utils.models import TinyResNet
+
+    torch.manual_seed(0)
+    model = TinyResNet(n_classes=4, width=8)
+    x = torch.rand(6, 3, 32, 32)
+    _calibrate(model, x)
+    head = find_gap_linear_head(model)
+    assert head.architecture == "ResNet" and head.feature_module is model.layer4
+    with torch.no_grad():
+        s, logits = logit_maps(model, x)
+    assert logits.abs().max() > 0.3
+    assert torch.allclose(s.mean((2, 3)), logits, atol=1e-5, rtol=0)

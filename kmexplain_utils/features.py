@@ -1,0 +1,836 @@
+"""Block feature maps and the feature spaces ("levels") of METHOD 3.
+
+A *level* names the space in which k-means runs:
+
+- ``"logits"``: the classifier's output (image-level only, no positions);
+- ``"B4"``: the last block ``layer4``;
+- ascending block sets such as ``"B34"``, ``"B234"``, ``"B1234"`` (also
+  ``"B13"`` ...).
+
+For a block set, every block's map is resized bilinearly to the finest grid
+of the set (``align_corners=False``: a position then means the same image
+region in every block), divided by a per-block constant ``sigma_b`` fitted on
+training data (``sigma_b = sqrt(mean_p ||a_p||^2)`` over training positions,
+so that every block contributes equally to squared distances on average), and
+the blocks are concatenated along channels. The pooled embedding is the
+spatial mean of these position vectors.
+
+Example
+-------
+>>> import torch, torchvision
+>>> from kmexplain_utils.features import LevelFeatures, block_features
+>>> model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+>>> x = torch.rand(4, 3, 64, 64)
+>>> with block_features(model) as extract:
+...     maps = extract(x)
+>>> {b: tuple(m.shape[1:]) for b, m in maps.items()}
+{'B1': (64, 16, 16), 'B2': (128, 8, 8), 'B3': (256, 4, 4), 'B4': (512, 2, 2)}
+>>> lf = LevelFeatures("B234").fit(model, x)
+>>> lf.position_features(model, x).shape, lf.pooled(model, x).shape
+(torch.Size([4, 896, 8, 8]), torch.Size([4, 896]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validation import NotFittedError, check_is_fitted, check_tensor
+from .config import progress
+
+__all__ = [
+    "BLOCK_MODULES",
+    "parse_level",
+    "BlockExtractor",
+    "block_features",
+    "LevelFeatures",
+    "PositionSample",
+    "iter_batches",
+    "extract_pooled",
+    "sample_positions",
+    "eval_mode",
+]
+
+#: Default module of each block: torchvision ResNet's stages.
+BLOCK_MODULES: dict[str, str] = {"B1": "layer1", "B2": "layer2", "B3": "layer3", "B4": "layer4"}
+
+_LEVEL_RE = re.compile(r"^B([1-9]+)$")
+
+
+def parse_level(level: str) -> tuple[str, ...]:
+    """Split a level name into its blocks.
+
+    Parameters
+    ----------
+    level : str
+        ``"logits"`` or ``"B"`` followed by ascending block numbers in 1..4
+        (``"B4"``, ``"B34"``, ``"B234"``, ``"B1234"``, ``"B13"`` ...).
+        Case-insensitive.
+
+    Returns
+    -------
+    tuple of str
+        ``("logits",)`` for the logits, else the block names, e.g.
+        ``("B2", "B3", "B4")``.
+
+    Raises
+    ------
+    ValueError
+        For an empty name, unknown blocks (``"B5"``), repeated or
+        descending blocks (``"B43"``), or anything else.
+
+    Example
+    -------
+    >>> parse_level("B234")
+    ('B2', 'B3', 'B4')
+    >>> parse_level("logits")
+    ('logits',)
+    """
+    if not isinstance(level, str):
+        raise TypeError(f"level must be a string such as 'B4' or 'B234', got {type(level).__name__}")
+    text = level.strip()
+    if text.lower() == "logits":
+        return ("logits",)
+    if not text:
+        raise ValueError("level is empty; use 'logits', 'B4', 'B34', 'B234' or 'B1234'.")
+    match = _LEVEL_RE.match(text[0].upper() + text[1:])
+    if match is None:
+        raise ValueError(
+            f"level {level!r} is not understood; use 'logits' or 'B' followed by block numbers "
+            "1-4 in ascending order, e.g. 'B4', 'B34', 'B234', 'B1234'."
+        )
+    digits = match.group(1)
+    bad = sorted({d for d in digits if d not in "1234"})
+    if bad:
+        raise ValueError(
+            f"level {level!r} names block(s) {', '.join('B' + d for d in bad)}, but only B1..B4 exist "
+            "(layer1..layer4)."
+        )
+    if list(digits) != sorted(set(digits)):
+        fixed = "B" + "".join(sorted(set(digits)))
+        raise ValueError(
+            f"level {level!r}: blocks must be listed once each in ascending order; did you mean {fixed!r}?"
+        )
+    return tuple(f"B{d}" for d in digits)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode and restore every module's train/eval flag on exit."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _resolve_blocks(model: nn.Module, blocks: Any) -> dict[str, nn.Module]:
+    if blocks is None:
+        names: Sequence[str] | Mapping[str, Any] = tuple(BLOCK_MODULES)
+    elif isinstance(blocks, str):
+        names = parse_level(blocks)
+        if names == ("logits",):
+            names = ()
+    else:
+        names = blocks
+    if isinstance(names, Mapping):
+        items = list(names.items())
+    else:
+        items = []
+        for b in names:
+            if b not in BLOCK_MODULES:
+                raise ValueError(
+                    f"unknown block {b!r}; use names among {list(BLOCK_MODULES)} or pass a dict "
+                    "{'B1': 'module.name', ...}."
+                )
+            items.append((b, BLOCK_MODULES[b]))
+    out: dict[str, nn.Module] = {}
+    for b, mod in items:
+        if isinstance(mod, nn.Module):
+            out[b] = mod
+            continue
+        try:
+            out[b] = model.get_submodule(mod)
+        except AttributeError:
+            raise ValueError(
+                f"{type(model).__name__} has no module {mod!r} for block {b}; blocks default to "
+                "ResNet's layer1..layer4. For another architecture pass blocks={'B1': 'name.of.module', ...}."
+            ) from None
+    return out
+
+
+class BlockExtractor:
+    """Callable returned by :func:`block_features`: one forward pass -> block maps.
+
+    Attributes
+    ----------
+    blocks : tuple of str
+        Block names, in order.
+    logits : torch.Tensor or None
+        The model's output ``(N, C)`` of the last call.
+    """
+
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
+        self.model = model
+        self.modules = modules
+        self.blocks = tuple(modules)
+        self.logits: torch.Tensor | None = None
+        self._store: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def _attach(self) -> None:
+        for name, module in self.modules.items():
+            def hook(_m: nn.Module, _i: tuple, output: torch.Tensor, name: str = name) -> None:
+                self._store[name] = output
+            self._handles.append(module.register_forward_hook(hook))
+
+    def _detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._store.clear()
+
+    def __call__(
+        self, x: torch.Tensor, *, return_logits: bool = False
+    ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Run the model once on ``x`` ``(N, 3, H, W)`` and return ``{"B1": (N, D1, H1, W1), ...}``.
+
+        With ``return_logits=True`` also return the logits ``(N, C)``
+        (always available afterwards as :attr:`logits`).
+        """
+        if not self._handles:
+            raise RuntimeError("this extractor's hooks were removed: use it inside its `with block_features(...)` block")
+        check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
+        self._store.clear()
+        logits = self.model(x)
+        missing = [b for b in self.blocks if b not in self._store]
+        if missing:
+            raise RuntimeError(f"block(s) {missing} were not called during the forward pass")
+        maps = {b: self._store[b] for b in self.blocks}
+        self._store.clear()
+        self.logits = logits
+        return (maps, logits) if return_logits else maps
+
+
+@contextlib.contextmanager
+def block_features(model: nn.Module, blocks: Any = None) -> Iterator[BlockExtractor]:
+    """Context manager giving a callable that returns block feature maps in one forward pass.
+
+    Forward hooks are registered on entry and always removed on exit, also
+    when the forward pass raises. The model's mode and gradient mode are left
+    to the caller.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A ResNet-style model with modules ``layer1..layer4`` (or see ``blocks``).
+    blocks : None, str, sequence of str or dict
+        ``None``: B1..B4; a level such as ``"B234"``; block names
+        ``["B3", "B4"]``; or a dict ``{"B1": "features.denseblock1", ...}``
+        (module names or modules) for other architectures.
+
+    Yields
+    ------
+    BlockExtractor
+        ``extract(x) -> {"B1": (N, D1, H1, W1), ...}``;
+        ``extract(x, return_logits=True) -> (maps, logits)``.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=2).eval()
+    >>> with block_features(m, "B34") as extract:
+    ...     maps, logits = extract(torch.rand(1, 3, 64, 64), return_logits=True)
+    >>> list(maps), tuple(logits.shape)
+    (['B3', 'B4'], (1, 2))
+    """
+    extractor = BlockExtractor(model, _resolve_blocks(model, blocks))
+    extractor._attach()
+    try:
+        yield extractor
+    finally:
+        extractor._detach()
+
+
+# --------------------------------------------------------------------- data
+def _first(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        y = batch[1] if len(batch) > 1 else None
+        return batch[0], (torch.as_tensor(y) if y is not None else None)
+    if isinstance(batch, Mapping) and "image" in batch:
+        return batch["image"], batch.get("label")
+    raise TypeError(
+        "batches must be image tensors (N, 3, H, W) or (images, labels) tuples, "
+        f"got {type(batch).__name__}"
+    )
+
+
+def iter_batches(data: Any, batch_size: int = 64) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None]], int | None]:
+    """Iterate over ``(images (B, 3, H, W), labels (B,) or None)`` batches of any image source.
+
+    Parameters
+    ----------
+    data : tensor, tuple, Dataset or DataLoader
+        ``(N, 3, H, W)`` images; an ``(images, labels)`` tuple of tensors; a
+        dataset whose items are ``(image, label)`` (an ``ImageSet`` is read
+        with ``images_at``); or a DataLoader yielding such batches. Order is
+        preserved (a DataLoader is used as given).
+    batch_size : int
+        Batch size for tensors and datasets.
+
+    Returns
+    -------
+    iterator, int or None
+        The batches and the number of images (``None`` if unknown).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, torch.Tensor):
+        check_tensor(data, 4, name="images", shape_doc="(N, 3, H, W)")
+        n = data.shape[0]
+        return ((data[i : i + batch_size], None) for i in range(0, n, batch_size)), n
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        X, y = data
+        check_tensor(X, 4, name="images", shape_doc="(N, 3, H, W)")
+        y = torch.as_tensor(y)
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"labels must have shape (N,) = ({X.shape[0]},), got {tuple(y.shape)}")
+        n = X.shape[0]
+        return ((X[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size)), n
+    if isinstance(data, DataLoader):
+        n = len(data.dataset) if hasattr(data.dataset, "__len__") else None  # type: ignore[arg-type]
+        return (_first(b) for b in data), n
+    if isinstance(data, Dataset):
+        n = len(data)  # type: ignore[arg-type]
+        if hasattr(data, "images_at") and hasattr(data, "labels"):
+            labels = torch.as_tensor(data.labels)
+
+            def gen() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+                for i in range(0, n, batch_size):
+                    idx = torch.arange(i, min(i + batch_size, n))
+                    yield data.images_at(idx), labels[idx]
+
+            return gen(), n
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+        return (_first(b) for b in loader), n
+    raise TypeError(
+        "data must be an image tensor (N, 3, H, W), an (images, labels) tuple, a Dataset or a "
+        f"DataLoader; got {type(data).__name__}"
+    )
+
+
+# ------------------------------------------------------------------- levels
+def _as_grid(grid: Any) -> tuple[int, int] | None:
+    if grid is None:
+        return None
+    if isinstance(grid, int):
+        grid = (grid, grid)
+    grid = tuple(int(g) for g in grid)
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be an int or a pair (H, W) of positive ints, got {grid}")
+    return grid  # type: ignore[return-value]
+
+
+class LevelFeatures:
+    """Feature space of one level: resized, per-block scaled, concatenated block maps.
+
+    Parameters
+    ----------
+    level : str
+        ``"logits"``, ``"B4"``, ``"B34"``, ``"B234"``, ``"B1234"`` or any
+        ascending block set (see :func:`parse_level`).
+    scale : {"rms", "none"} or dict
+        ``"rms"`` fits ``sigma_b = sqrt(mean_p ||a_p||^2)`` per block on the
+        training positions (at the level's grid), so that every block
+        contributes equally to squared distances; ``"none"`` uses
+        ``sigma_b = 1``; a dict ``{"B2": s2, ...}`` gives the constants.
+        The scaling is what makes multi-block levels work (METHOD 3).
+    grid : int or (int, int), optional
+        Force the target grid (e.g. ``grid=28`` to put ``"B4"`` on B234's
+        grid, the resolution control). Default: the finest grid of the level's
+        blocks for each input.
+    batch_size : int
+        Batch size used by :meth:`fit` when streaming a dataset.
+    device : str or torch.device
+        ``"auto"`` computes on the model's device; anything else must be the
+        device that holds the model.
+
+    Attributes
+    ----------
+    blocks_ : tuple of str
+        The level's blocks (``("logits",)`` for the logits).
+    sigma_ : dict of str to float
+        Per-block scale.
+    dims_ : dict of str to int
+        Channels ``D_b`` of each block.
+    slices_ : dict of str to slice
+        Channels of each block inside the concatenation.
+    n_features_ : int
+        ``D_S = sum_b D_b`` (or ``C`` for the logits).
+    grid_size_ : tuple of int
+        ``(H_S, W_S)`` of the fitting images (``None`` for the logits).
+    n_positions_ : int
+        Number of positions used to fit ``sigma_``.
+
+    Notes
+    -----
+    All methods run the model in eval mode (its mode is restored afterwards)
+    under ``torch.no_grad()``: the method is gradient-free.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=2)
+    >>> lf = LevelFeatures("B34").fit(m, torch.rand(8, 3, 64, 64))
+    >>> lf.grid_size, lf.n_features_
+    ((4, 4), 768)
+    """
+
+    def __init__(
+        self,
+        level: str = "B4",
+        *,
+        scale: str | Mapping[str, float] = "rms",
+        grid: int | tuple[int, int] | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+    ) -> None:
+        self.level = level
+        self.scale = scale
+        self.grid = grid
+        self.batch_size = batch_size
+        self.device = device
+
+    # -- helpers
+    @property
+    def is_logits(self) -> bool:
+        """True for the image-level ``"logits"`` level."""
+        return parse_level(self.level) == ("logits",)
+
+    @property
+    def grid_size(self) -> tuple[int, int] | None:
+        """``(H_S, W_S)`` of the fitting images (alias of ``grid_size_``)."""
+        check_is_fitted(self, ["blocks_"])
+        return self.grid_size_
+
+    def _check_params(self) -> tuple[str, ...]:
+        blocks = parse_level(self.level)
+        if isinstance(self.scale, str):
+            if self.scale not in ("rms", "none"):
+                raise ValueError(f"scale must be 'rms', 'none' or a dict of per-block constants, got {self.scale!r}")
+        elif isinstance(self.scale, Mapping):
+            if blocks != ("logits",):
+                missing = [b for b in blocks if b not in self.scale]
+                if missing:
+                    raise ValueError(f"scale dict lacks block(s) {missing} of level {self.level!r}")
+                bad = {b: s for b, s in self.scale.items() if not (float(s) > 0 and math.isfinite(float(s)))}
+                if bad:
+                    raise ValueError(f"scale constants must be positive and finite, got {bad}")
+        else:
+            raise TypeError(f"scale must be 'rms', 'none' or a dict, got {type(self.scale).__name__}")
+        _as_grid(self.grid)
+        return blocks
+
+    def _device_for(self, model: nn.Module) -> torch.device:
+        dev = _model_device(model)
+        if not (isinstance(self.device, str) and self.device == "auto") and self.device is not None:
+            want = torch.device(self.device)
+            if want.type != dev.type or (want.index is not None and want.index != dev.index):
+                raise ValueError(
+                    f"device={self.device!r} but the model is on {dev}; move the model first "
+                    f"(model.to({str(want)!r})) or use device='auto'."
+                )
+        return dev
+
+    def _target_grid(self, maps: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+        forced = _as_grid(self.grid)
+        if forced is not None:
+            return forced
+        sizes = [tuple(m.shape[-2:]) for m in maps.values()]
+        return max(sizes, key=lambda s: (s[0] * s[1], s))  # type: ignore[return-value]
+
+    @staticmethod
+    def _resize(m: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if tuple(m.shape[-2:]) == grid:
+            return m
+        return F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
+
+    def _sigmas(self, blocks: tuple[str, ...]) -> dict[str, float]:
+        if isinstance(self.scale, Mapping):
+            return {b: float(self.scale[b]) for b in blocks}
+        if self.scale == "none":
+            return {b: 1.0 for b in blocks}
+        check_is_fitted(self, ["sigma_"])
+        return self.sigma_
+
+    def _prepare(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be floating point images in [0, 1], got dtype {x.dtype}")
+        return x.to(self._device_for(model))
+
+    # -- fitting
+    def fit(self, model: nn.Module, data: Any, y: Any = None) -> "LevelFeatures":
+        """Fit the per-block scales on training images (streamed, one batch of maps at a time).
+
+        Parameters
+        ----------
+        model : nn.Module
+            ResNet-style model (``layer1..layer4``, see :func:`block_features`).
+        data : tensor, tuple, Dataset or DataLoader
+            Training images, see :func:`iter_batches`.
+        y : ignored
+            For scikit-learn compatibility.
+
+        Returns
+        -------
+        LevelFeatures
+            ``self``.
+        """
+        blocks = self._check_params()
+        self.blocks_ = blocks
+        dev = self._device_for(model)
+        if blocks == ("logits",):
+            batches, _ = iter_batches(data, self.batch_size)
+            x0, _ = next(iter(batches))
+            with eval_mode(model), torch.no_grad():
+                out = model(self._prepare(model, x0[:1]))
+            self.sigma_, self.dims_ = {}, {"logits": out.shape[1]}
+            self.slices_ = {"logits": slice(0, out.shape[1])}
+            self.n_features_, self.grid_size_, self.n_positions_ = out.shape[1], None, 0
+            return self
+        sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
+        count = 0
+        grid = None
+        dims: dict[str, int] = {}
+        batches, n = iter_batches(data, self.batch_size)
+        with eval_mode(model), torch.no_grad(), block_features(model, blocks) as extract:
+            for xb, _ in progress(batches, total=None if n is None else math.ceil(n / self.batch_size),
+                                  desc=f"fit scales {self.level}"):
+                maps = extract(self._prepare(model, xb))
+                g = self._target_grid(maps)
+                if grid is None:
+                    grid = g
+                for b, m in maps.items():
+                    dims[b] = m.shape[1]
+                    r = self._resize(m, g)
+                    sq[b] += r.double().pow(2).sum()
+                count += xb.shape[0] * g[0] * g[1]
+        if count == 0:
+            raise ValueError("data holds no images: cannot fit the level's scales")
+        sigma = {}
+        for b in blocks:
+            s = math.sqrt(float(sq[b]) / count)
+            if not s > 0:
+                warnings.warn(f"block {b} is all zeros on the fitting data; using sigma = 1", stacklevel=2)
+                s = 1.0
+            sigma[b] = s
+        self.sigma_ = sigma if self.scale == "rms" else self._sigmas(blocks)
+        self.dims_ = dims
+        start, self.slices_ = 0, {}
+        for b in blocks:
+            self.slices_[b] = slice(start, start + dims[b])
+            start += dims[b]
+        self.n_features_ = start
+        self.grid_size_ = grid
+        self.n_positions_ = count
+        return self
+
+    # -- transforming
+    def combine(self, maps: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Resize, scale and concatenate block maps ``{"B2": (N, D2, H2, W2), ...}``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, sum D_b, H_S, W_S)``.
+        """
+        blocks = self._check_params()
+        if blocks == ("logits",):
+            raise ValueError(self._no_positions())
+        missing = [b for b in blocks if b not in maps]
+        if missing:
+            raise ValueError(f"maps lack block(s) {missing} of level {self.level!r}")
+        sig = self._sigmas(blocks)
+        grid = self._target_grid({b: maps[b] for b in blocks})
+        return torch.cat([self._resize(maps[b], grid) / sig[b] for b in blocks], dim=1)
+
+    def _no_positions(self) -> str:
+        return (
+            "level 'logits' is image-level only: it has no feature-map positions, so there are no "
+            "position features, concept maps or attribution maps; use a block level such as 'B4' or "
+            "'B234' (pooled(...) works for 'logits')."
+        )
+
+    def position_features(
+        self, model: nn.Module, x: torch.Tensor, *, return_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Position vectors ``a^S_p`` of images ``x``: ``(N, sum D_b, H_S, W_S)``.
+
+        Parameters
+        ----------
+        model : nn.Module
+            The model the level was fitted on.
+        x : torch.Tensor
+            Images ``(N, 3, H, W)``.
+        return_logits : bool
+            Also return the logits ``(N, C)`` of the same forward pass.
+        """
+        blocks = self._check_params()
+        if blocks == ("logits",):
+            raise ValueError(self._no_positions())
+        self._sigmas(blocks)  # NotFittedError early
+        x = self._prepare(model, x)
+        with eval_mode(model), torch.no_grad(), block_features(model, blocks) as extract:
+            maps, logits = extract(x, return_logits=True)
+            feats = self.combine(maps)
+        return (feats, logits) if return_logits else feats
+
+    def pooled(
+        self, model: nn.Module, x: torch.Tensor, *, return_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Pooled embeddings ``z_S`` ``(N, D_S)``: the spatial mean of :meth:`position_features`.
+
+        For ``"logits"`` they are the logits themselves.
+        """
+        blocks = self._check_params()
+        if blocks == ("logits",):
+            x = self._prepare(model, x)
+            with eval_mode(model), torch.no_grad():
+                logits = model(x)
+            return (logits, logits) if return_logits else logits
+        feats, logits = self.position_features(model, x, return_logits=True)  # type: ignore[misc]
+        z = feats.mean((2, 3))
+        return (z, logits) if return_logits else z
+
+    def __repr__(self) -> str:
+        return f"LevelFeatures(level={self.level!r}, scale={self.scale!r}, grid={self.grid!r})"
+
+
+# ---------------------------------------------------------------- streaming
+def _out_device(data: Any) -> torch.device:
+    if isinstance(data, torch.Tensor):
+        return data.device
+    if isinstance(data, tuple) and data and isinstance(data[0], torch.Tensor):
+        return data[0].device
+    return torch.device("cpu")
+
+
+def extract_pooled(
+    model: nn.Module,
+    data: Any,
+    level_features: LevelFeatures,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    desc: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pooled embeddings of a whole dataset, streamed with a progress bar.
+
+    At most one batch of full-resolution maps is held at a time.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+    data : tensor, tuple, Dataset or DataLoader
+        See :func:`iter_batches`.
+    level_features : LevelFeatures
+        A fitted level (``"logits"`` needs no fit).
+    batch_size : int
+        Batch size for tensors and datasets.
+    device : str or torch.device
+        ``"auto"``: the model's device; else must be the model's device.
+    desc : str, optional
+        Progress-bar label.
+
+    Returns
+    -------
+    Z : torch.Tensor
+        ``(N, D_S)`` float32, on the input tensor's device (CPU for datasets
+        and loaders).
+    y : torch.Tensor or None
+        ``(N,)`` int64 labels when the data has them.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=2)
+    >>> x, y = torch.rand(6, 3, 64, 64), torch.tensor([0, 1, 0, 1, 0, 1])
+    >>> lf = LevelFeatures("B4").fit(m, x)
+    >>> Z, labels = extract_pooled(m, (x, y), lf, batch_size=4)
+    >>> tuple(Z.shape), labels.tolist()
+    ((6, 512), [0, 1, 0, 1, 0, 1])
+    """
+    if not isinstance(level_features, LevelFeatures):
+        raise TypeError(f"level_features must be a LevelFeatures, got {type(level_features).__name__}")
+    if not level_features.is_logits and level_features.scale == "rms" and not hasattr(level_features, "sigma_"):
+        raise NotFittedError(
+            f"{level_features!r} is not fitted; call level_features.fit(model, train_data) first."
+        )
+    LevelFeatures(level_features.level, device=device)._device_for(model)
+    out_dev = _out_device(data)
+    batches, n = iter_batches(data, batch_size)
+    zs, ys = [], []
+    has_y = True
+    for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
+                           desc=desc or f"embeddings {level_features.level}"):
+        zs.append(level_features.pooled(model, xb).float().to(out_dev))
+        if yb is None:
+            has_y = False
+        else:
+            ys.append(torch.as_tensor(yb).long().to(out_dev))
+    if not zs:
+        raise ValueError("data holds no images")
+    return torch.cat(zs), (torch.cat(ys) if has_y else None)
+
+
+@dataclasses.dataclass
+class PositionSample:
+    """Feature-map positions sampled from a set of images.
+
+    Attributes
+    ----------
+    vectors : torch.Tensor
+        ``(M, D)`` position vectors ``a^S_p``.
+    image_index : torch.Tensor
+        ``(M,)`` int64 index of the image each vector comes from.
+    yx : torch.Tensor
+        ``(M, 2)`` int64 row and column of the position on the grid.
+    grid : tuple of int
+        ``(H_S, W_S)`` of the grid.
+    image_size : tuple of int
+        ``(H, W)`` of the images, in pixels.
+    labels : torch.Tensor or None
+        ``(M,)`` class label of each vector's image.
+    """
+
+    vectors: torch.Tensor
+    image_index: torch.Tensor
+    yx: torch.Tensor
+    grid: tuple[int, int]
+    image_size: tuple[int, int]
+    labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+
+def _generator(random_state: int | torch.Generator | None) -> torch.Generator:
+    if isinstance(random_state, torch.Generator):
+        return random_state
+    g = torch.Generator()
+    g.manual_seed(0 if random_state is None else int(random_state))
+    return g
+
+
+def sample_positions(
+    model: nn.Module,
+    data: Any,
+    level_features: LevelFeatures,
+    *,
+    per_image: int = 32,
+    random_state: int | torch.Generator | None = 0,
+    batch_size: int = 64,
+    desc: str | None = None,
+) -> PositionSample:
+    """Sample ``per_image`` positions (without replacement) from every image's feature grid.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+    data : tensor, tuple, Dataset or DataLoader
+        Images in a fixed order (see :func:`iter_batches`); ``image_index``
+        refers to that order, so do not pass a shuffling DataLoader.
+    level_features : LevelFeatures
+        A fitted block level.
+    per_image : int
+        Positions per image (all positions when the grid has fewer).
+    random_state : int or torch.Generator
+        Seed of the position draw.
+    batch_size : int
+        Batch size.
+    desc : str, optional
+        Progress-bar label.
+
+    Returns
+    -------
+    PositionSample
+        Vectors on the CPU.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=2)
+    >>> x = torch.rand(3, 3, 64, 64)
+    >>> s = sample_positions(m, x, LevelFeatures("B34").fit(m, x), per_image=5)
+    >>> tuple(s.vectors.shape), s.grid, s.image_index.tolist()
+    ((15, 768), (4, 4), [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    """
+    if per_image < 1:
+        raise ValueError(f"per_image must be >= 1, got {per_image}")
+    if level_features.is_logits:
+        raise ValueError(level_features._no_positions())
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
+        warnings.warn(
+            "the DataLoader does not read the data in order; image_index will not match dataset "
+            "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
+            stacklevel=2,
+        )
+    g = _generator(random_state)
+    batches, n = iter_batches(data, batch_size)
+    vecs, idxs, yxs, labs = [], [], [], []
+    has_y, offset, grid, image_size = True, 0, None, None
+    for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
+                           desc=desc or f"positions {level_features.level}"):
+        feats = level_features.position_features(model, xb)
+        B, D, H, W = feats.shape
+        grid, image_size = (H, W), tuple(xb.shape[-2:])
+        k = min(per_image, H * W)
+        pos = torch.rand(B, H * W, generator=g).argsort(dim=1)[:, :k]  # (B, k) on CPU
+        flat = feats.flatten(2).transpose(1, 2)  # (B, HW, D)
+        picked = torch.gather(flat, 1, pos.to(flat.device)[..., None].expand(B, k, D))
+        vecs.append(picked.reshape(B * k, D).float().cpu())
+        idxs.append((offset + torch.arange(B)).repeat_interleave(k))
+        yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
+        if yb is None:
+            has_y = False
+        else:
+            labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
+        offset += B
+    if not vecs:
+        raise ValueError("data holds no images")
+    return PositionSample(
+        vectors=torch.cat(vecs),
+        image_index=torch.cat(idxs),
+        yx=torch.cat(yxs),
+        grid=grid,  # type: ignore[arg-type]
+        image_size=image_size,  # type: ignore[arg-type]
+        labels=torch.cat(labs) if has_y else None,
+    )

@@ -1,0 +1,314 @@
+"""Tests of block features and levels (METHOD 3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from kmexplain_utils._validation import NotFittedError
+from kmexplain_utils.features import (
+    LevelFeatures,
+    block_features,
+    eval_mode,
+    extract_pooled,
+    iter_batches,
+    parse_level,
+    sample_positions,
+)
+
+
+class _Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class SmallResNetLike(nn.Module):
+    """torchvision ResNet's module names; B1 at full resolution, B4 at 1/8."""
+
+    def __init__(self, n_classes: int = 3, width: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1)
+        self.layer1 = _Block(width, width, 1)
+        self.layer2 = _Block(width, 2 * width, 2)
+        self.layer3 = _Block(2 * width, 4 * width, 2)
+        self.layer4 = _Block(4 * width, 8 * width, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8 * width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(torch.relu(self.conv1(x))))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    m = SmallResNetLike()
+    m.train()
+    with torch.no_grad():  # non-trivial BN statistics
+        for _ in range(3):
+            m(torch.rand(8, 3, 16, 16))
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def _all_hooks(m: nn.Module) -> int:
+    return sum(len(mod._forward_hooks) for mod in m.modules())
+
+
+# ------------------------------------------------------------ parse_level
+@pytest.mark.parametrize(
+    "level,blocks",
+    [("logits", ("logits",)), ("B4", ("B4",)), ("B34", ("B3", "B4")), ("B234", ("B2", "B3", "B4")),
+     ("B1234", ("B1", "B2", "B3", "B4")), ("B13", ("B1", "B3")), ("b24", ("B2", "B4")), (" LOGITS ", ("logits",))],
+)
+def test_parse_level(level: str, blocks: tuple) -> None:
+    assert parse_level(level) == blocks
+
+
+@pytest.mark.parametrize(
+    "level,pattern",
+    [("B5", r"B5.*only B1..B4"), ("B43", r"ascending.*'B34'"), ("B22", r"once each.*'B2'"),
+     ("", "empty"), ("B", "not understood"), ("layer4", "not understood"), ("B0", "B0")],
+)
+def test_parse_level_errors(level: str, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        parse_level(level)
+    with pytest.raises(TypeError, match="string"):
+        parse_level(4)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------- block_features
+def test_block_features_one_pass_and_logits(model: nn.Module, images: torch.Tensor) -> None:
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, i: calls.append(1))
+    try:
+        with torch.no_grad(), block_features(model) as extract:
+            maps, logits = extract(images, return_logits=True)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert {b: tuple(m.shape) for b, m in maps.items()} == {
+        "B1": (10, 4, 16, 16), "B2": (10, 8, 8, 8), "B3": (10, 16, 4, 4), "B4": (10, 32, 2, 2)}
+    with torch.no_grad():
+        assert torch.allclose(logits, model(images))
+        assert torch.allclose(maps["B2"], model.layer2(model.layer1(torch.relu(model.conv1(images)))))
+    assert extract.logits is logits
+
+
+def test_block_features_subsets_and_custom_modules(model: nn.Module, images: torch.Tensor) -> None:
+    with torch.no_grad(), block_features(model, "B34") as extract:
+        assert list(extract(images)) == ["B3", "B4"]
+    with torch.no_grad(), block_features(model, {"first": "layer1", "mid": model.layer3}) as extract:
+        maps = extract(images)
+    assert list(maps) == ["first", "mid"] and maps["mid"].shape == (10, 16, 4, 4)
+    with pytest.raises(ValueError, match="no module 'layer9'.*blocks="):
+        with block_features(model, {"B1": "layer9"}):
+            pass
+    with pytest.raises(ValueError, match="unknown block 'B7'"):
+        with block_features(model, ["B7"]):
+            pass
+
+
+def test_hooks_removed_on_exit_and_when_forward_raises(model: nn.Module, images: torch.Tensor) -> None:
+    assert _all_hooks(model) == 0
+    with block_features(model) as extract:
+        assert _all_hooks(model) == 4
+        with torch.no_grad():
+            extract(images)
+    assert _all_hooks(model) == 0
+    assert model._forward_hooks == {}
+    with pytest.raises(RuntimeError):
+        with block_features(model) as extract:
+            extract(torch.rand(2, 5, 16, 16))  # conv1 raises on 5 channels
+    assert _all_hooks(model) == 0
+    with pytest.raises(RuntimeError, match="hooks were removed"):
+        extract(images)
+
+
+# ----------------------------------------------------------------- levels
+def test_sigma_gives_equal_contribution_on_fitting_data(model: nn.Module, images: torch.Tensor) -> None:
+    lf = LevelFeatures("B1234").fit(model, images)
+    feats = lf.position_features(model, images)
+    assert feats.shape == (10, 4 + 8 + 16 + 32, 16, 16)
+    raw = {b: lf.dims_[b] for b in lf.blocks_}
+    assert raw == {"B1": 4, "B2": 8, "B3": 16, "B4": 32}
+    for b, sl in lf.slices_.items():
+        mean_sq = feats[:, sl].pow(2).sum(1).mean()
+        assert mean_sq == pytest.approx(1.0, rel=1e-4), b
+    # without scaling the blocks contribute very unequally
+    unscaled = LevelFeatures("B1234", scale="none").fit(model, images).position_features(model, images)
+    contrib = [float(unscaled[:, sl].pow(2).sum(1).mean()) for sl in lf.slices_.values()]
+    assert max(contrib) / min(contrib) > 1.5
+    assert [s**2 for s in lf.sigma_.values()] == pytest.approx(contrib, rel=1e-4)
+
+
+def test_pooled_is_mean_of_position_features(model: nn.Module, images: torch.Tensor) -> None:
+    for level in ("B4", "B34", "B234", "B13"):
+        lf = LevelFeatures(level).fit(model, images)
+        z = lf.pooled(model, images)
+        assert z.shape == (10, lf.n_features_)
+        assert torch.allclose(z, lf.position_features(model, images).mean((2, 3)), atol=1e-6)
+
+
+def test_pooled_b4_unscaled_equals_avgpool_output(model: nn.Module, images: torch.Tensor) -> None:
+    captured = {}
+    h = model.avgpool.register_forward_hook(lambda m, i, o: captured.setdefault("z", o.flatten(1)))
+    try:
+        z = LevelFeatures("B4", scale="none").fit(model, images).pooled(model, images)
+    finally:
+        h.remove()
+    assert torch.allclose(z, captured["z"], atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(model.fc(z), model(images), atol=1e-5)
+
+
+def test_logits_level(model: nn.Module, images: torch.Tensor) -> None:
+    lf = LevelFeatures("logits").fit(model, images)
+    with torch.no_grad():
+        assert torch.allclose(lf.pooled(model, images), model(images))
+    assert lf.n_features_ == 3 and lf.grid_size is None
+    with pytest.raises(ValueError, match="image-level only.*'B4'"):
+        lf.position_features(model, images)
+    with pytest.raises(ValueError, match="image-level only"):
+        sample_positions(model, images, lf)
+
+
+def test_grid_sizes_and_forced_grid(model: nn.Module, images: torch.Tensor) -> None:
+    expected = {"B4": (2, 2), "B34": (4, 4), "B234": (8, 8), "B1234": (16, 16), "B24": (8, 8)}
+    for level, grid in expected.items():
+        lf = LevelFeatures(level).fit(model, images[:2])
+        assert lf.grid_size == grid
+        assert lf.position_features(model, images[:2]).shape[-2:] == grid
+    forced = LevelFeatures("B4", grid=8).fit(model, images)
+    assert forced.grid_size == (8, 8)
+    f = forced.position_features(model, images)
+    assert f.shape == (10, 32, 8, 8)
+    # the forced grid is rescaled on its own grid: equal contribution holds there
+    assert f.pow(2).sum(1).mean() == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="grid must be"):
+        LevelFeatures("B4", grid=(0, 3)).fit(model, images)
+
+
+def test_resize_aligns_cell_centres() -> None:
+    """Bilinear resizing (align_corners=False) maps cell centres onto cell centres."""
+    size = 32  # image side in pixels
+    def ramp(n: int) -> torch.Tensor:  # value = x-coordinate (pixels) of each cell centre
+        centres = (torch.arange(n, dtype=torch.float64) + 0.5) * size / n
+        return centres.view(1, 1, 1, n).expand(1, 1, n, n)
+    lf = LevelFeatures("B34", scale="none")
+    out = lf.combine({"B3": ramp(8), "B4": ramp(4)})
+    assert out.shape == (1, 2, 8, 8)
+    fine, up = out[0, 0], out[0, 1]
+    # interior columns agree exactly; the border cells are clamped
+    assert torch.allclose(up[:, 1:-1], fine[:, 1:-1], atol=1e-12)
+    assert not torch.allclose(up[:, 0], fine[:, 0])
+
+
+def test_streaming_equals_one_shot(model: nn.Module, images: torch.Tensor) -> None:
+    y = torch.arange(10) % 3
+    lf_small = LevelFeatures("B234", batch_size=3).fit(model, images)
+    lf_big = LevelFeatures("B234", batch_size=100).fit(model, (images, y))
+    assert lf_small.sigma_ == pytest.approx(lf_big.sigma_, rel=1e-6)
+    one_shot = lf_big.pooled(model, images)
+    Z, labels = extract_pooled(model, (images, y), lf_big, batch_size=4)
+    assert torch.allclose(Z, one_shot, atol=1e-6) and torch.equal(labels, y)
+    Z2, labels2 = extract_pooled(model, DataLoader(TensorDataset(images, y), batch_size=3), lf_big)
+    assert torch.allclose(Z2, one_shot, atol=1e-6) and torch.equal(labels2, y)
+    Z3, labels3 = extract_pooled(model, images, lf_big, batch_size=7)
+    assert torch.allclose(Z3, one_shot, atol=1e-6) and labels3 is None
+
+
+class _PlainDataset(Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], int(self.y[i])
+
+
+def test_dataset_input_and_image_set_fast_path(model: nn.Module, images: torch.Tensor) -> None:
+    y = torch.arange(10) % 2
+    lf = LevelFeatures("B34").fit(model, _PlainDataset(images, y))
+    Z, labels = extract_pooled(model, _PlainDataset(images, y), lf, batch_size=4)
+    assert torch.allclose(Z, lf.pooled(model, images), atol=1e-6) and torch.equal(labels, y)
+
+    class FakeImageSet(_PlainDataset):
+        labels = y
+        def images_at(self, idx):  # noqa: D401
+            return self.x[idx]
+    Z2, labels2 = extract_pooled(model, FakeImageSet(images, y), lf, batch_size=4)
+    assert torch.equal(Z2, Z) and torch.equal(labels2, y)
+    with pytest.raises(TypeError, match="DataLoader"):
+        iter_batches([1, 2, 3])
+
+
+def test_sample_positions(model: nn.Module, images: torch.Tensor) -> None:
+    y = torch.arange(10) % 3
+    lf = LevelFeatures("B234").fit(model, images)
+    s = sample_positions(model, (images, y), lf, per_image=5, random_state=3, batch_size=4)
+    assert s.vectors.shape == (50, lf.n_features_) and len(s) == 50
+    assert s.grid == (8, 8) and s.image_size == (16, 16)
+    assert torch.equal(s.image_index, torch.arange(10).repeat_interleave(5))
+    assert torch.equal(s.labels, y.repeat_interleave(5))
+    feats = lf.position_features(model, images)
+    expect = feats[s.image_index, :, s.yx[:, 0], s.yx[:, 1]]
+    assert torch.allclose(s.vectors, expect, atol=1e-6)
+    for i in range(10):  # without replacement within an image
+        cells = s.yx[s.image_index == i]
+        assert len({tuple(c) for c in cells.tolist()}) == 5
+    again = sample_positions(model, (images, y), lf, per_image=5, random_state=3, batch_size=4)
+    assert torch.equal(again.yx, s.yx)
+    other = sample_positions(model, (images, y), lf, per_image=5, random_state=4, batch_size=4)
+    assert not torch.equal(other.yx, s.yx)
+    everything = sample_positions(model, images, LevelFeatures("B4").fit(model, images), per_image=99)
+    assert everything.vectors.shape[0] == 10 * 4 and everything.labels is None
+    with pytest.warns(UserWarning, match="shuffle=False"):
+        sample_positions(model, DataLoader(TensorDataset(images, y), batch_size=4, shuffle=True), lf, per_image=1)
+
+
+def test_not_fitted_device_and_scale_errors(model: nn.Module, images: torch.Tensor) -> None:
+    with pytest.raises(NotFittedError, match="fit"):
+        LevelFeatures("B34").pooled(model, images)
+    with pytest.raises(NotFittedError, match="fit"):
+        extract_pooled(model, images, LevelFeatures("B34"))
+    # explicit constants need no fit
+    z = LevelFeatures("B34", scale={"B3": 2.0, "B4": 4.0}).pooled(model, images)
+    z1 = LevelFeatures("B34", scale="none").pooled(model, images)
+    assert torch.allclose(z[:, :16], z1[:, :16] / 2) and torch.allclose(z[:, 16:], z1[:, 16:] / 4)
+    with pytest.raises(ValueError, match="lacks block"):
+        LevelFeatures("B34", scale={"B3": 1.0}).pooled(model, images)
+    with pytest.raises(ValueError, match="scale must be"):
+        LevelFeatures("B34", scale="std").fit(model, images)
+    with pytest.raises(ValueError, match=r"model is on cpu.*model.to"):
+        LevelFeatures("B4", device="meta").fit(model, images)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        LevelFeatures("B4", scale="none").pooled(model, images[0])
+
+
+def test_no_mutation_and_mode_restored(model: nn.Module, images: torch.Tensor) -> None:
+    x0 = images.clone()
+    model.train()
+    try:
+        lf = LevelFeatures("B234").fit(model, images)
+        lf.position_features(model, images)
+        assert model.training and all(m.training for m in model.modules())
+    finally:
+        model.eval()
+    assert torch.equal(images, x0)
+    with eval_mode(model):
+        assert not model.training
