@@ -1,0 +1,352 @@
+"""Generated part-based creatures: an offline benchmark with ground-truth parts.
+
+Every image shows one "creature" made of five part types on a textured, noisy
+background with distractor shapes. The class is fixed by three part
+attributes, so a good explanation must look at the right *parts*, and the
+per-pixel part label map says exactly where they are.
+
+Parts (label map values)
+------------------------
+=====  ==========  ==========================================================
+label  part        appearance
+=====  ==========  ==========================================================
+0      background  smooth random colour field + pixel noise + 0-3 distractors
+1      body        ellipse, colour drawn from a palette (a nuisance)
+2      head        disc at the front with a dark eye; **colour: red or blue**
+3      tail        at the back; **shape: pointed (triangle) or round (disc)**
+4      legs        2 or 4 bars below the body (a nuisance)
+5      marking     on the body; **pattern: stripes or spots**, dark shade
+=====  ==========  ==========================================================
+
+Classes (``label = 4 * head + 2 * tail + marking``)
+---------------------------------------------------
+=====  ====================  =====  =======  =======
+label  name                  head   tail     marking
+=====  ====================  =====  =======  =======
+0      red-pointed-striped   red    pointed  stripes
+1      red-pointed-spotted   red    pointed  spots
+2      red-round-striped     red    round    stripes
+3      red-round-spotted     red    round    spots
+4      blue-pointed-striped  blue   pointed  stripes
+5      blue-pointed-spotted  blue   pointed  spots
+6      blue-round-striped    blue   round    stripes
+7      blue-round-spotted    blue   round    spots
+=====  ====================  =====  =======  =======
+
+Classes ``c`` and ``c + 4`` differ only in the colour of the head (about 5 %
+of the pixels) and classes ``c`` and ``c + 2`` only in the shape of the tail
+(about 2 %): fine spatial detail matters. Distractor shapes are drawn in the
+two head colours two times out of three, so "is there red somewhere" is not
+enough.
+
+Nuisances: position (centre within +-0.12 of the half-width), scale (x0.88 to
+x1.12), rotation (+-60 degrees), horizontal flip, body shape and colour, leg
+count and length, stripe/spot phase and period, per-part colour jitter, global
+brightness and per-channel gain, a smooth random background, uniform pixel
+noise, and distractor discs, squares and triangles (background, label 0).
+The object covers about a quarter of the image on average.
+
+Generation is vectorised in torch and deterministic: item ``i`` of a split
+depends only on ``(seed, split, i // 256)``, so a smaller set is a prefix of a
+larger one, and the same scene is rendered at any ``image_size``. Train and
+test are drawn from disjoint seed streams. Labels come in blocks of eight
+holding every class once, so any ``n`` divisible by 8 is exactly balanced.
+
+Measured on this project's 2-core machine (``OMP_NUM_THREADS=2``): 4,000 + 800
+images at 64 px are generated in about 1 s; logistic regression on raw
+pixels of the quick profile (4,000 train / 800 test, 64 px) reaches about
+15 % test accuracy (chance 12.5 %). See the data chapter for the
+TinyResNet's accuracy.
+
+Example
+-------
+>>> from kmexplain_utils.data.parts import make_parts
+>>> ds = make_parts(16, image_size=32, seed=0)
+>>> tuple(ds.images.shape), tuple(ds.parts.shape), ds.part_names[2]
+((16, 3, 32, 32), (16, 32, 32), 'head')
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import ImageSet
+
+__all__ = [
+    "PART_NAMES",
+    "CLASS_NAMES",
+    "HEAD_COLORS",
+    "TAIL_SHAPES",
+    "MARKINGS",
+    "class_attributes",
+    "make_parts",
+    "render_parts",
+    "sample_scenes",
+]
+
+PART_NAMES = ["background", "body", "head", "tail", "legs", "marking"]
+HEAD_COLORS = {"red": (0.86, 0.16, 0.14), "blue": (0.14, 0.34, 0.90)}
+TAIL_SHAPES = ("pointed", "round")
+MARKINGS = ("striped", "spotted")
+CLASS_NAMES = [f"{h}-{t}-{m}" for h in HEAD_COLORS for t in TAIL_SHAPES for m in MARKINGS]
+
+# body colours (a nuisance): no red and no blue, so that the head colour is the cue
+_BODY_PALETTE = torch.tensor(
+    [
+        [0.80, 0.66, 0.42],  # tan
+        [0.52, 0.56, 0.26],  # olive
+        [0.62, 0.62, 0.60],  # grey
+        [0.32, 0.62, 0.36],  # green
+        [0.90, 0.80, 0.32],  # yellow
+        [0.58, 0.38, 0.22],  # brown
+        [0.86, 0.86, 0.80],  # off-white
+    ]
+)
+_HEAD = torch.tensor(list(HEAD_COLORS.values()))
+_CHUNK = 256  # items sharing one random stream; a multiple of the 8 classes
+_SPLIT_CODES = {"train": 0, "test": 1}
+
+
+def class_attributes(label: int) -> dict[str, str]:
+    """The part attributes that define a class, e.g. ``{"head": "red", ...}``."""
+    if not 0 <= int(label) < len(CLASS_NAMES):
+        raise ValueError(f"label must be in [0, {len(CLASS_NAMES)}), got {label}")
+    h, t, m = CLASS_NAMES[int(label)].split("-")
+    return {"head": h, "tail": t, "marking": m}
+
+
+def _chunk_generator(seed: int, split: str, chunk: int) -> torch.Generator:
+    state = np.random.SeedSequence([int(seed), _SPLIT_CODES[split], int(chunk), 0x6B6D6578]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+
+
+def _u(g: torch.Generator, n: int, lo: float, hi: float, *shape: int) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, *shape, generator=g)
+
+
+def sample_scenes(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Draw the parameters of ``n`` scenes (labels balanced in blocks of 8).
+
+    All geometry is in *object units* (the body is about 2 units long) and
+    image units (the image spans ``[-1, 1]``), so it does not depend on the
+    image size. :func:`make_parts` always draws whole chunks of 256 scenes.
+    """
+    n_blocks = -(-n // 8)
+    labels = torch.stack([torch.randperm(8, generator=g) for _ in range(n_blocks)]).reshape(-1)[:n]
+    p: dict[str, torch.Tensor] = {"label": labels}
+    p["head"] = labels // 4
+    p["tail"] = (labels // 2) % 2
+    p["marking"] = labels % 2
+    # pose
+    p["center"] = _u(g, n, -0.12, 0.12, 2)
+    p["scale"] = 0.52 * _u(g, n, 0.88, 1.12)
+    p["angle"] = _u(g, n, -math.pi / 3, math.pi / 3)
+    p["flip"] = torch.rand(n, generator=g) < 0.5
+    # shape nuisances
+    p["body_a"] = _u(g, n, 0.90, 1.02)
+    p["body_b"] = _u(g, n, 0.60, 0.70)
+    p["head_r"] = _u(g, n, 0.44, 0.52)
+    p["n_legs4"] = torch.rand(n, generator=g) < 0.5
+    p["leg_len"] = _u(g, n, 0.30, 0.48)
+    p["period"] = _u(g, n, 0.50, 0.60)  # stripe / spot period
+    p["phase"] = _u(g, n, 0.0, 1.0, 2)
+    # colours
+    p["body_color"] = _BODY_PALETTE[torch.randint(len(_BODY_PALETTE), (n,), generator=g)]
+    p["body_color"] = p["body_color"] + 0.05 * torch.randn(n, 3, generator=g)
+    p["head_color"] = _HEAD[p["head"]] + 0.05 * torch.randn(n, 3, generator=g)
+    p["mark_shade"] = _u(g, n, 0.30, 0.45)
+    p["brightness"] = _u(g, n, 0.85, 1.15)
+    p["gain"] = _u(g, n, 0.92, 1.08, 3)
+    # background
+    p["bg_base"] = _u(g, n, 0.25, 0.75, 3)
+    p["bg_field"] = 0.12 * torch.randn(n, 3, 5, 5, generator=g) / (1 + torch.arange(5.0)[:, None] + torch.arange(5.0))
+    # distractors: 3 slots, each present with probability 0.6
+    k = 3
+    p["d_on"] = torch.rand(n, k, generator=g) < 0.6
+    p["d_kind"] = torch.randint(3, (n, k), generator=g)  # disc, square, triangle
+    p["d_center"] = _u(g, n, -0.9, 0.9, k, 2)
+    p["d_size"] = _u(g, n, 0.12, 0.24, k)
+    p["d_angle"] = _u(g, n, 0.0, 2 * math.pi, k)
+    use_head = torch.rand(n, k, generator=g) < 2 / 3
+    head_pick = _HEAD[torch.randint(2, (n, k), generator=g)]
+    other = _BODY_PALETTE[torch.randint(len(_BODY_PALETTE), (n, k), generator=g)]
+    p["d_color"] = torch.where(use_head[..., None], head_pick, other) + 0.05 * torch.randn(n, k, 3, generator=g)
+    p["noise_std"] = _u(g, n, 0.02, 0.06)
+    return p
+
+
+def _b(x: torch.Tensor) -> torch.Tensor:
+    """(n,) -> (n, 1, 1) for broadcasting against (n, H, W)."""
+    return x[:, None, None]
+
+
+def render_parts(
+    p: dict[str, torch.Tensor], image_size: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render scenes drawn by :func:`sample_scenes`.
+
+    Parameters
+    ----------
+    p : dict of tensors
+        Scene parameters for ``n`` images.
+    image_size : int
+        Side ``S`` of the square images.
+    g : torch.Generator
+        Source of the pixel noise (drawn after the scene parameters).
+
+    Returns
+    -------
+    images : (n, 3, S, S) float32 in [0, 1]
+    parts : (n, S, S) int64, labels of :data:`PART_NAMES`
+    """
+    n, s = p["label"].shape[0], int(image_size)
+    coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
+    y, x = torch.meshgrid(coords, coords, indexing="ij")  # y grows downwards
+    x, y = x[None], y[None]
+
+    # image -> object coordinates (u forward, v up)
+    dx, dy = x - _b(p["center"][:, 0]), -(y - _b(p["center"][:, 1]))
+    cos, sin = _b(torch.cos(p["angle"])), _b(torch.sin(p["angle"]))
+    u = (cos * dx + sin * dy) / _b(p["scale"])
+    v = (-sin * dx + cos * dy) / _b(p["scale"])
+    u = torch.where(_b(p["flip"]), -u, u)
+
+    a, bb = _b(p["body_a"]), _b(p["body_b"])
+    body = (u / a) ** 2 + (v / bb) ** 2 <= 1.0
+    hr = _b(p["head_r"])
+    hx, hy = a + 0.18, 0.30 + 0.0 * a
+    head = (u - hx) ** 2 + (v - hy) ** 2 <= hr**2
+    eye = (u - hx - 0.45 * hr) ** 2 + (v - hy - 0.25 * hr) ** 2 <= (0.24 * hr) ** 2
+    # tails of about equal area: a triangle pointing back, or a disc
+    base, apex, half = -a + 0.25, -a - 0.62, 0.40
+    t = (u - apex) / (base - apex)
+    pointed = (t >= 0) & (t <= 1) & ((v - 0.08).abs() <= half * t)
+    round_ = (u + a + 0.22) ** 2 + (v - 0.08) ** 2 <= 0.36**2
+    tail = torch.where(_b(p["tail"] == 0), pointed, round_)
+    # legs: 2 bars at u = +-0.62 a, or 4 bars at u = +-0.22 a and +-0.62 a
+    q = u.abs() / a
+    four = (((q - 0.42).abs() - 0.20).abs() * a <= 0.075) & _b(p["n_legs4"])
+    two = (q - 0.62).abs() * a <= 0.075
+    legs = (four | two) & (v <= 0) & (v >= -bb - _b(p["leg_len"]))
+    # marking on the body: vertical stripes or a lattice of spots
+    per = _b(p["period"])
+    fu = torch.remainder(u / per + _b(p["phase"][:, 0]), 1.0)
+    fv = torch.remainder(v / per + _b(p["phase"][:, 1]), 1.0)
+    stripes = fu < 0.45
+    spots = (fu - 0.5) ** 2 + (fv - 0.5) ** 2 <= 0.32**2
+    marking = body & torch.where(_b(p["marking"] == 0), stripes, spots)
+
+    # ---- paint-index map: 0 background, 1-3 distractors, then the creature back to front
+    paint = torch.zeros(n, s, s, dtype=torch.int64)
+    for k in range(p["d_on"].shape[1]):
+        ddx = x - _b(p["d_center"][:, k, 0])
+        ddy = y - _b(p["d_center"][:, k, 1])
+        c, sn = _b(torch.cos(p["d_angle"][:, k])), _b(torch.sin(p["d_angle"][:, k]))
+        r = _b(p["d_size"][:, k])
+        ru, rv = (c * ddx + sn * ddy) / r, (c * ddy - sn * ddx) / r
+        kind = _b(p["d_kind"][:, k])
+        disc = ru.square() + rv.square() <= 1.0
+        square = torch.maximum(ru.abs(), rv.abs()) <= 0.85
+        tri = (rv >= -1.0) & (rv <= 1.0) & (ru.abs() <= 0.55 * (1.0 - rv))
+        shape = (disc & (kind == 0)) | (square & (kind == 1)) | (tri & (kind == 2))
+        paint.masked_fill_(shape & _b(p["d_on"][:, k]), 1 + k)
+    for code, mask in ((4, legs), (5, tail), (6, body), (7, marking), (8, head), (9, head & eye)):
+        paint.masked_fill_(mask, code)
+    lut = torch.tensor([0, 0, 0, 0, 4, 3, 1, 5, 2, 2])  # paint code -> part label
+    parts = lut[paint]
+
+    # ---- colours: one table per image, looked up once
+    body_c = p["body_color"]
+    table = torch.cat(
+        [
+            torch.zeros(n, 1, 3),
+            p["d_color"],
+            (0.75 * body_c)[:, None],
+            body_c[:, None],
+            body_c[:, None],
+            (p["mark_shade"][:, None] * body_c)[:, None],
+            p["head_color"][:, None],
+            torch.full((n, 1, 3), 0.06),
+        ],
+        dim=1,
+    )  # (n, 10, 3)
+    flat = paint.reshape(n, 1, s * s).expand(n, 3, s * s)
+    img = torch.gather(table.transpose(1, 2), 2, flat).reshape(n, 3, s, s)
+    # background: base colour + a smooth random field (a 5 x 5 cosine series)
+    freq = torch.arange(5, dtype=torch.float32)
+    basis = torch.cos(math.pi * freq[None, :] * (coords[:, None] + 1) / 2)  # (S, 5)
+    field = basis @ p["bg_field"] @ basis.T + p["bg_base"][:, :, None, None]
+    img = torch.where((paint == 0)[:, None], field, img)
+
+    # ---- global colour jitter and pixel noise
+    img.mul_((_b(p["brightness"])[:, None] * p["gain"][:, :, None, None]))
+    # uniform pixel noise from NumPy's PCG64 (much faster than torch's CPU generator)
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g)))
+    noise = torch.from_numpy(rng.random((n, 3, s, s), dtype=np.float32)).sub_(0.5)
+    img.add_(noise.mul_(math.sqrt(12.0) * _b(p["noise_std"])[:, None]))
+    return img.clamp_(0.0, 1.0).float(), parts
+
+
+def make_parts(n: int, image_size: int = 64, seed: int = 0, split: str = "train") -> ImageSet:
+    """Generate ``n`` part-based creature images.
+
+    Parameters
+    ----------
+    n : int
+        Number of images (exactly class-balanced when divisible by 8).
+    image_size : int, default 64
+        Side of the square images (any size >= 8).
+    seed : int, default 0
+        Seed; ``train`` and ``test`` use disjoint streams of it.
+    split : {"train", "test"}
+        Which stream.
+
+    Returns
+    -------
+    ImageSet
+        In memory, with ``.images`` ``(n, 3, S, S)``, ``.labels`` ``(n,)``,
+        ``.parts`` ``(n, S, S)`` (labels of :data:`PART_NAMES`) and
+        ``.objects`` ``(n, S, S)`` (``parts > 0``).
+
+    Example
+    -------
+    >>> ds = make_parts(8, image_size=16, seed=1, split="test")
+    >>> sorted(ds.labels.tolist())
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    if split not in _SPLIT_CODES:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_CODES)}, got {split!r}")
+    n, image_size, seed = int(n), int(image_size), int(seed)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    images, parts, labels = [], [], []
+    for chunk in range(-(-n // _CHUNK)):
+        g = _chunk_generator(seed, split, chunk)
+        p = sample_scenes(_CHUNK, g)
+        img, prt = render_parts(p, image_size, g)  # the whole chunk, so that prefixes agree
+        m = min(_CHUNK, n - chunk * _CHUNK)
+        images.append(img[:m])
+        parts.append(prt[:m])
+        labels.append(p["label"][:m])
+    if n == 0:
+        images = [torch.zeros(0, 3, image_size, image_size)]
+        parts = [torch.zeros(0, image_size, image_size, dtype=torch.int64)]
+        labels = [torch.zeros(0, dtype=torch.int64)]
+    parts_t = torch.cat(parts)
+    return ImageSet(
+        torch.cat(images),
+        torch.cat(labels),
+        CLASS_NAMES,
+        parts=parts_t,
+        objects=parts_t > 0,
+        part_names=PART_NAMES,
+        name=f"parts-{split}",
+    )
