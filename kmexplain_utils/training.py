@@ -131,24 +131,23 @@ def _batches(
     drop_last: bool = False,
     num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images (B, 3, H, W), labels (B,))`` batches on the CPU."""
+    """Yield ``(images (B, 3, H, W), labels (B,))`` batches on the CPU.
+
+    The order is drawn from ``generator`` alone, so in-memory sets and
+    DataLoader-backed sets give the same batches for the same seed.
+    """
+    n = len(dataset)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    index_batches = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
     tensors = _in_memory(dataset)
     if tensors is not None:
         images, labels = tensors
-        n = len(labels)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
+        for idx in index_batches:
             yield images[idx], labels[idx]
         return
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        drop_last=drop_last,
-        num_workers=num_workers,
+        dataset, batch_sampler=[idx.tolist() for idx in index_batches], num_workers=num_workers
     )
     for x, y in loader:
         yield x, torch.as_tensor(y)

@@ -1,0 +1,150 @@
+"""The training loop, accuracy and predict_logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from kmexplain_utils.config import get_profile
+from kmexplain_utils.models import TinyResNet
+from kmexplain_utils.training import TrainResult, accuracy, predict_logits, train_model
+
+
+def _easy_set(n: int, seed: int, size: int = 16) -> TensorDataset:
+    """4 classes: which quadrant of the image is bright (a left-right flip changes 0<->1, 2<->3)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    images = 0.6 * torch.rand(n, 3, size, size, generator=g)
+    h = size // 2
+    for c, (r, q) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        images[labels == c, :, r * h : (r + 1) * h, q * h : (q + 1) * h] += 0.4
+    return TensorDataset(images, labels)
+
+
+class _ItemOnly(Dataset):
+    """A dataset that only has __getitem__ (no in-memory tensors): the DataLoader path."""
+
+    def __init__(self, base: TensorDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return x, int(y)
+
+
+@pytest.fixture
+def profile():
+    return get_profile("smoke").replace(width=4, epochs=3, batch_size=32, lr=1e-2)
+
+
+def _fresh(seed: int = 0, n_classes: int = 4) -> TinyResNet:
+    torch.manual_seed(seed)
+    return TinyResNet(n_classes, width=4)
+
+
+def test_training_learns_an_easy_task_well_above_chance(profile):
+    train, test = _easy_set(384, seed=0), _easy_set(128, seed=1)
+    model = _fresh()
+    before = accuracy(model, test)
+    result = train_model(model, train, profile=profile, seed=0, device="cpu", test_set=test, augment=False)
+    assert isinstance(result, TrainResult)
+    assert result.test_acc >= 0.9 > before + 0.3  # chance is 0.25
+    assert result.train_acc >= 0.9
+    assert result.test_acc == pytest.approx(accuracy(model, test))
+    assert not model.training  # returned in eval mode
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert "test_acc" in result.history[-1] and "test_acc" not in result.history[0]
+    assert result.seconds > 0 and result.history[-1]["seconds"] <= result.seconds
+
+
+def test_training_is_deterministic_for_a_seed_on_cpu(profile):
+    train = _easy_set(160, seed=0)
+    original = train.tensors[0].clone()
+    states = []
+    for seed in (7, 7, 8):
+        model = _fresh(seed)
+        result = train_model(model, train, profile=profile.replace(epochs=1), seed=seed, device="cpu", augment=True)
+        states.append((model.state_dict(), result.history[-1]["loss"]))
+    (a, loss_a), (b, loss_b), (c, _) = states
+    assert loss_a == loss_b
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert torch.equal(train.tensors[0], original)  # the flips never touch the data set
+
+
+def test_augmentation_default_follows_the_dataset(profile):
+    """Flips are on for 'parts' (flip-invariant classes) and off for 'mnist'."""
+    train = _easy_set(96, seed=0)
+    results = {}
+    for name, kwargs in {
+        "parts": {},
+        "parts_on": {"augment": True},
+        "mnist": {},
+        "mnist_off": {"augment": False},
+    }.items():
+        model = _fresh(0)
+        p = profile.replace(epochs=1, dataset=name.split("_")[0])
+        train_model(model, train, profile=p, seed=0, device="cpu", **kwargs)
+        results[name] = model.state_dict()
+    same = lambda a, b: all(torch.equal(results[a][k], results[b][k]) for k in results[a])  # noqa: E731
+    assert same("parts", "parts_on") and same("mnist", "mnist_off") and not same("parts", "mnist")
+
+
+def test_sgd_recipe_and_its_schedule(profile):
+    train = _easy_set(256, seed=0)
+    p = profile.replace(optimizer="sgd", lr=0.05, epochs=2)
+    result = train_model(_fresh(), train, profile=p, seed=0, device="cpu", augment=False)
+    # cosine from lr down to 0 over all steps
+    assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+    assert result.history[0]["lr"] == pytest.approx(0.05 * 0.5, rel=1e-6)  # half-way after epoch 1 of 2
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    with pytest.raises(ValueError, match="Unknown optimizer 'adam'"):
+        train_model(_fresh(), train, profile=p.replace(optimizer="adam"), seed=0, device="cpu")
+
+
+def test_eval_each_epoch_records_test_accuracy(profile):
+    train, test = _easy_set(96, seed=0), _easy_set(32, seed=1)
+    result = train_model(
+        _fresh(), train, profile=profile.replace(epochs=2), seed=0, device="cpu", test_set=test, eval_each_epoch=True
+    )
+    assert all("test_acc" in h for h in result.history)
+
+
+def test_dataloader_path_matches_the_in_memory_path(profile):
+    train, test = _easy_set(96, seed=0), _easy_set(40, seed=1)
+    p = profile.replace(epochs=1)
+    m1, m2 = _fresh(3), _fresh(3)
+    train_model(m1, train, profile=p, seed=1, device="cpu")
+    train_model(m2, _ItemOnly(train), profile=p, seed=1, device="cpu")
+    # the same shuffling order and flips: the same weights
+    for k, v in m1.state_dict().items():
+        torch.testing.assert_close(m2.state_dict()[k], v)
+    torch.testing.assert_close(predict_logits(m1, _ItemOnly(test)), predict_logits(m1, test))
+    assert accuracy(m1, _ItemOnly(test)) == accuracy(m1, test)
+
+
+def test_predict_logits_and_accuracy_are_exact_and_restore_the_mode():
+    test = _easy_set(50, seed=2)
+    model = _fresh(4)
+    model.train()
+    logits = predict_logits(model, test, batch_size=16)
+    assert logits.shape == (50, 4) and logits.device.type == "cpu"
+    assert model.training  # mode restored
+    model.eval()
+    with torch.no_grad():
+        expected = model(test.tensors[0])
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(predict_logits(model, test.tensors[0], batch_size=7), expected, rtol=1e-5, atol=1e-5)
+    manual = (expected.argmax(1) == test.tensors[1]).float().mean().item()
+    assert accuracy(model, test, batch_size=13) == pytest.approx(manual)
+
+
+def test_training_rejects_empty_data(profile):
+    empty = TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        train_model(_fresh(), empty, profile=profile, seed=0, device="cpu")
