@@ -1,0 +1,487 @@
+"""The book's look: one style, fixed palettes, and the basic image figures.
+
+Every helper draws on ``ax`` (or on a new figure when ``ax`` is ``None``),
+returns the :class:`matplotlib.figure.Figure`, never calls ``plt.show()``
+and never changes its input tensors. The only global change is
+:func:`set_book_style`, which :func:`kmexplain_utils.notebook.setup_notebook`
+calls once per chapter.
+
+Example
+-------
+>>> import torch
+>>> from kmexplain_utils.plotting import show_label_map
+>>> fig = show_label_map(torch.rand(3, 16, 16), torch.randint(0, 3, (16, 16)))
+>>> len(fig.axes)
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FIGURE_WIDTH",
+    "BACKGROUND_GREY",
+    "PART_CMAP",
+    "HEATMAP_CMAP",
+    "DIVERGING_CMAP",
+    "set_book_style",
+    "part_colors",
+    "concept_colors",
+    "label_cmap",
+    "to_numpy_image",
+    "show_image",
+    "image_grid",
+    "show_label_map",
+    "show_heatmap",
+    "plot_dataset_gallery",
+]
+
+FIGURE_WIDTH = 9.0  # inches: the width of the book's text column
+BACKGROUND_GREY = "#bdbdbd"
+# qualitative palette for part labels 1, 2, ... (label 0 is always BACKGROUND_GREY):
+# Okabe-Ito colours first (colour-blind safe), then Tableau-like extras
+_QUALITATIVE = [
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#009E73",  # green
+    "#F0E442",  # yellow
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#CC79A7",  # purple
+    "#000000",  # black
+    "#8c564b",  # brown
+    "#17becf",  # cyan
+    "#bcbd22",  # olive
+    "#7f7f7f",  # grey
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+]
+PART_CMAP = "book_parts"  # name of the ListedColormap built by label_cmap(); see part_colors
+HEATMAP_CMAP = "inferno"
+DIVERGING_CMAP = "RdBu_r"
+
+
+def set_book_style() -> None:
+    """Apply the book's matplotlib / seaborn style (the only global change the package makes)."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="white", font_scale=0.95)
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (FIGURE_WIDTH, FIGURE_WIDTH * 0.45),
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "savefig.bbox": "tight",
+            "figure.constrained_layout.use": True,
+            "axes.titlesize": 10,
+            "axes.labelsize": 10,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "image.interpolation": "nearest",
+            "image.cmap": HEATMAP_CMAP,
+            "legend.frameon": False,
+            "legend.fontsize": 8,
+        }
+    )
+
+
+def part_colors(n: int) -> list[tuple[float, float, float]]:
+    """RGB colours of part labels ``0 .. n-1``: background grey, then a fixed qualitative palette.
+
+    The colours of labels ``1, 2, ...`` never depend on ``n``, so a part has the
+    same colour in every figure of the book. Beyond 16 labels, colours come
+    from ``tab20`` and then repeat.
+    """
+    from matplotlib.colors import to_rgb
+
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if n == 0:
+        return []
+    out = [to_rgb(BACKGROUND_GREY)]
+    extra = _extra_colors()
+    for i in range(n - 1):
+        out.append(to_rgb(_QUALITATIVE[i]) if i < len(_QUALITATIVE) else extra[(i - len(_QUALITATIVE)) % len(extra)])
+    return out
+
+
+def _extra_colors() -> list[tuple[float, float, float]]:
+    import matplotlib
+
+    return [tuple(c[:3]) for c in matplotlib.colormaps["tab20"].colors]  # type: ignore[attr-defined]
+
+
+def concept_colors(k: int) -> list[tuple[float, float, float]]:
+    """RGB colours of concepts ``0 .. k-1`` (no background: concept 0 is a real concept).
+
+    Uses the same qualitative palette as the parts, shifted so that no concept
+    is grey; stable in ``k`` (concept ``j`` keeps its colour when ``k`` grows).
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    return part_colors(k + 1)[1:]
+
+
+def label_cmap(colors: Sequence[Any]):
+    """A :class:`matplotlib.colors.ListedColormap` for integer labels ``0 .. len(colors)-1``."""
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(list(colors), name=PART_CMAP)
+
+
+def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """An image ``(3, H, W)`` (tensor or array, values in [0, 1]) as an ``(H, W, 3)`` float array.
+
+    Channels-last ``(H, W, 3)`` and grey ``(H, W)`` / ``(1, H, W)`` inputs are
+    accepted too. The input is never modified (a copy is returned).
+    """
+    if isinstance(image, torch.Tensor):
+        arr = image.detach().to("cpu", torch.float32).numpy().copy()
+    else:
+        arr = np.array(image, dtype=np.float32, copy=True)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    elif arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = np.moveaxis(arr, 0, -1)
+    elif arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] in (1, 3):
+        arr = np.moveaxis(arr, 0, -1)  # ambiguous tiny image: assume (C, H, W) like the rest of the book
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise ValueError(f"image must have shape (3, H, W) (or (H, W, 3) / (H, W)); got {tuple(np.shape(image))}")
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return np.clip(arr, 0.0, 1.0)
+
+
+def _to_numpy_map(m: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
+    arr = m.detach().cpu().numpy().copy() if isinstance(m, torch.Tensor) else np.array(m, copy=True)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (H, W), got {tuple(arr.shape)}")
+    return arr
+
+
+def _new_axes(ax: Any, size: tuple[float, float] = (3.0, 3.0)):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=size)
+    return ax.figure, ax
+
+
+def _clean(ax: Any, title: str | None) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title)
+
+
+def show_image(image: torch.Tensor | np.ndarray, ax: Any = None, title: str | None = None):
+    """Show one RGB image.
+
+    Parameters
+    ----------
+    image : (3, H, W) tensor or array, values in [0, 1]
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure is made when ``None``.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, ax = _new_axes(ax)
+    ax.imshow(to_numpy_image(image), interpolation="nearest")
+    _clean(ax, title)
+    return fig
+
+
+def image_grid(
+    images: torch.Tensor | np.ndarray | Sequence[Any],
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    axes: Any = None,
+    *,
+    size: float = 1.3,
+):
+    """Show images ``(N, 3, H, W)`` in a grid.
+
+    Parameters
+    ----------
+    images : (N, 3, H, W) tensor/array or a list of (3, H, W) images
+    titles : list of str, optional
+        One per image.
+    ncols : int, default 8
+        Columns of the grid (fewer when ``N < ncols``).
+    axes : array of Axes, optional
+        At least ``N`` axes to draw on; a new figure is made when ``None``.
+        Unused axes are switched off.
+    size : float
+        Inches per image when a new figure is made.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles must have one entry per image ({n}), got {len(titles)}")
+    if axes is None:
+        ncols = max(1, min(int(ncols), n))
+        nrows = max(1, -(-n // ncols))
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            figsize=(size * ncols, size * nrows + 0.3 * (titles is not None)),
+            squeeze=False,
+            layout="constrained",
+        )
+    axes_flat = np.asarray(axes, dtype=object).reshape(-1)
+    if len(axes_flat) < n:
+        raise ValueError(f"axes holds {len(axes_flat)} axes for {n} images")
+    for i, ax in enumerate(axes_flat):
+        if i < n:
+            show_image(images[i], ax=ax, title=None if titles is None else titles[i])
+        else:
+            ax.axis("off")
+    return axes_flat[0].figure
+
+
+def show_label_map(
+    image: torch.Tensor | np.ndarray | None,
+    labels: torch.Tensor | np.ndarray,
+    ax: Any = None,
+    alpha: float = 0.5,
+    colors: Sequence[Any] | None = None,
+    legend_names: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    background: bool = True,
+):
+    """Overlay an integer label map (part map or concept map) on an image.
+
+    Parameters
+    ----------
+    image : (3, H, W) tensor/array in [0, 1], or None
+        Shown underneath; ``None`` shows the labels alone.
+    labels : (h, w) int tensor/array
+        Label of every pixel (or of every feature-map position: a coarser
+        map is upsampled to the image with nearest-neighbour, so each cell
+        keeps its sharp borders).
+    ax : Axes, optional
+    alpha : float, default 0.5
+        Opacity of the labels over the image.
+    colors : list of colours, optional
+        Colour of each label value; default :func:`part_colors` (label 0 grey)
+        when ``background`` is True, else :func:`concept_colors`.
+    legend_names : list of str, optional
+        Name of each label value; only the values present get a legend entry.
+    title : str, optional
+    background : bool, default True
+        Whether label 0 means background (drawn fully transparent over the
+        image) as in part maps; set False for concept maps, where 0 is a
+        concept.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.patches import Patch
+
+    lab = _to_numpy_map(labels, "labels").astype(np.int64)
+    if lab.size and lab.min() < 0:
+        raise ValueError(f"labels must be non-negative integers, got minimum {lab.min()}")
+    n_labels = int(lab.max()) + 1 if lab.size else 1
+    if colors is None:
+        n_col = max(n_labels, len(legend_names) if legend_names is not None else 0)
+        colors = part_colors(n_col) if background else concept_colors(n_col)
+    if len(colors) < n_labels:
+        raise ValueError(f"colors has {len(colors)} entries but labels go up to {n_labels - 1}")
+    from matplotlib.colors import to_rgba
+
+    rgba = np.array([to_rgba(c) for c in colors], dtype=np.float32)
+    fig, ax = _new_axes(ax)
+    if image is not None:
+        img = to_numpy_image(image)
+        h, w = img.shape[:2]
+        if lab.shape != (h, w):
+            ry, rx = h / lab.shape[0], w / lab.shape[1]
+            if ry != int(ry) or rx != int(rx):
+                raise ValueError(
+                    f"labels of shape {lab.shape} do not tile an image of size {(h, w)}; "
+                    "resize them to the image with nearest-neighbour interpolation first"
+                )
+            lab = np.repeat(np.repeat(lab, int(ry), axis=0), int(rx), axis=1)
+        ax.imshow(img, interpolation="nearest")
+        over = rgba[lab].copy()
+        over[..., 3] = alpha
+        if background:
+            over[lab == 0, 3] = 0.0
+        ax.imshow(over, interpolation="nearest")
+    else:
+        ax.imshow(rgba[lab], interpolation="nearest")
+    _clean(ax, title)
+    if legend_names is not None:
+        present = np.unique(lab)
+        handles = [
+            Patch(facecolor=rgba[v], edgecolor="none", label=str(legend_names[v]))
+            for v in present
+            if v < len(legend_names)
+        ]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig
+
+
+def show_heatmap(
+    image: torch.Tensor | np.ndarray | None,
+    heat: torch.Tensor | np.ndarray,
+    ax: Any = None,
+    cmap: str | None = None,
+    diverging: bool = False,
+    *,
+    alpha: float = 0.6,
+    title: str | None = None,
+    colorbar: bool = False,
+    vmax: float | None = None,
+    interpolation: str = "bilinear",
+):
+    """Overlay a heat map (attribution, CAM, score map) on an image.
+
+    Parameters
+    ----------
+    image : (3, H, W) tensor/array in [0, 1], or None
+        Shown underneath in grey so that the heat colours stay readable.
+    heat : (h, w) float tensor/array
+        The map; a coarser map is stretched over the image (bilinear).
+    ax : Axes, optional
+    cmap : str, optional
+        Default ``"inferno"``, or ``"RdBu_r"`` when ``diverging``.
+    diverging : bool, default False
+        Centre the colour map at 0 (limits ``-m, m`` with ``m = max |heat|``):
+        positive evidence red, negative blue.
+    alpha : float, default 0.6
+        Opacity of the heat over the image.
+    title : str, optional
+    colorbar : bool, default False
+        Add a colour bar.
+    vmax : float, optional
+        Upper limit (and ``-vmax`` lower limit when diverging).
+    interpolation : str, default "bilinear"
+        How a coarse map is stretched over the image; ``"nearest"`` keeps
+        the feature-map cells visible.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    hm = _to_numpy_map(heat, "heat").astype(np.float64)
+    if not np.isfinite(hm).all():
+        raise ValueError("heat contains NaN or infinite values")
+    cmap = cmap or (DIVERGING_CMAP if diverging else HEATMAP_CMAP)
+    fig, ax = _new_axes(ax)
+    extent = None
+    if image is not None:
+        img = to_numpy_image(image)
+        grey = img.mean(axis=-1)
+        h, w = grey.shape
+        extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if diverging:
+        m = vmax if vmax is not None else float(np.abs(hm).max()) or 1.0
+        vmin, vmax_ = -m, m
+    else:
+        vmin, vmax_ = float(hm.min()), (vmax if vmax is not None else float(hm.max()))
+        if vmax_ <= vmin:
+            vmax_ = vmin + 1.0
+    im = ax.imshow(
+        hm,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax_,
+        alpha=alpha if image is not None else 1.0,
+        interpolation=interpolation,
+        extent=extent,
+    )
+    _clean(ax, title)
+    if colorbar:
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def plot_dataset_gallery(
+    dataset: Any,
+    n_per_class: int = 2,
+    show_parts: bool = True,
+    *,
+    classes: Sequence[int] | None = None,
+    size: float = 1.2,
+    alpha: float = 0.6,
+):
+    """A gallery of a dataset: one row per class, each image next to its part map.
+
+    Parameters
+    ----------
+    dataset : ImageSet
+        Any :class:`kmexplain_utils.data.ImageSet`.
+    n_per_class : int, default 2
+        Images shown per class (the first ones of each class, so the figure
+        is the same in every run).
+    show_parts : bool, default True
+        Add a panel with the part label map after each image (when the
+        dataset has parts), and a legend of the part names.
+    classes : list of int, optional
+        Which classes (rows); default all.
+    size : float
+        Inches per panel.
+    alpha : float
+        Opacity of the part colours.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    labels = dataset.labels
+    classes = list(range(dataset.n_classes)) if classes is None else [int(c) for c in classes]
+    with_parts = bool(show_parts and dataset.part_names is not None)
+    per_image = 2 if with_parts else 1
+    ncols = n_per_class * per_image
+    fig, axes = plt.subplots(
+        len(classes),
+        ncols,
+        figsize=(size * ncols + (1.4 if with_parts else 0.0) + 1.6, size * len(classes)),
+        squeeze=False,
+        layout="constrained",
+    )
+    colors = part_colors(len(dataset.part_names)) if with_parts else None
+    for r, c in enumerate(classes):
+        idx = torch.nonzero(labels == c).flatten()[:n_per_class]
+        imgs = dataset.images_at(idx) if len(idx) else []
+        prts = dataset.parts_at(idx) if with_parts and len(idx) else None
+        for j in range(n_per_class):
+            ax_img = axes[r, j * per_image]
+            if j >= len(idx):
+                ax_img.axis("off")
+                if with_parts:
+                    axes[r, j * per_image + 1].axis("off")
+                continue
+            show_image(imgs[j], ax=ax_img)
+            if with_parts:
+                show_label_map(imgs[j], prts[j], ax=axes[r, j * per_image + 1], alpha=alpha, colors=colors)
+        axes[r, 0].set_ylabel(dataset.class_names[c], rotation=0, ha="right", va="center", fontsize=8)
+    if with_parts:
+        handles = [Patch(facecolor=colors[i], label=name) for i, name in enumerate(dataset.part_names) if i > 0]
+        fig.legend(handles=handles, loc="outside right center", title="parts", fontsize=8)
+    return fig
