@@ -113,6 +113,8 @@ def _in_memory(dataset: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(images, labels)`` tensors of an in-memory dataset, else ``None``."""
     if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) >= 2:
         return dataset.tensors[0], torch.as_tensor(dataset.tensors[1])
+    if isinstance(getattr(type(dataset), "images", None), property):
+        return None  # computed on access (e.g. a LazyImageSet reading every file): go item by item
     images = getattr(dataset, "images", None)
     labels = getattr(dataset, "labels", None)
     if isinstance(images, torch.Tensor) and labels is not None:

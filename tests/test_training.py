@@ -36,6 +36,18 @@ class _ItemOnly(Dataset):
         return x, int(y)
 
 
+class _Lazy(_ItemOnly):
+    """Like a LazyImageSet: ``.images`` would read every file, so it must not be touched."""
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.base.tensors[1]
+
+    @property
+    def images(self) -> torch.Tensor:
+        raise AssertionError("training must not load all images of a lazy data set")
+
+
 @pytest.fixture
 def profile():
     return get_profile("smoke").replace(width=4, epochs=3, batch_size=32, lr=1e-2)
@@ -126,6 +138,10 @@ def test_dataloader_path_matches_the_in_memory_path(profile):
         torch.testing.assert_close(m2.state_dict()[k], v)
     torch.testing.assert_close(predict_logits(m1, _ItemOnly(test)), predict_logits(m1, test))
     assert accuracy(m1, _ItemOnly(test)) == accuracy(m1, test)
+    m3 = _fresh(3)
+    train_model(m3, _Lazy(train), profile=p, seed=1, device="cpu", test_set=_Lazy(test))
+    for k, v in m1.state_dict().items():
+        torch.testing.assert_close(m3.state_dict()[k], v)
 
 
 def test_predict_logits_and_accuracy_are_exact_and_restore_the_mode():
