@@ -98,7 +98,7 @@ def part_colors(n: int) -> list[tuple[float, float, float]]:
 
     The colours of labels ``1, 2, ...`` never depend on ``n``, so a part has the
     same colour in every figure of the book. Beyond 16 labels, colours come
-    from ``tab20`` and then repeat.
+    from ``tab20`` (those not used yet) and then repeat.
     """
     from matplotlib.colors import to_rgb
 
@@ -116,7 +116,15 @@ def part_colors(n: int) -> list[tuple[float, float, float]]:
 def _extra_colors() -> list[tuple[float, float, float]]:
     import matplotlib
 
-    return [tuple(c[:3]) for c in matplotlib.colormaps["tab20"].colors]  # type: ignore[attr-defined]
+    from matplotlib.colors import to_rgb
+
+    taken = {tuple(round(v, 4) for v in to_rgb(c)) for c in [*_QUALITATIVE, BACKGROUND_GREY]}
+    out = []
+    for c in matplotlib.colormaps["tab20"].colors:  # type: ignore[attr-defined]
+        rgb = tuple(float(v) for v in c[:3])
+        if tuple(round(v, 4) for v in rgb) not in taken:
+            out.append(rgb)
+    return out
 
 
 def concept_colors(k: int) -> list[tuple[float, float, float]]:

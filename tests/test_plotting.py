@@ -1,0 +1,160 @@
+"""The book's plotting helpers: figures returned, axes counted, inputs untouched."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from kmexplain_utils import plotting as P  # noqa: E402
+from kmexplain_utils.data import ImageSet  # noqa: E402
+from kmexplain_utils.data.parts import make_parts  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def ds() -> ImageSet:
+    return make_parts(32, image_size=16, seed=0)
+
+
+def test_part_colors_are_fixed_and_background_grey():
+    from matplotlib.colors import to_rgb
+
+    c6, c3 = P.part_colors(6), P.part_colors(3)
+    assert c6[0] == to_rgb(P.BACKGROUND_GREY)
+    assert c6[:3] == c3  # a part keeps its colour whatever n is
+    assert len(set(c6)) == 6
+    many = P.part_colors(40)
+    assert len(many) == 40 and len(set(many[:29])) == 29  # 16 fixed + 12 unused tab20 + grey
+    assert P.part_colors(0) == []
+    k = P.concept_colors(5)
+    assert len(k) == 5 and to_rgb(P.BACKGROUND_GREY) not in k and k == P.concept_colors(7)[:5]
+    with pytest.raises(ValueError):
+        P.part_colors(-1)
+
+
+def test_show_image_returns_figure_and_keeps_input(ds):
+    img = ds.images[0].clone()
+    fig = P.show_image(ds.images[0], title="one")
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert fig.axes[0].get_title() == "one"
+    assert torch.equal(ds.images[0], img)
+    drawn = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(drawn), img.permute(1, 2, 0).numpy(), atol=1e-6)
+
+
+def test_show_image_accepts_grey_and_channels_last():
+    assert len(P.show_image(np.zeros((8, 8))).axes) == 1
+    assert len(P.show_image(torch.zeros(8, 8, 3)).axes) == 1
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        P.show_image(torch.zeros(2, 3, 8, 8))
+
+
+def test_image_grid_layout(ds):
+    before = ds.images.clone()
+    fig = P.image_grid(ds.images[:10], titles=[str(i) for i in range(10)], ncols=4)
+    assert len(fig.axes) == 12  # 3 rows x 4 columns, 2 switched off
+    assert sum(ax.axison for ax in fig.axes) == 10
+    assert [ax.get_title() for ax in fig.axes[:10]] == [str(i) for i in range(10)]
+    assert torch.equal(ds.images, before)
+    fig2, axes = plt.subplots(1, 3)
+    assert P.image_grid(ds.images[:3], axes=axes) is fig2
+    with pytest.raises(ValueError, match="one entry per image"):
+        P.image_grid(ds.images[:3], titles=["a"])
+    with pytest.raises(ValueError, match="axes"):
+        P.image_grid(ds.images[:4], axes=axes)
+
+
+def test_show_label_map_colours_and_legend(ds):
+    img, parts = ds.images[1].clone(), ds.parts[1].clone()
+    fig, ax = plt.subplots()
+    out = P.show_label_map(ds.images[1], ds.parts[1], ax=ax, alpha=0.5, legend_names=ds.part_names)
+    assert out is fig and len(fig.axes) == 1
+    assert torch.equal(ds.images[1], img) and torch.equal(ds.parts[1], parts)
+    overlay = np.asarray(ax.images[1].get_array())
+    colors = P.part_colors(len(ds.part_names))
+    # each pixel of the overlay has its label's colour; background is transparent
+    for v in torch.unique(parts).tolist():
+        sel = (parts == v).numpy()
+        np.testing.assert_allclose(overlay[sel][:, :3], np.tile(colors[v], (sel.sum(), 1)), atol=1e-6)
+        assert np.all(overlay[sel][:, 3] == (0.0 if v == 0 else 0.5))
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names == [ds.part_names[v] for v in torch.unique(parts).tolist()]
+
+
+def test_show_label_map_coarse_concept_map_is_upsampled():
+    img = torch.rand(3, 16, 16)
+    cmap = torch.tensor([[0, 1], [2, 3]])
+    fig = P.show_label_map(img, cmap, background=False)
+    overlay = np.asarray(fig.axes[0].images[1].get_array())
+    assert overlay.shape == (16, 16, 4)
+    assert np.all(overlay[..., 3] == 0.5)  # concept 0 is not transparent
+    np.testing.assert_allclose(overlay[9, 2, :3], P.concept_colors(4)[2])
+    with pytest.raises(ValueError, match="do not tile"):
+        P.show_label_map(img, torch.zeros(3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        P.show_label_map(img, torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+def test_show_heatmap_diverging_is_centred(ds):
+    heat = torch.tensor([[-2.0, 0.5], [1.0, 0.0]])
+    keep = heat.clone()
+    fig = P.show_heatmap(ds.images[0], heat, diverging=True, colorbar=True)
+    im = fig.axes[0].images[-1]
+    assert im.get_clim() == (-2.0, 2.0)
+    assert im.get_cmap().name == P.DIVERGING_CMAP
+    assert len(fig.axes) == 2  # image + colour bar
+    assert torch.equal(heat, keep)
+    fig = P.show_heatmap(None, heat)
+    assert fig.axes[0].images[-1].get_clim() == (-2.0, 1.0)
+    assert fig.axes[0].images[-1].get_cmap().name == P.HEATMAP_CMAP
+    with pytest.raises(ValueError, match="NaN"):
+        P.show_heatmap(None, torch.tensor([[float("nan")]]))
+
+
+def test_dataset_gallery(ds):
+    before = ds.images.clone()
+    fig = P.plot_dataset_gallery(ds, n_per_class=2, show_parts=True)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == ds.n_classes * 4
+    assert fig.axes[0].get_ylabel() == ds.class_names[0]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ds.part_names[1:]
+    assert torch.equal(ds.images, before)
+    fig = P.plot_dataset_gallery(ds, n_per_class=3, show_parts=False, classes=[0, 5])
+    assert len(fig.axes) == 6 and not fig.legends
+    no_parts = ImageSet(torch.rand(3, 3, 8, 8), [0, 1, 1], ["a", "b"])
+    fig = P.plot_dataset_gallery(no_parts, n_per_class=2)  # class "a" has one image only
+    assert len(fig.axes) == 4 and sum(ax.axison for ax in fig.axes) == 3
+
+
+def test_set_book_style_changes_rcparams():
+    import matplotlib as mpl
+
+    with mpl.rc_context():
+        mpl.rcParams["image.interpolation"] = "antialiased"
+        P.set_book_style()
+        assert mpl.rcParams["image.interpolation"] == "nearest"
+        assert mpl.rcParams["image.cmap"] == P.HEATMAP_CMAP
+
+
+def test_helpers_never_call_show(monkeypatch, ds):
+    def boom(*a, **k):
+        raise AssertionError("plt.show() was called")
+
+    monkeypatch.setattr(plt, "show", boom)
+    P.show_image(ds.images[0])
+    P.image_grid(ds.images[:2])
+    P.show_label_map(ds.images[0], ds.parts[0])
+    P.show_heatmap(ds.images[0], torch.rand(4, 4))
+    P.plot_dataset_gallery(ds, n_per_class=1)
