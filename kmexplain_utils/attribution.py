@@ -1,0 +1,380 @@
+"""Gradient-free attribution maps of prototype scores (METHOD 5).
+
+For a prototype ``mu`` at level ``S``, the attribution map is
+
+.. math:: m(p) = 2\\,\\mu\\cdot a^S_p - \\|\\mu\\|^2 ,
+
+and because the pooled embedding is the spatial mean of the ``a^S_p``, its
+mean over the grid is exactly the prototype's score ``2 mu . z - ||mu||^2``
+(which differs from ``-||z - mu||^2`` only by ``-||z||^2``, common to all
+prototypes). Only forward passes are needed: everything here runs under
+``torch.no_grad()``.
+
+Example
+-------
+>>> import torch
+>>> from kmexplain_utils.attribution import attribution_map
+>>> A = torch.rand(2, 5, 4, 4, dtype=torch.float64)
+>>> mu = torch.rand(5, dtype=torch.float64)
+>>> m = attribution_map(A, mu)
+>>> z = A.mean((2, 3))
+>>> bool(torch.allclose(m.mean((1, 2)), 2 * z @ mu - mu @ mu))
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validation import check_is_fitted, check_tensor
+from .classifier import KMeansClassifier
+from .features import LevelFeatures, eval_mode
+
+__all__ = [
+    "attribution_map",
+    "upsample_map",
+    "Explanation",
+    "explain",
+    "contrastive_map",
+    "concept_contributions",
+    "cam",
+]
+
+
+def _size(size: Any) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be an int or a pair (H, W) of positive ints, got {size}")
+    return size  # type: ignore[return-value]
+
+
+def upsample_map(m: torch.Tensor, size: Any) -> torch.Tensor:
+    """Bilinear upsampling (``align_corners=False``) of real-valued maps ``(N, h, w)`` to ``(N, H, W)``."""
+    check_tensor(m, 3, name="map", shape_doc="(N, H, W)")
+    size = _size(size)
+    if size is None or tuple(m.shape[-2:]) == size:
+        return m
+    return F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def attribution_map(
+    position_features: torch.Tensor, prototypes: torch.Tensor, *, size: Any = None
+) -> torch.Tensor:
+    """Per-position prototype score ``m(p) = 2 mu . a_p - ||mu||^2``.
+
+    Parameters
+    ----------
+    position_features : torch.Tensor
+        ``(N, D, H_S, W_S)`` position vectors of a level.
+    prototypes : torch.Tensor
+        ``(N, D)`` one prototype per image (e.g. the winning one) or ``(D,)``
+        the same prototype for all images.
+    size : int or (int, int), optional
+        Upsample bilinearly to this size (e.g. the image's). The mean over the
+        *un-upsampled* grid equals the prototype score exactly.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, H_S, W_S)`` (or ``(N, *size)``), on ``position_features``' device.
+    """
+    check_tensor(position_features, 4, name="position_features", shape_doc="(N, D, H, W)")
+    N, D = position_features.shape[:2]
+    if not isinstance(prototypes, torch.Tensor):
+        raise TypeError(f"prototypes must be a torch.Tensor of shape (N, D) or (D,), got {type(prototypes).__name__}")
+    mu = prototypes.to(device=position_features.device, dtype=position_features.dtype)
+    if mu.ndim == 1:
+        mu = mu.expand(N, -1)
+    if mu.shape != (N, D):
+        raise ValueError(
+            f"prototypes must have shape (N, D) = ({N}, {D}) or (D,) = ({D},) to match position_features "
+            f"{tuple(position_features.shape)}; got {tuple(prototypes.shape)}"
+        )
+    with torch.no_grad():
+        m = 2 * torch.einsum("nd,ndhw->nhw", mu, position_features) - (mu * mu).sum(1).view(N, 1, 1)
+    return upsample_map(m, size) if size is not None else m
+
+
+@dataclasses.dataclass
+class Explanation:
+    """What :func:`explain` returns for a batch of images.
+
+    Attributes
+    ----------
+    attribution : torch.Tensor
+        ``(N, H_S, W_S)`` winning prototype's map ``m*(p)`` on the level's grid;
+        ``attribution.mean((1, 2)) == score``.
+    prototype : torch.Tensor
+        ``(N,)`` int64 row of ``classifier.prototypes_`` that won.
+    predicted : torch.Tensor
+        ``(N,)`` int64 predicted class label.
+    score : torch.Tensor
+        ``(N,)`` winning score ``2 mu* . z - ||mu*||^2``.
+    class_scores : torch.Tensor
+        ``(N, C)`` best prototype score per class (columns = ``classifier.classes_``).
+    embeddings : torch.Tensor
+        ``(N, D_S)`` pooled embeddings ``z``.
+    position_features : torch.Tensor
+        ``(N, D_S, H_S, W_S)`` the position vectors (reuse them for concept
+        maps without a second forward pass).
+    logits : torch.Tensor
+        ``(N, C)`` the network's own logits from the same forward pass.
+    image_size : tuple of int
+        ``(H, W)`` of the input images.
+    level : str
+        The level.
+    """
+
+    attribution: torch.Tensor
+    prototype: torch.Tensor
+    predicted: torch.Tensor
+    score: torch.Tensor
+    class_scores: torch.Tensor
+    embeddings: torch.Tensor
+    position_features: torch.Tensor
+    logits: torch.Tensor
+    image_size: tuple[int, int]
+    level: str
+
+    def upsampled(self, size: Any = None) -> torch.Tensor:
+        """The attribution map upsampled bilinearly to ``size`` (default: the image size)."""
+        return upsample_map(self.attribution, self.image_size if size is None else size)
+
+
+def _check_classifier(classifier: KMeansClassifier, level_features: LevelFeatures) -> None:
+    if not isinstance(classifier, KMeansClassifier):
+        raise TypeError(f"classifier must be a fitted KMeansClassifier, got {type(classifier).__name__}")
+    check_is_fitted(classifier, ["prototypes_"])
+    if not isinstance(level_features, LevelFeatures):
+        raise TypeError(f"level_features must be a LevelFeatures, got {type(level_features).__name__}")
+    if level_features.is_logits:
+        raise ValueError(level_features._no_positions())
+
+
+def explain(
+    model: nn.Module, x: torch.Tensor, level_features: LevelFeatures, classifier: KMeansClassifier
+) -> Explanation:
+    """Classify images with the k-means classifier and explain the decision (one forward pass).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    x : torch.Tensor
+        ``(N, 3, H, W)`` images.
+    level_features : LevelFeatures
+        Fitted block level (the classifier was fitted on its pooled embeddings).
+    classifier : KMeansClassifier
+        Fitted on ``level_features.pooled`` embeddings.
+
+    Returns
+    -------
+    Explanation
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> from kmexplain_utils.features import LevelFeatures
+    >>> from kmexplain_utils.classifier import KMeansClassifier
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=2)
+    >>> x, y = torch.rand(8, 3, 64, 64), torch.tensor([0, 1] * 4)
+    >>> lf = LevelFeatures("B34").fit(m, x)
+    >>> clf = KMeansClassifier(2, device="cpu").fit(lf.pooled(m, x), y)
+    >>> e = explain(m, x[:3], lf, clf)
+    >>> e.attribution.shape, bool(torch.allclose(e.attribution.mean((1, 2)), e.score, atol=1e-4))
+    (torch.Size([3, 4, 4]), True)
+    """
+    _check_classifier(classifier, level_features)
+    with torch.no_grad():
+        feats, logits = level_features.position_features(model, x, return_logits=True)  # type: ignore[misc]
+        z = feats.mean((2, 3))
+        s = classifier.decision_function(z)
+        win = s.argmax(1)
+        mu = classifier.prototypes_.to(device=feats.device, dtype=feats.dtype)[win]
+        m = attribution_map(feats, mu)
+        return Explanation(
+            attribution=m,
+            prototype=win,
+            predicted=classifier.prototype_labels_.to(win.device)[win],
+            score=s.gather(1, win[:, None])[:, 0],
+            class_scores=classifier.class_scores(z),
+            embeddings=z,
+            position_features=feats,
+            logits=logits,
+            image_size=tuple(x.shape[-2:]),  # type: ignore[arg-type]
+            level=level_features.level,
+        )
+
+
+def contrastive_map(
+    position_features: torch.Tensor,
+    classifier: KMeansClassifier,
+    *,
+    versus: Any = None,
+    size: Any = None,
+    return_info: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """"Why the predicted class rather than another?": winner's map minus the rival's.
+
+    ``m*(p) - m2(p) = 2 (mu* - mu2) . a_p - (||mu*||^2 - ||mu2||^2)``, where
+    ``mu*`` is the winning prototype and ``mu2`` the best prototype of the
+    rival class (the runner-up class by default). Its grid mean is the score
+    margin ``score* - score2``.
+
+    Parameters
+    ----------
+    position_features : torch.Tensor
+        ``(N, D, H_S, W_S)``.
+    classifier : KMeansClassifier
+        Fitted on the pooled embeddings of the same level.
+    versus : int or torch.Tensor, optional
+        Rival class label (one for all, or ``(N,)``). Default: the runner-up class.
+    size : int or (int, int), optional
+        Bilinear upsampling size.
+    return_info : bool
+        Also return ``{"winner", "rival", "predicted", "rival_class", "margin"}``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, H_S, W_S)`` (or upsampled) map; optionally the info dict.
+    """
+    check_tensor(position_features, 4, name="position_features", shape_doc="(N, D, H, W)")
+    check_is_fitted(classifier, ["prototypes_"])
+    with torch.no_grad():
+        z = position_features.mean((2, 3))
+        scores, index = classifier.best_prototype_per_class(z)
+        dev = scores.device
+        C = scores.shape[1]
+        if C < 2:
+            raise ValueError("a contrastive map needs a classifier with at least two classes")
+        order = scores.argsort(1, descending=True)
+        win_col = order[:, 0]
+        if versus is None:
+            rival_col = order[:, 1]
+        else:
+            labels = torch.as_tensor(versus, device=dev).long().reshape(-1)
+            classes = classifier.classes_.to(dev)
+            if not bool(torch.isin(labels, classes).all()):
+                raise ValueError(f"versus must be class labels among {classes.tolist()}, got {labels.tolist()}")
+            rival_col = torch.searchsorted(classes, labels).expand(z.shape[0]) if labels.numel() == 1 else torch.searchsorted(classes, labels)
+            if rival_col.shape != win_col.shape:
+                raise ValueError(f"versus must be an int or have shape (N,) = ({z.shape[0]},)")
+        win = index.gather(1, win_col[:, None])[:, 0]
+        rival = index.gather(1, rival_col[:, None])[:, 0]
+        mu = classifier.prototypes_.to(device=position_features.device, dtype=position_features.dtype)
+        diff = attribution_map(position_features, mu[win]) - attribution_map(position_features, mu[rival])
+        out = upsample_map(diff, size) if size is not None else diff
+    if not return_info:
+        return out
+    classes = classifier.classes_.to(dev)
+    info = {
+        "winner": win,
+        "rival": rival,
+        "predicted": classes[win_col],
+        "rival_class": classes[rival_col],
+        "margin": scores.gather(1, win_col[:, None])[:, 0] - scores.gather(1, rival_col[:, None])[:, 0],
+    }
+    return out, info
+
+
+def concept_contributions(attr_map: torch.Tensor, concept_map: torch.Tensor, n_concepts: int) -> torch.Tensor:
+    """Split a score by concept: ``sum_k (n_k / |P|) mean_{p in k} m(p)`` per concept ``k``.
+
+    The contributions of one image sum to the mean of its map, i.e. to the
+    prototype's score when ``attr_map`` is an :func:`attribution_map` on the
+    grid. Both maps must be on the same (un-upsampled) grid.
+
+    Parameters
+    ----------
+    attr_map : torch.Tensor
+        ``(N, H, W)`` attribution map.
+    concept_map : torch.Tensor
+        ``(N, H, W)`` int64 concept of each position (values in ``0..n_concepts-1``).
+    n_concepts : int
+        ``K'``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, K')``: contribution of each concept (0 for concepts absent
+        from an image).
+
+    Example
+    -------
+    >>> m = torch.tensor([[[1.0, 3.0], [-2.0, 2.0]]])
+    >>> c = torch.tensor([[[0, 0], [1, 2]]])
+    >>> concept_contributions(m, c, 3)
+    tensor([[ 1.0000, -0.5000,  0.5000]])
+    """
+    check_tensor(attr_map, 3, name="attr_map", shape_doc="(N, H, W)")
+    check_tensor(concept_map, 3, name="concept_map", shape_doc="(N, H, W)")
+    if attr_map.shape != concept_map.shape:
+        raise ValueError(
+            f"attr_map {tuple(attr_map.shape)} and concept_map {tuple(concept_map.shape)} must have the same "
+            "shape (N, H, W): use both on the level's grid (do not upsample either)."
+        )
+    if concept_map.is_floating_point() or concept_map.dtype == torch.bool:
+        raise TypeError(f"concept_map must hold integer concept indices, got dtype {concept_map.dtype}")
+    if int(n_concepts) < 1:
+        raise ValueError(f"n_concepts must be >= 1, got {n_concepts}")
+    labels = concept_map.to(attr_map.device).long().flatten(1)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= int(n_concepts)):
+        raise ValueError(
+            f"concept_map values must lie in [0, {int(n_concepts)}), got [{int(labels.min())}, {int(labels.max())}]"
+        )
+    N, P = labels.shape
+    out = torch.zeros(N, int(n_concepts), dtype=attr_map.dtype, device=attr_map.device)
+    return out.scatter_add_(1, labels, attr_map.flatten(1)) / P
+
+
+def cam(model: nn.Module, x: torch.Tensor, class_idx: Any = None, size: Any = None) -> torch.Tensor:
+    """Class activation map of the network's own linear head (the baseline).
+
+    ``s_c(a_p) = w_c . a_p + b_c`` from :func:`kmexplain_utils.sem.decompose_logits`;
+    its mean over the grid is the logit ``l_c``. No ReLU or normalisation is
+    applied.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model accepted by :func:`kmexplain_utils.sem.find_gap_linear_head`
+        (run in eval mode; its mode is restored).
+    x : torch.Tensor
+        ``(N, 3, H, W)`` images.
+    class_idx : int or torch.Tensor, optional
+        Class to explain (one for all or ``(N,)``); default: the predicted class.
+    size : int or (int, int), optional
+        Bilinear upsampling size (e.g. ``x.shape[-2:]``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, H', W')`` (or upsampled).
+    """
+    from .sem import logit_maps
+
+    check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
+    with eval_mode(model), torch.no_grad():
+        s, logits = logit_maps(model, x)
+        if class_idx is None:
+            idx = logits.argmax(1)
+        else:
+            idx = torch.as_tensor(class_idx, device=s.device).long().reshape(-1)
+            if idx.numel() == 1:
+                idx = idx.expand(x.shape[0])
+            if idx.shape != (x.shape[0],):
+                raise ValueError(f"class_idx must be an int or have shape (N,) = ({x.shape[0]},)")
+            if int(idx.min()) < 0 or int(idx.max()) >= s.shape[1]:
+                raise ValueError(f"class_idx must lie in [0, {s.shape[1]}), got {idx.tolist()}")
+        m = s[torch.arange(x.shape[0], device=s.device), idx]
+    return upsample_map(m, size) if size is not None else m

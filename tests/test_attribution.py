@@ -1,0 +1,201 @@
+"""Tests of the gradient-free attribution maps (METHOD 5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from kmexplain_utils.attribution import (
+    Explanation,
+    attribution_map,
+    cam,
+    concept_contributions,
+    contrastive_map,
+    explain,
+    upsample_map,
+)
+from kmexplain_utils.classifier import KMeansClassifier
+from kmexplain_utils.concepts import ConceptModel, concept_map
+from kmexplain_utils.features import LevelFeatures
+
+
+class _Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+class SmallResNetLike(nn.Module):
+    def __init__(self, n_classes: int = 3, width: int = 4) -> None:
+        super().__init__()
+        self.layer1 = _Block(3, width, 1)
+        self.layer2 = _Block(width, 2 * width, 2)
+        self.layer3 = _Block(2 * width, 4 * width, 2)
+        self.layer4 = _Block(4 * width, 8 * width, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8 * width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = SmallResNetLike().eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(18, 3, 16, 16, generator=g)
+    y = torch.arange(18) % 3
+    lf = LevelFeatures("B234").fit(model, x)
+    clf = KMeansClassifier(n_prototypes=2, device="cpu").fit(lf.pooled(model, x), y)
+    return model, x, y, lf, clf
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_attribution_mean_equals_prototype_score(dtype: torch.dtype, tol: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(4, 6, 5, 7, generator=g).to(dtype)
+    mu = torch.randn(4, 6, generator=g).to(dtype)
+    z = A.mean((2, 3))
+    m = attribution_map(A, mu)
+    assert m.shape == (4, 5, 7) and m.dtype == dtype
+    score = 2 * (z * mu).sum(1) - (mu * mu).sum(1)
+    assert torch.allclose(m.mean((1, 2)), score, atol=tol, rtol=0)
+    # ranking over prototypes equals that of negative squared distances
+    d2 = ((z - mu) ** 2).sum(1)
+    assert torch.allclose(score, -d2 + (z * z).sum(1), atol=tol * 10)
+    # a single (D,) prototype is broadcast to every image
+    assert torch.allclose(attribution_map(A, mu[0]), attribution_map(A, mu[0].expand(4, -1)))
+    # pointwise definition
+    assert torch.allclose(m[1, 2, 3], 2 * A[1, :, 2, 3] @ mu[1] - mu[1] @ mu[1], atol=tol)
+
+
+def test_upsampling() -> None:
+    A = torch.rand(2, 3, 4, 4)
+    mu = torch.rand(3)
+    up = attribution_map(A, mu, size=(16, 16))
+    assert up.shape == (2, 16, 16)
+    assert torch.allclose(up, upsample_map(attribution_map(A, mu), 16))
+    const = upsample_map(torch.full((1, 3, 3), 2.5), (9, 12))
+    assert torch.allclose(const, torch.full((1, 9, 12), 2.5))
+
+
+def test_attribution_validation() -> None:
+    with pytest.raises(ValueError, match=r"\(N, D\) = \(2, 3\) or \(D,\) = \(3,\)"):
+        attribution_map(torch.rand(2, 3, 4, 4), torch.rand(2, 4))
+    with pytest.raises(ValueError, match=r"\(N, D, H, W\)"):
+        attribution_map(torch.rand(3, 4, 4), torch.rand(3))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        attribution_map(torch.rand(2, 3, 4, 4), [1.0, 2.0, 3.0])  # type: ignore[arg-type]
+
+
+def test_explain_winning_prototype(setup) -> None:
+    model, x, y, lf, clf = setup
+    e = explain(model, x, lf, clf)
+    assert isinstance(e, Explanation)
+    z = lf.pooled(model, x)
+    s = clf.decision_function(z)
+    assert torch.equal(e.prototype, s.argmax(1))
+    assert torch.equal(e.predicted, clf.predict(z))
+    assert torch.allclose(e.score, s.max(1).values, atol=1e-6)
+    assert torch.allclose(e.attribution.mean((1, 2)), e.score, atol=1e-5)
+    assert e.attribution.shape == (18, 8, 8)
+    assert e.upsampled().shape == (18, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(e.logits, model(x), atol=1e-6)
+    assert torch.allclose(e.class_scores, clf.class_scores(z))
+
+
+def test_gradient_free(setup) -> None:
+    """No gradient is needed: works with frozen parameters and builds no graph."""
+    model, x, y, lf, clf = setup
+    xr = x.clone().requires_grad_(True)
+    e = explain(model, xr, lf, clf)
+    assert not e.attribution.requires_grad and not e.score.requires_grad
+    assert not cam(model, xr).requires_grad
+    frozen = SmallResNetLike().eval().requires_grad_(False)
+    lf2 = LevelFeatures("B34").fit(frozen, x)
+    clf2 = KMeansClassifier(2, device="cpu").fit(lf2.pooled(frozen, x), y)
+    with torch.no_grad():
+        e2 = explain(frozen, x, lf2, clf2)
+    assert torch.allclose(e2.attribution.mean((1, 2)), e2.score, atol=1e-5)
+
+
+def test_contrastive_map(setup) -> None:
+    model, x, y, lf, clf = setup
+    feats = lf.position_features(model, x)
+    m, info = contrastive_map(feats, clf, return_info=True)
+    scores = clf.class_scores(feats.mean((2, 3)))
+    top2 = scores.topk(2, dim=1).values
+    assert torch.allclose(m.mean((1, 2)), top2[:, 0] - top2[:, 1], atol=1e-5)
+    assert torch.allclose(info["margin"], top2[:, 0] - top2[:, 1], atol=1e-6)
+    assert (info["margin"] >= 0).all()
+    assert torch.equal(info["predicted"], clf.predict(feats.mean((2, 3))))
+    assert (info["rival_class"] != info["predicted"]).all()
+    mu = clf.prototypes_
+    direct = attribution_map(feats, mu[info["winner"]]) - attribution_map(feats, mu[info["rival"]])
+    assert torch.allclose(m, direct)
+    # against a chosen class
+    m0, info0 = contrastive_map(feats, clf, versus=0, return_info=True)
+    assert (info0["rival_class"] == 0).all()
+    assert torch.allclose(m0.mean((1, 2)), scores[:, info0["predicted"]].diagonal() - scores[:, 0], atol=1e-5)
+    assert contrastive_map(feats, clf, size=16).shape == (18, 16, 16)
+    with pytest.raises(ValueError, match="class labels among"):
+        contrastive_map(feats, clf, versus=9)
+
+
+def test_concept_contributions_sum_to_score(setup) -> None:
+    model, x, y, lf, clf = setup
+    e = explain(model, x, lf, clf)
+    cm = ConceptModel(5, level="B234", positions_per_image=4, device="cpu").fit(model, x, level_features=lf)
+    cmap = concept_map(e.position_features, cm.centroids_)
+    contrib = concept_contributions(e.attribution, cmap, 5)
+    assert contrib.shape == (18, 5)
+    assert torch.allclose(contrib.sum(1), e.score, atol=1e-5)
+    # definition: (n_k / |P|) * mean of m over the concept's positions
+    i, k = 0, int(cmap[0].flatten()[0])
+    mask = cmap[i] == k
+    expected = mask.sum() / mask.numel() * e.attribution[i][mask].mean()
+    assert torch.allclose(contrib[i, k], expected, atol=1e-6)
+    absent = [kk for kk in range(5) if not (cmap[i] == kk).any()]
+    assert all(contrib[i, kk] == 0 for kk in absent)
+
+
+def test_concept_contributions_validation() -> None:
+    m = torch.rand(2, 4, 4)
+    with pytest.raises(ValueError, match="same shape.*do not upsample"):
+        concept_contributions(m, torch.zeros(2, 8, 8, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        concept_contributions(m, torch.full((2, 4, 4), 3), 3)
+    with pytest.raises(TypeError, match="integer"):
+        concept_contributions(m, torch.zeros(2, 4, 4), 3)
+
+
+def test_cam_mean_equals_logit(setup) -> None:
+    model, x, y, lf, clf = setup
+    with torch.no_grad():
+        logits = model(x)
+    c = cam(model, x)
+    assert c.shape == (18, 2, 2)
+    assert torch.allclose(c.mean((1, 2)), logits.max(1).values, atol=1e-5)
+    c1 = cam(model, x, class_idx=1, size=16)
+    assert c1.shape == (18, 16, 16)
+    assert torch.allclose(cam(model, x, class_idx=1).mean((1, 2)), logits[:, 1], atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        cam(model, x, class_idx=7)
+
+
+def test_no_mutation(setup) -> None:
+    model, x, y, lf, clf = setup
+    x0, P0 = x.clone(), clf.prototypes_.clone()
+    feats = lf.position_features(model, x)
+    f0 = feats.clone()
+    explain(model, x, lf, clf)
+    contrastive_map(feats, clf)
+    attribution_map(feats, clf.prototypes_[0], size=16)
+    assert torch.equal(x, x0) and torch.equal(clf.prototypes_, P0) and torch.equal(feats, f0)
