@@ -1,0 +1,403 @@
+"""The built site, as a reader sees it: every page opened in headless Chromium, offline.
+
+Runs after the book build (``pytest -m book``; ``make test`` does it). Chromium is driven over
+the DevTools protocol through a pipe (``--remote-debugging-pipe``), so no driver and no network
+port are needed: Debian's ``/usr/bin/chromium`` is enough. For every page it checks that the page
+renders, every image has loaded, math is typeset, no output shows a traceback or a widget
+placeholder, every embedded widget has been drawn, the Colab link of each chapter is right and
+internal links resolve. Screenshots go to ``_build/screenshots/``.
+
+Without ``_build/html`` (or without Chromium) the tests are skipped with the reason, except in CI
+(``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import html.parser
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+COLAB = "https://colab.research.google.com/github/kmexplain/kmexplain-book/blob/main/{path}"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+SKIP_DIRS = {"_static", "_sources", "_images", "_downloads"}
+NOT_CONTENT = {"genindex.html", "search.html", "py-modindex.html"}
+CHROME_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
+]
+WIDGET_PLACEHOLDERS = re.compile(
+    r"A Jupyter widget could not be displayed|Error displaying widget|Loading widget"
+    r"|\b(?:IntSlider|FloatSlider|SelectionSlider|Dropdown|ToggleButtons)\(|\b[VH]Box\(children="
+    r"|\binteractive\(children=|\bTab\(children=|\bStack\(children="
+)
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*\w+(?:Error|Exception): ", re.M)
+
+
+# --------------------------------------------------------------------------- pages and skipping
+
+def _pages() -> list[Path]:
+    if not SITE.is_dir():
+        return []
+    return sorted(
+        p for p in SITE.rglob("*.html")
+        if not (set(p.relative_to(SITE).parts[:-1]) & SKIP_DIRS)
+    )
+
+
+def _need_site() -> None:
+    if not (SITE / "index.html").is_file():
+        reason = f"{SITE} is missing: build the book first (make book)"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    reason = "chromium not found (apt-get install chromium fonts-dejavu-core)"
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _page_id(page: Path) -> str:
+    return page.relative_to(SITE).as_posix()
+
+
+PAGES = _pages()
+PAGE_PARAMS = [pytest.param(p, id=_page_id(p)) for p in PAGES] or [pytest.param(None, id="no-site")]
+
+
+# --------------------------------------------------------------------------- a tiny CDP client
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4)."""
+
+    def __init__(self, executable: str, timeout: float = 60.0):
+        self.timeout = timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="kmex-chromium-")
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+
+        def _wire_fds() -> None:  # in the child: the browser reads fd 3 and writes fd 4
+            a = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
+            b = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        self.proc = subprocess.Popen(
+            [executable, *CHROME_FLAGS, "--remote-debugging-pipe",
+             f"--user-data-dir={self._tmp.name}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_wire_fds, pass_fds=(3, 4),
+        )
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buf = b""
+        self._next_id = 0
+        self.events: list[dict] = []
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for method in ("Page.enable", "Runtime.enable"):
+            self.call(method, session=True)
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": 1280, "height": 1400, "deviceScaleFactor": 1, "mobile": False}, session=True)
+
+    def _read_message(self, deadline: float) -> dict:
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no answer from chromium")
+            ready, _, _ = select.select([self._from_browser], [], [], left)
+            if ready:
+                chunk = os.read(self._from_browser, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed the DevTools pipe")
+                self._buf += chunk
+        raw, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(raw)
+
+    def call(self, method: str, params: dict | None = None, session: bool = False, timeout: float | None = None):
+        self._next_id += 1
+        msg = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = self.session
+        os.write(self._to_browser, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            reply = self._read_message(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            if "method" in reply:
+                self.events.append(reply)
+
+    def wait_event(self, method: str, timeout: float | None = None) -> dict:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("method") == method:
+                    return self.events.pop(i)
+            msg = self._read_message(deadline)
+            if "method" in msg:
+                self.events.append(msg)
+
+    def evaluate(self, expression: str, timeout: float | None = None):
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            session=True, timeout=timeout,
+        )
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def open(self, url: str) -> None:
+        self.events.clear()
+        self.call("Page.navigate", {"url": url}, session=True)
+        self.wait_event("Page.loadEventFired")
+
+    def screenshot(self, path: Path) -> None:
+        data = self.call("Page.captureScreenshot", {"format": "png"}, session=True)["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self._to_browser, self._from_browser):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._tmp.cleanup()
+
+
+# Waits (in the page) until MathJax has typeset, widgets are drawn and images settled.
+SETTLE_JS = r"""
+(async () => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  document.querySelectorAll('img[loading="lazy"]').forEach((i) => (i.loading = "eager"));
+  for (let i = 0; i < 150; i++) {
+    const mj = document.querySelector('script[src*="mathjax"], script[src*="tex-mml"]');
+    if (!mj) break;
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; break; }
+    await sleep(100);
+  }
+  for (let i = 0; i < 150; i++) {
+    const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
+    if (views.every((s) => s.parentElement && s.parentElement.querySelector(".jupyter-widgets"))) break;
+    await sleep(100);
+  }
+  await Promise.all([...document.images].map((img) => img.complete ? null :
+    new Promise((r) => { img.addEventListener("load", r); img.addEventListener("error", r); setTimeout(r, 5000); })));
+  await sleep(200);
+  return true;
+})()
+"""
+
+# What a reader sees, as data.
+INSPECT_JS = r"""
+(() => {
+  const main = document.querySelector("main article, article, main, [role=main]");
+  const outputs = [...document.querySelectorAll(".cell_output, .output")];
+  const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
+  return {
+    title: document.title,
+    mainText: main ? main.innerText.trim().length : 0,
+    images: [...document.images].map((i) => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0})),
+    mathSources: document.querySelectorAll("span.math, div.math").length,
+    mathTypeset: document.querySelectorAll("mjx-container").length,
+    mathErrors: document.querySelectorAll("mjx-merror, [data-mjx-error]").length,
+    outputText: outputs.map((o) => o.innerText).join("\n----\n"),
+    tracebackBlocks: document.querySelectorAll(".output.traceback, .cell_output .traceback").length,
+    widgetState: document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]').length,
+    widgetViews: views.length,
+    widgetViewsRendered: views.filter((s) => s.parentElement && s.parentElement.querySelector(".jupyter-widgets")).length,
+    widgetElements: document.querySelectorAll(".jupyter-widgets").length,
+    colabLinks: [...document.querySelectorAll('a[href*="colab.research.google.com"]')].map((a) => a.href),
+  };
+})()
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_site()
+    chrome = Chromium(_chromium())
+    yield chrome
+    chrome.close()
+
+
+@pytest.fixture(scope="module")
+def _seen() -> dict:
+    """Pages checked in this module, with what the browser saw (for the site-wide checks)."""
+    return {}
+
+
+def _is_chapter(page: Path) -> str | None:
+    """The notebook a page was built from (book/xx.ipynb), or None."""
+    rel = page.relative_to(SITE).with_suffix(".ipynb")
+    return rel.as_posix() if (SITE / "_sources" / rel).is_file() or (ROOT / rel).is_file() else None
+
+
+@pytest.mark.book
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGE_PARAMS)
+def test_page_as_a_reader_sees_it(page, browser, _seen):
+    if page is None:
+        _need_site()
+        pytest.fail("no HTML pages found in _build/html")
+    name = _page_id(page)
+    redirect = re.search(r'http-equiv="Refresh" content="\d+;\s*url=([^"]+)"', page.read_text(), re.I)
+    if redirect:  # Jupyter Book's index.html only redirects to the root page
+        assert (page.parent / redirect.group(1)).is_file(), f"{name} redirects to a missing page"
+        return
+    browser.open(page.as_uri())
+    browser.evaluate(SETTLE_JS, timeout=60)
+    seen = browser.evaluate(INSPECT_JS)
+    browser.screenshot(SHOTS / (name.replace("/", "__").removesuffix(".html") + ".png"))
+    _seen[name] = seen
+
+    problems = []
+    if not seen["title"].strip():
+        problems.append("empty <title>")
+    if name not in NOT_CONTENT and seen["mainText"] < 40:
+        problems.append(f"no main content ({seen['mainText']} characters)")
+    broken = [img["src"] for img in seen["images"] if not img["ok"]]
+    if broken:
+        problems.append(f"images that did not load: {broken}")
+    if seen["mathSources"] and not seen["mathTypeset"]:
+        problems.append(f"{seen['mathSources']} math elements but MathJax typeset none")
+    if seen["mathErrors"]:
+        problems.append(f"{seen['mathErrors']} MathJax errors")
+    if seen["tracebackBlocks"] or TRACEBACK.search(seen["outputText"]):
+        m = TRACEBACK.search(seen["outputText"])
+        problems.append(f"an output shows a traceback/error: {m.group(0) if m else 'traceback block'}")
+    m = WIDGET_PLACEHOLDERS.search(seen["outputText"])
+    if m:
+        problems.append(f"an output shows widget placeholder text {m.group(0)!r}")
+    if seen["widgetViews"] and not seen["widgetState"]:
+        problems.append("widget views without embedded widget state (execute the notebook at build time)")
+    if seen["widgetViewsRendered"] != seen["widgetViews"]:
+        problems.append(f"only {seen['widgetViewsRendered']} of {seen['widgetViews']} widgets were drawn")
+    chapter = _is_chapter(page)
+    if chapter:
+        expected = COLAB.format(path=chapter)
+        if expected not in seen["colabLinks"]:
+            problems.append(f"Colab link {seen['colabLinks']} should be {expected}")
+    assert not problems, f"{name}: " + "; ".join(problems)
+
+
+def test_the_browser_checks_can_fail(tmp_path):
+    """A page with a broken image, untypeset math and an undrawn widget is seen as such."""
+    exe = _chromium()
+    page = tmp_path / "bad.html"
+    page.write_text(
+        "<html><head><title>bad</title></head><body><main><article>"
+        "<p>Some text long enough to count as the main content of a page.</p>"
+        '<img src="missing.png"><span class="math">\\(x^2\\)</span>'
+        '<div class="cell_output"><div class="output"><script type="application/vnd.jupyter.widget-view+json">'
+        '{"model_id": "abc"}</script><pre>Traceback (most recent call last):\nValueError: boom</pre>'
+        "<pre>IntSlider(value=3)</pre></div></div>"
+        "</article></main></body></html>"
+    )
+    chrome = Chromium(exe)
+    try:
+        chrome.open(page.as_uri())
+        chrome.evaluate(SETTLE_JS.replace("150", "5"), timeout=30)
+        seen = chrome.evaluate(INSPECT_JS)
+        chrome.screenshot(tmp_path / "bad.png")
+    finally:
+        chrome.close()
+    assert seen["title"] == "bad"
+    assert seen["images"] == [{"src": "missing.png", "ok": False}]
+    assert seen["mathSources"] == 1 and seen["mathTypeset"] == 0
+    assert seen["widgetViews"] == 1 and seen["widgetViewsRendered"] == 0
+    assert TRACEBACK.search(seen["outputText"])
+    assert WIDGET_PLACEHOLDERS.search(seen["outputText"]).group(0) == "IntSlider("
+    assert (tmp_path / "bad.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- links (static)
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+        if tag == "a" and attrs.get("name"):
+            self.ids.add(attrs["name"])
+        if tag in ("a", "link") and attrs.get("href"):
+            self.hrefs.append(attrs["href"])
+        if tag in ("img", "script") and attrs.get("src"):
+            self.hrefs.append(attrs["src"])
+
+
+def _parse(page: Path) -> _Links:
+    p = _Links()
+    p.feed(page.read_text(encoding="utf-8", errors="replace"))
+    return p
+
+
+@pytest.mark.book
+def test_internal_links_resolve():
+    _need_site()
+    parsed = {page: _parse(page) for page in PAGES}
+    broken = []
+    for page, links in parsed.items():
+        for href in links.hrefs:
+            parts = urlsplit(href)
+            if parts.scheme or parts.netloc or href.startswith(("mailto:", "javascript:", "data:")):
+                continue
+            target = page if not parts.path else (page.parent / unquote(parts.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                broken.append(f"{_page_id(page)} -> {href}")
+                continue
+            frag = unquote(parts.fragment)
+            if frag and target.suffix == ".html" and target in parsed and frag not in parsed[target].ids:
+                broken.append(f"{_page_id(page)} -> {href} (no anchor #{frag})")
+    assert not broken, f"{len(broken)} broken internal links:\n" + "\n".join(broken[:50])
+
+
+@pytest.mark.book
+def test_every_chapter_page_is_built():
+    _need_site()
+    chapters = sorted((ROOT / "book").glob("*.ipynb"))
+    missing = [c.name for c in chapters if not (SITE / "book" / f"{c.stem}.html").is_file()]
+    assert not missing, f"chapters without a page in _build/html: {missing}"
+    assert (SITE / "index.html").is_file()
