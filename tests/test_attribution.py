@@ -199,3 +199,51 @@ def test_no_mutation(setup) -> None:
     contrastive_map(feats, clf)
     attribution_map(feats, clf.prototypes_[0], size=16)
     assert torch.equal(x, x0) and torch.equal(clf.prototypes_, P0) and torch.equal(feats, f0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_whole_pipeline_follows_the_cuda_device() -> None:
+    from kmexplain_utils.features import extract_pooled, sample_positions
+    from kmexplain_utils.prototypes import nearest_images, nearest_patches, prototype_representativeness
+
+    torch.manual_seed(0)
+    cpu_model = SmallResNetLike().eval()
+    model = SmallResNetLike().eval().cuda()
+    model.load_state_dict(cpu_model.state_dict())
+    x_cpu = torch.rand(18, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    y_cpu = torch.arange(18) % 3
+    x, y = x_cpu.cuda(), y_cpu.cuda()
+    lf = LevelFeatures("B234").fit(model, x)
+    lf_cpu = LevelFeatures("B234").fit(cpu_model, x_cpu)
+    assert lf.sigma_ == pytest.approx(lf_cpu.sigma_, rel=1e-2)
+    feats = lf.position_features(model, x)
+    assert feats.is_cuda
+    Z, labels = extract_pooled(model, (x, y), lf, batch_size=5)
+    assert Z.is_cuda and labels.is_cuda
+    Zc, _ = extract_pooled(model, (x_cpu, y_cpu), lf, batch_size=5)  # CPU input: CPU output
+    assert not Zc.is_cuda and torch.allclose(Zc, Z.cpu(), atol=1e-5)
+    clf = KMeansClassifier(n_prototypes=2, device="auto").fit(Z, labels)
+    assert clf.prototypes_.is_cuda
+    assert clf.predict(Z).is_cuda and not clf.predict(Z.cpu()).is_cuda
+    head = clf.as_linear()
+    assert torch.equal(clf.classes_.cuda()[head(Z).argmax(1)], clf.predict(Z))
+    e = explain(model, x, lf, clf)
+    for t in (e.attribution, e.prototype, e.predicted, e.score, e.class_scores):
+        assert t.is_cuda
+    assert torch.allclose(e.attribution.mean((1, 2)), e.score, atol=1e-4)
+    m, info = contrastive_map(e.position_features, clf, return_info=True)
+    assert m.is_cuda and torch.allclose(m.mean((1, 2)), info["margin"], atol=1e-4)
+    cm = ConceptModel(4, level="B234", positions_per_image=4, device="auto").fit(model, (x, y), level_features=lf)
+    cmap = cm.concept_map(model, x)
+    assert cmap.is_cuda and cmap.shape == (18, 8, 8)
+    contrib = concept_contributions(e.attribution, cmap, 4)
+    assert contrib.is_cuda and torch.allclose(contrib.sum(1), e.score, atol=1e-4)
+    c = cam(model, x, size=16)
+    assert c.is_cuda and c.shape == (18, 16, 16)
+    assert nearest_images(clf.prototypes_, Z, k=3).is_cuda
+    r = prototype_representativeness(clf.prototypes_, Z, rescale=True)
+    assert r.distance.is_cuda and float(r.ratio.max()) < 10
+    patches = nearest_patches(cm.centroids_[0], cm.sample_, k=3)
+    assert patches.image_index.shape == (3,)
+    s = sample_positions(model, (x, y), lf, per_image=3)
+    assert not s.vectors.is_cuda and s.vectors.shape == (54, lf.n_features_)

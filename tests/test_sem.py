@@ -244,3 +244,16 @@ def test_identity_on_project_tiny_resnet() -> None:
         s, logits = logit_maps(model, x)
     assert logits.abs().max() > 0.3
     assert torch.allclose(s.mean((2, 3)), logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_identity_on_cuda() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=5)
+    x = torch.rand(4, 3, 64, 64)
+    _calibrate(model, x)
+    model = model.cuda()
+    with torch.no_grad():
+        s, logits = logit_maps(model, x.cuda())
+    assert s.is_cuda
+    assert torch.allclose(s.mean((2, 3)), logits, atol=1e-4, rtol=0)
