@@ -368,10 +368,11 @@ class LevelFeatures:
         contributes equally to squared distances; ``"none"`` uses
         ``sigma_b = 1``; a dict ``{"B2": s2, ...}`` gives the constants.
         The scaling is what makes multi-block levels work (METHOD 3).
-    grid : int or (int, int), optional
-        Force the target grid (e.g. ``grid=28`` to put ``"B4"`` on B234's
-        grid, the resolution control). Default: the finest grid of the level's
-        blocks for each input.
+    grid : int, (int, int) or str, optional
+        Force the target grid: a size (``grid=28``) or the name of another
+        level whose finest grid to use (``LevelFeatures("B4", grid="B234")``
+        puts B4 on B234's grid: the resolution control "B4@B234-grid").
+        Default: the finest grid of the level's blocks for each input.
     batch_size : int
         Batch size used by :meth:`fit` when streaming a dataset.
     device : str or torch.device
@@ -451,8 +452,16 @@ class LevelFeatures:
                     raise ValueError(f"scale constants must be positive and finite, got {bad}")
         else:
             raise TypeError(f"scale must be 'rms', 'none' or a dict, got {type(self.scale).__name__}")
-        _as_grid(self.grid)
+        if isinstance(self.grid, str):
+            if parse_level(self.grid) == ("logits",):
+                raise ValueError("grid='logits' has no grid; name a block level such as 'B234'")
+        else:
+            _as_grid(self.grid)
         return blocks
+
+    def _hooked_blocks(self, blocks: tuple[str, ...]) -> tuple[str, ...]:
+        extra = parse_level(self.grid) if isinstance(self.grid, str) else ()
+        return tuple(sorted(set(blocks) | set(extra)))
 
     def _device_for(self, model: nn.Module) -> torch.device:
         dev = _model_device(model)
@@ -466,9 +475,17 @@ class LevelFeatures:
         return dev
 
     def _target_grid(self, maps: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-        forced = _as_grid(self.grid)
-        if forced is not None:
-            return forced
+        if isinstance(self.grid, str):
+            need = parse_level(self.grid)
+            missing = [b for b in need if b not in maps]
+            if missing:
+                raise ValueError(f"maps lack block(s) {missing} that define grid={self.grid!r}")
+            maps = {b: maps[b] for b in need}
+        else:
+            forced = _as_grid(self.grid)
+            if forced is not None:
+                return forced
+            maps = {b: maps[b] for b in parse_level(self.level) if b in maps} or maps
         sizes = [tuple(m.shape[-2:]) for m in maps.values()]
         return max(sizes, key=lambda s: (s[0] * s[1], s))  # type: ignore[return-value]
 
@@ -527,14 +544,15 @@ class LevelFeatures:
         grid = None
         dims: dict[str, int] = {}
         batches, n = iter_batches(data, self.batch_size)
-        with eval_mode(model), torch.no_grad(), block_features(model, blocks) as extract:
+        with eval_mode(model), torch.no_grad(), block_features(model, self._hooked_blocks(blocks)) as extract:
             for xb, _ in progress(batches, total=None if n is None else math.ceil(n / self.batch_size),
                                   desc=f"fit scales {self.level}"):
                 maps = extract(self._prepare(model, xb))
                 g = self._target_grid(maps)
                 if grid is None:
                     grid = g
-                for b, m in maps.items():
+                for b in blocks:
+                    m = maps[b]
                     dims[b] = m.shape[1]
                     r = self._resize(m, g)
                     sq[b] += r.double().pow(2).sum()
@@ -575,7 +593,7 @@ class LevelFeatures:
         if missing:
             raise ValueError(f"maps lack block(s) {missing} of level {self.level!r}")
         sig = self._sigmas(blocks)
-        grid = self._target_grid({b: maps[b] for b in blocks})
+        grid = self._target_grid(maps)
         return torch.cat([self._resize(maps[b], grid) / sig[b] for b in blocks], dim=1)
 
     def _no_positions(self) -> str:
@@ -604,7 +622,7 @@ class LevelFeatures:
             raise ValueError(self._no_positions())
         self._sigmas(blocks)  # NotFittedError early
         x = self._prepare(model, x)
-        with eval_mode(model), torch.no_grad(), block_features(model, blocks) as extract:
+        with eval_mode(model), torch.no_grad(), block_features(model, self._hooked_blocks(blocks)) as extract:
             maps, logits = extract(x, return_logits=True)
             feats = self.combine(maps)
         return (feats, logits) if return_logits else feats

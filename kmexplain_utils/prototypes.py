@@ -308,6 +308,9 @@ class Representativeness:
         as data points are to each other; much more: far from the data).
     rescaled_distance, rescaled_ratio, scale, rescaled_index : torch.Tensor or None
         The same after the best rescaling ``s * prototype`` (``rescale=True``).
+        ``scale == 0`` means no positive rescaling helps (the prototype makes
+        an obtuse angle with every embedding); the distance is then that of
+        the embedding nearest to the origin, the same for every such prototype.
     """
 
     distance: torch.Tensor

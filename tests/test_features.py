@@ -312,3 +312,19 @@ def test_no_mutation_and_mode_restored(model: nn.Module, images: torch.Tensor) -
     assert torch.equal(images, x0)
     with eval_mode(model):
         assert not model.training
+
+
+def test_grid_named_by_another_level(model: nn.Module, images: torch.Tensor) -> None:
+    """The resolution control: B4 put on B234's grid, whatever the image size."""
+    ctrl = LevelFeatures("B4", grid="B234").fit(model, images)
+    assert ctrl.grid_size == (8, 8) and ctrl.n_features_ == 32 and ctrl.blocks_ == ("B4",)
+    f = ctrl.position_features(model, images)
+    same = LevelFeatures("B4", grid=8).fit(model, images)
+    assert ctrl.sigma_ == pytest.approx(same.sigma_)
+    assert torch.allclose(f, same.position_features(model, images))
+    big = torch.rand(2, 3, 32, 32)
+    assert ctrl.position_features(model, big).shape == (2, 32, 16, 16)
+    with pytest.raises(ValueError, match="grid='logits' has no grid"):
+        LevelFeatures("B4", grid="logits").fit(model, images)
+    with pytest.raises(ValueError, match="define grid='B234'"):
+        ctrl.combine({"B4": torch.rand(1, 32, 2, 2)})
