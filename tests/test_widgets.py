@@ -151,3 +151,117 @@ def test_displays_as_a_widget():
     bundle = ex._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == ex.widget.model_id
+
+
+# ---------------------------------------------------------------- render results other than figures
+def test_render_may_return_an_array_with_a_caption():
+    import numpy as np
+
+    def render(k):
+        img = np.zeros((4, 6, 3), dtype=np.float32)
+        img[..., 0] = k / 10
+        return img, f"<b>k = {k}</b>"
+
+    ex = kw.PrerenderedExplorer(render, {"k": [1, 5]})
+    assert len(ex.images) == 2
+    stack = ex.widget.children[-1]
+    captions = [leaf.children[0].value for leaf in stack.children]
+    assert captions == ["<b>k = 1</b>", "<b>k = 5</b>"]
+    assert ex.shown() is ex.images[(1,)]
+    assert bytes(ex.images[(5,)].value).startswith(PNG_MAGIC)
+    assert ex.images[(1,)].value != ex.images[(5,)].value
+    live = kw.LiveExplorer(render, {"k": [1, 5]})
+    assert live.caption.value == "<b>k = 1</b>"
+    live.select(k=5)
+    assert live.caption.value == "<b>k = 5</b>"
+
+
+def test_render_returning_something_else_is_named():
+    with pytest.raises(TypeError, match="render must return"):
+        kw.LiveExplorer(lambda k: 42, {"k": [1]})
+
+
+# ---------------------------------------------------------------- the concept explorer on a tiny model
+@pytest.fixture(scope="module")
+def tiny_views():
+    import torch
+
+    from kmexplain_utils.classifier import KMeansClassifier
+    from kmexplain_utils.concepts import ConceptModel
+    from kmexplain_utils.config import get_profile
+    from kmexplain_utils.data.parts import make_parts
+    from kmexplain_utils.features import LevelFeatures
+    from kmexplain_utils.models import build_model
+
+    torch.manual_seed(0)
+    train = make_parts(32, image_size=32, seed=0)
+    test = make_parts(8, image_size=32, seed=0, split="test")
+    model = build_model(get_profile("smoke"), 8).eval()
+    cms, clfs = {}, {}
+    for level in ("B4", "B34"):
+        lf = LevelFeatures(level).fit(model, train.images)
+        clfs[level] = KMeansClassifier(1, device="cpu").fit(lf.pooled(model, train.images), train.labels)
+        for k in (2, 3):
+            cms[level, k] = ConceptModel(k, level=level, positions_per_image=4, device="cpu").fit(
+                model, train.images, level_features=lf
+            )
+    x = test.images[:3]
+    views = kw.ConceptViews(
+        model, x, cms, clfs, parts=test.parts[:3], part_names=test.part_names,
+        class_names=test.class_names, labels=test.labels[:3],
+    )
+    return views, model, cms, clfs, x
+
+
+def test_concept_views_hold_every_map(tiny_views):
+    views, model, cms, clfs, x = tiny_views
+    assert views.levels == ["B4", "B34"] and views.ks == [2, 3]
+    g4 = tuple(cms["B4", 2].concept_map(model, x).shape[-2:])
+    g34 = tuple(cms["B34", 2].concept_map(model, x).shape[-2:])
+    assert g34[0] == 2 * g4[0]  # B3's grid is twice as fine as B4's
+    for (level, k), maps in views.concept_maps.items():
+        assert maps.shape == (3, *(g4 if level == "B4" else g34))
+        assert int(maps.max()) < k
+    # the attribution of each level averages to the winning prototype's score
+    for e in views.explanations.values():
+        assert torch_allclose(e.attribution.mean((1, 2)), e.score)
+
+
+def torch_allclose(a, b):
+    import torch
+
+    return bool(torch.allclose(a, b, atol=1e-4))
+
+
+def test_concept_views_need_every_pair(tiny_views):
+    views, model, cms, clfs, x = tiny_views
+    partial = {k: v for k, v in cms.items() if k != ("B34", 3)}
+    with pytest.raises(ValueError, match=r"missing \[\('B34', 3\)\]"):
+        kw.ConceptViews(model, x, partial)
+    with pytest.raises(ValueError, match="has no concept model"):
+        kw.ConceptViews(model, x, {("B4", 2): cms["B4", 2]}, {"B34": clfs["B34"]})
+
+
+def test_concept_panel_layout(tiny_views):
+    views = tiny_views[0]
+    pic, caption = views.panel(0, "B4", 2, scale=2)
+    assert pic.shape[0] == 64  # 32 px images enlarged twice
+    assert pic.shape[1] == 4 * 64 + 5 * 6  # image | parts | concepts | attribution, with gaps
+    assert float(pic.min()) >= 0.0 and float(pic.max()) <= 1.0
+    assert "image | parts | B4 concepts (K'=2" in caption and "attribution" in caption
+    assert views.class_names[int(views.labels[0])] in caption
+
+
+def test_concept_explorer_prerendered_and_live(tiny_views):
+    views = tiny_views[0]
+    ex = kw.concept_explorer(views)
+    assert isinstance(ex, kw.PrerenderedExplorer)
+    assert len(ex.images) == 3 * 2 * 2
+    assert len({bytes(img.value) for img in ex.images.values()}) == 12  # all different pictures
+    live = kw.concept_explorer(views, live=True)
+    first = bytes(live.view.value)
+    live.select(level="B34")
+    assert bytes(live.view.value) != first
+    assert "B34 concepts" in live.caption.value
+    with pytest.raises(ValueError, match="one entry per image"):
+        kw.concept_explorer(views, image_names=["a"])
