@@ -36,6 +36,17 @@ _LAZY: dict[str, str] = {
     "ConceptModel": "concepts",
     "concept_map": "concepts",
     "attribution_map": "attribution",
+    "explain": "attribution",
+    "contrastive_map": "attribution",
+    "concept_contributions": "attribution",
+    "cam": "attribution",
+    "extract_pooled": "features",
+    "sample_positions": "features",
+    "parse_level": "features",
+    "nearest_images": "prototypes",
+    "prototype_representativeness": "prototypes",
+    "linear_prototypes": "sem",
+    "get_trained_model": "training",
     "load_dataset": "data",
 }
 
