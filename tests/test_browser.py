@@ -30,8 +30,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
-SHOTS = ROOT / "_build" / "screenshots"
+SITE = Path(os.environ.get("KMEX_SITE", ROOT / "_build" / "html")).resolve()  # override: another build
+SHOTS = SITE.parent / "screenshots"
 COLAB = "https://colab.research.google.com/github/kmexplain/kmexplain-book/blob/main/{path}"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SKIP_DIRS = {"_static", "_sources", "_images", "_downloads"}
@@ -248,6 +248,35 @@ INSPECT_JS = r"""
 """
 
 
+# Pre-rendered explorers (ipywidgets Image inside Stacks, linked in the browser): moving each
+# control must show another precomputed figure, without a kernel.
+INTERACT_JS = r"""
+(async () => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const out = [];
+  const roots = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')]
+    .map((s) => s.parentElement).filter((r) => r && r.querySelector("img.widget-image"));
+  for (const root of roots) {
+    const shown = () => [...root.querySelectorAll("img.widget-image")]
+      .filter((i) => i.offsetParent !== null).map((i) => i.src).join("|");
+    const controls = [];
+    root.querySelectorAll(".widget-toggle-buttons button:not(.mod-active)").forEach((b) => controls.push(["toggle", () => b.click()]));
+    root.querySelectorAll(".widget-dropdown select").forEach((s) => controls.push(["dropdown", () => {
+      s.selectedIndex = (s.selectedIndex + 1) % s.options.length; s.dispatchEvent(new Event("change", {bubbles: true})); }]));
+    root.querySelectorAll(".noUi-handle").forEach((h) => controls.push(["slider", () => {
+      h.dispatchEvent(new KeyboardEvent("keydown", {key: "ArrowRight", keyCode: 39, which: 39, bubbles: true})); }]));
+    for (const [kind, act] of controls) {
+      const before = shown();
+      act();
+      await sleep(400);
+      out.push({kind, changed: shown() !== before && shown() !== ""});
+    }
+  }
+  return out;
+})()
+"""
+
+
 @pytest.fixture(scope="module")
 def browser():
     _need_site()
@@ -285,6 +314,7 @@ def test_page_as_a_reader_sees_it(page, browser, _seen):
     seen = browser.evaluate(INSPECT_JS)
     browser.screenshot(SHOTS / (name.replace("/", "__").removesuffix(".html") + ".png"))
     _seen[name] = seen
+    interactions = browser.evaluate(INTERACT_JS, timeout=120) if seen["widgetViews"] else []
 
     problems = []
     if not seen["title"].strip():
@@ -308,6 +338,9 @@ def test_page_as_a_reader_sees_it(page, browser, _seen):
         problems.append("widget views without embedded widget state (execute the notebook at build time)")
     if seen["widgetViewsRendered"] != seen["widgetViews"]:
         problems.append(f"only {seen['widgetViewsRendered']} of {seen['widgetViews']} widgets were drawn")
+    dead = [i["kind"] for i in interactions if not i["changed"]]
+    if dead:
+        problems.append(f"pre-rendered explorer controls that show no other figure in the static page: {dead}")
     chapter = _is_chapter(page)
     if chapter:
         expected = COLAB.format(path=chapter)
