@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -205,3 +206,21 @@ def test_every_cited_key_is_in_references_bib():
                 cited.setdefault(key.strip(), path.name)
     unknown = {k: f for k, f in cited.items() if k not in keys}
     assert not unknown, f"cited keys missing from book/references.bib: {unknown}"
+
+
+# ---------------------------------------------------------------------------- the two commands
+
+def test_readme_ci_and_makefile_agree():
+    readme = (ROOT / "README.md").read_text()
+    assert "make book" in readme and "make test" in readme
+    ci = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.strip().startswith("#")]
+    assert (ROOT / ".ci" / "run").read_text().startswith("#!/usr/bin/env bash")
+    assert "set -euo pipefail" in ci
+    assert ci[-1] == "make test", f".ci/run must end by running the README's test command, not {ci[-1]!r}"
+    assert os.access(ROOT / ".ci" / "run", os.X_OK), ".ci/run must be executable"
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("book:", "test:", "install:"):
+        assert f"\n{target}" in makefile, f"Makefile lacks the {target[:-1]} target"
+    assert "jupyter-book build . -W -n --keep-going" in makefile, "make book must build strictly"
+    assert "torch==2.14.1 torchvision==0.29.1" in makefile
