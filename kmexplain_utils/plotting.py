@@ -63,9 +63,16 @@ _QUALITATIVE = [
     "#98df8a",
     "#ff9896",
 ]
-PART_CMAP = "book_parts"  # name of the ListedColormap built by label_cmap(); see part_colors
+# PART_CMAP (a ListedColormap: grey, then the palette) is built on first access, see __getattr__
 HEATMAP_CMAP = "inferno"
 DIVERGING_CMAP = "RdBu_r"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PART_CMAP":
+        # built lazily so that importing this module does not import matplotlib
+        return label_cmap(part_colors(len(_QUALITATIVE) + 1))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def set_book_style() -> None:
@@ -139,10 +146,14 @@ def concept_colors(k: int) -> list[tuple[float, float, float]]:
 
 
 def label_cmap(colors: Sequence[Any]):
-    """A :class:`matplotlib.colors.ListedColormap` for integer labels ``0 .. len(colors)-1``."""
+    """A :class:`matplotlib.colors.ListedColormap` for integer labels ``0 .. len(colors)-1``.
+
+    ``PART_CMAP`` is ``label_cmap(part_colors(17))``; draw a label map with
+    ``ax.imshow(labels, cmap=PART_CMAP, vmin=0, vmax=PART_CMAP.N - 1, interpolation="nearest")``.
+    """
     from matplotlib.colors import ListedColormap
 
-    return ListedColormap(list(colors), name=PART_CMAP)
+    return ListedColormap(list(colors), name="book_parts")
 
 
 def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:

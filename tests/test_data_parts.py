@@ -20,7 +20,10 @@ def small() -> ImageSet:
 
 # ---------------------------------------------------------------- determinism
 def test_same_seed_same_data_and_other_seed_differs():
+    from kmexplain_utils.data import parts
+
     a = make_parts(40, image_size=32, seed=3)
+    parts._generate.cache_clear()  # generate again, not from the in-process cache
     b = make_parts(40, image_size=32, seed=3)
     c = make_parts(40, image_size=32, seed=4)
     assert torch.equal(a.images, b.images)
@@ -30,6 +33,14 @@ def test_same_seed_same_data_and_other_seed_differs():
     assert not torch.equal(a.labels, c.labels)
     assert (a.images - c.images).abs().mean() > 0.05
     assert (a.parts != c.parts).float().mean() > 0.1
+
+
+def test_cached_sets_are_copies():
+    a = make_parts(16, image_size=16, seed=8)
+    a.images.zero_()
+    a.parts.zero_()
+    b = make_parts(16, image_size=16, seed=8)
+    assert b.images.abs().sum() > 0 and b.parts.abs().sum() > 0
 
 
 def test_smaller_set_is_a_prefix_of_a_larger_one_across_chunks():

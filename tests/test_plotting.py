@@ -42,6 +42,8 @@ def test_part_colors_are_fixed_and_background_grey():
     assert len(k) == 5 and to_rgb(P.BACKGROUND_GREY) not in k and k == P.concept_colors(7)[:5]
     with pytest.raises(ValueError):
         P.part_colors(-1)
+    cmap = P.PART_CMAP  # a usable colormap: label v -> part_colors(...)[v]
+    assert cmap.N == 17 and tuple(cmap(2)[:3]) == pytest.approx(c6[2])
 
 
 def test_show_image_returns_figure_and_keeps_input(ds):

@@ -201,9 +201,10 @@ class ImageSet(Dataset):
 
     # ---------------------------------------------------------------- access
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        if isinstance(i, torch.Tensor):
-            i = int(i)
-        return self.images_at([i])[0], int(self.labels[i])
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
+        return self.images[i], int(self.labels[i])
 
     def images_at(self, idx: Index) -> torch.Tensor:
         """Images ``(n, 3, H, W)`` float32 in ``[0, 1]`` at the given indices."""

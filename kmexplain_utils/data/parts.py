@@ -68,6 +68,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -291,6 +292,27 @@ def render_parts(
     return img.clamp_(0.0, 1.0).float(), parts
 
 
+@functools.lru_cache(maxsize=2)
+def _generate(n: int, image_size: int, seed: int, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, parts and labels of a split, kept for the process (a train and a test set)."""
+    images, parts, labels = [], [], []
+    for chunk in range(-(-n // _CHUNK)):
+        g = _chunk_generator(seed, split, chunk)
+        p = sample_scenes(_CHUNK, g)
+        img, prt = render_parts(p, image_size, g)  # the whole chunk, so that prefixes agree
+        m = min(_CHUNK, n - chunk * _CHUNK)
+        images.append(img[:m])
+        parts.append(prt[:m])
+        labels.append(p["label"][:m])
+    if n == 0:
+        return (
+            torch.zeros(0, 3, image_size, image_size),
+            torch.zeros(0, image_size, image_size, dtype=torch.int64),
+            torch.zeros(0, dtype=torch.int64),
+        )
+    return torch.cat(images), torch.cat(parts), torch.cat(labels)
+
+
 def make_parts(n: int, image_size: int = 64, seed: int = 0, split: str = "train") -> ImageSet:
     """Generate ``n`` part-based creature images.
 
@@ -327,23 +349,12 @@ def make_parts(n: int, image_size: int = 64, seed: int = 0, split: str = "train"
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    images, parts, labels = [], [], []
-    for chunk in range(-(-n // _CHUNK)):
-        g = _chunk_generator(seed, split, chunk)
-        p = sample_scenes(_CHUNK, g)
-        img, prt = render_parts(p, image_size, g)  # the whole chunk, so that prefixes agree
-        m = min(_CHUNK, n - chunk * _CHUNK)
-        images.append(img[:m])
-        parts.append(prt[:m])
-        labels.append(p["label"][:m])
-    if n == 0:
-        images = [torch.zeros(0, 3, image_size, image_size)]
-        parts = [torch.zeros(0, image_size, image_size, dtype=torch.int64)]
-        labels = [torch.zeros(0, dtype=torch.int64)]
-    parts_t = torch.cat(parts)
+    images_t, parts_t, labels_t = _generate(n, image_size, seed, split)
+    # clones: the cached tensors stay intact whatever the caller does with these
+    images_t, parts_t, labels_t = images_t.clone(), parts_t.clone(), labels_t.clone()
     return ImageSet(
-        torch.cat(images),
-        torch.cat(labels),
+        images_t,
+        labels_t,
         CLASS_NAMES,
         parts=parts_t,
         objects=parts_t > 0,
