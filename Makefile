@@ -17,10 +17,11 @@ NB_WORKERS  ?= 2
 export KMEX_PROGRESS := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-# run pytest for one stage; exit code 5 ("no tests collected") is an error with a clear message
+# run pytest for one stage (tests use the smoke profile whatever KMEX_PROFILE says);
+# exit code 5 ("no tests collected") is an error with a clear message
 define pytest_stage
 	@echo "==> tests: $(1)"
-	@$(BIN)/python -m pytest $(2); rc=$$?; \
+	@KMEX_PROFILE=smoke $(BIN)/python -m pytest $(2); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: stage '$(1)' collected no tests (pytest exit code 5): the suite is incomplete."; fi; \
 	exit $$rc
 endef
