@@ -145,7 +145,11 @@ def test_the_install_line_names_this_package_and_keeps_colab_torch():
 FILE_LITERAL = re.compile(
     r"""(?P<q>['"])(?P<path>[^'"\n]*\.(?:pt|pth|ckpt|npz|npy|csv|json|pkl|pickle|png|jpe?g|h5|txt|parquet|ya?ml))(?P=q)"""
 )
-FORBIDDEN = re.compile(r"""os\.chdir|__file__|['"]\.\./|['"]\./|['"]cuda(?::\d+)?['"]""")
+# a hard-coded device (a conditional like `"cuda" if cfg.device.type == "cuda" else "cpu"` is fine)
+FORBIDDEN = re.compile(
+    r"""os\.chdir|__file__|['"]\.\./|['"]\./|\.cuda\(\)"""
+    r"""|(?:\.to\(|device\s*=\s*|torch\.device\()\s*['"]cuda(?::\d+)?['"](?!\s+if\b)"""
+)
 
 
 @pytest.mark.parametrize("path", _params())
@@ -168,8 +172,12 @@ def test_the_static_check_can_fail(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("x = np.load('features.npz')\nmodel.to('cuda')")]
     bad = tmp_path / "bad.ipynb"
     nbformat.write(nb, bad)
-    with pytest.raises(AssertionError, match="features.npz"):
+    with pytest.raises(AssertionError, match=r"features\.npz.*to.*cuda"):
         test_chapter_reads_and_writes_no_relative_files(bad)
+    nb.cells = [nbformat.v4.new_code_cell('device = "cuda" if cfg.device.type == "cuda" else "cpu"')]
+    good = tmp_path / "good.ipynb"
+    nbformat.write(nb, good)
+    test_chapter_reads_and_writes_no_relative_files(good)
 
 
 # ----------------------------------------------------------------------------- device
