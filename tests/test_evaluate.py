@@ -1,0 +1,164 @@
+"""Tests of kmexplain_utils.evaluate: the command line, the record schema, tables and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kmexplain_utils import evaluate
+
+LEVELS = ["logits", "B4", "B234"]
+
+
+@pytest.fixture(scope="module")
+def cli_result(tmp_path_factory):
+    """One smoke evaluation through the command line (one seed, three levels, with sweeps)."""
+    out = tmp_path_factory.mktemp("eval") / "r.json"
+    rc = evaluate.main([
+        "--profile", "smoke", "--seeds", "1", "--levels", ",".join(LEVELS), "--steps", "4", "--out", str(out),
+    ])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_json_schema_and_every_level_and_metric(cli_result):
+    r = cli_result
+    assert r["schema"] == evaluate.SCHEMA
+    assert r["columns"] == list(evaluate.COLUMNS)
+    assert r["profile"]["name"] == "smoke" and r["seeds"] == [0]
+    for rec in r["records"]:
+        assert list(rec) == list(evaluate.COLUMNS)
+        assert rec["metric"] in evaluate.METRICS
+        assert rec["value"] is None or isinstance(rec["value"], float)
+    df = pd.DataFrame(r["records"])
+    main = df[df["sweep"].isna()]
+
+    def present(level, method, metric):
+        return ((main["level"] == level) & (main["method"] == method) & (main["metric"] == metric)).sum() == 1
+
+    assert present("B4", "linear", "accuracy")
+    for lv in LEVELS:
+        assert present(lv, "kmeans", "accuracy") and present(lv, "kmeans", "agreement")
+    for method in ("linear", "linear-rescaled", "kmeans"):
+        assert present("B4", method, "prototype_nn_ratio")
+    concept_metrics = ["nmi", "purity", "nmi_object", "purity_object", "miou", "miou_floor", "parts_without_concept"]
+    for lv in ["B4", "B234", "B4@B234-grid"]:  # the resolution control sits beside B234
+        for m in concept_metrics:
+            assert present(lv, "concepts", m), (lv, m)
+    assert not (main["level"] == "B4@B4-grid").any()
+    attribution = ["deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask"]
+    for lv, method in [("B4", "kmeans"), ("B234", "kmeans"), ("B4", "cam"), ("B4", "gradcam"), ("pixel", "random")]:
+        for m in attribution:
+            assert present(lv, method, m), (lv, method, m)
+    # the deletion baseline is stated beside the AUCs
+    assert main[main["metric"] == "deletion_auc"]["note"].str.startswith("blur").all()
+    # sweeps: every k of the profile and every K' of the profile
+    acc_sweep = df[df["sweep"] == "k_per_class"]
+    assert sorted(acc_sweep[acc_sweep["level"] == "B4"]["param"]) == [1, 2]
+    con_sweep = df[(df["sweep"] == "n_concepts") & (df["metric"] == "miou")]
+    assert sorted(con_sweep[con_sweep["level"] == "B234"]["param"]) == [3, 4]
+    # values in range
+    bounded = df[df["metric"].isin(["accuracy", "agreement", "nmi", "purity", "nmi_object", "purity_object", "miou",
+                                    "miou_floor", "iou", "pointing_game", "energy_in_mask"])]["value"].dropna()
+    assert ((bounded >= 0) & (bounded <= 1 + 1e-9)).all()
+    # curves: S + 1 points per (level, method, curve)
+    curves = pd.DataFrame(r["curves"])
+    assert (curves.groupby(["level", "method", "curve"]).size() == 5).all()
+    assert set(curves["curve"]) == {"deletion", "insertion"}
+    assert r["info"]["deletion_baseline"].startswith("blur")
+
+
+def test_linear_accuracy_matches_training_accuracy(cli_result):
+    from kmexplain_utils.data import load_dataset
+    from kmexplain_utils.training import DATA_SEED, accuracy, get_trained_model
+
+    model, _ = get_trained_model("smoke", 0, device="cpu")  # cached by the fixture
+    test = load_dataset("parts", "test", "smoke", seed=DATA_SEED)
+    rec = [r for r in cli_result["records"] if r["method"] == "linear" and r["metric"] == "accuracy"]
+    assert rec[0]["value"] == pytest.approx(accuracy(model, test), abs=1e-6)
+    # the floor is background IoU / number of parts present
+    floor = [r for r in cli_result["records"] if r["metric"] == "miou_floor"][0]["value"]
+    bg = float((test.parts == 0).double().mean())
+    assert floor == pytest.approx(bg / len(torch.unique(test.parts)))
+
+
+def test_specs_add_resolution_controls():
+    names = [s.name for s in evaluate._specs(["logits", "B4", "B34", "B234"])]
+    assert names == ["logits", "B4", "B34", "B234", "B4@B34-grid", "B4@B234-grid"]
+    ctrl = evaluate._specs(["B234"])[-1]
+    assert (ctrl.level, ctrl.grid, ctrl.classify, ctrl.concepts) == ("B4", "B234", False, True)
+
+
+def _fake_records() -> pd.DataFrame:
+    rows = []
+    for seed, acc in [(0, 0.9), (1, 0.8)]:
+        rows.append(dict(profile="p", seed=seed, level="B4", method="linear", metric="accuracy", value=acc, n=10,
+                         sweep=None, param=None, part=None, note=None))
+        rows.append(dict(profile="p", seed=seed, level="B4", method="kmeans", metric="accuracy", value=acc - 0.1,
+                         n=10, sweep=None, param=2, part=None, note=None))
+        rows.append(dict(profile="p", seed=seed, level="B4", method="concepts", metric="nmi_object", value=0.2,
+                         n=10, sweep=None, param=4, part=None, note=None))
+        rows.append(dict(profile="p", seed=seed, level="B4", method="kmeans", metric="accuracy", value=0.5,
+                         n=10, sweep="k_per_class", param=1, part=None, note=None))
+    df = pd.DataFrame(rows, columns=list(evaluate.COLUMNS))
+    df.attrs["info"] = {"profile": {"name": "p"}, "seeds": [0, 1]}
+    df.attrs["curves"] = pd.DataFrame(
+        [dict(profile="p", seed=0, level="B4", method="cam", curve=c, fraction=f, value=1 - f)
+         for c in ("deletion", "insertion") for f in (0.0, 0.5, 1.0)]
+    )
+    return df
+
+
+def test_summary_table_mean_and_std_without_sweeps():
+    table = evaluate.summary_table(_fake_records(), digits=2)
+    assert table.loc[("B4", "linear"), "accuracy"] == "0.85 ± 0.07"
+    assert table.loc[("B4", "kmeans"), "accuracy"] == "0.75 ± 0.07"  # the sweep row (0.5) is left out
+    assert table.loc[("B4", "concepts"), "nmi_object"] == "0.20 ± 0.00"
+    assert list(table.columns) == ["accuracy", "nmi_object"]
+
+
+def test_to_json_turns_nan_into_null(tmp_path):
+    df = _fake_records()
+    df.loc[0, "value"] = float("nan")
+    payload = evaluate.to_json(df, tmp_path / "x.json")
+    assert payload["records"][0]["value"] is None
+    back = json.loads((tmp_path / "x.json").read_text())
+    assert back["records"][1]["value"] == pytest.approx(0.9 - 0.1)
+    assert back["curves"][0]["curve"] == "deletion"
+    assert not any(isinstance(v, float) and math.isnan(v) for r in back["records"] for v in r.values())
+
+
+def test_plots_return_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = _fake_records()
+    for fig in (evaluate.plot_tradeoff(df), evaluate.plot_curves(df.attrs["curves"], curve="insertion"),
+                evaluate.plot_sweeps(df)):
+        assert isinstance(fig, matplotlib.figure.Figure)
+        plt.close(fig)
+    with pytest.raises(ValueError, match="deletion"):
+        evaluate.plot_curves(df.attrs["curves"], curve="both")
+
+
+def test_grad_cam_shapes_and_range():
+    from kmexplain_utils.models import TinyResNet
+
+    torch.manual_seed(0)
+    model = TinyResNet(n_classes=3, width=4).eval()
+    x = torch.rand(3, 3, 32, 32)
+    before = [p.detach().clone() for p in model.parameters()]
+    maps = evaluate.grad_cam(model, x, torch.tensor([0, 1, 2]), batch_size=2)
+    assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32
+    assert float(maps.min()) >= 0 and float(maps.max()) <= 1 + 1e-6
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert not model.training
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        evaluate.grad_cam(model, x, torch.tensor([0]))
