@@ -8,6 +8,7 @@ another chapter left in the cache, fails here. Run with ``pytest -m notebooks -n
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -52,7 +53,8 @@ def test_chapter_runs_in_smoke_profile(path, tmp_path, monkeypatch):
     try:
         client.execute()
     except CellExecutionError as exc:  # the message holds the cell and the traceback
-        pytest.fail(f"{path.name} raised in the smoke profile:\n{str(exc)[-4000:]}")
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # no terminal colours
+        pytest.fail(f"{path.name} raised in the smoke profile:\n{message[-4000:]}", pytrace=False)
 
     errors = [
         out for cell in nb.cells if cell.cell_type == "code"
