@@ -21,9 +21,11 @@ JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 STRICT = ["build", ".", "-W", "-n", "--keep-going"]
 
 
-def _make_book(tmp_path: Path, cells: list) -> Path:
+def _make_book(tmp_path: Path, cells: list, local_js: bool = False) -> Path:
     book = tmp_path / "book_root"
     (book / "book").mkdir(parents=True)
+    if local_js:
+        shutil.copytree(ROOT / "_widgets_js", book / "_widgets_js")
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
     shutil.copytree(ROOT / "book" / "_ext", book / "book" / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "book" / "references.bib", book / "book" / "references.bib")
@@ -62,15 +64,100 @@ def test_a_cell_that_raises_fails_the_build(tmp_path):
 
 @pytest.mark.slow
 def test_a_good_notebook_builds_without_warning(tmp_path):
+    local_js = (ROOT / "_widgets_js" / "require.js").is_file()
     book = _make_book(
         tmp_path,
-        [nbformat.v4.new_code_cell('print("kmex-good-output", 6 * 7)')],
+        [
+            nbformat.v4.new_code_cell('print("kmex-good-output", 6 * 7)'),
+            nbformat.v4.new_code_cell("import ipywidgets\nipywidgets.IntSlider(value=3)"),
+        ],
+        local_js=local_js,
     )
     proc = _build(book)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"the strict build of a good notebook failed:\n{log[-3000:]}"
     html = (book / "_build" / "html" / "book" / "chapter.html").read_text()
+    assert "application/vnd.jupyter.widget-state+json" in html, "widget state not embedded"
+    if local_js:  # widgets (and math) are served from the site, each script once
+        assert html.count('src="../_static/require.js') == 1, "require.js must load exactly once"
+        assert html.count('src="../_static/embed-amd.js') == 1, "embed-amd.js must load exactly once"
+        assert "cdn.jsdelivr.net" not in html and "cdnjs.cloudflare.com" not in html
+        assert (book / "_build" / "html" / "_static" / "mathjax" / "es5" / "tex-mml-chtml.js").is_file()
+    else:
+        assert "falls back" in log or "from the CDN" in log
     assert "kmex-good-output 42" in html, "the notebook was not executed at build time"
     assert (book / "_build" / "html" / "index.html").is_file()
     # the Colab launch button points at the chapter in the repository
     assert "https://colab.research.google.com/github/kmexplain/kmexplain-book/blob/main/book/chapter.ipynb" in html
+
+
+# ---------------------------------------------------------------------------- the local extension
+
+def _extension():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kmex_assets", ROOT / "book" / "_ext" / "kmex_assets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Config(dict):
+    __getattr__ = dict.get
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+
+def _app(root: Path):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(srcdir=str(root), outdir=str(root / "_build" / "html"))
+
+
+def test_extension_uses_local_scripts_when_present(tmp_path):
+    ext = _extension()
+    config = _Config(html_static_path=["_static"], nb_execution_cache_path="")
+    ext._on_config_inited(_app(tmp_path), config)
+    assert "nb_ipywidgets_js" not in config and config.html_static_path == ["_static"], "no files: CDN defaults"
+    folder = tmp_path / "_widgets_js"
+    (folder / "mathjax" / "es5").mkdir(parents=True)
+    for name in ("require.js", "embed-amd.js", "mathjax/es5/tex-mml-chtml.js"):
+        (folder / name).write_text("// js")
+    ext._on_config_inited(_app(tmp_path), config)
+    assert config.html_static_path == ["_static", str(folder)]
+    assert config.nb_ipywidgets_js == {"require.js": {}, "embed-amd.js": {}}
+    assert config.mathjax_path == "mathjax/es5/tex-mml-chtml.js"
+
+
+def test_cache_mode_is_cleared_when_the_package_changes(tmp_path, monkeypatch):
+    ext = _extension()
+    (tmp_path / "kmexplain_utils").mkdir()
+    module = tmp_path / "kmexplain_utils" / "mod.py"
+    module.write_text("x = 1\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    cache = tmp_path / "_build" / ".jupyter_cache"
+    monkeypatch.setenv("KMEX_BOOK_EXECUTE", "cache")
+    monkeypatch.setenv("KMEX_PROFILE", "quick")
+
+    def run():
+        config = _Config(html_static_path=[], nb_execution_cache_path="")
+        ext._on_config_inited(_app(tmp_path), config)
+        return config
+
+    assert run().nb_execution_mode == "cache"
+    cache.mkdir(parents=True)
+    (cache / "entry").write_text("executed outputs")
+    run()
+    assert (cache / "entry").is_file(), "same package: the cache is kept"
+    module.write_text("x = 2\n")
+    run()
+    assert not cache.exists(), "a package change must clear the execution cache"
+    cache.mkdir(parents=True)
+    (cache / "entry").write_text("executed outputs")
+    monkeypatch.setenv("KMEX_PROFILE", "smoke")
+    run()
+    assert not cache.exists(), "a profile change must clear the execution cache"
+    monkeypatch.setenv("KMEX_BOOK_EXECUTE", "sometimes")
+    with pytest.raises(ValueError, match="KMEX_BOOK_EXECUTE"):
+        run()
