@@ -169,6 +169,37 @@ def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], x.flip(-1), x)
 
 
+def _affine(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    degrees: float = 30.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+    shift: float = 0.1,
+) -> torch.Tensor:
+    """Random flip, rotation, scaling and shift of each image ``(B, C, H, W)``.
+
+    One bilinear resampling per image (borders replicated); the parameters
+    are drawn on the CPU from ``generator``, so the result depends on the
+    seed only.
+    """
+    b = x.shape[0]
+    u = torch.rand(b, 5, generator=generator, dtype=torch.float64)
+    angle = (2 * u[:, 0] - 1) * math.radians(degrees)
+    zoom = scale[0] + (scale[1] - scale[0]) * u[:, 1]
+    sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0)  # horizontal flip
+    tx, ty = (2 * u[:, 3] - 1) * 2 * shift, (2 * u[:, 4] - 1) * 2 * shift
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos * sign, -sin, tx], 1), torch.stack([sin * sign, cos, ty], 1)], 1
+    ).to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+_AUGMENTATIONS = ("none", "flip", "affine")
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -287,7 +318,7 @@ def train_model(
     seed: int,
     device: str | torch.device | None = "auto",
     test_set: Any = None,
-    augment: bool | None = None,
+    augment: bool | str | None = None,
     eval_each_epoch: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``train_set`` with the schedule of ``profile``.
@@ -317,10 +348,13 @@ def train_model(
         model's device.
     test_set : Dataset, optional
         Evaluated at the end (and after every epoch with ``eval_each_epoch``).
-    augment : bool, optional
-        Random left-right flips of the training images. Default: on for
+    augment : {"flip", "affine", "none"} or bool, optional
+        Augmentation of the training batches, on tensors: ``"flip"`` random
+        left-right flips; ``"affine"`` flips plus random rotation (+-30
+        degrees), scaling (0.9-1.1) and shift (+-10 %); ``"none"``. ``True``
+        means ``"flip"``, ``False`` ``"none"``. Default: ``"flip"`` for
         datasets whose classes are flip-invariant (``parts``, ``pets``,
-        ``cub``), off otherwise (e.g. MNIST digits).
+        ``cub``), ``"none"`` otherwise (e.g. MNIST digits).
     eval_each_epoch : bool, default False
         Also measure ``test_acc`` after every epoch (into ``history``).
 
@@ -340,6 +374,10 @@ def train_model(
     gen = torch.Generator().manual_seed(int(seed))
     if augment is None:
         augment = profile.dataset.strip().lower() in _FLIP_INVARIANT
+    if isinstance(augment, bool):
+        augment = "flip" if augment else "none"
+    if augment not in _AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {_AUGMENTATIONS} or a bool, got {augment!r}")
 
     n = len(train_set)
     batch_size = int(profile.batch_size)
@@ -363,9 +401,11 @@ def train_model(
                 drop_last=drop_last,
                 num_workers=profile.num_workers,
             ):
-                if augment:
-                    x = _flip(x, gen)
                 x = x.to(dev, non_blocking=True)
+                if augment == "flip":
+                    x = _flip(x, gen)
+                elif augment == "affine":
+                    x = _affine(x, gen)
                 y = y.to(dev, non_blocking=True)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
