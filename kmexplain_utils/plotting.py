@@ -24,21 +24,27 @@ import numpy as np
 import torch
 
 __all__ = [
-    "FIGURE_WIDTH",
     "BACKGROUND_GREY",
-    "PART_CMAP",
-    "HEATMAP_CMAP",
     "DIVERGING_CMAP",
-    "set_book_style",
-    "part_colors",
+    "FIGURE_WIDTH",
+    "HEATMAP_CMAP",
+    "PART_CMAP",  # noqa: F822 (built lazily by __getattr__)
     "concept_colors",
-    "label_cmap",
-    "to_numpy_image",
-    "show_image",
     "image_grid",
-    "show_label_map",
-    "show_heatmap",
+    "image_heatmap_grid",
+    "label_cmap",
+    "nearest_images_grid",
+    "part_colors",
+    "plot_accuracy_vs_k",
     "plot_dataset_gallery",
+    "plot_explanations",
+    "plot_training_history",
+    "set_book_style",
+    "short_label",
+    "show_heatmap",
+    "show_image",
+    "show_label_map",
+    "to_numpy_image",
 ]
 
 FIGURE_WIDTH = 9.0  # inches: the width of the book's text column
@@ -122,7 +128,6 @@ def part_colors(n: int) -> list[tuple[float, float, float]]:
 
 def _extra_colors() -> list[tuple[float, float, float]]:
     import matplotlib
-
     from matplotlib.colors import to_rgb
 
     taken = {tuple(round(v, 4) for v in to_rgb(c)) for c in [*_QUALITATIVE, BACKGROUND_GREY]}
@@ -190,7 +195,7 @@ def _new_axes(ax: Any, size: tuple[float, float] = (3.0, 3.0)):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=size)
+        _fig, ax = plt.subplots(figsize=size)
     return ax.figure, ax
 
 
@@ -258,7 +263,7 @@ def image_grid(
     if axes is None:
         ncols = max(1, min(int(ncols), n))
         nrows = max(1, -(-n // ncols))
-        fig, axes = plt.subplots(
+        _fig, axes = plt.subplots(
             nrows,
             ncols,
             figsize=(size * ncols, size * nrows + 0.3 * (titles is not None)),
@@ -503,4 +508,359 @@ def plot_dataset_gallery(
     if with_parts:
         handles = [Patch(facecolor=colors[i], label=name) for i, name in enumerate(dataset.part_names) if i > 0]
         fig.legend(handles=handles, loc="outside right center", title="parts", fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------- chapter figures
+def short_label(name: str, max_len: int = 12) -> str:
+    """A class name short enough for a panel title.
+
+    Names of at most ``max_len`` characters are kept; longer ones keep the
+    first letters of every word (words split at ``-``, ``_`` and spaces,
+    separators kept), as many letters as fit: ``"red-pointed-striped"`` ->
+    ``"red-poi-str"``.
+    """
+    import re
+
+    name = str(name)
+    if len(name) <= max_len:
+        return name
+    tokens = re.split(r"([-_ ])", name)
+    words, seps = tokens[0::2], tokens[1::2]
+    for k in range(max(len(w) for w in words), 0, -1):
+        short = "".join(w[:k] + (seps[i] if i < len(seps) else "") for i, w in enumerate(words))
+        if len(short) <= max_len:
+            return short
+    return name[:max_len]
+
+
+def _cpu_index(idx: Any) -> np.ndarray:
+    if isinstance(idx, torch.Tensor):
+        return idx.detach().cpu().numpy()
+    return np.asarray(idx)
+
+
+def image_heatmap_grid(
+    images: torch.Tensor,
+    heats: torch.Tensor,
+    titles: Sequence[str] | None = None,
+    *,
+    heat_label: str = "",
+    title: str | None = None,
+    ncols: int = 8,
+    diverging: bool = False,
+    cmap: str | None = None,
+    shared_scale: bool = True,
+    size: float = 1.4,
+):
+    """Images with a heat map over each (CAMs, attribution maps), one shared colour bar.
+
+    Parameters
+    ----------
+    images : (N, 3, H, W) tensor in [0, 1]
+    heats : (N, h, w) float tensor
+        One map per image (coarser maps are stretched over the image).
+    titles : list of str, optional
+        One per image.
+    heat_label : str
+        Label of the colour bar.
+    title : str, optional
+        Title of the figure.
+    ncols : int, default 8
+    diverging : bool, default False
+        Centre the colours at 0 (red positive, blue negative).
+    cmap : str, optional
+        Colour map (default as in :func:`show_heatmap`).
+    shared_scale : bool, default True
+        One colour scale for all panels (so that the colour bar reads the
+        same everywhere); ``False`` scales each panel to its own range.
+    size : float
+        Inches per panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    if heats.ndim != 3 or len(heats) != n:
+        raise ValueError(f"heats must have shape (N, h, w) with N = {n} images, got {tuple(heats.shape)}")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles must have one entry per image ({n}), got {len(titles)}")
+    hm = heats.detach().cpu().double()
+    vmax = float(hm.abs().max()) if diverging else float(hm.max())
+    ncols = max(1, min(int(ncols), n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols + 0.8, size * nrows + 0.4 * (title is not None) + 0.35 * (titles is not None)),
+        squeeze=False, layout="constrained",
+    )
+    axes_flat = axes.reshape(-1)
+    for i, ax in enumerate(axes_flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        show_heatmap(
+            images[i], hm[i], ax=ax, cmap=cmap, diverging=diverging,
+            vmax=vmax if shared_scale else None, title=None if titles is None else titles[i],
+        )
+        if shared_scale and not diverging:
+            ax.images[-1].set_clim(float(hm.min()), vmax if vmax > float(hm.min()) else float(hm.min()) + 1.0)
+    if n:
+        bar = fig.colorbar(axes_flat[0].images[-1], ax=list(axes_flat), fraction=0.03, pad=0.02, shrink=0.9)
+        if heat_label:
+            bar.set_label(heat_label)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def nearest_images_grid(
+    dataset: Any,
+    nearest: Any,
+    row_classes: Sequence[int] | None = None,
+    row_labels: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    size: float = 1.0,
+    frame_color: str = "#d62728",
+):
+    """Rows of training images (nearest neighbours of prototypes), wrong-class images framed in red.
+
+    Parameters
+    ----------
+    dataset : ImageSet
+        Where the indices point.
+    nearest : (R, k) int tensor/array, or dict of them
+        Row ``r`` shows the images ``nearest[r]``. A dict ``{name: (R, k)}``
+        puts several groups side by side, each headed by its name.
+    row_classes : list of int, optional
+        The class of each row; an image of another class gets a red frame.
+    row_labels : list of str, optional
+        Text left of each row.
+    title : str, optional
+    size : float
+        Inches per image.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    groups = dict(nearest) if isinstance(nearest, dict) else {"": nearest}
+    groups = {name: _cpu_index(idx) for name, idx in groups.items()}
+    shapes = {idx.shape[0] for idx in groups.values()}
+    if len(shapes) != 1 or any(idx.ndim != 2 for idx in groups.values()):
+        raise ValueError("nearest must be (R, k) indices, or a dict of (R, k) indices with the same R")
+    n_rows = shapes.pop()
+    row_classes = None if row_classes is None else [int(c) for c in row_classes]
+    if row_classes is not None and len(row_classes) != n_rows:
+        raise ValueError(f"row_classes must have one entry per row ({n_rows}), got {len(row_classes)}")
+    if row_labels is not None and len(row_labels) != n_rows:
+        raise ValueError(f"row_labels must have one entry per row ({n_rows}), got {len(row_labels)}")
+    widths = [idx.shape[1] for idx in groups.values()]
+    fig = plt.figure(
+        figsize=(size * sum(widths) + 0.3 * (len(widths) - 1) + 1.8, size * n_rows + 0.5 + 0.3 * (title is not None)),
+        layout="constrained",
+    )
+    subfigs = np.atleast_1d(fig.subfigures(1, len(groups), width_ratios=widths, wspace=0.02))
+    labels = dataset.labels
+    for g, (sub, (name, idx)) in enumerate(zip(subfigs, groups.items())):
+        axes = sub.subplots(n_rows, idx.shape[1], squeeze=False)
+        if name:
+            sub.suptitle(name, fontsize=10)
+        for r in range(n_rows):
+            imgs = dataset.images_at(idx[r])
+            for j in range(idx.shape[1]):
+                ax = axes[r, j]
+                show_image(imgs[j], ax=ax)
+                if row_classes is not None and int(labels[int(idx[r, j])]) != row_classes[r]:
+                    for side in ax.spines.values():
+                        side.set_visible(True)
+                        side.set_color(frame_color)
+                        side.set_linewidth(2.5)
+            if g == 0 and row_labels is not None:
+                axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_accuracy_vs_k(
+    k_values: Sequence[int],
+    accuracies: Sequence[float],
+    reference: float | None = None,
+    reference_label: str = "reference",
+    ax: Any = None,
+    *,
+    xlabel: str = "prototypes per class K",
+    label: str = "k-means classifier",
+):
+    """Test accuracy against the number of prototypes per class, with an optional reference line.
+
+    Parameters
+    ----------
+    k_values : list of int
+    accuracies : list of float
+        Accuracies in ``[0, 1]`` (shown in percent).
+    reference : float, optional
+        E.g. the linear head's accuracy, drawn as a dashed line.
+    reference_label : str
+    ax : Axes, optional
+    xlabel, label : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if len(k_values) != len(accuracies):
+        raise ValueError(f"k_values ({len(k_values)}) and accuracies ({len(accuracies)}) differ in length")
+    fig, ax = _new_axes(ax, size=(4.5, 3.0))
+    ks = [int(k) for k in k_values]
+    ax.plot(ks, [100 * float(a) for a in accuracies], marker="o", color=_QUALITATIVE[4], label=label)
+    if reference is not None:
+        ax.axhline(100 * float(reference), ls="--", color="0.35", label=reference_label)
+    if ks and min(ks) > 0 and max(ks) / min(ks) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend()
+    return fig
+
+
+def plot_training_history(history: Sequence[dict[str, float]], ax: Any = None):
+    """Loss and accuracy per epoch of :func:`kmexplain_utils.training.train_model`.
+
+    Parameters
+    ----------
+    history : list of dict
+        One dict per epoch with ``epoch``, ``loss``, ``train_acc`` and
+        optionally ``test_acc`` (as in ``TrainResult.history``).
+    ax : Axes, optional
+        Draws both curves on one axes (accuracy on a twin axis); by default a
+        new figure with two panels, loss and accuracy.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if not history:
+        raise ValueError("history is empty: train for at least one epoch")
+    epochs = [int(h.get("epoch", i + 1)) for i, h in enumerate(history)]
+    loss = [float(h["loss"]) for h in history]
+    train_acc = [100 * float(h["train_acc"]) for h in history if "train_acc" in h]
+    test = [(e, 100 * float(h["test_acc"])) for e, h in zip(epochs, history) if h.get("test_acc") is not None]
+    if ax is None:
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(FIGURE_WIDTH * 0.8, 2.8), layout="constrained")
+    else:
+        fig, ax_loss = ax.figure, ax
+        ax_acc = ax.twinx()
+    ax_loss.plot(epochs, loss, marker=".", color=_QUALITATIVE[5], label="training loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    if train_acc:
+        ax_acc.plot(epochs[: len(train_acc)], train_acc, marker=".", color=_QUALITATIVE[4], label="train (augmented batches)")
+    if test:
+        ax_acc.plot([e for e, _ in test], [a for _, a in test], marker="o", color=_QUALITATIVE[2], label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    ax_acc.legend(loc="lower right")
+    if ax is None:
+        ax_loss.legend(loc="upper right")
+    return fig
+
+
+def plot_explanations(
+    images: torch.Tensor,
+    columns: dict[str, torch.Tensor],
+    *,
+    parts: torch.Tensor | None = None,
+    part_names: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    panel_titles: dict[str, Sequence[str]] | None = None,
+    n_concepts: int | None = None,
+    size: float = 1.6,
+    alpha: float = 0.55,
+    title: str | None = None,
+):
+    """One row per image: the image, its ground-truth parts, then concept and attribution maps.
+
+    Parameters
+    ----------
+    images : (N, 3, H, W) tensor in [0, 1]
+    columns : dict of str -> (N, h, w) tensor
+        Integer maps are drawn as concept maps (:func:`concept_colors`),
+        floating maps as diverging heat maps (red = for, blue = against,
+        centred at 0, one scale per column). The key is the column's title.
+    parts : (N, H, W) int tensor, optional
+        Ground-truth part maps, drawn after the image.
+    part_names : list of str, optional
+        For the parts legend.
+    row_labels : list of str, optional
+        Left of each row (e.g. the true class).
+    panel_titles : dict of str -> list of str, optional
+        Per-image captions under the panels of a column.
+    n_concepts : int, optional
+        Number of concepts (fixes the concept colours); default from the maps.
+    size : float
+        Inches per panel.
+    alpha : float
+        Opacity of label maps.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    n = len(images)
+    for name, m in columns.items():
+        if m.ndim != 3 or len(m) != n:
+            raise ValueError(f"column {name!r} must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    heads = ["image"] + (["parts"] if parts is not None else []) + list(columns)
+    fig, axes = plt.subplots(
+        n, len(heads), figsize=(size * len(heads) + 1.6, size * n + 0.5 + 0.3 * (title is not None)),
+        squeeze=False, layout="constrained",
+    )
+    n_parts = len(part_names) if part_names is not None else (int(parts.max()) + 1 if parts is not None else 0)
+    p_colors = part_colors(max(n_parts, 1))
+    scales = {}
+    for name, m in columns.items():
+        if m.is_floating_point():
+            scales[name] = float(m.detach().abs().max()) or 1.0
+    for i in range(n):
+        col = 0
+        show_image(images[i], ax=axes[i, col])
+        col += 1
+        if parts is not None:
+            show_label_map(images[i], parts[i], ax=axes[i, col], colors=p_colors, alpha=alpha)
+            col += 1
+        for name, m in columns.items():
+            ax = axes[i, col]
+            if m.is_floating_point():
+                show_heatmap(images[i], m[i], ax=ax, diverging=True, vmax=scales[name], interpolation="nearest")
+            else:
+                k = int(n_concepts) if n_concepts is not None else int(m.max()) + 1
+                show_label_map(images[i], m[i], ax=ax, colors=concept_colors(k), alpha=alpha, background=False)
+            if panel_titles is not None and name in panel_titles:
+                ax.set_xlabel(panel_titles[name][i], fontsize=7)
+            col += 1
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
+    for c, head in enumerate(heads):
+        axes[0, c].set_title(head, fontsize=9)
+    if parts is not None and part_names is not None:
+        handles = [Patch(facecolor=p_colors[v], label=str(part_names[v])) for v in range(1, len(part_names))]
+        fig.legend(handles=handles, loc="outside right center", title="parts", fontsize=8)
+    if title:
+        fig.suptitle(title)
     return fig

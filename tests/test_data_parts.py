@@ -8,7 +8,12 @@ import torch
 
 from kmexplain_utils.config import get_profile
 from kmexplain_utils.data import ImageSet, balanced_order, dataset_names, load_dataset
-from kmexplain_utils.data.parts import CLASS_NAMES, PART_NAMES, class_attributes, make_parts
+from kmexplain_utils.data.parts import (
+    CLASS_NAMES,
+    PART_NAMES,
+    class_attributes,
+    make_parts,
+)
 
 HEAD, TAIL, BODY, LEGS, MARK = (PART_NAMES.index(p) for p in ("head", "tail", "body", "legs", "marking"))
 

@@ -310,13 +310,13 @@ def test_non_rgb_image_is_named(tmp_path):
     bad.unlink()
     bad.with_suffix(".tif").rename(bad)  # a 32-bit integer image behind a .jpg name
     ds = load_dataset("cub", "train", root=root, image_size=8)
-    i = [k for k in range(len(ds)) if ds.image_path(ds._index[k].item()) == bad][0]
+    i = next(k for k in range(len(ds)) if ds.image_path(ds._index[k].item()) == bad)
     with pytest.raises(ValueError, match=r"a_1\.jpg has PIL mode 'I'.*convert"):
         ds.images_at([i])
     # grey images are converted to RGB
     grey = root / "images" / "002.Laysan_Albatross" / "b_1.jpg"
     Image.fromarray(np.full((40, 40), 128, np.uint8)).save(grey)
-    j = [k for k in range(len(ds)) if ds.image_path(ds._index[k].item()) == grey][0]
+    j = next(k for k in range(len(ds)) if ds.image_path(ds._index[k].item()) == grey)
     g = ds.images_at([j])[0]
     assert g.shape == (3, 8, 8) and torch.allclose(g[0], g[2])
 

@@ -6,15 +6,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
 
-from kmexplain_utils import plotting as P  # noqa: E402
-from kmexplain_utils.data import ImageSet  # noqa: E402
-from kmexplain_utils.data.parts import make_parts  # noqa: E402
+from kmexplain_utils import plotting as P
+from kmexplain_utils.data import ImageSet
+from kmexplain_utils.data.parts import make_parts
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +160,88 @@ def test_helpers_never_call_show(monkeypatch, ds):
     P.show_label_map(ds.images[0], ds.parts[0])
     P.show_heatmap(ds.images[0], torch.rand(4, 4))
     P.plot_dataset_gallery(ds, n_per_class=1)
+
+
+# ----------------------------------------------------------------- chapter figures
+def test_short_label():
+    assert P.short_label("cat") == "cat"
+    assert P.short_label("red-pointed-striped") == "red-poi-str"
+    assert P.short_label("Black footed Albatross", max_len=12) == "Bla foo Alb"
+    assert P.short_label("abcdefghijklmnop", max_len=5) == "abcde"
+
+
+def test_image_heatmap_grid_shares_one_scale(ds):
+    heats = torch.stack([torch.full((4, 4), float(v)) for v in range(-2, 3)])
+    keep = heats.clone()
+    fig = P.image_heatmap_grid(ds.images[:5], heats, titles=list("abcde"), heat_label="CAM", title="t", ncols=3)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 5 and sum(ax.axison for ax in fig.axes[:6]) == 5
+    assert {ax.images[-1].get_clim() for ax in panels} == {(-2.0, 2.0)}
+    assert fig.axes[-1].get_ylabel() == "CAM"  # the colour bar
+    assert torch.equal(heats, keep)
+    fig = P.image_heatmap_grid(ds.images[:2], heats[:2], diverging=True)
+    assert fig.axes[0].images[-1].get_clim() == (-2.0, 2.0)
+    with pytest.raises(ValueError, match=r"\(N, h, w\)"):
+        P.image_heatmap_grid(ds.images[:2], heats[:3])
+
+
+def test_nearest_images_grid_frames_other_classes(ds):
+    labels = ds.labels
+    same = torch.nonzero(labels == 0).flatten()[:2]
+    other = torch.nonzero(labels != 0).flatten()[:1]
+    idx = torch.stack([torch.cat([same, other]), torch.cat([same, other])])
+    fig = P.nearest_images_grid(ds, {"A": idx, "B": idx}, row_classes=[0, 0], row_labels=["r0", "r1"], title="T")
+    axes = [ax for sub in fig.subfigs for ax in sub.axes]
+    assert len(axes) == 12
+    framed = [ax for ax in axes if any(s.get_visible() for s in ax.spines.values())]
+    assert len(framed) == 4  # the third image of every row, in both groups
+    assert all(ax.spines["left"].get_edgecolor()[:3] == pytest.approx((0.839, 0.153, 0.157), abs=1e-2) for ax in framed)
+    assert fig.subfigs[0].axes[0].get_ylabel() == "r0"
+    single = P.nearest_images_grid(ds, idx.numpy())
+    assert len([ax for sub in single.subfigs for ax in sub.axes]) == 6
+    with pytest.raises(ValueError, match="row_classes"):
+        P.nearest_images_grid(ds, idx, row_classes=[0])
+
+
+def test_plot_accuracy_vs_k_and_training_history():
+    fig = P.plot_accuracy_vs_k([1, 2, 4, 8], [0.9, 0.92, 0.95, 0.95], reference=0.96, reference_label="linear head")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [90, 92, 95, 95])
+    assert ax.lines[1].get_ydata()[0] == pytest.approx(96)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["k-means classifier", "linear head"]
+    with pytest.raises(ValueError, match="differ in length"):
+        P.plot_accuracy_vs_k([1, 2], [0.5])
+    hist = [
+        {"epoch": 1, "loss": 2.0, "train_acc": 0.3, "lr": 0.1},
+        {"epoch": 2, "loss": 1.0, "train_acc": 0.6, "lr": 0.1, "test_acc": 0.55},
+    ]
+    fig = P.plot_training_history(hist)
+    assert len(fig.axes) == 2
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [2.0, 1.0])
+    np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), [55.0])
+    with pytest.raises(ValueError, match="empty"):
+        P.plot_training_history([])
+
+
+def test_plot_explanations_layout(ds):
+    n = 3
+    concepts = torch.randint(0, 4, (n, 4, 4))
+    attribution = torch.randn(n, 4, 4)
+    keep = attribution.clone()
+    fig = P.plot_explanations(
+        ds.images[:n],
+        {"concepts": concepts, "attribution": attribution},
+        parts=ds.parts[:n],
+        part_names=ds.part_names,
+        row_labels=["a", "b", "c"],
+        panel_titles={"attribution": ["x", "y", "z"]},
+        n_concepts=4,
+    )
+    assert len(fig.axes) == n * 4
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "parts", "concepts", "attribution"]
+    assert fig.axes[4].get_ylabel() == "b" and fig.axes[7].get_xlabel() == "y"
+    m = float(attribution.abs().max())
+    assert fig.axes[3].images[-1].get_clim() == pytest.approx((-m, m))
+    assert torch.equal(attribution, keep)
+    with pytest.raises(ValueError, match="column 'bad'"):
+        P.plot_explanations(ds.images[:n], {"bad": torch.zeros(2, 4, 4)})

@@ -18,7 +18,7 @@ from typing import Any
 
 from .base import ImageSet, LazyImageSet, balanced_order
 
-__all__ = ["ImageSet", "LazyImageSet", "load_dataset", "dataset_names", "balanced_order", "SPLITS"]
+__all__ = ["SPLITS", "ImageSet", "LazyImageSet", "balanced_order", "dataset_names", "load_dataset"]
 
 SPLITS = ("train", "test")
 

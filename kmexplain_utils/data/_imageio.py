@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["open_rgb", "open_mask", "square_box", "crop_resize", "map_points", "CONVERTIBLE_MODES"]
+__all__ = ["CONVERTIBLE_MODES", "crop_resize", "map_points", "open_mask", "open_rgb", "square_box"]
 
 # PIL modes converted to RGB silently (Oxford Pets holds a few grey, RGBA and CMYK files)
 CONVERTIBLE_MODES = {"RGB", "L", "LA", "RGBA", "P", "PA", "CMYK", "1", "YCbCr"}
@@ -87,9 +87,9 @@ def square_box(
         left, top = (width - side) // 2, (height - side) // 2
         return left, top, left + side, top + side
     x, y, w, h = bbox
-    side = max(1, int(round(max(w, h) * (1 + 2 * margin))))
+    side = max(1, round(max(w, h) * (1 + 2 * margin)))
     cx, cy = x + w / 2, y + h / 2
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    left, top = round(cx - side / 2), round(cy - side / 2)
     return left, top, left + side, top + side
 
 

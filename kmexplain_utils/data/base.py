@@ -218,7 +218,7 @@ class ImageSet(Dataset):
         """Object masks ``(n, H, W)`` bool, or ``None`` if unknown."""
         return None if self.objects is None else self.objects[as_index(idx, len(self))]
 
-    def subset(self, idx: Index) -> "ImageSet":
+    def subset(self, idx: Index) -> ImageSet:
         """A new set holding the items at ``idx`` (tensors are indexed, not shared views)."""
         i = as_index(idx, len(self))
         return ImageSet(
@@ -338,7 +338,7 @@ class LazyImageSet(ImageSet):
     def objects(self) -> torch.Tensor | None:  # type: ignore[override]
         return self.objects_at(slice(None))
 
-    def subset(self, idx: Index) -> "LazyImageSet":
+    def subset(self, idx: Index) -> LazyImageSet:
         """A lazy view of the items at ``idx`` (no image is read)."""
         import copy
 

@@ -42,10 +42,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._imageio import crop_resize, map_points, open_mask, open_rgb, square_box, to_image_tensor
+from ._imageio import (
+    crop_resize,
+    map_points,
+    open_mask,
+    open_rgb,
+    square_box,
+    to_image_tensor,
+)
 from .base import LazyImageSet, balanced_order
 
-__all__ = ["CubImageSet", "load_cub", "find_cub_root", "CUB_URL", "merge_part_names"]
+__all__ = ["CUB_URL", "CubImageSet", "find_cub_root", "load_cub", "merge_part_names"]
 
 CUB_URL = "https://www.vision.caltech.edu/datasets/cub_200_2011/"
 _REQUIRED = ("images.txt", "image_class_labels.txt", "train_test_split.txt")

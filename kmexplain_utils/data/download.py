@@ -105,9 +105,8 @@ def download_file(
     """
     dest = Path(dest).expanduser()
     checks = _expected(sha256, md5)
-    if dest.exists() and not overwrite:
-        if all(file_hash(dest, alg) == want for alg, want in checks):
-            return dest
+    if dest.exists() and not overwrite and all(file_hash(dest, alg) == want for alg, want in checks):
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     opener = opener or urllib.request.urlopen
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .base import ImageSet, balanced_order
 
-__all__ = ["load_mnist", "stratified_split", "N_TEST_PER_CLASS"]
+__all__ = ["N_TEST_PER_CLASS", "load_mnist", "stratified_split"]
 
 N_TEST_PER_CLASS = 100
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -75,7 +75,7 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
                 x, y = f["x"], f["y"]
             if x.shape != (5000, 784) or y.shape != (5000,):
                 x = y = None
-        except Exception:  # a damaged cache file: rebuild it
+        except Exception:  # noqa: BLE001 (any damaged cache file is rebuilt)
             x = y = None
     if x is None or y is None:
         try:

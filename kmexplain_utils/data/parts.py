@@ -80,16 +80,15 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .base import ImageSet
 
 __all__ = [
-    "PART_NAMES",
     "CLASS_NAMES",
     "HEAD_COLORS",
-    "TAIL_SHAPES",
     "MARKINGS",
+    "PART_NAMES",
+    "TAIL_SHAPES",
     "class_attributes",
     "make_parts",
     "render_parts",
@@ -291,7 +290,7 @@ def render_parts(
     img = torch.where((paint == 0)[:, None], field, img)
 
     # ---- global colour jitter and pixel noise
-    img.mul_((_b(p["brightness"])[:, None] * p["gain"][:, :, None, None]))
+    img.mul_(_b(p["brightness"])[:, None] * p["gain"][:, :, None, None])
     # uniform pixel noise from NumPy's PCG64 (much faster than torch's CPU generator)
     rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=g)))
     noise = torch.from_numpy(rng.random((n, 3, s, s), dtype=np.float32)).sub_(0.5)

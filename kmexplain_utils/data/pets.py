@@ -33,7 +33,7 @@ import torch
 from ._imageio import crop_resize, open_mask, open_rgb, square_box, to_image_tensor
 from .base import LazyImageSet, balanced_order
 
-__all__ = ["PetsImageSet", "load_pets", "PETS_URLS", "default_pets_root"]
+__all__ = ["PETS_URLS", "PetsImageSet", "default_pets_root", "load_pets"]
 
 PART_NAMES = ["background", "pet", "boundary"]
 PETS_URLS = [
@@ -61,7 +61,7 @@ def _urls(cls=None) -> list[str]:
     try:
         cls = cls or _pets_class()
         return [url for url, _ in cls._RESOURCES]
-    except Exception:  # pragma: no cover - older/newer torchvision
+    except Exception:  # noqa: BLE001  # pragma: no cover - older/newer torchvision
         return PETS_URLS
 
 
