@@ -538,10 +538,12 @@ class ConceptViews:
 
     def columns(self, level: str, k: int, idx: Sequence[int] | None = None) -> tuple[dict, dict]:
         """Columns and per-panel titles of :func:`~kmexplain_utils.plotting.plot_explanations`."""
+        from .plotting import short_label
+
         idx = list(range(len(self.images))) if idx is None else list(idx)
         cmaps = self.concept_maps[level, int(k)]
         grid = tuple(cmaps.shape[-2:])
-        name = f"{level} concepts (K'={k}, {grid[0]}x{grid[1]})"
+        name = f"{level} concepts\nK'={k}, grid {grid[0]}x{grid[1]}"
         cols = {name: cmaps[idx]}
         titles: dict[str, list[str]] = {}
         if level in self.explanations:
@@ -549,7 +551,8 @@ class ConceptViews:
             att = f"attribution m* ({level})"
             cols[att] = e.attribution[idx].cpu()
             titles[att] = [
-                f"m*: {self._class(int(e.predicted[i]))}\nmean {float(e.attribution[i].mean()):.2f}" for i in idx
+                f"→ {short_label(self._class(int(e.predicted[i])))}, mean {float(e.attribution[i].mean()):.2f}"
+                for i in idx
             ]
         return cols, titles
 
@@ -597,11 +600,12 @@ class ConceptViews:
 
     def figure(self, level: str, k: int, idx: Sequence[int] | None = None, **kwargs: Any) -> Any:
         """Image, parts, concept map and attribution map of the images ``idx`` (one row each)."""
-        from .plotting import plot_explanations
+        from .plotting import plot_explanations, short_label
 
         idx = list(range(len(self.images))) if idx is None else list(idx)
         cols, titles = self.columns(level, k, idx)
         rows = self.row_labels()
+        rows = None if rows is None else [short_label(r) for r in rows]
         return plot_explanations(
             self.images[idx],
             cols,

@@ -265,3 +265,20 @@ def test_concept_explorer_prerendered_and_live(tiny_views):
     assert "B34 concepts" in live.caption.value
     with pytest.raises(ValueError, match="one entry per image"):
         kw.concept_explorer(views, image_names=["a"])
+
+
+def test_concept_views_static_figure(tiny_views):
+    views = tiny_views[0]
+    fig = views.figure("B34", 3, [0, 2])
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 2 * 4  # two rows: image | parts | concepts | attribution
+    titles = [ax.get_title() for ax in shown[:4]]
+    assert titles[0] == "image" and titles[1] == "parts" and titles[2].startswith("B34 concepts")
+    cols, panel_titles = views.columns("B34", 3, [0, 2])
+    (concept_name, maps), (att_name, att) = cols.items()
+    assert maps.shape[0] == 2 and not maps.is_floating_point() and att.is_floating_point()
+    e = views.explanations["B34"]
+    assert f"mean {float(e.attribution[2].mean()):.2f}" in panel_titles[att_name][1]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
