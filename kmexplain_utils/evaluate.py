@@ -665,15 +665,18 @@ def plot_tradeoff(df: "pandas.DataFrame", ax: Any = None, *, fidelity: str = "nm
         ax.axhline(100 * acc_lin, color="0.3", lw=1, ls="--", label="linear head")
         ax.axhspan(100 * (acc_lin - sd_lin), 100 * (acc_lin + sd_lin), color="0.85", zorder=0)
     names = [n for n in dict.fromkeys(df[(df["method"] == "concepts") & (df["metric"] == fidelity)]["level"])]
-    colors = concept_colors(max(1, len(names)))
-    for i, name in enumerate(names):
+    levels = [n for n in names if not n.startswith("B4@")]
+    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
+    for name in names:
         is_control = name.startswith("B4@")
         if is_control and not controls:
             continue
+        # a control B4@S-grid takes the colour of S, hollow
+        color = colors.get(name[3:-5] if is_control else name, "0.5")
         fx, fsd = _mean_std(df, name, "concepts", fidelity)
         ay, asd = _mean_std(df, "B4" if is_control else name, "kmeans", "accuracy")
-        ax.errorbar(fx, 100 * ay, xerr=fsd, yerr=100 * asd, fmt="o", ms=7, capsize=3, color=colors[i],
-                    mfc="white" if is_control else colors[i], label=name)
+        ax.errorbar(fx, 100 * ay, xerr=fsd, yerr=100 * asd, fmt="o", ms=7, capsize=3, color=color,
+                    mfc="white" if is_control else color, mew=1.5, label=name)
     ax.set_xlabel(f"semantic fidelity: {fidelity.replace('_', ' ')} of concepts vs parts")
     ax.set_ylabel("test accuracy of the k-means classifier (%)")
     ax.set_title("Accuracy vs semantic fidelity, per level")
@@ -779,7 +782,8 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25):
     images = examples["images"]
     cmaps = examples["concept_maps"]
     atts = examples["attributions"]
-    cols = ["image", "parts"] + [f"concepts {k}" for k in cmaps] + [method_label(*k.split("/")) for k in atts]
+    cols = (["image", "parts"] + [f"concepts\n{k.replace('-grid', ' grid')}" for k in cmaps]
+            + [method_label(*k.split("/")).replace(" ", "\n", 1) for k in atts])
     n = len(images)
     fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols), size * n + 0.4), squeeze=False,
                              layout="constrained")

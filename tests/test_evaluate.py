@@ -162,3 +162,25 @@ def test_grad_cam_shapes_and_range():
     assert not model.training
     with pytest.raises(ValueError, match=r"\(N,\)"):
         evaluate.grad_cam(model, x, torch.tensor([0]))
+
+
+def test_plot_qualitative_has_a_column_per_level_and_map():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    g = np.random.default_rng(0)
+    examples = {
+        "images": g.random((2, 3, 8, 8)).astype(np.float32),
+        "parts": g.integers(0, 3, (2, 8, 8)),
+        "concept_maps": {"B4": g.integers(0, 4, (2, 8, 8)), "B4@B234-grid": g.integers(0, 4, (2, 8, 8))},
+        "attributions": {"B4/kmeans": g.random((2, 8, 8)), "B4/cam": g.random((2, 8, 8))},
+    }
+    fig = evaluate.plot_qualitative(examples)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["image", "parts", "concepts\nB4", "concepts\nB4@B234 grid", "k-means\nB4", "CAM"]
+    assert len(fig.axes) == 2 * 6
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no examples"):
+        evaluate.plot_qualitative({})
