@@ -335,3 +335,71 @@ def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` pairs covering ``range(n)`` in steps of ``size``."""
     for s in range(0, n, size):
         yield s, min(n, s + size)
+
+
+# --------------------------------------------------------------------------- CPU workers
+class SpanPool:
+    """Process row spans on single-threaded CPU workers (one parallel region per pass).
+
+    Many small multi-threaded torch calls (one GEMM, one ``min`` and one
+    ``index_add_`` per chunk) each pay an OpenMP fork/join, which becomes very
+    expensive on a loaded machine. Instead, ``n_threads`` Python threads each
+    own a contiguous span of rows and run single-threaded torch kernels on it
+    (torch releases the GIL inside kernels), as scikit-learn and faiss do with
+    OpenMP. torch's intra-op thread count is set to 1 inside the ``with``
+    block and restored on exit. On a GPU (or with one thread) the spans are
+    processed inline.
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the work runs.
+    n_threads : int, optional
+        Workers; default ``torch.get_num_threads()`` (or ``KMEX_KMEANS_THREADS``).
+    """
+
+    def __init__(self, device: torch.device, n_threads: int | None = None) -> None:
+        if n_threads is None:
+            env = os.environ.get("KMEX_KMEANS_THREADS")
+            n_threads = int(env) if env else torch.get_num_threads()
+        self.n_threads = max(1, int(n_threads)) if device.type == "cpu" else 1
+        self._ex = None
+        self._orig: int | None = None
+
+    def __enter__(self) -> "SpanPool":
+        if self.n_threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._orig = torch.get_num_threads()
+            torch.set_num_threads(1)
+            self._ex = ThreadPoolExecutor(self.n_threads, thread_name_prefix="kmex-kmeans")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=True)
+            self._ex = None
+        if self._orig is not None:
+            torch.set_num_threads(self._orig)
+            self._orig = None
+
+    def spans(self, n: int, chunk: int) -> list[tuple[int, int]]:
+        """Split ``range(n)`` into at most ``n_threads`` contiguous spans of whole chunks."""
+        n_chunks = max(1, -(-n // chunk))
+        parts = max(1, min(self.n_threads, n_chunks))
+        per = -(-n_chunks // parts) * chunk
+        return [(s, min(n, s + per)) for s in range(0, n, per)] or [(0, 0)]
+
+    def map(self, fn, items):  # noqa: ANN001, ANN201 - small internal helper
+        """``[fn(i) for i in items]``, in parallel on the workers."""
+        items = list(items)
+        if self._ex is None or len(items) <= 1:
+            return [fn(i) for i in items]
+        return list(self._ex.map(fn, items))
+
+
+def chunks_in(span: tuple[int, int], size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` pairs covering ``range(*span)`` in steps of ``size``."""
+    lo, hi = span
+    for s in range(lo, hi, size):
+        yield s, min(hi, s + size)

@@ -40,7 +40,8 @@ import torch
 from ._kmeans_dist import (
     Assigner,
     Comm,
-    chunks,
+    SpanPool,
+    chunks_in,
     default_chunk_size,
     kmeans_plusplus,
     resolve_matmul_dtype,
@@ -335,18 +336,27 @@ class KMeans:
             xc = xc.to(device=device, dtype=dtype, non_blocking=True)
         return xc
 
-    def _scan(self, X: torch.Tensor, device: torch.device, dtype: torch.dtype, chunk: int, comm: Comm):
+    def _scan(
+        self, X: torch.Tensor, device: torch.device, dtype: torch.dtype, chunk: int, comm: Comm, pool: SpanPool
+    ) -> tuple[torch.Tensor, float]:
         """One pass: squared row norms ``(n,)``, finiteness, mean per-feature variance."""
         n, d = X.shape
         x_sq = torch.empty(n, dtype=dtype, device=device)
-        col = torch.zeros(d, dtype=torch.float64, device=device)
-        for s, e in chunks(n, chunk):
-            xc = self._chunk_of(X, s, e, device, dtype)
-            torch.sum(xc * xc, dim=1, out=x_sq[s:e])
-            if not bool(torch.isfinite(x_sq[s:e]).all()):
-                _raise_not_finite(xc, "X", f" (rows {s}..{e - 1})")
-            col += xc.sum(0, dtype=torch.float64)
-        stats = torch.cat([col, x_sq.sum(dtype=torch.float64).reshape(1), torch.tensor([float(n)], dtype=torch.float64, device=device)])
+
+        def work(span: tuple[int, int]) -> torch.Tensor:
+            col = torch.zeros(d, dtype=torch.float64, device=device)
+            for s, e in chunks_in(span, chunk):
+                xc = self._chunk_of(X, s, e, device, dtype)
+                torch.sum(xc * xc, dim=1, out=x_sq[s:e])
+                if not bool(torch.isfinite(x_sq[s:e]).all()):
+                    _raise_not_finite(xc, "X", f" (rows {s}..{e - 1})")
+                col += xc.sum(0, dtype=torch.float64)
+            return col
+
+        col = torch.stack(pool.map(work, pool.spans(n, chunk))).sum(0)
+        stats = torch.cat(
+            [col, x_sq.sum(dtype=torch.float64).reshape(1), torch.tensor([float(n)], dtype=torch.float64, device=device)]
+        )
         comm.allreduce_(stats)
         n_tot = float(stats[-1])
         mean = stats[:d] / n_tot
@@ -364,34 +374,63 @@ class KMeans:
         rows = X[local.to(X.device)].to(device=device, dtype=dtype)
         return comm.allgather_rows(rows).to(device)
 
-    def _assign_pass(
+    def _label_and_inertia(
         self,
-        batches: Iterable[torch.Tensor],
-        assigner: Assigner,
+        X: torch.Tensor,
         C: torch.Tensor,
-        labels_out: torch.Tensor | None,
+        labels: torch.Tensor,
+        assigners: list[Assigner] | None,
         device: torch.device,
         dtype: torch.dtype,
         chunk: int,
+        pool: SpanPool,
+    ) -> float:
+        """Label the rows of ``X`` into ``labels`` (unless ``assigners`` is None: labels given)
+        and return the exact sum of squared distances to the assigned centroids."""
+        spans = pool.spans(X.shape[0], chunk)
+
+        def work(j: int) -> float:
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            mind = torch.empty(chunk, dtype=dtype, device=device) if assigners is not None else None
+            for s, e in chunks_in(spans[j], chunk):
+                xc = self._chunk_of(X, s, e, device, dtype)
+                if assigners is not None:
+                    assigners[j].assign(xc, labels[s:e], mind[: e - s])
+                diff = xc - C.index_select(0, labels[s:e])
+                total += diff.mul_(diff).sum(dtype=torch.float64)
+            return float(total)
+
+        return float(sum(pool.map(work, range(len(spans)))))
+
+    def _assigners(
+        self, C: torch.Tensor, n_workers: int, chunk: int, dtype: torch.dtype, device: torch.device, low: torch.dtype | None
+    ) -> list[Assigner]:
+        out = []
+        for _ in range(max(1, n_workers)):
+            a = Assigner(C.shape[0], C.shape[1], chunk, dtype, device, low)
+            a.set_centers(C)
+            out.append(a)
+        return out
+
+    def _assign_pass(
+        self,
+        batches: Iterable[torch.Tensor],
+        C: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype,
+        chunk: int,
+        low: torch.dtype | None,
+        pool: SpanPool,
     ) -> tuple[list[torch.Tensor], float]:
-        """Label every row of ``batches`` and sum the exact squared distances."""
-        assigner.set_centers(C)
-        inertia = torch.zeros((), dtype=torch.float64, device=device)
+        """Label every row of a stream of batches; labels per batch and the exact inertia."""
+        assigners = self._assigners(C, pool.n_threads, chunk, dtype, device, low)
+        inertia = 0.0
         labs: list[torch.Tensor] = []
-        mind = torch.empty(chunk, dtype=dtype, device=device)
-        pos = 0
         for xb in batches:
-            for s, e in chunks(xb.shape[0], chunk):
-                xc = self._chunk_of(xb, s, e, device, dtype)
-                b = e - s
-                lab = labels_out[pos : pos + b] if labels_out is not None else torch.empty(b, dtype=torch.int64, device=device)
-                assigner.assign(xc, lab, mind[:b])
-                diff = xc - C.index_select(0, lab)
-                inertia += diff.mul_(diff).sum(dtype=torch.float64)
-                if labels_out is None:
-                    labs.append(lab)
-                pos += b
-        return labs, float(inertia)
+            lab = torch.empty(xb.shape[0], dtype=torch.int64, device=device)
+            inertia += self._label_and_inertia(xb, C, lab, assigners, device, dtype, chunk, pool)
+            labs.append(lab)
+        return labs, inertia
 
     # ------------------------------------------------------------------ Lloyd
     def _lloyd(
@@ -405,41 +444,90 @@ class KMeans:
         dtype: torch.dtype,
         chunk: int,
         low: torch.dtype | None,
+        pool: SpanPool,
     ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-        """Lloyd iterations on the (local shard) ``X``; returns centers, labels, inertia, n_iter."""
+        """Lloyd iterations on the (local shard) ``X``; returns centers, labels, inertia, n_iter.
+
+        Each iteration is one pass over the data: per chunk, one fused
+        ``addmm`` gives ``||c||^2 - 2 x.c`` for all centroids, ``min`` gives
+        the labels, and ``index_add_`` updates the per-worker float64 cluster
+        sums with the chunk (still in cache): all rows on a GPU and in the
+        first iteration, only the rows whose label changed afterwards on the
+        CPU. Sums are then combined (and all-reduced over ranks), empty
+        clusters re-seeded on a copy (as scikit-learn does, without changing
+        labels), and the centroids moved to the means.
+        """
         n, d = X.shape
         k = int(self.n_clusters)
-        assigner = Assigner(k, d, chunk, dtype, device, low)
+        spans = pool.spans(n, chunk)
+        assigners = self._assigners(C, len(spans), chunk, dtype, device, low)
         labels = torch.empty(n, dtype=torch.int64, device=device)
         labels_old = torch.full((n,), -1, dtype=torch.int64, device=device)
         mind = torch.empty(n, dtype=dtype, device=device)
-        sums = torch.empty((k, d), dtype=torch.float64, device=device)
-        part = torch.empty((k, d), dtype=dtype, device=device) if dtype != torch.float64 else None
-        counts = torch.empty(k, dtype=torch.float64, device=device)
-        ones = torch.ones(chunk, dtype=torch.float64, device=device)
-        spans = list(chunks(n, chunk))
+        f64 = dtype == torch.float64
+        sums_w = [torch.empty((k, d), dtype=torch.float64, device=device) for _ in spans]
+        part_w = [None if f64 else torch.empty((k, d), dtype=dtype, device=device) for _ in spans]
+        counts_w = [torch.empty(k, dtype=torch.float64, device=device) for _ in spans]
+
+        flush_rows = 16384  # float32 partial sums are added to the float64 sums this often
+        # On the CPU the float64 sums persist across iterations and only the points whose
+        # label changed are moved (subtracted from the old cluster, added to the new one):
+        # after the first iterations few labels change, so the update costs almost nothing.
+        incremental = device.type == "cpu"
+        state = {"full": True}
+
+        def estep(j: int) -> int:
+            sums, part, counts, A = sums_w[j], part_w[j], counts_w[j], assigners[j]
+            full = state["full"] or not incremental
+            lo, hi = spans[j]
+            if full:
+                sums.zero_()
+            acc = sums if part is None else part.zero_()
+            pending = 0
+            changed = 0
+            for s, e in chunks_in(spans[j], chunk):
+                xc = self._chunk_of(X, s, e, device, dtype)
+                lab = labels[s:e]
+                A.assign(xc, lab, mind[s:e])
+                if full:
+                    acc.index_add_(0, lab, xc)
+                    pending += e - s
+                    if part is not None and pending >= flush_rows:
+                        sums.add_(part)
+                        part.zero_()
+                        pending = 0
+                    continue
+                old = labels_old[s:e]
+                moved = torch.nonzero(lab != old).flatten()
+                if moved.numel():
+                    changed += moved.numel()
+                    rows = xc.index_select(0, moved).to(torch.float64)
+                    sums.index_add_(0, lab.index_select(0, moved), rows)
+                    sums.index_add_(0, old.index_select(0, moved), rows, alpha=-1)
+            if full:
+                if part is not None and pending:
+                    sums.add_(part)
+                changed = int((labels[lo:hi] != labels_old[lo:hi]).sum())
+            counts.copy_(torch.bincount(labels[lo:hi], minlength=k))
+            labels_old[lo:hi] = labels[lo:hi]
+            return changed
+
         strict = False
         n_iter = 0
         for it in range(int(self.max_iter)):
-            assigner.set_centers(C)
-            sums.zero_()
-            counts.zero_()
-            for s, e in spans:
-                xc = self._chunk_of(X, s, e, device, dtype)
-                lab = labels[s:e]
-                assigner.assign(xc, lab, mind[s:e])
-                if part is None:
-                    sums.index_add_(0, lab, xc)
-                else:
-                    part.zero_()
-                    part.index_add_(0, lab, xc)
-                    sums.add_(part)
-                counts.index_add_(0, lab, ones[: e - s])
-            changed = (labels != labels_old).sum().to(torch.float64).reshape(1)
-            red = torch.cat([sums.reshape(-1), counts, changed])
+            changed = sum(pool.map(estep, range(len(spans))))
+            state["full"] = False
+            red = torch.empty(k * d + k + 1, dtype=torch.float64, device=device)
+            red_s, red_c = red[: k * d].view(k, d), red[k * d : k * d + k]
+            red_s.copy_(sums_w[0])
+            red_c.copy_(counts_w[0])
+            for j in range(1, len(spans)):
+                red_s.add_(sums_w[j])
+                red_c.add_(counts_w[j])
+            red[-1] = float(changed)
             comm.allreduce_(red)
-            sums.copy_(red[: k * d].reshape(k, d))
-            counts.copy_(red[k * d : k * d + k])
+            sums = red[: k * d].view(k, d)
+            counts = red[k * d : k * d + k]
             n_changed = int(red[-1])
             if bool((counts == 0).any()):
                 self._relocate_empty(X, C, labels, mind, x_sq, sums, counts, comm, device, dtype)
@@ -454,19 +542,16 @@ class KMeans:
                 break
             if shift <= tol_abs:
                 break
-            labels_old.copy_(labels)
+            for A in assigners:
+                A.set_centers(C)
         if not strict:
-            assigner.set_centers(C)
-            for s, e in spans:
-                xc = self._chunk_of(X, s, e, device, dtype)
-                assigner.assign(xc, labels[s:e], mind[s:e])
-        inertia = torch.zeros(1, dtype=torch.float64, device=device)
-        for s, e in spans:
-            xc = self._chunk_of(X, s, e, device, dtype)
-            diff = xc - C.index_select(0, labels[s:e])
-            inertia += diff.mul_(diff).sum(dtype=torch.float64)
-        comm.allreduce_(inertia)
-        return C, labels, float(inertia), n_iter
+            for A in assigners:
+                A.set_centers(C)
+        inertia = self._label_and_inertia(
+            X, C, labels, None if strict else assigners, device, dtype, chunk, pool
+        )
+        inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64, device=device))
+        return C, labels, float(inertia_t[0]), n_iter
 
     def _relocate_empty(
         self,
@@ -547,7 +632,6 @@ class KMeans:
             return self._fit_stream(_Batches(X), seed, comm)
         Xt = _as_2d(X)
         device = self._fit_device(X)
-        dtype = Xt.dtype
         n_local, d = Xt.shape
         sizes = comm.sizes(n_local)
         n = sum(sizes)
@@ -557,23 +641,31 @@ class KMeans:
             free, _ = torch.cuda.mem_get_info(device)
             if Xt.numel() * Xt.element_size() < 0.5 * free:
                 Xt = Xt.to(device)  # one copy on the GPU, reused every iteration
+        with SpanPool(device) as pool:
+            return self._fit_array(Xt, device, comm, seed, n, offset, pool)
+
+    def _fit_array(
+        self, Xt: torch.Tensor, device: torch.device, comm: Comm, seed: int, n: int, offset: int, pool: SpanPool
+    ) -> "KMeans":
+        """Fit on an in-memory ``(n_local, d)`` tensor (this rank's shard of ``n`` rows)."""
+        dtype = Xt.dtype
+        n_local, d = Xt.shape
         chunk = self._chunk(d, dtype, device)
         low = resolve_matmul_dtype(self.matmul_dtype, device)
-        x_sq, var_mean = self._scan(Xt, device, dtype, chunk, comm)
+        x_sq, var_mean = self._scan(Xt, device, dtype, chunk, comm, pool)
         gen = torch.Generator().manual_seed(seed)
         n_init = 1 if not isinstance(self.init, str) else int(self.n_init)
         if not isinstance(self.init, str) and self.n_init != 1:
-            warnings.warn("An explicit init array is given: n_init is set to 1.", RuntimeWarning, stacklevel=2)
+            warnings.warn("An explicit init array is given: n_init is set to 1.", RuntimeWarning, stacklevel=3)
 
         if self.sample_size is not None and self.sample_size < n:
             idx = torch.sort(torch.randperm(n, generator=gen)[: int(self.sample_size)]).values
             S = self._gather_rows(Xt, idx, offset, comm, device, dtype)
             self._check_n_samples(S.shape[0])
-            C, n_iter = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low)
-            labels = torch.empty(n_local, dtype=torch.int64, device=device)
-            _, inertia = self._assign_pass([Xt], Assigner(int(self.n_clusters), d, chunk, dtype, device, low), C, labels, device, dtype, chunk)
+            C, n_iter = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low, pool)
+            labs, inertia = self._assign_pass([Xt], C, device, dtype, chunk, low, pool)
             inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64))
-            self._set_fitted(C, labels, float(inertia_t[0]), n_iter, d)
+            self._set_fitted(C, labs[0], float(inertia_t[0]), n_iter, d)
             return self
 
         m_init = min(n, max(INIT_SAMPLE_SIZE, 40 * int(self.n_clusters)))
@@ -589,7 +681,7 @@ class KMeans:
                 S = None
             C0 = self._seed(S, gen, d, dtype, device, comm)
             C, labels, inertia, n_iter = self._lloyd(
-                Xt, C0, x_sq, float(self.tol) * var_mean, comm, device, dtype, chunk, low
+                Xt, C0, x_sq, float(self.tol) * var_mean, comm, device, dtype, chunk, low, pool
             )
             if best is None or inertia < best[2]:
                 best = (C, labels, inertia, n_iter)
@@ -606,11 +698,12 @@ class KMeans:
         comm: Comm,
         chunk: int,
         low: torch.dtype | None,
+        pool: SpanPool,
     ) -> tuple[torch.Tensor, int]:
         """Lloyd on the sample ``S`` (identical on every rank); centroids broadcast from rank 0."""
         single = Comm(False)
         m, d = S.shape
-        x_sq, var_mean = self._scan(S, device, dtype, chunk, single)
+        x_sq, var_mean = self._scan(S, device, dtype, chunk, single, pool)
         m_init = min(m, max(INIT_SAMPLE_SIZE, 40 * int(self.n_clusters)))
         best = None
         for _ in range(n_init):
@@ -619,7 +712,9 @@ class KMeans:
             else:
                 sub = S
             C0 = self._seed(sub, gen, d, dtype, device, single)
-            C, _, inertia, n_iter = self._lloyd(S, C0, x_sq, float(self.tol) * var_mean, single, device, dtype, chunk, low)
+            C, _, inertia, n_iter = self._lloyd(
+                S, C0, x_sq, float(self.tol) * var_mean, single, device, dtype, chunk, low, pool
+            )
             if best is None or inertia < best[1]:
                 best = (C, inertia, n_iter)
         C = comm.broadcast_(best[0].contiguous())
@@ -672,8 +767,9 @@ class KMeans:
         low = resolve_matmul_dtype(self.matmul_dtype, device)
         gen = torch.Generator().manual_seed(seed)
         n_init = 1 if not isinstance(self.init, str) else int(self.n_init)
-        C, n_iter = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low)
-        labs, inertia = self._assign_pass(batches, Assigner(k, d, chunk, dtype, device, low), C, None, device, dtype, chunk)
+        with SpanPool(device) as pool:
+            C, n_iter = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low, pool)
+            labs, inertia = self._assign_pass(batches, C, device, dtype, chunk, low, pool)
         inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64))
         labels = torch.cat(labs) if labs else torch.empty(0, dtype=torch.int64, device=device)
         self._set_fitted(C, labels, float(inertia_t[0]), n_iter, d)
@@ -688,7 +784,7 @@ class KMeans:
         self.n_features_in_ = int(d)
 
     # ------------------------------------------------------------------ use
-    def _prep_predict(self, X: Any) -> tuple[torch.Tensor, Assigner, int]:
+    def _prep_predict(self, X: Any) -> tuple[torch.Tensor, int, torch.dtype | None]:
         check_is_fitted(self, ["cluster_centers_"])
         Xt = _as_2d(X)
         if Xt.shape[1] != self.n_features_in_:
@@ -698,13 +794,14 @@ class KMeans:
             )
         C = self.cluster_centers_
         chunk = self._chunk(Xt.shape[1], C.dtype, C.device)
-        low = resolve_matmul_dtype(self.matmul_dtype, C.device)
-        assigner = Assigner(C.shape[0], C.shape[1], chunk, C.dtype, C.device, low)
-        assigner.set_centers(C)
-        return Xt, assigner, chunk
+        return Xt, chunk, resolve_matmul_dtype(self.matmul_dtype, C.device)
+
+    def _check_chunk_finite(self, xc: torch.Tensor, s: int) -> None:
+        if not bool(torch.isfinite(xc).all()):
+            _raise_not_finite(xc, "X", f" (rows {s}..{s + xc.shape[0] - 1})")
 
     def predict(self, X: ArrayLike) -> ArrayLike:
-        """Index of the nearest centroid of each sample.
+        """Index of the nearest centroid of each sample (computed chunk by chunk).
 
         Parameters
         ----------
@@ -715,16 +812,22 @@ class KMeans:
         labels : array or tensor of shape (n_samples,), int64
             numpy for numpy input; a tensor on ``X``'s device for tensor input.
         """
-        Xt, assigner, chunk = self._prep_predict(X)
+        Xt, chunk, low = self._prep_predict(X)
         C = self.cluster_centers_
         n = Xt.shape[0]
         labels = torch.empty(n, dtype=torch.int64, device=C.device)
-        mind = torch.empty(min(n, chunk), dtype=C.dtype, device=C.device)
-        for s, e in chunks(n, chunk):
-            xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
-            if not bool(torch.isfinite(xc).all()):
-                _raise_not_finite(xc, "X")
-            assigner.assign(xc, labels[s:e], mind[: e - s])
+        with SpanPool(C.device) as pool:
+            spans = pool.spans(n, chunk)
+            assigners = self._assigners(C, len(spans), chunk, C.dtype, C.device, low)
+
+            def work(j: int) -> None:
+                mind = torch.empty(chunk, dtype=C.dtype, device=C.device)
+                for s, e in chunks_in(spans[j], chunk):
+                    xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
+                    self._check_chunk_finite(xc, s)
+                    assigners[j].assign(xc, labels[s:e], mind[: e - s])
+
+            pool.map(work, range(len(spans)))
         return _to_output(labels, X)
 
     def fit_predict(self, X: ArrayLike, y: Any = None) -> ArrayLike:
@@ -745,19 +848,28 @@ class KMeans:
         -------
         distances : array or tensor of shape (n_samples, n_clusters)
         """
-        Xt, assigner, chunk = self._prep_predict(X)
+        Xt, chunk, low = self._prep_predict(X)
         C = self.cluster_centers_
         out = torch.empty((Xt.shape[0], C.shape[0]), dtype=C.dtype, device=C.device)
-        for s, e in chunks(Xt.shape[0], chunk):
-            xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
-            out[s:e] = assigner.full_sq_distances(xc).sqrt_()
+        with SpanPool(C.device) as pool:
+            spans = pool.spans(Xt.shape[0], chunk)
+            assigners = self._assigners(C, len(spans), chunk, C.dtype, C.device, low)
+
+            def work(j: int) -> None:
+                for s, e in chunks_in(spans[j], chunk):
+                    xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
+                    self._check_chunk_finite(xc, s)
+                    out[s:e] = assigners[j].full_sq_distances(xc).sqrt_()
+
+            pool.map(work, range(len(spans)))
         return _to_output(out, X)
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Opposite of the inertia of ``X`` (higher is better, as in scikit-learn)."""
-        Xt, assigner, chunk = self._prep_predict(X)
+        Xt, chunk, low = self._prep_predict(X)
         C = self.cluster_centers_
-        _, inertia = self._assign_pass([Xt], assigner, C, torch.empty(Xt.shape[0], dtype=torch.int64, device=C.device), C.device, C.dtype, chunk)
+        with SpanPool(C.device) as pool:
+            _, inertia = self._assign_pass([Xt], C, C.device, C.dtype, chunk, low, pool)
         return -float(inertia)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:

@@ -338,3 +338,21 @@ def test_bfloat16_products_flip_few_labels():
     assert b.inertia_ == pytest.approx(a.inertia_, rel=1e-2)
     with pytest.raises(ValueError, match="float16.*CPU"):
         KMeans(8, device="cpu", matmul_dtype="float16").fit(X)
+
+
+def test_worker_threads_give_the_same_fit_and_restore_torch_threads(monkeypatch):
+    """The CPU span workers (one per thread) change nothing but speed."""
+    X = _relu_mixture(3000, 20, 6, seed=8)  # float64: sums are exact enough to compare tightly
+    C0 = _first_centroids(X, 6, seed=8)
+    monkeypatch.setenv("KMEX_KMEANS_THREADS", "1")
+    one = KMeans(6, init=C0, device="cpu", chunk_size=256).fit(X)
+    monkeypatch.setenv("KMEX_KMEANS_THREADS", "3")
+    before = torch.get_num_threads()
+    three = KMeans(6, init=C0, device="cpu", chunk_size=256).fit(X)
+    assert torch.get_num_threads() == before
+    assert torch.equal(one.labels_, three.labels_)
+    assert one.n_iter_ == three.n_iter_
+    np.testing.assert_allclose(three.cluster_centers_.numpy(), one.cluster_centers_.numpy(), rtol=1e-12, atol=1e-12)
+    assert three.inertia_ == pytest.approx(one.inertia_, rel=1e-12)
+    np.testing.assert_array_equal(three.predict(X), one.predict(X))
+    np.testing.assert_allclose(three.transform(X), one.transform(X), rtol=1e-12)
