@@ -36,6 +36,10 @@ __all__ = [
     "nearest_images_grid",
     "part_colors",
     "plot_accuracy_vs_k",
+    "plot_block_grids",
+    "plot_block_scaling",
+    "plot_concept_contributions",
+    "plot_concept_patches",
     "plot_dataset_gallery",
     "plot_explanations",
     "plot_training_history",
@@ -863,4 +867,207 @@ def plot_explanations(
         fig.legend(handles=handles, loc="outside right center", title="parts", fontsize=8)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------ chapters 3-4: contributions, block scaling, patches, grids
+def plot_concept_contributions(
+    contributions: torch.Tensor | np.ndarray,
+    ax: Any = None,
+    *,
+    score: float | None = None,
+    title: str | None = None,
+    concept_names: Sequence[str] | None = None,
+):
+    """Bar chart of how much each concept contributes to a prototype's score.
+
+    Parameters
+    ----------
+    contributions : (K,) tensor/array
+        One image's :func:`kmexplain_utils.attribution.concept_contributions`.
+    ax : Axes, optional
+    score : float, optional
+        The prototype's score, drawn as a dashed line beside the bars' sum.
+    title : str, optional
+    concept_names : list of str, optional
+        Bar labels (default ``"0"``, ``"1"``, ...).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    vals = np.asarray(contributions.detach().cpu() if isinstance(contributions, torch.Tensor) else contributions,
+                      dtype=np.float64).reshape(-1)
+    k = len(vals)
+    labels = list(concept_names) if concept_names is not None else [str(i) for i in range(k)]
+    if len(labels) != k:
+        raise ValueError(f"concept_names must have {k} entries, got {len(labels)}")
+    fig, ax = _new_axes(ax, size=(0.45 * k + 1.5, 2.6))
+    ax.bar(np.arange(k), vals, color=concept_colors(k), edgecolor="0.3", linewidth=0.5)
+    ax.axhline(0.0, color="0.3", linewidth=0.8)
+    ax.set_xticks(np.arange(k), labels)
+    ax.set_xlabel("concept")
+    ax.set_ylabel("contribution to the score")
+    text = f"sum = {vals.sum():.3f}"
+    if score is not None:
+        text += f"\nscore = {float(score):.3f}"
+    ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_block_scaling(
+    before: dict[str, float], after: dict[str, float], ax: Any = None, *, title: str | None = None
+):
+    """Each block's share of the squared norm of the concatenated position vectors, unscaled vs scaled.
+
+    Parameters
+    ----------
+    before, after : mapping of block name to float
+        Mean squared norm ``mean_p ||a^(b)_p||^2`` of each block's part of
+        the concatenation, without and with the per-block scaling.
+    ax : Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    blocks = list(before)
+    if set(after) != set(blocks):
+        raise ValueError(f"before and after must name the same blocks, got {blocks} and {list(after)}")
+    b = np.array([before[k] for k in blocks], dtype=np.float64)
+    a = np.array([after[k] for k in blocks], dtype=np.float64)
+    fig, ax = _new_axes(ax, size=(4.2, 2.8))
+    x = np.arange(len(blocks))
+    ax.bar(x - 0.2, b / b.sum(), width=0.4, label="without scaling", color="#bdbdbd", edgecolor="0.3")
+    ax.bar(x + 0.2, a / a.sum(), width=0.4, label=r"divided by $\sigma_b$", color="#0072B2", edgecolor="0.3")
+    ax.axhline(1.0 / len(blocks), color="0.3", linestyle="--", linewidth=0.8)
+    ax.set_xticks(x, blocks)
+    ax.set_ylabel("share of mean squared norm")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_concept_patches(
+    dataset: Any,
+    concept_model: Any,
+    k: int = 6,
+    *,
+    context: float = 2.0,
+    size: float = 0.9,
+    concepts: Sequence[int] | None = None,
+):
+    """Each concept shown by the training patches nearest to its centroid (one row per concept).
+
+    Every patch is the cell of the level's grid that the position stands for,
+    enlarged by ``context`` to show its surroundings; the cell itself is
+    outlined in the concept's colour.
+
+    Parameters
+    ----------
+    dataset : ImageSet
+        The training images the concepts were fitted on (same order).
+    concept_model : ConceptModel
+        Fitted; its ``sample_`` holds the candidate positions.
+    k : int, default 6
+        Patches per concept.
+    context : float, default 2.0
+        Patch size relative to the cell (>= 1).
+    size : float
+        Inches per patch.
+    concepts : list of int, optional
+        Which concepts (default all).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .prototypes import nearest_patches, patch_box
+
+    cents = concept_model.centroids_
+    rows = list(range(cents.shape[0])) if concepts is None else [int(c) for c in concepts]
+    colors = concept_colors(cents.shape[0])
+    sample = concept_model.sample_
+    fig, axes = plt.subplots(len(rows), k, figsize=(size * k + 0.9, size * len(rows)), squeeze=False,
+                             layout="constrained")
+    for r, c in enumerate(rows):
+        near = nearest_patches(cents[c].cpu(), sample, k=k)
+        for j in range(k):
+            ax = axes[r, j]
+            if j >= len(near.image_index):
+                ax.axis("off")
+                continue
+            img = to_numpy_image(dataset.images_at([int(near.image_index[j])])[0])
+            t, l, b, rr = (int(v) for v in patch_box(near.yx[j], near.grid, near.image_size, context=context))
+            ct, cl, cb, cr = (int(v) for v in patch_box(near.yx[j], near.grid, near.image_size))
+            ax.imshow(img[t:b, l:rr], interpolation="nearest")
+            ax.add_patch(Rectangle((cl - l - 0.5, ct - t - 0.5), cr - cl, cb - ct, fill=False,
+                                   edgecolor=colors[c], linewidth=2))
+            _clean(ax, None)
+        axes[r, 0].set_ylabel(f"concept {c}", rotation=0, ha="right", va="center", fontsize=8,
+                              color=colors[c])
+    return fig
+
+
+def plot_block_grids(
+    image: torch.Tensor | np.ndarray,
+    grids: dict[str, tuple[int, int]],
+    point: tuple[float, float] | None = None,
+    *,
+    size: float = 2.0,
+):
+    """Each block's feature grid over one image, with the cell that holds one image point.
+
+    One panel per block: the grid lines of its feature map laid over the image
+    and, outlined, the cell whose receptive-field centre region holds
+    ``point``. The outlined cells are nested: a coarser block's cell contains
+    the finer blocks' cells at the same place.
+
+    Parameters
+    ----------
+    image : (3, H, W) tensor/array in [0, 1]
+    grids : mapping of block name to (h, w)
+        Feature-grid size of each block, e.g. ``{"B1": (32, 32), ..., "B4": (4, 4)}``.
+    point : (row, col) in pixels, optional
+        Default: a point a little off the image centre.
+    size : float
+        Inches per panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    img = to_numpy_image(image)
+    H, W = img.shape[:2]
+    py, px = point if point is not None else (0.4 * H, 0.6 * W)
+    names = list(grids)
+    colors = concept_colors(len(names))
+    fig, axes = plt.subplots(1, len(names), figsize=(size * len(names), size + 0.4), squeeze=False,
+                             layout="constrained")
+    for j, (name, ax) in enumerate(zip(names, axes[0])):
+        gh, gw = (int(v) for v in grids[name])
+        ax.imshow(img, interpolation="nearest")
+        for r in range(1, gh):
+            ax.axhline(r * H / gh - 0.5, color="white", linewidth=0.5, alpha=0.7)
+        for c in range(1, gw):
+            ax.axvline(c * W / gw - 0.5, color="white", linewidth=0.5, alpha=0.7)
+        for k in range(j, len(names)):  # this block's cell and the coarser blocks' cells around it
+            kh, kw = (int(v) for v in grids[names[k]])
+            i, c = int(py * kh / H), int(px * kw / W)
+            ax.add_patch(Rectangle((c * W / kw - 0.5, i * H / kh - 0.5), W / kw, H / kh, fill=False,
+                                   edgecolor=colors[k], linewidth=2.0 if k == j else 1.0,
+                                   linestyle="-" if k == j else "--"))
+        ax.plot([px], [py], marker="+", color="white", markersize=8)
+        _clean(ax, f"{name}: {gh}x{gw} grid")
     return fig

@@ -41,12 +41,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
-    "figure_to_png",
+    "ConceptViews",
     "LiveExplorer",
     "PrerenderedExplorer",
-    "explorer",
-    "ConceptViews",
     "concept_explorer",
+    "explorer",
+    "figure_to_png",
 ]
 
 RenderFn = Callable[..., Any]  # (**values) -> matplotlib.figure.Figure
@@ -121,7 +121,7 @@ def _check_options(options: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]
                 f"option names are passed to render() as keywords; {name!r} is not a valid name"
             )
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-            raise ValueError(
+            raise TypeError(
                 f"options[{name!r}] must be a sequence of values (e.g. a list), got {values!r}"
             )
         values = list(values)

@@ -245,3 +245,51 @@ def test_plot_explanations_layout(ds):
     assert torch.equal(attribution, keep)
     with pytest.raises(ValueError, match="column 'bad'"):
         P.plot_explanations(ds.images[:n], {"bad": torch.zeros(2, 4, 4)})
+
+
+# ---------------------------------------------------------------- chapters 3-4: contributions, block scaling, patches, grids
+def test_plot_concept_contributions_bars_and_sum():
+    c = torch.tensor([0.5, -0.25, 1.0])
+    fig = P.plot_concept_contributions(c, score=1.25, title="t")
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([0.5, -0.25, 1.0])
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "sum = 1.250" in texts and "score = 1.250" in texts
+    with pytest.raises(ValueError, match="3 entries"):
+        P.plot_concept_contributions(c, concept_names=["a"])
+
+
+def test_plot_block_scaling_shares():
+    fig = P.plot_block_scaling({"B3": 1.0, "B4": 3.0}, {"B3": 1.0, "B4": 1.0})
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == pytest.approx([0.25, 0.75, 0.5, 0.5])
+    with pytest.raises(ValueError, match="same blocks"):
+        P.plot_block_scaling({"B3": 1.0}, {"B4": 1.0})
+
+
+def test_plot_block_grids_nested_cells(ds):
+    grids = {"B1": (8, 8), "B2": (4, 4), "B4": (1, 1)}
+    fig = P.plot_block_grids(ds.images[0], grids, point=(3.0, 13.0))
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["B1: 8x8 grid", "B2: 4x4 grid", "B4: 1x1 grid"]
+    # panel j outlines its own cell and those of the coarser blocks: 3, 2, 1 rectangles
+    assert [len(ax.patches) for ax in axes] == [3, 2, 1]
+    r = axes[0].patches[0]  # B1's cell holding pixel (3, 13) of a 16 px image: row 1, column 6
+    assert (r.get_x(), r.get_y(), r.get_width()) == pytest.approx((12 - 0.5, 2 - 0.5, 2.0))
+
+
+def test_plot_concept_patches_rows_and_boxes():
+    from kmexplain_utils.concepts import ConceptModel
+    from kmexplain_utils.config import get_profile
+    from kmexplain_utils.models import build_model
+
+    train = make_parts(16, image_size=32, seed=0)
+    torch.manual_seed(0)
+    model = build_model(get_profile("smoke"), 8).eval()
+    cm = ConceptModel(3, level="B34", positions_per_image=4, device="cpu").fit(model, train.images)
+    fig = P.plot_concept_patches(train, cm, k=4)
+    axes = np.asarray(fig.axes).reshape(3, 4)
+    assert [axes[r, 0].get_ylabel() for r in range(3)] == ["concept 0", "concept 1", "concept 2"]
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 12 and all(len(ax.patches) == 1 for ax in shown)
