@@ -89,7 +89,7 @@ def default_chunk_size(n_features: int, n_clusters: int, itemsize: int, device: 
         env = os.environ.get("KMEX_KMEANS_CHUNK")
         if env:
             return max(1, int(env))
-        budget = 1 << 21  # ~2 MiB of data rows per chunk
+        budget = 1 << 20  # ~1 MiB of data rows per chunk: stays in a core's L2 for the update
         rows = budget // max(1, n_features * itemsize)
         return int(min(8192, max(256, rows)))
     budget = 1 << 28  # 256 MiB of rows
@@ -179,14 +179,12 @@ class Assigner:
         buf.add_(self._c_sq)
         return buf
 
-    def assign(self, xc: torch.Tensor, labels_out: torch.Tensor, min_out: torch.Tensor) -> None:
-        """Nearest centroid of each row of ``xc (b, d)``.
+    def assign(self, xc: torch.Tensor, labels_out: torch.Tensor) -> None:
+        """Nearest centroid of each row of ``xc (b, d)``: labels ``(b,)`` written into ``labels_out``.
 
-        Writes the labels ``(b,)`` into ``labels_out`` and ``min_c (||c||^2 - 2 x.c)``
-        into ``min_out`` (add ``||x||^2`` to get the squared distance).
+        The first of equally near centroids wins, as in ``numpy.argmin``.
         """
-        buf = self.partial_distances(xc)
-        torch.min(buf, dim=1, out=(min_out, labels_out))
+        torch.argmin(self.partial_distances(xc), dim=1, out=labels_out)
 
     def full_sq_distances(self, xc: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
         """Squared distances ``(b, k)`` (a new tensor), clamped at 0."""

@@ -338,30 +338,28 @@ class KMeans:
 
     def _scan(
         self, X: torch.Tensor, device: torch.device, dtype: torch.dtype, chunk: int, comm: Comm, pool: SpanPool
-    ) -> tuple[torch.Tensor, float]:
-        """One pass: squared row norms ``(n,)``, finiteness, mean per-feature variance."""
+    ) -> float:
+        """One pass: finiteness check and the mean per-feature variance (for ``tol``)."""
         n, d = X.shape
-        x_sq = torch.empty(n, dtype=dtype, device=device)
 
         def work(span: tuple[int, int]) -> torch.Tensor:
-            col = torch.zeros(d, dtype=torch.float64, device=device)
+            acc = torch.zeros(d + 1, dtype=torch.float64, device=device)
             for s, e in chunks_in(span, chunk):
                 xc = self._chunk_of(X, s, e, device, dtype)
-                torch.sum(xc * xc, dim=1, out=x_sq[s:e])
-                if not bool(torch.isfinite(x_sq[s:e]).all()):
+                flat = xc.reshape(-1)
+                sq = torch.dot(flat, flat)
+                if not bool(torch.isfinite(sq)):
                     _raise_not_finite(xc, "X", f" (rows {s}..{e - 1})")
-                col += xc.sum(0, dtype=torch.float64)
-            return col
+                acc[d] += sq.to(torch.float64)
+                acc[:d] += xc.sum(0)
+            return acc
 
-        col = torch.stack(pool.map(work, pool.spans(n, chunk))).sum(0)
-        stats = torch.cat(
-            [col, x_sq.sum(dtype=torch.float64).reshape(1), torch.tensor([float(n)], dtype=torch.float64, device=device)]
-        )
+        stats = torch.stack(pool.map(work, pool.spans(n, chunk))).sum(0)
+        stats = torch.cat([stats, torch.tensor([float(n)], dtype=torch.float64, device=device)])
         comm.allreduce_(stats)
         n_tot = float(stats[-1])
         mean = stats[:d] / n_tot
-        var_mean = max(0.0, (float(stats[d]) / n_tot - float((mean * mean).sum())) / d)
-        return x_sq, var_mean
+        return max(0.0, (float(stats[d]) / n_tot - float((mean * mean).sum())) / d)
 
     def _gather_rows(
         self, X: torch.Tensor, idx: torch.Tensor, offset: int, comm: Comm, device: torch.device, dtype: torch.dtype
@@ -391,11 +389,10 @@ class KMeans:
 
         def work(j: int) -> float:
             total = torch.zeros((), dtype=torch.float64, device=device)
-            mind = torch.empty(chunk, dtype=dtype, device=device) if assigners is not None else None
             for s, e in chunks_in(spans[j], chunk):
                 xc = self._chunk_of(X, s, e, device, dtype)
                 if assigners is not None:
-                    assigners[j].assign(xc, labels[s:e], mind[: e - s])
+                    assigners[j].assign(xc, labels[s:e])
                 diff = xc - C.index_select(0, labels[s:e])
                 total += diff.mul_(diff).sum(dtype=torch.float64)
             return float(total)
@@ -437,7 +434,6 @@ class KMeans:
         self,
         X: torch.Tensor,
         C: torch.Tensor,
-        x_sq: torch.Tensor,
         tol_abs: float,
         comm: Comm,
         device: torch.device,
@@ -463,7 +459,6 @@ class KMeans:
         assigners = self._assigners(C, len(spans), chunk, dtype, device, low)
         labels = torch.empty(n, dtype=torch.int64, device=device)
         labels_old = torch.full((n,), -1, dtype=torch.int64, device=device)
-        mind = torch.empty(n, dtype=dtype, device=device)
         f64 = dtype == torch.float64
         sums_w = [torch.empty((k, d), dtype=torch.float64, device=device) for _ in spans]
         part_w = [None if f64 else torch.empty((k, d), dtype=dtype, device=device) for _ in spans]
@@ -488,7 +483,7 @@ class KMeans:
             for s, e in chunks_in(spans[j], chunk):
                 xc = self._chunk_of(X, s, e, device, dtype)
                 lab = labels[s:e]
-                A.assign(xc, lab, mind[s:e])
+                A.assign(xc, lab)
                 if full:
                     acc.index_add_(0, lab, xc)
                     pending += e - s
@@ -501,12 +496,17 @@ class KMeans:
                 moved = torch.nonzero(lab != old).flatten()
                 if moved.numel():
                     changed += moved.numel()
-                    rows = xc.index_select(0, moved).to(torch.float64)
-                    sums.index_add_(0, lab.index_select(0, moved), rows)
-                    sums.index_add_(0, old.index_select(0, moved), rows, alpha=-1)
+                    rows = xc.index_select(0, moved)
+                    acc.index_add_(0, lab.index_select(0, moved), rows)
+                    acc.index_add_(0, old.index_select(0, moved), rows, alpha=-1)
+                    pending += moved.numel()
+                    if part is not None and pending >= flush_rows:
+                        sums.add_(part)
+                        part.zero_()
+                        pending = 0
+            if part is not None and pending:
+                sums.add_(part)
             if full:
-                if part is not None and pending:
-                    sums.add_(part)
                 changed = int((labels[lo:hi] != labels_old[lo:hi]).sum())
             counts.copy_(torch.bincount(labels[lo:hi], minlength=k))
             labels_old[lo:hi] = labels[lo:hi]
@@ -530,7 +530,7 @@ class KMeans:
             counts = red[k * d : k * d + k]
             n_changed = int(red[-1])
             if bool((counts == 0).any()):
-                self._relocate_empty(X, C, labels, mind, x_sq, sums, counts, comm, device, dtype)
+                self._relocate_empty(X, C, labels, sums, counts, comm, device, dtype, chunk, pool)
             nonempty = counts > 0
             C_new = C.clone()
             C_new[nonempty] = (sums[nonempty] / counts[nonempty].unsqueeze(1)).to(dtype)
@@ -558,23 +558,36 @@ class KMeans:
         X: torch.Tensor,
         C: torch.Tensor,
         labels: torch.Tensor,
-        mind: torch.Tensor,
-        x_sq: torch.Tensor,
         sums: torch.Tensor,
         counts: torch.Tensor,
         comm: Comm,
         device: torch.device,
         dtype: torch.dtype,
+        chunk: int,
+        pool: SpanPool,
     ) -> None:
-        """Re-seed empty clusters with the points farthest from their centroid (as scikit-learn)."""
+        """Re-seed empty clusters with the points farthest from their centroid (as scikit-learn).
+
+        ``sums`` and ``counts`` (a copy, not the persistent sums) are changed in place;
+        labels are not (the next iteration reassigns the moved points).
+        """
         empty = torch.nonzero(counts == 0).flatten().tolist()
         n_e = len(empty)
-        dist = (mind + x_sq).clamp_min_(0)
-        t = min(n_e, dist.shape[0])
+        n = X.shape[0]
+        dist = torch.empty(n, dtype=torch.float64, device=device)
+
+        def work(span: tuple[int, int]) -> None:
+            for s, e in chunks_in(span, chunk):
+                xc = self._chunk_of(X, s, e, device, dtype)
+                diff = xc - C.index_select(0, labels[s:e])
+                dist[s:e] = diff.mul_(diff).sum(1, dtype=torch.float64)
+
+        pool.map(work, pool.spans(n, chunk))
+        t = min(n_e, n)
         vals, idx = torch.topk(dist, t)
         rows = X[idx.to(X.device)].to(device=device, dtype=dtype)
         labs = labels[idx]
-        vals = comm.allgather_rows(vals.to(torch.float64))
+        vals = comm.allgather_rows(vals)
         rows = comm.allgather_rows(rows)
         labs = comm.allgather_rows(labs)
         order = torch.sort(vals, descending=True, stable=True).indices[:n_e]
@@ -652,7 +665,7 @@ class KMeans:
         n_local, d = Xt.shape
         chunk = self._chunk(d, dtype, device)
         low = resolve_matmul_dtype(self.matmul_dtype, device)
-        x_sq, var_mean = self._scan(Xt, device, dtype, chunk, comm, pool)
+        var_mean = self._scan(Xt, device, dtype, chunk, comm, pool)
         gen = torch.Generator().manual_seed(seed)
         n_init = 1 if not isinstance(self.init, str) else int(self.n_init)
         if not isinstance(self.init, str) and self.n_init != 1:
@@ -681,7 +694,7 @@ class KMeans:
                 S = None
             C0 = self._seed(S, gen, d, dtype, device, comm)
             C, labels, inertia, n_iter = self._lloyd(
-                Xt, C0, x_sq, float(self.tol) * var_mean, comm, device, dtype, chunk, low, pool
+                Xt, C0, float(self.tol) * var_mean, comm, device, dtype, chunk, low, pool
             )
             if best is None or inertia < best[2]:
                 best = (C, labels, inertia, n_iter)
@@ -703,7 +716,7 @@ class KMeans:
         """Lloyd on the sample ``S`` (identical on every rank); centroids broadcast from rank 0."""
         single = Comm(False)
         m, d = S.shape
-        x_sq, var_mean = self._scan(S, device, dtype, chunk, single, pool)
+        var_mean = self._scan(S, device, dtype, chunk, single, pool)
         m_init = min(m, max(INIT_SAMPLE_SIZE, 40 * int(self.n_clusters)))
         best = None
         for _ in range(n_init):
@@ -713,7 +726,7 @@ class KMeans:
                 sub = S
             C0 = self._seed(sub, gen, d, dtype, device, single)
             C, _, inertia, n_iter = self._lloyd(
-                S, C0, x_sq, float(self.tol) * var_mean, single, device, dtype, chunk, low, pool
+                S, C0, float(self.tol) * var_mean, single, device, dtype, chunk, low, pool
             )
             if best is None or inertia < best[1]:
                 best = (C, inertia, n_iter)
@@ -821,11 +834,10 @@ class KMeans:
             assigners = self._assigners(C, len(spans), chunk, C.dtype, C.device, low)
 
             def work(j: int) -> None:
-                mind = torch.empty(chunk, dtype=C.dtype, device=C.device)
                 for s, e in chunks_in(spans[j], chunk):
                     xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
                     self._check_chunk_finite(xc, s)
-                    assigners[j].assign(xc, labels[s:e], mind[: e - s])
+                    assigners[j].assign(xc, labels[s:e])
 
             pool.map(work, range(len(spans)))
         return _to_output(labels, X)
