@@ -130,6 +130,19 @@ def test_head_colour_in_the_image_matches_the_class(small):
         assert bool(r > b) == expected_red, f"image {i}: head R={r:.2f} B={b:.2f}"
 
 
+def test_tail_colour_in_the_image_matches_the_tail_type(small):
+    from kmexplain_utils.data.parts import TAIL_COLORS
+
+    refs = torch.tensor(list(TAIL_COLORS.values()))  # (2, 3): pointed, round
+    for img, prt, lab in zip(small.images, small.parts, small.labels):
+        tail = prt == TAIL
+        if tail.sum() < 3:
+            continue
+        mean = img[:, tail].mean(1)
+        expected = list(TAIL_COLORS).index(class_attributes(int(lab))["tail"])
+        assert int((refs - mean).norm(dim=1).argmin()) == expected
+
+
 def test_marking_is_darker_than_the_body_and_uniform_within_a_part(small):
     img, prt = small.images, small.parts
     lum = img.mean(1)
