@@ -460,12 +460,15 @@ def _package_version() -> str:
 def training_config_hash(profile: Profile) -> str:
     """12-hex-digit hash of the profile fields that change the trained weights.
 
-    Covers :data:`TRAINING_FIELDS`, :data:`TRAINING_RECIPE_VERSION` and
-    :data:`DATA_SEED`.
+    Covers :data:`TRAINING_FIELDS`, :data:`TRAINING_RECIPE_VERSION`,
+    :data:`DATA_SEED` and the version of the data set's generator or loader.
     """
+    from .data import dataset_version
+
     fields = {name: getattr(profile, name) for name in TRAINING_FIELDS}
     fields["recipe"] = TRAINING_RECIPE_VERSION
     fields["data_seed"] = DATA_SEED
+    fields["data_version"] = dataset_version(profile.dataset)
     text = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -211,3 +211,14 @@ def test_tiny_resnet_clearly_beats_logistic_regression_on_raw_pixels():
     result = train_model(model, train, profile=p, seed=0, device="cpu", test_set=test)
     assert pixel_acc < 0.3
     assert result.test_acc > pixel_acc + 0.08, (result.test_acc, pixel_acc)
+
+
+def test_checkpoint_key_changes_with_the_data_version(monkeypatch):
+    from kmexplain_utils import data
+    from kmexplain_utils.config import get_profile
+    from kmexplain_utils.training import training_config_hash
+
+    profile = get_profile("smoke")
+    before = training_config_hash(profile)
+    monkeypatch.setitem(data._DATA_VERSIONS, profile.dataset, data.dataset_version(profile.dataset) + 1)
+    assert training_config_hash(profile) != before

@@ -18,7 +18,19 @@ from typing import Any
 
 from .base import ImageSet, LazyImageSet, balanced_order
 
-__all__ = ["SPLITS", "ImageSet", "LazyImageSet", "balanced_order", "dataset_names", "load_dataset"]
+__all__ = [
+    "SPLITS",
+    "ImageSet",
+    "LazyImageSet",
+    "balanced_order",
+    "dataset_names",
+    "dataset_version",
+    "load_dataset",
+]
+
+# bumped whenever a generator or loader changes what it returns, so that cached
+# checkpoints trained on the old data are not reused
+_DATA_VERSIONS = {"parts": 2, "mnist": 1, "pets": 1, "cub": 1}
 
 SPLITS = ("train", "test")
 
@@ -55,6 +67,13 @@ _REGISTRY: dict[str, Callable[..., ImageSet]] = {
 }
 # image size used when neither the profile nor the caller gives one
 _NATIVE_SIZE = {"parts": 64, "mnist": 32, "pets": 224, "cub": 224}
+
+
+def dataset_version(name: str) -> int:
+    """Version of what the loader ``name`` returns (part of checkpoint cache keys)."""
+    if name not in _DATA_VERSIONS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(_DATA_VERSIONS)}")
+    return _DATA_VERSIONS[name]
 
 
 def dataset_names() -> list[str]:
