@@ -245,9 +245,10 @@ def run_evaluation(
     device: str | torch.device = "auto",
     include_sweeps: bool = True,
     include_attribution: bool = True,
-    deletion_steps: int = 20,
+    deletion_steps: int = 10,
     deletion_baseline: str | float = "blur",
-    n_fit_images: int = 1000,
+    n_fit_images: int = 500,
+    sweep_levels: Sequence[str] | None = None,
     example_indices: Sequence[int] = (0, 1, 2, 3, 4, 5),
     batch_size: int = 200,
 ) -> "pandas.DataFrame":  # noqa: F821
@@ -272,15 +273,17 @@ def run_evaluation(
         Run the sensitivity sweeps (on the first seed).
     include_attribution : bool, default True
         Run the attribution metrics.
-    deletion_steps : int, default 20
+    deletion_steps : int, default 10
         Steps of the deletion / insertion curves.
     deletion_baseline : {"blur", "mean"} or float, default "blur"
         What removed pixels become (see :func:`kmexplain_utils.metrics.deletion_insertion`).
-    n_fit_images : int, default 1000
-        Training images (the first ones) used to fit the per-block scales
-        ``sigma_b``, the concepts (``positions_per_image`` positions each)
-        and the concept-to-part mapping. The k-means classifiers use all
-        training images.
+    n_fit_images : int, default 500
+        Training images (the first ones) used to fit the concepts
+        (``positions_per_image`` positions each) and the concept-to-part
+        mapping. The k-means classifiers use all training images. The first 256 of them fit ``sigma_b``.
+    sweep_levels : sequence of str, optional
+        Levels of the concept sweep (default B4, B234 and B4@B234-grid, when
+        evaluated).
     example_indices : sequence of int
         Test images (among the attribution images) kept for the qualitative
         figure, from the first seed.
@@ -340,6 +343,14 @@ def run_evaluation(
     if not level_list:
         raise ValueError("levels is empty; use e.g. ['logits', 'B4', 'B234']")
     specs = _specs(level_list)
+    spec_names = [sp.name for sp in specs if sp.concepts]
+    if sweep_levels is None:
+        sweep_names = [n for n in ("B4", "B234", _CONTROL_FMT.format("B234")) if n in spec_names] or spec_names
+    else:
+        sweep_names = list(sweep_levels)
+        unknown = [n for n in sweep_names if n not in spec_names]
+        if unknown:
+            raise ValueError(f"sweep_levels {unknown} are not evaluated block levels; choose among {spec_names}")
     dev = resolve_device(device)
     rec = _Recorder(prof.name)
     curves_rows: list[dict[str, Any]] = []
@@ -368,6 +379,7 @@ def run_evaluation(
         part_names = list(test.part_names)
         H, W = test.images.shape[-2:]
         n_fit = min(int(n_fit_images), len(train))
+        n_scale = min(n_fit, 256)
         x_fit = train.images[:n_fit]
         parts_fit = train.parts[:n_fit]
         n_eval = min(int(prof.n_eval_images), len(test))
@@ -388,13 +400,14 @@ def run_evaluation(
             lfs: dict[str, LevelFeatures] = {}
             cms: dict[tuple[str, int], ConceptModel] = {}
             for sp in specs:
-                lfs[sp.name] = LevelFeatures(sp.level, grid=sp.grid, batch_size=batch_size).fit(model, x_fit)
+                # sigma_b is one number per block: the first n_scale fitting images estimate it well
+                lfs[sp.name] = LevelFeatures(sp.level, grid=sp.grid, batch_size=batch_size).fit(model, x_fit[:n_scale])
                 if sp.concepts:
                     cm = ConceptModel(prof.n_concepts, level=sp.level, positions_per_image=prof.positions_per_image,
                                       random_state=seed, device=dev)
                     cm.fit(model, x_fit, level_features=lfs[sp.name])
                     cms[(sp.name, prof.n_concepts)] = cm
-                    if sweep_seed:
+                    if sweep_seed and sp.name in sweep_names:
                         for K in prof.concept_sweep:
                             if K != prof.n_concepts:
                                 cms[(sp.name, K)] = ConceptModel(
@@ -488,7 +501,7 @@ def run_evaluation(
                         rec, seed, name, K, cmaps_train[(name, K)], parts_fit, cmaps_test[(name, K)], test.parts,
                         test.objects, part_names, sweep=None, full=True,
                     )
-                if sweep_seed:
+                if sweep_seed and name in sweep_names:
                     _concept_records(
                         rec, seed, name, K, cmaps_train[(name, K)], parts_fit, cmaps_test[(name, K)], test.parts,
                         test.objects, part_names, sweep="n_concepts", full=False,
@@ -572,6 +585,8 @@ def run_evaluation(
         "deletion_baseline": baseline_doc,
         "deletion_steps": int(deletion_steps),
         "n_fit_images": n_fit,
+        "n_scale_images": n_scale,
+        "sweep_levels": sweep_names if include_sweeps else [],
         "n_test_images": len(test),
         "n_eval_images": n_eval,
         "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
@@ -849,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--levels", default=None, help="comma-separated levels, e.g. logits,B4,B234")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--no-sweeps", action="store_true", help="skip the sensitivity sweeps")
-    parser.add_argument("--steps", type=int, default=20, help="deletion/insertion steps (default 20)")
+    parser.add_argument("--steps", type=int, default=10, help="deletion/insertion steps (default 10)")
     parser.add_argument("--out", default="results.json", help="output JSON file (default results.json)")
     args = parser.parse_args(argv)
     levels = [s.strip() for s in args.levels.split(",") if s.strip()] if args.levels else None

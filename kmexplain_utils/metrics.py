@@ -89,6 +89,27 @@ def _label_pair(
     return c, p
 
 
+def _contingency(c: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Counts ``table[k, j]`` of pixels with concept ``k`` and part ``j`` (rows/columns of absent labels kept).
+
+    Built with one ``np.bincount`` when the labels are small non-negative
+    integers (the usual case), else through ``np.unique``.
+    """
+    c = c.astype(np.int64, copy=False)
+    p = p.astype(np.int64, copy=False)
+    if c.min() < 0 or p.min() < 0 or (int(c.max()) + 1) * (int(p.max()) + 1) > 10_000_000:
+        _, c = np.unique(c, return_inverse=True)
+        _, p = np.unique(p, return_inverse=True)
+    kc, kp = int(c.max()) + 1, int(p.max()) + 1
+    return np.bincount(c * kp + p, minlength=kc * kp).reshape(kc, kp)
+
+
+def _entropy(counts: np.ndarray) -> float:
+    q = counts[counts > 0].astype(np.float64)
+    q /= q.sum()
+    return float(-(q * np.log(q)).sum())
+
+
 # --------------------------------------------------------------------------
 # concept maps vs parts
 # --------------------------------------------------------------------------
@@ -125,10 +146,20 @@ def nmi(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) ->
     >>> round(nmi(parts + 5, parts), 6)
     1.0
     """
-    from sklearn.metrics import normalized_mutual_info_score
+    from sklearn.metrics import mutual_info_score
 
     c, p = _label_pair(concepts, parts, mask)
-    return float(normalized_mutual_info_score(p, c))
+    # same value as sklearn.metrics.normalized_mutual_info_score(p, c), from one contingency table
+    # (much faster on millions of pixels; the tests compare the two)
+    table = _contingency(c, p)
+    h_c, h_p = _entropy(table.sum(axis=1)), _entropy(table.sum(axis=0))
+    n_c, n_p = int((table.sum(axis=1) > 0).sum()), int((table.sum(axis=0) > 0).sum())
+    if n_c == n_p == 1:
+        return 1.0
+    mi = float(mutual_info_score(None, None, contingency=table))
+    if mi <= 0:
+        return 0.0
+    return float(mi / max((h_c + h_p) / 2, np.finfo(np.float64).eps))
 
 
 def purity(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) -> float:
@@ -151,10 +182,8 @@ def purity(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None)
     -------
     float in (0, 1]
     """
-    from sklearn.metrics.cluster import contingency_matrix
-
     c, p = _label_pair(concepts, parts, mask)
-    table = contingency_matrix(c, p)  # (concepts, parts)
+    table = _contingency(c, p)  # (concepts, parts), as sklearn.metrics.cluster.contingency_matrix
     return float(table.max(axis=1).sum() / c.size)
 
 
@@ -187,8 +216,7 @@ def fit_concept_to_part(
     if c.max() >= k:
         raise ValueError(f"concepts_train holds index {int(c.max())} but n_concepts={k}.")
     n_parts = int(p.max()) + 1
-    table = np.zeros((k, n_parts), dtype=np.int64)
-    np.add.at(table, (c.astype(np.int64), p.astype(np.int64)), 1)
+    table = np.bincount(c.astype(np.int64) * n_parts + p.astype(np.int64), minlength=k * n_parts).reshape(k, n_parts)
     mapping = table.argmax(axis=1)
     mapping[table.sum(axis=1) == 0] = 0
     return mapping.astype(np.int64)
@@ -230,13 +258,13 @@ def miou(
     if p.max() >= n_parts or m.max() >= n_parts:
         raise ValueError(f"Part labels must lie in [0, {n_parts - 1}] (n_parts={n_parts}).")
     pred = m[c]
+    # confusion[j, i] = pixels of ground-truth part j predicted as part i
+    confusion = np.bincount(p.astype(np.int64) * n_parts + pred, minlength=n_parts * n_parts).reshape(n_parts, n_parts)
+    inter = np.diag(confusion).astype(np.float64)
+    gt, pr = confusion.sum(axis=1), confusion.sum(axis=0)
     per_part = np.full(n_parts, np.nan)
-    for j in range(n_parts):
-        gt_j = p == j
-        if not gt_j.any():
-            continue
-        pr_j = pred == j
-        per_part[j] = np.logical_and(gt_j, pr_j).sum() / np.logical_or(gt_j, pr_j).sum()
+    present = gt > 0
+    per_part[present] = inter[present] / (gt + pr - inter)[present]
     return float(np.nanmean(per_part)), per_part
 
 

@@ -184,3 +184,8 @@ def test_plot_qualitative_has_a_column_per_level_and_map():
     plt.close(fig)
     with pytest.raises(ValueError, match="no examples"):
         evaluate.plot_qualitative({})
+
+
+def test_sweep_levels_are_validated():
+    with pytest.raises(ValueError, match="sweep_levels"):
+        evaluate.run_evaluation("smoke", 1, levels=["B4"], sweep_levels=["B234"])

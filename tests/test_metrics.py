@@ -216,3 +216,31 @@ def test_deletion_insertion_baselines_batches_and_no_mutation():
         metrics.deletion_insertion(model, images, maps, target[:2])
     with pytest.raises(ValueError, match="maps"):
         metrics.deletion_insertion(model, images, maps[:2], target)
+
+
+@pytest.mark.parametrize("case", ["random", "one_concept", "one_part", "both_single", "sparse_labels"])
+def test_nmi_equals_sklearn_on_edge_cases(case):
+    g = np.random.default_rng(3)
+    parts = g.integers(0, 4, (3, 10, 10))
+    concepts = g.integers(0, 5, (3, 10, 10))
+    if case == "one_concept":
+        concepts[:] = 2
+    elif case == "one_part":
+        parts[:] = 0
+    elif case == "both_single":
+        concepts[:] = 7
+        parts[:] = 1
+    elif case == "sparse_labels":
+        concepts = concepts * 1000 - 3  # negative and large labels take the np.unique path
+    expected = normalized_mutual_info_score(parts.ravel(), concepts.ravel())
+    assert metrics.nmi(concepts, parts) == pytest.approx(expected, abs=1e-12)
+
+
+def test_purity_matches_sklearn_contingency():
+    from sklearn.metrics.cluster import contingency_matrix
+
+    g = np.random.default_rng(4)
+    parts = g.integers(0, 4, (2, 12, 12))
+    concepts = g.integers(0, 6, (2, 12, 12))
+    table = contingency_matrix(concepts.ravel(), parts.ravel())
+    assert metrics.purity(concepts, parts) == pytest.approx(table.max(axis=1).sum() / parts.size)
