@@ -141,10 +141,13 @@ def _make_control(
     index = values.index(value)
     desc = description if description is not None else name
     style = {"description_width": "initial"}
-    if len(values) <= 6 and not all(isinstance(v, (int, float)) for v in values):
+    numeric = all(isinstance(v, (int, float)) for v in values)
+    if not numeric and len(values) <= 6:
         control = widgets.ToggleButtons(
             options=labels, index=index, description=desc, style=style
         )
+    elif not numeric:  # many labels: a drop-down shows them in full
+        control = widgets.Dropdown(options=labels, index=index, description=desc, style=style)
     else:
         control = widgets.SelectionSlider(
             options=labels,
@@ -181,8 +184,8 @@ class LiveExplorer:
         every option (or PNG bytes, an ``(H, W, 3)`` array, or a pair
         ``(picture, caption)`` whose caption is shown above it as HTML).
     options : mapping of str to sequence
-        ``{name: values}``; one control per name (toggle buttons for a few
-        labels, a selection slider otherwise).
+        ``{name: values}``; one control per name (toggle buttons for up to
+        six labels, a drop-down for more, a selection slider for numbers).
     value : mapping, optional
         Initial choice (defaults to the first value of each option).
     dpi : int, default 80

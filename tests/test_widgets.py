@@ -117,6 +117,11 @@ def test_controls_kinds():
     ex = kw.LiveExplorer(Recorder(), {"level": ["B4", "B234"], "k": [2, 4, 8]}, dpi=20)
     assert isinstance(ex.controls["level"], widgets.ToggleButtons)
     assert isinstance(ex.controls["k"], widgets.SelectionSlider)
+    many = kw.PrerenderedExplorer(Recorder(), {"image": [f"img{i}" for i in range(8)]}, dpi=20)
+    assert isinstance(many.controls["image"], widgets.Dropdown)
+    assert all(link.source[1] == "index" for link in many.links)
+    many.select(image="img5")
+    assert many.shown() is many.images[("img5",)]
 
 
 @pytest.mark.parametrize(
