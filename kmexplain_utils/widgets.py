@@ -326,9 +326,9 @@ class PrerenderedExplorer:
                 children = [leaves[prefix + (v,)] for v in values]
             else:
                 children = [build(depth + 1, prefix + (v,)) for v in values]
-            stack = widgets.Stack(
-                children=children, selected_index=values.index(initial[names[depth]])
-            )
+            # ipywidgets >= 8 has Stack; 7.x (older Colab runtimes) only Tab, which also works
+            container = getattr(widgets, "Stack", widgets.Tab)
+            stack = container(children=children, selected_index=values.index(initial[names[depth]]))
             self.stacks[depth].append(stack)
             return stack
 
