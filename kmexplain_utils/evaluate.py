@@ -763,11 +763,15 @@ def plot_sweeps(df: "pandas.DataFrame", axes: Any = None):  # noqa: F821
             g = g.sort_values("param")
             ax.plot(g["param"], scale * g["value"], "o-", label=lv, mfc="white" if lv.startswith("B4@") else None)
         ax.set_xscale("log", base=2)
+        ticks = sorted({int(v) for v in sub["param"].dropna()})
+        if ticks:
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel.split(" (")[0] + " vs " + xlabel.split(" K")[0])
-    if len(axes) and axes[-1].get_legend_handles_labels()[0]:
-        axes[-1].legend(fontsize="small", loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small", loc="best")
     return fig
 
 
