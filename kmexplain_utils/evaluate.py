@@ -73,16 +73,16 @@ __all__ = [
     "COLUMNS",
     "METRICS",
     "SCHEMA",
-    "run_evaluation",
     "grad_cam",
-    "method_label",
-    "summary_table",
-    "plot_tradeoff",
-    "plot_curves",
-    "plot_sweeps",
-    "plot_qualitative",
-    "to_json",
     "main",
+    "method_label",
+    "plot_curves",
+    "plot_qualitative",
+    "plot_sweeps",
+    "plot_tradeoff",
+    "run_evaluation",
+    "summary_table",
+    "to_json",
 ]
 
 SCHEMA = "kmexplain-evaluation/1"
@@ -236,6 +236,45 @@ def _concept_records(rec: _Recorder, seed: int, name: str, K: int, maps_train: t
             rec.add(seed, name, "concepts", "iou", per_part[j], n_img, param=K, part=pname)
 
 
+def _features_pass(model: torch.nn.Module, images: torch.Tensor, specs: Sequence[_Spec], lfs: dict,
+                   cms: dict, n_maps: int, batch_size: int, size: tuple[int, int]
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[tuple[str, int], torch.Tensor]]:
+    """One forward pass per batch for every level: pooled embeddings, logits, and concept maps.
+
+    Returns ``({level: (N, D_S)}, logits (N, C), {(level, K'): (n_maps, H, W) int16})``, on the CPU;
+    concept maps are computed for the first ``n_maps`` images only.
+    """
+    from .concepts import concept_map
+    from .features import block_features, eval_mode
+
+    mdev = next(model.parameters()).device
+    pooled: dict[str, list[torch.Tensor]] = {sp.name: [] for sp in specs if sp.classify}
+    cmaps: dict[tuple[str, int], list[torch.Tensor]] = {key: [] for key in cms}
+    logits_all = []
+    with eval_mode(model), torch.no_grad(), block_features(model) as extract:
+        for s in range(0, images.shape[0], batch_size):
+            maps, logits = extract(images[s : s + batch_size].to(mdev), return_logits=True)
+            logits_all.append(logits.float().cpu())
+            for sp in specs:
+                need_maps = sp.concepts and s < n_maps
+                if not (sp.classify or need_maps):
+                    continue
+                if sp.level == "logits":
+                    pooled[sp.name].append(logits.float().cpu())
+                    continue
+                feats = lfs[sp.name].combine(maps)
+                if sp.classify:
+                    pooled[sp.name].append(feats.mean((2, 3)).float().cpu())
+                if need_maps:
+                    m = min(n_maps - s, feats.shape[0])
+                    for (name, K), cm in cms.items():
+                        if name == sp.name:
+                            cmaps[(name, K)].append(concept_map(feats[:m], cm.centroids_, size=size).to(torch.int16).cpu())
+    Z = {k: torch.cat(v) for k, v in pooled.items()}
+    C = {k: torch.cat(v) for k, v in cmaps.items() if v}
+    return Z, torch.cat(logits_all), C
+
+
 # ----------------------------------------------------------------------------- the evaluation
 def run_evaluation(
     profile: str | Profile | None = "quick",
@@ -251,7 +290,7 @@ def run_evaluation(
     sweep_levels: Sequence[str] | None = None,
     example_indices: Sequence[int] = (0, 1, 2, 3, 4, 5),
     batch_size: int = 200,
-) -> "pandas.DataFrame":  # noqa: F821
+) -> pandas.DataFrame:  # noqa: F821
     """Run the whole evaluation of METHOD section 6 and return tidy records.
 
     Parameters
@@ -316,11 +355,11 @@ def run_evaluation(
     import pandas as pd
 
     from . import metrics
-    from .attribution import attribution_map, cam, upsample_map
+    from .attribution import attribution_map, cam
     from .classifier import KMeansClassifier
-    from .concepts import ConceptModel, concept_map
+    from .concepts import ConceptModel
     from .data import load_dataset
-    from .features import LevelFeatures, block_features, eval_mode
+    from .features import LevelFeatures
     from .prototypes import prototype_representativeness
     from .sem import linear_prototypes
     from .training import DATA_SEED, get_trained_model
@@ -420,38 +459,9 @@ def run_evaluation(
             # -- 3. one forward pass per batch for every level: pooled embeddings and concept maps
             bar.set_description(f"seed {seed}: features")
 
-            def features_pass(images: torch.Tensor, n_maps: int) -> tuple[dict, torch.Tensor, dict]:
-                pooled: dict[str, list[torch.Tensor]] = {sp.name: [] for sp in specs if sp.classify}
-                cmaps: dict[tuple[str, int], list[torch.Tensor]] = {key: [] for key in cms}
-                logits_all = []
-                with eval_mode(model), torch.no_grad(), block_features(model) as extract:
-                    for s in range(0, images.shape[0], batch_size):
-                        x = images[s : s + batch_size].to(mdev)
-                        maps, logits = extract(x, return_logits=True)
-                        logits_all.append(logits.float().cpu())
-                        for sp in specs:
-                            need_maps = sp.concepts and s < n_maps
-                            if not (sp.classify or need_maps):
-                                continue
-                            if sp.level == "logits":
-                                pooled[sp.name].append(logits.float().cpu())
-                                continue
-                            feats = lfs[sp.name].combine(maps)
-                            if sp.classify:
-                                pooled[sp.name].append(feats.mean((2, 3)).float().cpu())
-                            if need_maps:
-                                m = min(n_maps - s, feats.shape[0])
-                                for (name, K), cm in cms.items():
-                                    if name == sp.name:
-                                        cmaps[(name, K)].append(
-                                            concept_map(feats[:m], cm.centroids_, size=(H, W)).to(torch.int16).cpu()
-                                        )
-                Z = {k: torch.cat(v) for k, v in pooled.items()}
-                C = {k: torch.cat(v) for k, v in cmaps.items() if v}
-                return Z, torch.cat(logits_all), C
-
-            Z_train, _, cmaps_train = features_pass(train.images, n_fit)
-            Z_test, logits_test, cmaps_test = features_pass(test.images, len(test))
+            Z_train, _, cmaps_train = _features_pass(model, train.images, specs, lfs, cms, n_fit, batch_size, (H, W))
+            Z_test, logits_test, cmaps_test = _features_pass(model, test.images, specs, lfs, cms, len(test),
+                                                             batch_size, (H, W))
             t = tick("features", t)
             bar.update(1)
 
@@ -607,8 +617,8 @@ def method_label(level: str, method: str) -> str:
     return {"cam": "CAM", "gradcam": "Grad-CAM", "random": "random map", "linear": "linear head"}.get(method, method)
 
 
-def summary_table(df: "pandas.DataFrame", metrics: Sequence[str] | None = None, *,  # noqa: F821
-                  digits: int = 3) -> "pandas.DataFrame":  # noqa: F821
+def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,  # noqa: F821
+                  digits: int = 3) -> pandas.DataFrame:  # noqa: F821
     """Mean ± standard deviation over seeds, one row per (level, method), one column per metric.
 
     Sweep rows and per-part IoUs are left out.
@@ -640,12 +650,12 @@ def summary_table(df: "pandas.DataFrame", metrics: Sequence[str] | None = None, 
     return cells[cols].fillna("")
 
 
-def _mean_std(df: "pandas.DataFrame", level: str, method: str, metric: str) -> tuple[float, float]:  # noqa: F821
+def _mean_std(df: pandas.DataFrame, level: str, method: str, metric: str) -> tuple[float, float]:  # noqa: F821
     v = df[(df["level"] == level) & (df["method"] == method) & (df["metric"] == metric) & df["sweep"].isna()]["value"]
     return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0) if len(v) else (float("nan"), float("nan"))
 
 
-def plot_tradeoff(df: "pandas.DataFrame", ax: Any = None, *, fidelity: str = "nmi_object",  # noqa: F821
+def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_object",  # noqa: F821
                   controls: bool = True):
     """Accuracy of the k-means classifier vs semantic fidelity of its concept maps, per level.
 
@@ -699,7 +709,7 @@ def plot_tradeoff(df: "pandas.DataFrame", ax: Any = None, *, fidelity: str = "nm
     return fig
 
 
-def plot_curves(curves: "pandas.DataFrame", ax: Any = None, *, curve: str = "deletion"):  # noqa: F821
+def plot_curves(curves: pandas.DataFrame, ax: Any = None, *, curve: str = "deletion"):  # noqa: F821
     """Mean deletion or insertion curve of every map (averaged over images and seeds).
 
     Parameters
@@ -735,7 +745,7 @@ def plot_curves(curves: "pandas.DataFrame", ax: Any = None, *, curve: str = "del
     return fig
 
 
-def plot_sweeps(df: "pandas.DataFrame", axes: Any = None):  # noqa: F821
+def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
     """Sensitivity: accuracy vs prototypes per class, and mIoU / object NMI vs number of concepts.
 
     Parameters
@@ -819,7 +829,7 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25):
 
 
 # ----------------------------------------------------------------------------- JSON and command line
-def to_json(df: "pandas.DataFrame", path: str | None = None) -> dict[str, Any]:  # noqa: F821
+def to_json(df: pandas.DataFrame, path: str | None = None) -> dict[str, Any]:  # noqa: F821
     """The records (and curves, info) as a JSON-ready dict; written to ``path`` when given.
 
     The schema is described in the module docstring (``"schema":

@@ -35,16 +35,16 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "nmi",
-    "purity",
-    "fit_concept_to_part",
-    "miou",
-    "nothing_found_miou",
-    "parts_without_concept",
     "DeletionInsertion",
     "deletion_insertion",
-    "pointing_game",
     "energy_in_mask",
+    "fit_concept_to_part",
+    "miou",
+    "nmi",
+    "nothing_found_miou",
+    "parts_without_concept",
+    "pointing_game",
+    "purity",
     "random_maps",
 ]
 
@@ -368,7 +368,7 @@ class DeletionInsertion:
 
 
 def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     k = torch.exp(-(x**2) / (2 * sigma**2))
     k = k / k.sum()

@@ -82,7 +82,7 @@ def test_linear_accuracy_matches_training_accuracy(cli_result):
     rec = [r for r in cli_result["records"] if r["method"] == "linear" and r["metric"] == "accuracy"]
     assert rec[0]["value"] == pytest.approx(accuracy(model, test), abs=1e-6)
     # the floor is background IoU / number of parts present
-    floor = [r for r in cli_result["records"] if r["metric"] == "miou_floor"][0]["value"]
+    floor = next(r for r in cli_result["records"] if r["metric"] == "miou_floor")["value"]
     bg = float((test.parts == 0).double().mean())
     assert floor == pytest.approx(bg / len(torch.unique(test.parts)))
 
@@ -97,18 +97,18 @@ def test_specs_add_resolution_controls():
 def _fake_records() -> pd.DataFrame:
     rows = []
     for seed, acc in [(0, 0.9), (1, 0.8)]:
-        rows.append(dict(profile="p", seed=seed, level="B4", method="linear", metric="accuracy", value=acc, n=10,
-                         sweep=None, param=None, part=None, note=None))
-        rows.append(dict(profile="p", seed=seed, level="B4", method="kmeans", metric="accuracy", value=acc - 0.1,
-                         n=10, sweep=None, param=2, part=None, note=None))
-        rows.append(dict(profile="p", seed=seed, level="B4", method="concepts", metric="nmi_object", value=0.2,
-                         n=10, sweep=None, param=4, part=None, note=None))
-        rows.append(dict(profile="p", seed=seed, level="B4", method="kmeans", metric="accuracy", value=0.5,
-                         n=10, sweep="k_per_class", param=1, part=None, note=None))
+        rows.append({"profile": "p", "seed": seed, "level": "B4", "method": "linear", "metric": "accuracy", "value": acc, "n": 10,
+                         "sweep": None, "param": None, "part": None, "note": None})
+        rows.append({"profile": "p", "seed": seed, "level": "B4", "method": "kmeans", "metric": "accuracy", "value": acc - 0.1,
+                         "n": 10, "sweep": None, "param": 2, "part": None, "note": None})
+        rows.append({"profile": "p", "seed": seed, "level": "B4", "method": "concepts", "metric": "nmi_object", "value": 0.2,
+                         "n": 10, "sweep": None, "param": 4, "part": None, "note": None})
+        rows.append({"profile": "p", "seed": seed, "level": "B4", "method": "kmeans", "metric": "accuracy", "value": 0.5,
+                         "n": 10, "sweep": "k_per_class", "param": 1, "part": None, "note": None})
     df = pd.DataFrame(rows, columns=list(evaluate.COLUMNS))
     df.attrs["info"] = {"profile": {"name": "p"}, "seeds": [0, 1]}
     df.attrs["curves"] = pd.DataFrame(
-        [dict(profile="p", seed=0, level="B4", method="cam", curve=c, fraction=f, value=1 - f)
+        [{"profile": "p", "seed": 0, "level": "B4", "method": "cam", "curve": c, "fraction": f, "value": 1 - f}
          for c in ("deletion", "insertion") for f in (0.0, 0.5, 1.0)]
     )
     return df
