@@ -275,6 +275,42 @@ def _features_pass(model: torch.nn.Module, images: torch.Tensor, specs: Sequence
     return Z, torch.cat(logits_all), C
 
 
+def _attribution_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, specs: Sequence[_Spec],
+                      lfs: dict, clfs: dict, *, batch_size: int, random_state: int) -> dict[tuple[str, str], torch.Tensor]:
+    """Every attribution map of images ``x`` for classes ``target``, upsampled to the images, on the CPU.
+
+    Keys ``(level, method)``: ``(S, "kmeans")`` for every block level with a classifier (the map of
+    the best prototype of the target class), ``("B4", "cam")``, ``("B4", "gradcam")``,
+    ``("pixel", "random")``.
+    """
+    from . import metrics
+    from .attribution import attribution_map, cam
+
+    mdev = next(model.parameters()).device
+    n, size = x.shape[0], tuple(x.shape[-2:])
+    att: dict[tuple[str, str], torch.Tensor] = {}
+    for sp in specs:
+        if not (sp.attribution and sp.name in clfs):
+            continue
+        clf = clfs[sp.name]
+        maps_list = []
+        for s in range(0, n, batch_size):
+            feats = lfs[sp.name].position_features(model, x[s : s + batch_size])
+            _, index = clf.best_prototype_per_class(feats.mean((2, 3)))
+            col = torch.searchsorted(clf.classes_.to(index.device), target[s : s + batch_size].to(index.device))
+            proto = index.gather(1, col[:, None])[:, 0]
+            mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)[proto]
+            maps_list.append(attribution_map(feats, mu, size=size).float().cpu())
+        att[(sp.name, "kmeans")] = torch.cat(maps_list)
+    att[("B4", "cam")] = torch.cat([
+        cam(model, x[s : s + batch_size].to(mdev), class_idx=target[s : s + batch_size].to(mdev), size=size).float().cpu()
+        for s in range(0, n, batch_size)
+    ])
+    att[("B4", "gradcam")] = grad_cam(model, x, target, batch_size=batch_size)
+    att[("pixel", "random")] = metrics.random_maps(n, size, random_state=random_state)
+    return att
+
+
 # ----------------------------------------------------------------------------- the evaluation
 def run_evaluation(
     profile: str | Profile | None = "quick",
@@ -288,7 +324,7 @@ def run_evaluation(
     deletion_baseline: str | float = "blur",
     n_fit_images: int = 500,
     sweep_levels: Sequence[str] | None = None,
-    example_indices: Sequence[int] = (0, 1, 2, 3, 4, 5),
+    example_indices: Sequence[int] | None = None,
     batch_size: int = 200,
 ) -> pandas.DataFrame:  # noqa: F821
     """Run the whole evaluation of METHOD section 6 and return tidy records.
@@ -323,9 +359,10 @@ def run_evaluation(
     sweep_levels : sequence of str, optional
         Levels of the concept sweep (default B4, B234 and B4@B234-grid, when
         evaluated).
-    example_indices : sequence of int
-        Test images (among the attribution images) kept for the qualitative
-        figure, from the first seed.
+    example_indices : sequence of int, optional
+        Test images kept, with all their maps, for the qualitative figure
+        (first seed). Default: the first test image of each class (at most
+        8), the images the earlier chapters show.
     batch_size : int, default 200
         Images per forward pass.
 
@@ -355,7 +392,6 @@ def run_evaluation(
     import pandas as pd
 
     from . import metrics
-    from .attribution import attribution_map, cam
     from .classifier import KMeansClassifier
     from .concepts import ConceptModel
     from .data import load_dataset
@@ -430,7 +466,6 @@ def run_evaluation(
             bar.set_description(f"seed {seed}: model")
             model, _info = get_trained_model(prof, seed, device=dev)
             model.eval()
-            mdev = next(model.parameters()).device
             t = tick("model", t)
             bar.update(1)
 
@@ -525,28 +560,8 @@ def run_evaluation(
                 x_eval = test.images[:n_eval]
                 obj_eval = test.objects[:n_eval]
                 target = linear_pred[:n_eval]
-                att: dict[tuple[str, str], torch.Tensor] = {}
-                for sp in specs:
-                    if not (sp.attribution and sp.name in clfs):
-                        continue
-                    clf = clfs[sp.name]
-                    maps_list = []
-                    for s in range(0, n_eval, batch_size):
-                        feats = lfs[sp.name].position_features(model, x_eval[s : s + batch_size])
-                        z = feats.mean((2, 3))
-                        _, index = clf.best_prototype_per_class(z)
-                        col = torch.searchsorted(clf.classes_.to(index.device), target[s : s + batch_size].to(index.device))
-                        proto = index.gather(1, col[:, None])[:, 0]
-                        mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)[proto]
-                        maps_list.append(attribution_map(feats, mu, size=(H, W)).float().cpu())
-                    att[(sp.name, "kmeans")] = torch.cat(maps_list)
-                att[("B4", "cam")] = torch.cat([
-                    cam(model, x_eval[s : s + batch_size].to(mdev), class_idx=target[s : s + batch_size].to(mdev),
-                        size=(H, W)).float().cpu()
-                    for s in range(0, n_eval, batch_size)
-                ])
-                att[("B4", "gradcam")] = grad_cam(model, x_eval, target, batch_size=batch_size)
-                att[("pixel", "random")] = metrics.random_maps(n_eval, (H, W), random_state=seed)
+                att = _attribution_maps(model, x_eval, target, specs, lfs, clfs, batch_size=batch_size,
+                                        random_state=seed)
                 for (lv, method), maps in att.items():
                     di = metrics.deletion_insertion(
                         model, x_eval, maps, target, steps=deletion_steps, baseline=deletion_baseline,
@@ -565,19 +580,27 @@ def run_evaluation(
                                                 "curve": curve, "fraction": float(f), "value": float(v)})
                     baseline_doc = di.baseline
                 if si == 0:
-                    idx = [i for i in example_indices if 0 <= i < n_eval]
+                    # the qualitative figure: the images of the earlier chapters (first test image of each class)
+                    if example_indices is None:
+                        idx = [int((test.labels == c).nonzero()[0]) for c in torch.unique(test.labels)[:8].tolist()]
+                    else:
+                        idx = [int(i) for i in example_indices if 0 <= int(i) < len(test)]
+                    x_ex = test.images[idx]
+                    t_ex = linear_pred[idx]
+                    att_ex = _attribution_maps(model, x_ex, t_ex, specs, lfs, clfs, batch_size=batch_size,
+                                               random_state=seed)
                     examples = {
                         "index": np.asarray(idx),
-                        "images": x_eval[idx].numpy(),
+                        "images": x_ex.numpy(),
                         "parts": test.parts[idx].numpy(),
-                        "objects": obj_eval[idx].numpy(),
+                        "objects": test.objects[idx].numpy(),
                         "labels": test.labels[idx].numpy(),
-                        "target": target[idx].numpy(),
+                        "target": t_ex.numpy(),
                         "part_names": part_names,
                         "class_names": list(getattr(test, "class_names", []) or []),
                         "concept_maps": {name: cmaps_test[(name, K)][idx].numpy().astype(np.int64)
                                          for (name, K) in cms if K == prof.n_concepts},
-                        "attributions": {f"{lv}/{method}": m[idx].numpy() for (lv, method), m in att.items()},
+                        "attributions": {f"{lv}/{method}": m.numpy() for (lv, method), m in att_ex.items()},
                         "seed": seed,
                     }
             t = tick("attribution", t)

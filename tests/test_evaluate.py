@@ -73,6 +73,21 @@ def test_json_schema_and_every_level_and_metric(cli_result):
     assert r["info"]["deletion_baseline"].startswith("blur")
 
 
+def test_examples_are_the_first_test_image_of_each_class():
+    from kmexplain_utils.data import load_dataset
+    from kmexplain_utils.training import DATA_SEED
+
+    df = evaluate.run_evaluation("smoke", [0], levels=["B4"], include_sweeps=False, deletion_steps=2)
+    ex = df.attrs["examples"]
+    test = load_dataset("parts", "test", "smoke", seed=DATA_SEED)
+    first = [int((test.labels == c).nonzero()[0]) for c in range(test.n_classes)][:8]
+    assert ex["index"].tolist() == first
+    np.testing.assert_array_equal(ex["images"], test.images[first].numpy())
+    assert set(ex["attributions"]) == {"B4/kmeans", "B4/cam", "B4/gradcam", "pixel/random"}
+    assert all(m.shape == ex["parts"].shape for m in ex["attributions"].values())
+    assert set(ex["concept_maps"]) == {"B4"}
+
+
 def test_linear_accuracy_matches_training_accuracy(cli_result):
     from kmexplain_utils.data import load_dataset
     from kmexplain_utils.training import DATA_SEED, accuracy, get_trained_model
