@@ -713,7 +713,7 @@ def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_
         ax.axhline(100 * acc_lin, color="0.3", lw=1, ls="--", label="linear head")
         ax.axhspan(100 * (acc_lin - sd_lin), 100 * (acc_lin + sd_lin), color="0.85", zorder=0)
     names = [n for n in dict.fromkeys(df[(df["method"] == "concepts") & (df["metric"] == fidelity)]["level"])]
-    levels = [n for n in names if not n.startswith("B4@")]
+    levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
     colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
     for name in names:
         is_control = name.startswith("B4@")
@@ -787,6 +787,10 @@ def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), layout="constrained")
     else:
         fig = axes[0].figure
+    from .plotting import concept_colors
+
+    levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
+    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
     panels = [("k_per_class", "accuracy", "prototypes per class K", "k-means test accuracy (%)", 100.0),
               ("n_concepts", "miou", "number of concepts K'", "mIoU (test)", 1.0),
               ("n_concepts", "nmi_object", "number of concepts K'", "object-pixel NMI (test)", 1.0)]
@@ -794,7 +798,9 @@ def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
         sub = df[(df["sweep"] == sweep) & (df["metric"] == metric)]
         for lv, g in sub.groupby("level", sort=False):
             g = g.sort_values("param")
-            ax.plot(g["param"], scale * g["value"], "o-", label=lv, mfc="white" if lv.startswith("B4@") else None)
+            color = colors.get(lv[3:-5] if lv.startswith("B4@") else lv, "0.5")
+            ax.plot(g["param"], scale * g["value"], "o-", label=lv, color=color,
+                    mfc="white" if lv.startswith("B4@") else color)
         ax.set_xscale("log", base=2)
         ticks = sorted({int(v) for v in sub["param"].dropna()})
         if ticks:
