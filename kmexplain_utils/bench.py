@@ -60,6 +60,7 @@ __all__ = [
     "results_table",
     "ratios_table",
     "plot_seconds_per_iter",
+    "markdown_report",
     "main",
 ]
 
@@ -776,6 +777,47 @@ def plot_seconds_per_iter(records: Sequence[dict[str, Any]], ax: Any = None, tit
     return fig
 
 
+def markdown_report(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown tables of saved results (engines, ratios, streamed fits, bf16), for the README."""
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    def table(rows: list[dict[str, Any]]) -> str:
+        if not rows:
+            return ""
+        cols = list(rows[0])
+        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        out += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+        return "\n".join(out)
+
+    parts = []
+    eng = results_table(records)
+    if len(eng):
+        parts.append(table(eng.to_dict("records")))
+    rat = [{k: r.get(k) for k in ("file", "k", "device", "project/faiss", "project/sklearn",
+                                   "inertia_rel_diff_vs_sklearn", "project_frac_peak", "project_extra_mem_frac")}
+           for r in records if r.get("engine") == "ratios"]
+    if rat:
+        parts.append(table(rat))
+    st = [{k: r.get(k) for k in ("file", "device", "source", "n", "d", "k", "data_gb", "sample_size", "seconds_total",
+                                  "seconds_sampling_pass", "seconds_fit_on_sample", "seconds_labelling_pass",
+                                  "seconds_producing_batches", "peak_rss_gb")}
+          for r in records if r.get("engine") == "project-stream"]
+    if st:
+        parts.append(table(st))
+    bf = [{k: r.get(k) for k in ("file", "device", "n", "k", "iters", "native_bf16", "s_per_iter_fp32",
+                                  "s_per_iter_bf16", "label_flips", "label_flip_frac", "inertia_rel_change")}
+          for r in records if r.get("engine") == "project-bf16"]
+    if bf:
+        parts.append(table(bf))
+    return "\n\n".join(parts)
+
+
 # --------------------------------------------------------------------------- CLI
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
@@ -816,7 +858,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--path", default=None, help=".npy file for --source memmap")
     q.add_argument("--batch-size", type=int, default=65536)
     q.add_argument("--out", default=None, help="also write the JSON lines to this file")
+    rep = sub.add_parser("report", help="markdown tables of saved results (for the README)")
+    rep.add_argument("folder", nargs="?", default="benchmarks/results")
     a = p.parse_args(argv)
+    if a.cmd == "report":
+        print(markdown_report(load_results(a.folder)))
+        return 0
     if a.threads:
         torch.set_num_threads(a.threads)
     records: list[dict[str, Any]]
