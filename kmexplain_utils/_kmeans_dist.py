@@ -92,10 +92,12 @@ def default_chunk_size(n_features: int, n_clusters: int, itemsize: int, device: 
         budget = 1 << 20  # ~1 MiB of data rows per chunk: stays in a core's L2 for the update
         rows = budget // max(1, n_features * itemsize)
         return int(min(8192, max(256, rows)))
-    budget = 1 << 28  # 256 MiB of rows
+    # 64 MiB of rows: large enough to keep a GPU busy, small enough that a
+    # per-chunk temporary stays a small fraction of the data
+    budget = 1 << 26
     rows = budget // max(1, n_features * itemsize)
-    rows = min(rows, (1 << 28) // max(1, n_clusters * 4))
-    return int(max(1024, min(1 << 18, rows)))
+    rows = min(rows, (1 << 26) // max(1, n_clusters * 4))
+    return int(max(1024, min(1 << 17, rows)))
 
 
 # --------------------------------------------------------------------------- distances

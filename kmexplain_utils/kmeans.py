@@ -393,7 +393,7 @@ class KMeans:
                 xc = self._chunk_of(X, s, e, device, dtype)
                 if assigners is not None:
                     assigners[j].assign(xc, labels[s:e])
-                diff = xc - C.index_select(0, labels[s:e])
+                diff = C.index_select(0, labels[s:e]).sub_(xc)  # one (b, d) temporary
                 total += diff.mul_(diff).sum(dtype=torch.float64)
             return float(total)
 
@@ -579,7 +579,7 @@ class KMeans:
         def work(span: tuple[int, int]) -> None:
             for s, e in chunks_in(span, chunk):
                 xc = self._chunk_of(X, s, e, device, dtype)
-                diff = xc - C.index_select(0, labels[s:e])
+                diff = C.index_select(0, labels[s:e]).sub_(xc)
                 dist[s:e] = diff.mul_(diff).sum(1, dtype=torch.float64)
 
         pool.map(work, pool.spans(n, chunk))
