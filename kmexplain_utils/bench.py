@@ -137,10 +137,9 @@ def memmap_batches(path: str | os.PathLike, batch_size: int = 65536) -> Callable
     resident size of the process stays at one batch.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        shape, fortran, dtype = np.lib.format._read_array_header(fh, version)  # noqa: SLF001
-        offset = fh.tell()
+    mm = np.load(path, mmap_mode="r")  # only to read the header: shape, dtype, data offset
+    shape, dtype, offset, fortran = mm.shape, mm.dtype, int(mm.offset), bool(np.isfortran(mm))
+    del mm
     if fortran or dtype != np.float32 or len(shape) != 2:
         raise ValueError(f"{path} must hold a C-ordered float32 (n, d) array, got {dtype} {shape}.")
     n, d = shape

@@ -356,3 +356,33 @@ def test_worker_threads_give_the_same_fit_and_restore_torch_threads(monkeypatch)
     assert three.inertia_ == pytest.approx(one.inertia_, rel=1e-12)
     np.testing.assert_array_equal(three.predict(X), one.predict(X))
     np.testing.assert_allclose(three.transform(X), one.transform(X), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- the benchmark module
+def test_bench_data_streams_and_small_run(tmp_path):
+    from kmexplain_utils import bench
+
+    X = bench.make_cnn_like(5000, 16, n_modes=8, seed=3, batch_size=1000)
+    assert X.dtype == np.float32 and X.min() == 0.0 and (X == 0).mean() > 0.2  # post-ReLU
+    np.testing.assert_array_equal(X, bench.make_cnn_like(5000, 16, n_modes=8, seed=3, batch_size=1000))
+    streamed = np.concatenate(list(bench.cnn_like_batches(5000, 16, n_modes=8, seed=3, batch_size=1000)()))
+    np.testing.assert_array_equal(streamed, X)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    from_file = np.concatenate([b.copy() for b in bench.memmap_batches(path, 700)()])
+    np.testing.assert_array_equal(from_file, X)
+
+    recs = bench.bench_kmeans(3000, 16, 4, 3, repeats=1, engines=("project", "sklearn"), isolate=False)
+    by = {r["engine"]: r for r in recs}
+    assert set(by) == {"project", "sklearn", "ratios"}
+    assert by["project"]["n_iter"] == by["sklearn"]["n_iter"] == 3
+    assert by["project"]["inertia_exact"] == pytest.approx(by["sklearn"]["inertia_exact"], rel=1e-4)
+    assert by["ratios"]["project/sklearn"] == pytest.approx(by["project"]["s_per_iter"] / by["sklearn"]["s_per_iter"])
+    assert 0 < by["project"]["gflops"] and by["project"]["peak_gflops"] > 0
+    out = tmp_path / "r.json"
+    import json
+
+    out.write_text(json.dumps([bench._jsonable(r) for r in recs]))
+    loaded = bench.load_results(tmp_path)
+    assert len(bench.results_table(loaded)) == 2
+    assert "project/sklearn" in bench.markdown_report(loaded)
