@@ -151,6 +151,7 @@ class Assigner:
         self._neg2_ct = torch.empty((self.d, self.k), dtype=dtype, device=device)
         self._neg2_ct_low: torch.Tensor | None = None
         self._mm_out_dtype_ok = True
+        self._native_cpu = device.type == "cpu" and low_dtype is not None and cpu_has_bf16()
 
     def set_centers(self, centers: torch.Tensor) -> None:
         """Load the centroids ``(k, d)`` (copied into the internal buffers)."""
@@ -160,6 +161,10 @@ class Assigner:
         self._neg2_ct.mul_(-2.0)
         if self.low_dtype is not None:
             self._neg2_ct_low = self._neg2_ct.to(self.low_dtype)
+            if self.device.type == "cpu" and not self._native_cpu:
+                # no bf16 units: round the inputs to bf16, multiply in float32 (what bf16
+                # hardware with float32 accumulation computes, without its speed)
+                self._neg2_ct_low = self._neg2_ct_low.to(self.dtype)
 
     def partial_distances(self, xc: torch.Tensor) -> torch.Tensor:
         """``||c||^2 - 2 x.c`` for a chunk ``xc (b, d)``: a view ``(b, k)`` of the buffer."""
@@ -169,6 +174,9 @@ class Assigner:
             torch.addmm(self._c_sq, xc, self._neg2_ct, out=buf)
             return buf
         xl = xc.to(self.low_dtype)
+        if self.device.type == "cpu" and not self._native_cpu:
+            torch.addmm(self._c_sq, xl.to(self.dtype), self._neg2_ct_low, out=buf)
+            return buf
         prod = None
         if self.device.type == "cuda" and self._mm_out_dtype_ok:
             try:  # fp32 accumulation and output from bf16 inputs

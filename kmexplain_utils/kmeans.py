@@ -198,10 +198,13 @@ class KMeans:
         Rows per distance chunk (default: tuned for the device).
     matmul_dtype : {"float32", "bfloat16", "auto"}, default "float32"
         Precision of the distance products. ``"float32"`` means the data's
-        own precision (float64 data stays float64). ``"bfloat16"`` uses bf16
-        products (centroid updates stay exact; a few labels may flip at near
-        ties); ``"auto"`` uses bf16 only on a CUDA GPU with bf16 support or a
-        CPU with AMX / AVX512-BF16. float16 is never used on the CPU.
+        own precision (float64 data stays float64). ``"bfloat16"`` rounds both
+        factors of the distance products to bf16 (float32 accumulation on CUDA;
+        on a CPU without bf16 units the rounded factors are multiplied in
+        float32, which shows the precision effect without a speed-up);
+        centroid updates stay exact and a few labels may flip at near ties.
+        ``"auto"`` uses bf16 only on a CUDA GPU with bf16 support or a CPU with
+        AMX / AVX512-BF16. float16 is never used on the CPU.
     sample_size : int, optional
         Fit the centroids on a uniform sample of this many points, then label
         all the data in one pass. Streams default to
