@@ -236,13 +236,14 @@ def _concept_records(rec: _Recorder, seed: int, name: str, K: int, maps_train: t
             rec.add(seed, name, "concepts", "iou", per_part[j], n_img, param=K, part=pname)
 
 
-def _features_pass(model: torch.nn.Module, images: torch.Tensor, specs: Sequence[_Spec], lfs: dict,
-                   cms: dict, n_maps: int, batch_size: int, size: tuple[int, int]
+def _features_pass(model: torch.nn.Module, data: Any, specs: Sequence[_Spec], lfs: dict,
+                   cms: dict, n_maps: int, batch_size: int
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[tuple[str, int], torch.Tensor]]:
     """One forward pass per batch for every level: pooled embeddings, logits, and concept maps.
 
-    Returns ``({level: (N, D_S)}, logits (N, C), {(level, K'): (n_maps, H, W) int16})``, on the CPU;
-    concept maps are computed for the first ``n_maps`` images only.
+    ``data`` is an ``ImageSet`` (read batch by batch with ``images_at``). Returns
+    ``({level: (N, D_S)}, logits (N, C), {(level, K'): (n_maps, H_S, W_S) int16})`` on the CPU;
+    concept maps stay on the level's grid and are computed for the first ``n_maps`` images only.
     """
     from .concepts import concept_map
     from .features import block_features, eval_mode
@@ -252,8 +253,9 @@ def _features_pass(model: torch.nn.Module, images: torch.Tensor, specs: Sequence
     cmaps: dict[tuple[str, int], list[torch.Tensor]] = {key: [] for key in cms}
     logits_all = []
     with eval_mode(model), torch.no_grad(), block_features(model) as extract:
-        for s in range(0, images.shape[0], batch_size):
-            maps, logits = extract(images[s : s + batch_size].to(mdev), return_logits=True)
+        for s in range(0, len(data), batch_size):
+            x = data.images_at(torch.arange(s, min(s + batch_size, len(data))))
+            maps, logits = extract(x.to(mdev), return_logits=True)
             logits_all.append(logits.float().cpu())
             for sp in specs:
                 need_maps = sp.concepts and s < n_maps
@@ -269,7 +271,7 @@ def _features_pass(model: torch.nn.Module, images: torch.Tensor, specs: Sequence
                     m = min(n_maps - s, feats.shape[0])
                     for (name, K), cm in cms.items():
                         if name == sp.name:
-                            cmaps[(name, K)].append(concept_map(feats[:m], cm.centroids_, size=size).to(torch.int16).cpu())
+                            cmaps[(name, K)].append(concept_map(feats[:m], cm.centroids_).to(torch.int16).cpu())
     Z = {k: torch.cat(v) for k, v in pooled.items()}
     C = {k: torch.cat(v) for k, v in cmaps.items() if v}
     return Z, torch.cat(logits_all), C
@@ -309,6 +311,26 @@ def _attribution_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Ten
     att[("B4", "gradcam")] = grad_cam(model, x, target, batch_size=batch_size)
     att[("pixel", "random")] = metrics.random_maps(n, size, random_state=random_state)
     return att
+
+
+def _ground_truth(data: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Part maps ``(n, H, W)``, object masks ``(n, H, W)`` and part names of images ``idx``.
+
+    Data sets with object masks but no parts (MNIST strokes, Oxford-IIIT Pet trimaps) use the
+    object mask as a two-part map ``["background", "object"]``: the concept metrics then measure
+    object vs background only (and object-pixel NMI is 0 by definition).
+    """
+    parts = data.parts_at(idx) if hasattr(data, "parts_at") else None
+    objects = data.objects_at(idx) if hasattr(data, "objects_at") else None
+    if parts is not None and getattr(data, "part_names", None) is not None:
+        names = list(data.part_names)
+        return parts.long(), (objects if objects is not None else parts > 0).bool(), names
+    if objects is not None:
+        return objects.long(), objects.bool(), ["background", "object"]
+    raise ValueError(
+        f"the data set {getattr(data, 'name', type(data).__name__)!r} has neither part maps nor object masks: "
+        "the concept and localisation metrics need one of them (use the 'parts' data set)."
+    )
 
 
 # ----------------------------------------------------------------------------- the evaluation
@@ -393,7 +415,7 @@ def run_evaluation(
 
     from . import metrics
     from .classifier import KMeansClassifier
-    from .concepts import ConceptModel
+    from .concepts import ConceptModel, upsample_labels
     from .data import load_dataset
     from .features import LevelFeatures
     from .prototypes import prototype_representativeness
@@ -446,17 +468,12 @@ def run_evaluation(
         t = time.perf_counter()
         train = load_dataset(prof.dataset, "train", prof, seed=DATA_SEED)
         test = load_dataset(prof.dataset, "test", prof, seed=DATA_SEED)
-        if getattr(test, "parts", None) is None or test.part_names is None:
-            raise ValueError(
-                f"dataset {prof.dataset!r} has no part maps: the concept metrics need ground-truth parts "
-                "(use the 'parts' dataset)."
-            )
-        part_names = list(test.part_names)
-        H, W = test.images.shape[-2:]
         n_fit = min(int(n_fit_images), len(train))
         n_scale = min(n_fit, 256)
-        x_fit = train.images[:n_fit]
-        parts_fit = train.parts[:n_fit]
+        x_fit = train.images_at(torch.arange(n_fit))
+        parts_fit, _, part_names = _ground_truth(train, torch.arange(n_fit))
+        parts_test, objects_test, _ = _ground_truth(test, torch.arange(len(test)))
+        H, W = parts_test.shape[-2:]
         n_eval = min(int(prof.n_eval_images), len(test))
         t = tick("data", t)
 
@@ -494,9 +511,8 @@ def run_evaluation(
             # -- 3. one forward pass per batch for every level: pooled embeddings and concept maps
             bar.set_description(f"seed {seed}: features")
 
-            Z_train, _, cmaps_train = _features_pass(model, train.images, specs, lfs, cms, n_fit, batch_size, (H, W))
-            Z_test, logits_test, cmaps_test = _features_pass(model, test.images, specs, lfs, cms, len(test),
-                                                             batch_size, (H, W))
+            Z_train, _, cmaps_train = _features_pass(model, train, specs, lfs, cms, n_fit, batch_size)
+            Z_test, logits_test, cmaps_test = _features_pass(model, test, specs, lfs, cms, len(test), batch_size)
             t = tick("features", t)
             bar.update(1)
 
@@ -539,17 +555,21 @@ def run_evaluation(
 
             # -- 5. concept maps vs parts
             bar.set_description(f"seed {seed}: concept metrics")
+
+            def up(maps: torch.Tensor) -> torch.Tensor:  # concept map on the grid -> pixels (nearest)
+                return upsample_labels(maps, (H, W))
+
             for (name, K) in cms:
                 main_k = K == prof.n_concepts
                 if main_k:
                     _concept_records(
-                        rec, seed, name, K, cmaps_train[(name, K)], parts_fit, cmaps_test[(name, K)], test.parts,
-                        test.objects, part_names, sweep=None, full=True,
+                        rec, seed, name, K, up(cmaps_train[(name, K)]), parts_fit, up(cmaps_test[(name, K)]),
+                        parts_test, objects_test, part_names, sweep=None, full=True,
                     )
                 if sweep_seed and name in sweep_names:
                     _concept_records(
-                        rec, seed, name, K, cmaps_train[(name, K)], parts_fit, cmaps_test[(name, K)], test.parts,
-                        test.objects, part_names, sweep="n_concepts", full=False,
+                        rec, seed, name, K, up(cmaps_train[(name, K)]), parts_fit, up(cmaps_test[(name, K)]),
+                        parts_test, objects_test, part_names, sweep="n_concepts", full=False,
                     )
             t = tick("concept metrics", t)
             bar.update(1)
@@ -557,8 +577,8 @@ def run_evaluation(
             # -- 6. attribution maps
             bar.set_description(f"seed {seed}: attribution")
             if include_attribution and n_eval > 0:
-                x_eval = test.images[:n_eval]
-                obj_eval = test.objects[:n_eval]
+                x_eval = test.images_at(torch.arange(n_eval))
+                obj_eval = objects_test[:n_eval]
                 target = linear_pred[:n_eval]
                 att = _attribution_maps(model, x_eval, target, specs, lfs, clfs, batch_size=batch_size,
                                         random_state=seed)
@@ -585,20 +605,20 @@ def run_evaluation(
                         idx = [int((test.labels == c).nonzero()[0]) for c in torch.unique(test.labels)[:8].tolist()]
                     else:
                         idx = [int(i) for i in example_indices if 0 <= int(i) < len(test)]
-                    x_ex = test.images[idx]
+                    x_ex = test.images_at(idx)
                     t_ex = linear_pred[idx]
                     att_ex = _attribution_maps(model, x_ex, t_ex, specs, lfs, clfs, batch_size=batch_size,
                                                random_state=seed)
                     examples = {
                         "index": np.asarray(idx),
                         "images": x_ex.numpy(),
-                        "parts": test.parts[idx].numpy(),
-                        "objects": test.objects[idx].numpy(),
+                        "parts": parts_test[idx].numpy(),
+                        "objects": objects_test[idx].numpy(),
                         "labels": test.labels[idx].numpy(),
                         "target": t_ex.numpy(),
                         "part_names": part_names,
                         "class_names": list(getattr(test, "class_names", []) or []),
-                        "concept_maps": {name: cmaps_test[(name, K)][idx].numpy().astype(np.int64)
+                        "concept_maps": {name: up(cmaps_test[(name, K)][idx]).numpy().astype(np.int64)
                                          for (name, K) in cms if K == prof.n_concepts},
                         "attributions": {f"{lv}/{method}": m.numpy() for (lv, method), m in att_ex.items()},
                         "seed": seed,

@@ -204,3 +204,16 @@ def test_plot_qualitative_has_a_column_per_level_and_map():
 def test_sweep_levels_are_validated():
     with pytest.raises(ValueError, match="sweep_levels"):
         evaluate.run_evaluation("smoke", 1, levels=["B4"], sweep_levels=["B234"])
+
+
+def test_ground_truth_falls_back_to_object_masks():
+    from kmexplain_utils.data.base import ImageSet
+
+    objects = torch.zeros(2, 4, 4, dtype=torch.bool)
+    objects[:, 1:3, 1:3] = True
+    ds = ImageSet(torch.rand(2, 3, 4, 4), torch.tensor([0, 1]), objects=objects)
+    parts, obj, names = evaluate._ground_truth(ds, torch.arange(2))
+    assert names == ["background", "object"]
+    assert torch.equal(parts, objects.long()) and torch.equal(obj, objects)
+    with pytest.raises(ValueError, match="neither part maps nor object masks"):
+        evaluate._ground_truth(ImageSet(torch.rand(2, 3, 4, 4), torch.tensor([0, 1])), torch.arange(2))
