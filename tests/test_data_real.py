@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from kmexplain_utils.config import get_profile
 import torch
 from PIL import Image
 
@@ -94,9 +96,11 @@ def test_mnist_masks_are_strokes(mnist_train):
 
 
 def test_mnist_through_load_dataset_resizes_and_checks_n():
-    ds = load_dataset("mnist", "train", "smoke")
-    assert len(ds) == 400 and ds.image_size == 32 and ds.class_counts().tolist() == [40] * 10
-    assert ds.parts.shape == (400, 32, 32)
+    smoke = get_profile("smoke")
+    ds = load_dataset("mnist", "train", smoke)
+    n = smoke.n_train
+    assert len(ds) == n and ds.image_size == 32 and ds.class_counts().tolist() == [n // 10] * 10
+    assert ds.parts.shape == (n, 32, 32)
     with pytest.raises(ValueError, match="1000 test digits"):
         load_mnist("test", n=1001)
 

@@ -190,10 +190,9 @@ def test_training_rejects_empty_data(profile):
 def test_tiny_resnet_clearly_beats_logistic_regression_on_raw_pixels():
     """On real (generated) part data, a TinyResNet is far better than a linear model on pixels.
 
-    1,200 training images at 32 px, 6 epochs: the TinyResNet learns the head
-    colour and the marking (measured: 0.37 test accuracy) while logistic
-    regression on the 3,072 raw pixel values stays near chance (measured:
-    0.25; chance 0.125).
+    1,200 training images at 32 px, 6 epochs (measured on parts v2: TinyResNet
+    0.59 test accuracy, logistic regression on the 3,072 raw pixel values
+    0.33; chance 0.125).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -209,8 +208,8 @@ def test_tiny_resnet_clearly_beats_logistic_regression_on_raw_pixels():
     set_seed(0)
     model = TinyResNet(train.n_classes, width=p.width)
     result = train_model(model, train, profile=p, seed=0, device="cpu", test_set=test)
-    assert pixel_acc < 0.3
-    assert result.test_acc > pixel_acc + 0.08, (result.test_acc, pixel_acc)
+    assert pixel_acc < 0.4
+    assert result.test_acc > pixel_acc + 0.15, (result.test_acc, pixel_acc)
 
 
 def test_checkpoint_key_changes_with_the_data_version(monkeypatch):
