@@ -196,6 +196,35 @@ class Assigner:
         """
         torch.argmin(self.partial_distances(xc), dim=1, out=labels_out)
 
+    def assign_top2(self, xc: torch.Tensor, labels_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest centroid of each row, and the two smallest partial distances.
+
+        Parameters
+        ----------
+        xc : torch.Tensor
+            ``(b, d)`` rows.
+        labels_out : torch.Tensor
+            ``(b,)`` int64, receives the labels (first minimum on ties).
+
+        Returns
+        -------
+        v1, v2 : torch.Tensor
+            ``(b,)`` smallest and second-smallest ``||c||^2 - 2 x.c`` (``v2``
+            is ``inf`` when ``k == 1``).
+        """
+        buf = self.partial_distances(xc)
+        v1, idx = torch.min(buf, dim=1)
+        labels_out.copy_(idx)
+        if self.k == 1:
+            return v1, torch.full_like(v1, float("inf"))
+        buf.scatter_(1, idx.unsqueeze(1), float("inf"))
+        return v1, buf.min(dim=1).values
+
+    @property
+    def max_center_sq(self) -> float:
+        """Largest squared norm of the loaded centroids."""
+        return float(self._c_sq.max())
+
     def full_sq_distances(self, xc: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
         """Squared distances ``(b, k)`` (a new tensor), clamped at 0."""
         out = self.partial_distances(xc).clone()

@@ -45,6 +45,7 @@ import torch
 
 __all__ = [
     "ENGINES",
+    "EXTRA_ENGINES",
     "make_cnn_like",
     "cnn_like_batches",
     "initial_centroids",
@@ -65,6 +66,11 @@ __all__ = [
 ]
 
 ENGINES = ("project", "sklearn", "faiss")
+#: Further engines for like-for-like comparisons: the project's engine without
+#: Hamerly's bounds, and scikit-learn's bounded exact algorithm (Elkan).
+EXTRA_ENGINES = ("project-lloyd", "sklearn-elkan")
+_ALGORITHMS = {"project": "hamerly", "project-lloyd": "lloyd", "sklearn": "lloyd", "sklearn-elkan": "elkan",
+               "faiss": "lloyd"}
 
 
 # --------------------------------------------------------------------------- data
@@ -303,7 +309,12 @@ def run_engine(
 
     Parameters
     ----------
-    engine : {"project", "sklearn", "faiss"}
+    engine : {"project", "project-lloyd", "sklearn", "sklearn-elkan", "faiss"}
+        ``"project"`` is :class:`~kmexplain_utils.kmeans.KMeans` with its
+        default ``algorithm="auto"`` (Hamerly's bounds on the CPU);
+        ``"project-lloyd"`` forces plain Lloyd iterations; ``"sklearn"`` is
+        scikit-learn's ``algorithm="lloyd"``, ``"sklearn-elkan"`` its
+        ``algorithm="elkan"``.
     X : np.ndarray, shape (n, d), float32
     C0 : np.ndarray, shape (k, d), float32
     iters : int
@@ -323,11 +334,12 @@ def run_engine(
     dev = torch.device(device)
     gpu = dev.type == "cuda"
     Xin: Any = X
-    if engine == "project" and gpu:
+    project = engine in ("project", "project-lloyd")
+    if project and gpu:
         Xin = torch.from_numpy(X).to(dev)  # data on the GPU before timing, like a real pipeline
         torch.cuda.reset_peak_memory_stats(dev)
         base_gpu = torch.cuda.memory_allocated(dev)
-    if engine == "sklearn":
+    if engine in ("sklearn", "sklearn-elkan"):
         from sklearn.cluster import KMeans as SKKMeans  # imports outside the timed region
     elif engine == "faiss":
         import faiss
@@ -337,16 +349,18 @@ def run_engine(
     maxrss0 = _maxrss_bytes()
     with _RSSPeak() as mem:
         t0 = time.perf_counter()
-        if engine == "project":
+        if project:
             km = KMeans(
                 k, init=C0, n_init=1, max_iter=iters, tol=0.0, device=dev,
                 matmul_dtype=matmul_dtype, chunk_size=chunk_size, distributed=False,
+                algorithm="lloyd" if engine == "project-lloyd" else "auto",
             ).fit(Xin)
             _sync(dev)
             centers = km.cluster_centers_.float().cpu().numpy()
             inertia, n_iter = km.inertia_, km.n_iter_
-        elif engine == "sklearn":
-            sk = SKKMeans(k, init=C0, n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd").fit(X)
+        elif engine in ("sklearn", "sklearn-elkan"):
+            algo = "elkan" if engine == "sklearn-elkan" else "lloyd"
+            sk = SKKMeans(k, init=C0, n_init=1, max_iter=iters, tol=0.0, algorithm=algo).fit(X)
             centers, inertia, n_iter = sk.cluster_centers_, float(sk.inertia_), int(sk.n_iter_)
         elif engine == "faiss":
             faiss.omp_set_num_threads(torch.get_num_threads())
@@ -357,7 +371,7 @@ def run_engine(
             fk.train(X, init_centroids=C0)
             centers, inertia, n_iter = fk.centroids, float(fk.obj[-1]), int(len(fk.obj))
         else:
-            raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+            raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES + EXTRA_ENGINES}")
         seconds = time.perf_counter() - t0
     peak = mem.peak_extra
     maxrss1 = _maxrss_bytes()
@@ -371,7 +385,7 @@ def run_engine(
         "inertia": inertia,
         "centers": np.asarray(centers, dtype=np.float32),
     }
-    if engine == "project" and gpu:
+    if project and gpu:
         out["peak_extra_bytes"] = int(torch.cuda.max_memory_allocated(dev) - base_gpu)
         out["memory_kind"] = "gpu"
     return out
@@ -381,7 +395,7 @@ def _engine_available(engine: str) -> bool:
     try:
         if engine == "faiss":
             import faiss  # noqa: F401
-        elif engine == "sklearn":
+        elif engine.startswith("sklearn"):
             import sklearn  # noqa: F401
     except ImportError:
         return False
@@ -436,7 +450,7 @@ def bench_kmeans(
     *,
     device: str = "cpu",
     repeats: int = 3,
-    engines: Sequence[str] = ENGINES,
+    engines: Sequence[str] = ENGINES + EXTRA_ENGINES,
     seed: int = 0,
     isolate: bool = False,
     chunk_size: int | None = None,
@@ -453,7 +467,8 @@ def bench_kmeans(
     repeats : int
         Rounds; in each round every engine runs once, in a rotating order.
     engines : sequence of str
-        Any of ``"project"``, ``"sklearn"``, ``"faiss"``; missing libraries
+        Any of ``"project"``, ``"sklearn"``, ``"faiss"`` and the extra engines
+        ``"project-lloyd"``, ``"sklearn-elkan"`` (see :func:`run_engine`); missing libraries
         are skipped (reported with ``"skipped"``).
     isolate : bool
         Run every engine in a fresh process (clean peak-memory figures).
@@ -484,7 +499,7 @@ def bench_kmeans(
             peaks.append(measure_matmul_peak(n, d, k, device=device))
             order = engines[r % len(engines):] + engines[: r % len(engines)]
             for e in order:
-                dev = device if e == "project" else "cpu"
+                dev = device if e.startswith("project") else "cpu"
                 if isolate:
                     res = _run_isolated(e, data_path, init_path, iters, dev, chunk_size, tmp_ctx.name)
                 else:
@@ -502,15 +517,16 @@ def bench_kmeans(
     for e in engines:
         rs = runs[e]
         spi = statistics.median(r["s_per_iter"] for r in rs)
-        on_gpu = e == "project" and device != "cpu"
+        on_gpu = e.startswith("project") and device != "cpu"
         ref_peak = peak if (on_gpu or device == "cpu") else None
         rec = {
             "engine": e,
-            "device": device if e == "project" else "cpu",
+            "device": device if e.startswith("project") else "cpu",
             "n": n, "d": d, "k": k, "iters": iters, "repeats": repeats,
             "n_iter": rs[-1]["n_iter"],
             "s_per_iter": spi,
             "s_per_iter_all": [round(r["s_per_iter"], 5) for r in rs],
+            "algorithm": _ALGORITHMS.get(e, e) if not (e == "project" and device != "cpu") else "lloyd",
             "gflops": flops / spi / 1e9,
             "peak_gflops": ref_peak if ref_peak is not None else peak_cpu,
             "frac_peak": (flops / spi / 1e9) / ref_peak if ref_peak else None,
@@ -529,7 +545,7 @@ def bench_kmeans(
     by = {r["engine"]: r for r in records if "s_per_iter" in r}
     ratio: dict[str, Any] = {"engine": "ratios", "n": n, "d": d, "k": k, "device": device}
     if "project" in by:
-        for other in ("faiss", "sklearn"):
+        for other in ("faiss", "sklearn", "sklearn-elkan", "project-lloyd"):
             if other in by:
                 ratio[f"project/{other}"] = by["project"]["s_per_iter"] / by[other]["s_per_iter"]
                 ratio[f"inertia_rel_diff_vs_{other}"] = (
@@ -845,7 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--iters", type=int, default=20)
     q.add_argument("--device", default="cpu")
     q.add_argument("--repeats", type=int, default=3)
-    q.add_argument("--engines", default=",".join(ENGINES))
+    q.add_argument("--engines", default=",".join(ENGINES + EXTRA_ENGINES),
+                   help="comma-separated, from: " + ", ".join(ENGINES + EXTRA_ENGINES))
     q.add_argument("--threads", type=int, default=0, help="torch/faiss threads (default: torch's)")
     q.add_argument("--chunk-size", type=int, default=None)
     q.add_argument("--seed", type=int, default=0)
