@@ -61,6 +61,7 @@ __all__ = [
     "results_table",
     "ratios_table",
     "plot_seconds_per_iter",
+    "plot_distance_fraction",
     "markdown_report",
     "main",
 ]
@@ -69,8 +70,7 @@ ENGINES = ("project", "sklearn", "faiss")
 #: Further engines for like-for-like comparisons: the project's engine without
 #: Hamerly's bounds, and scikit-learn's bounded exact algorithm (Elkan).
 EXTRA_ENGINES = ("project-lloyd", "sklearn-elkan")
-_ALGORITHMS = {"project": "hamerly", "project-lloyd": "lloyd", "sklearn": "lloyd", "sklearn-elkan": "elkan",
-               "faiss": "lloyd"}
+_ALGORITHMS = {"project-lloyd": "lloyd", "sklearn": "lloyd", "sklearn-elkan": "elkan", "faiss": "lloyd"}
 
 
 # --------------------------------------------------------------------------- data
@@ -311,7 +311,7 @@ def run_engine(
     ----------
     engine : {"project", "project-lloyd", "sklearn", "sklearn-elkan", "faiss"}
         ``"project"`` is :class:`~kmexplain_utils.kmeans.KMeans` with its
-        default ``algorithm="auto"`` (Hamerly's bounds on the CPU);
+        default ``algorithm="auto"`` (Hamerly's bounds on the CPU for ``d k >= 16384``);
         ``"project-lloyd"`` forces plain Lloyd iterations; ``"sklearn"`` is
         scikit-learn's ``algorithm="lloyd"``, ``"sklearn-elkan"`` its
         ``algorithm="elkan"``.
@@ -345,6 +345,8 @@ def run_engine(
         import faiss
     else:
         from .kmeans import KMeans
+    computed = None  # fraction of the points whose distances were computed (project only)
+    algorithm = {"sklearn": "lloyd", "sklearn-elkan": "elkan", "faiss": "lloyd"}.get(engine)
     rss0 = _rss_bytes()
     maxrss0 = _maxrss_bytes()
     with _RSSPeak() as mem:
@@ -358,6 +360,8 @@ def run_engine(
             _sync(dev)
             centers = km.cluster_centers_.float().cpu().numpy()
             inertia, n_iter = km.inertia_, km.n_iter_
+            computed = float(km.distance_fraction_.mean())
+            algorithm = km.algorithm_
         elif engine in ("sklearn", "sklearn-elkan"):
             algo = "elkan" if engine == "sklearn-elkan" else "lloyd"
             sk = SKKMeans(k, init=C0, n_init=1, max_iter=iters, tol=0.0, algorithm=algo).fit(X)
@@ -383,6 +387,8 @@ def run_engine(
         "s_per_iter": seconds / max(1, n_iter),
         "peak_extra_bytes": int(peak),
         "inertia": inertia,
+        "distance_fraction": computed,
+        "algorithm": algorithm,
         "centers": np.asarray(centers, dtype=np.float32),
     }
     if project and gpu:
@@ -526,7 +532,8 @@ def bench_kmeans(
             "n_iter": rs[-1]["n_iter"],
             "s_per_iter": spi,
             "s_per_iter_all": [round(r["s_per_iter"], 5) for r in rs],
-            "algorithm": _ALGORITHMS.get(e, e) if not (e == "project" and device != "cpu") else "lloyd",
+            "algorithm": rs[-1].get("algorithm") or _ALGORITHMS.get(e, e),
+            "distance_fraction": rs[-1].get("distance_fraction"),
             "gflops": flops / spi / 1e9,
             "peak_gflops": ref_peak if ref_peak is not None else peak_cpu,
             "frac_peak": (flops / spi / 1e9) / ref_peak if ref_peak else None,
@@ -745,13 +752,15 @@ def results_table(records: Sequence[dict[str, Any]]):
         rows.append({
             "file": r.get("file"),
             "engine": r["engine"],
+            "algorithm": r.get("algorithm", "lloyd"),
             "device": r.get("device"),
             "hardware": f"{where} ({m.get('threads')} threads)" if r.get("device") == "cpu" else where,
             "n x d": f"{r['n']} x {r['d']}",
             "k": r["k"],
             "s/iter": r["s_per_iter"],
-            "GFLOP/s": r.get("gflops"),
+            "GFLOP/s (Lloyd-equivalent)": r.get("gflops"),
             "% of matmul peak": None if r.get("frac_peak") is None else 100 * r["frac_peak"],
+            "% of distances computed": None if r.get("distance_fraction") is None else 100 * r["distance_fraction"],
             "extra memory / data": r.get("extra_mem_frac"),
             "inertia (exact)": r.get("inertia_exact"),
             "load avg": m.get("loadavg_1min"),
@@ -792,6 +801,37 @@ def plot_seconds_per_iter(records: Sequence[dict[str, Any]], ax: Any = None, tit
     return fig
 
 
+def plot_distance_fraction(fractions: dict[str, Sequence[float]], ax: Any = None, title: str | None = None):
+    """Fraction of the points whose distances were computed, per Lloyd iteration.
+
+    Parameters
+    ----------
+    fractions : dict of str to sequence of float
+        Curve name -> ``KMeans.distance_fraction_`` of a fit.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    else:
+        fig = ax.figure
+    for name, frac in fractions.items():
+        frac = np.asarray(frac, dtype=float)
+        ax.plot(np.arange(1, len(frac) + 1), 100 * frac, "o-", ms=3, label=name)
+    ax.set_xlabel("Lloyd iteration")
+    ax.set_ylabel("% of points with distances computed")
+    ax.set_ylim(0, 105)
+    ax.legend(frameon=False)
+    ax.set_title(title or "work left after the bounds")
+    return fig
+
+
 def markdown_report(records: Sequence[dict[str, Any]]) -> str:
     """Markdown tables of saved results (engines, ratios, streamed fits, bf16), for the README."""
 
@@ -814,8 +854,9 @@ def markdown_report(records: Sequence[dict[str, Any]]) -> str:
     eng = results_table(records)
     if len(eng):
         parts.append(table(eng.to_dict("records")))
-    rat = [{k: r.get(k) for k in ("file", "k", "device", "project/faiss", "project/sklearn",
-                                   "inertia_rel_diff_vs_sklearn", "project_frac_peak", "project_extra_mem_frac")}
+    rat = [{k: r.get(k) for k in ("file", "k", "device", "project/faiss", "project/sklearn", "project/sklearn-elkan",
+                                   "project/project-lloyd", "inertia_rel_diff_vs_sklearn", "project_frac_peak",
+                                   "project_extra_mem_frac")}
            for r in records if r.get("engine") == "ratios"]
     if rat:
         parts.append(table(rat))

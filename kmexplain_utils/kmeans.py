@@ -61,6 +61,11 @@ INIT_SAMPLE_SIZE = 10_000
 #: first block's candidates still needs its row of products (tightening costs about half
 #: a row of products at d = 896, k = 64 on a CPU; measured in benchmarks/README.md).
 TIGHTEN_MAX_KEPT = 0.5
+#: ``algorithm="auto"`` uses Hamerly's bounds on the CPU when ``n_features * n_clusters`` is at
+#: least this: below it a row of products is so cheap that the bookkeeping of the bounds costs
+#: as much as it saves (measured: equal times at d = 112, k = 16 and d = 256, k = 32; 1.2-1.5x
+#: faster at d = 896, k = 64).
+HAMERLY_MIN_WORK = 16384
 
 _SHAPE_DOC = "(n_samples, n_features)"
 
@@ -227,8 +232,10 @@ class KMeans:
         settle; the bounds carry a rigorous float-rounding margin, so the
         labels, centroids and iteration count are Lloyd's (up to exact ties).
         It needs three float64 numbers per point. ``"auto"``: ``"hamerly"``
-        on the CPU, ``"lloyd"`` on a GPU (the bounded step was benchmarked on
-        the CPU only; on a GPU every iteration's compaction synchronises).
+        on the CPU when ``n_features * n_clusters >= 16384`` (where the saved
+        products outweigh the bookkeeping), else ``"lloyd"``; always
+        ``"lloyd"`` on a GPU (the bounded step was benchmarked on the CPU
+        only; on a GPU every iteration's compaction synchronises).
 
     Attributes
     ----------
@@ -246,6 +253,13 @@ class KMeans:
         Lloyd iterations of the kept run.
     n_features_in_ : int
         Number of features seen in ``fit``.
+    algorithm_ : str
+        The algorithm the fit used, ``"lloyd"`` or ``"hamerly"`` (``"auto"`` resolved).
+    distance_fraction_ : numpy.ndarray
+        ``(n_iter_,)``: for each Lloyd iteration, the fraction of the points
+        (of the sample, when fitting on one) whose ``k`` distance products
+        were computed. Always 1 with ``algorithm="lloyd"``; with Hamerly's
+        bounds it shows how much work the bounds saved.
 
     Notes
     -----
@@ -461,10 +475,10 @@ class KMeans:
         return labs, inertia
 
     # ------------------------------------------------------------------ Lloyd
-    def _use_hamerly(self, device: torch.device) -> bool:
+    def _use_hamerly(self, device: torch.device, n_features: int) -> bool:
         """Whether the Lloyd iterations use Hamerly's bounds (``algorithm`` resolved)."""
         if self.algorithm == "auto":
-            return device.type == "cpu"
+            return device.type == "cpu" and n_features * int(self.n_clusters) >= HAMERLY_MIN_WORK
         return self.algorithm == "hamerly"
 
     def _lloyd(
@@ -478,8 +492,12 @@ class KMeans:
         chunk: int,
         low: torch.dtype | None,
         pool: SpanPool,
-    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-        """Lloyd iterations on the (local shard) ``X``; returns centers, labels, inertia, n_iter.
+    ) -> tuple[torch.Tensor, torch.Tensor, float, int, list[int]]:
+        """Lloyd iterations on the (local shard) ``X``.
+
+        Returns the centers, labels, inertia, number of iterations, and for
+        each iteration the number of points (all ranks) whose distance
+        products were computed.
 
         The first iteration is one pass over the data: per chunk, one fused
         ``addmm`` gives ``||c||^2 - 2 x.c`` for all centroids, ``min`` gives
@@ -495,7 +513,7 @@ class KMeans:
         """
         n, d = X.shape
         k = int(self.n_clusters)
-        hamerly = self._use_hamerly(device)
+        hamerly = self._use_hamerly(device, d)
         spans = pool.spans(n, chunk)
         assigners = self._assigners(C, len(spans), chunk, dtype, device, low)
         labels = torch.empty(n, dtype=torch.int64, device=device)
@@ -524,7 +542,7 @@ class KMeans:
             acc.index_add_(0, new, rows)
             acc.index_add_(0, old, rows, alpha=-1)
 
-        def estep(j: int) -> int:
+        def estep(j: int) -> tuple[int, int]:
             sums, part, counts, A = sums_w[j], part_w[j], counts_w[j], assigners[j]
             full = state["full"] or not incremental
             lo, hi = spans[j]
@@ -565,13 +583,13 @@ class KMeans:
             if part is not None and pending:
                 sums.add_(part)
             if full:
-                changed = n if labels_old is None else int((labels[lo:hi] != labels_old[lo:hi]).sum())
+                changed = hi - lo if labels_old is None else int((labels[lo:hi] != labels_old[lo:hi]).sum())
             counts.copy_(torch.bincount(labels[lo:hi], minlength=k))
             if labels_old is not None:
                 labels_old[lo:hi] = labels[lo:hi]
-            return changed
+            return changed, hi - lo
 
-        def estep_bounded(j: int) -> int:
+        def estep_bounded(j: int) -> tuple[int, int]:
             """Hamerly's step: distances only for the points whose bounds do not settle the label."""
             sums, part, counts, A = sums_w[j], part_w[j], counts_w[j], assigners[j]
             lo, hi = spans[j]
@@ -584,6 +602,7 @@ class KMeans:
             csq_max = A.max_center_sq
             pending = 0
             changed = 0
+            computed = 0
             tighten = True
             for b0 in range(0, cand.numel(), chunk):
                 ci = cand[b0 : b0 + chunk]
@@ -606,6 +625,7 @@ class KMeans:
                 else:
                     ci2, rows2, old2 = ci, rows, old
                 new = torch.empty(ci2.numel(), dtype=torch.int64, device=device)
+                computed += ci2.numel()
                 v1, v2 = A.assign_top2(rows2, new)
                 xs = x_sq.index_select(0, ci2 + lo)
                 ub, lb = bounds_from_partial(v1, v2, xs, (xs + csq_max).mul_(gamma))
@@ -626,27 +646,30 @@ class KMeans:
             if part is not None and pending:
                 sums.add_(part)
             counts.copy_(torch.bincount(a, minlength=k))
-            return changed
+            return changed, computed
 
         C_cur = {"C": C}  # the centroids the assigners hold (for the exact tightening)
         strict = False
         n_iter = 0
+        computed_per_iter: list[int] = []
         for it in range(int(self.max_iter)):
             step = estep_bounded if (hamerly and it > 0) else estep
-            changed = sum(pool.map(step, range(len(spans))))
+            results = pool.map(step, range(len(spans)))
             state["full"] = False
-            red = torch.empty(k * d + k + 1, dtype=torch.float64, device=device)
+            red = torch.empty(k * d + k + 2, dtype=torch.float64, device=device)
             red_s, red_c = red[: k * d].view(k, d), red[k * d : k * d + k]
             red_s.copy_(sums_w[0])
             red_c.copy_(counts_w[0])
             for j in range(1, len(spans)):
                 red_s.add_(sums_w[j])
                 red_c.add_(counts_w[j])
-            red[-1] = float(changed)
+            red[-2] = float(sum(r[0] for r in results))
+            red[-1] = float(sum(r[1] for r in results))
             comm.allreduce_(red)
             sums = red[: k * d].view(k, d)
             counts = red[k * d : k * d + k]
-            n_changed = int(red[-1])
+            n_changed = int(red[-2])
+            computed_per_iter.append(int(red[-1]))
             if bool((counts == 0).any()):
                 self._relocate_empty(X, C, labels, sums, counts, comm, device, dtype, chunk, pool)
             nonempty = counts > 0
@@ -678,7 +701,7 @@ class KMeans:
             else:
                 inertia = self._label_and_inertia(X, C, labels, assigners, device, dtype, chunk, pool)
         inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64, device=device))
-        return C, labels, float(inertia_t[0]), n_iter
+        return C, labels, float(inertia_t[0]), n_iter, computed_per_iter
 
     def _relocate_empty(
         self,
@@ -802,10 +825,10 @@ class KMeans:
             idx = torch.sort(torch.randperm(n, generator=gen)[: int(self.sample_size)]).values
             S = self._gather_rows(Xt, idx, offset, comm, device, dtype)
             self._check_n_samples(S.shape[0])
-            C, n_iter = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low, pool)
+            C, n_iter, computed = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low, pool)
             labs, inertia = self._assign_pass([Xt], C, device, dtype, chunk, low, pool)
             inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64))
-            self._set_fitted(C, labs[0], float(inertia_t[0]), n_iter, d)
+            self._set_fitted(C, labs[0], float(inertia_t[0]), n_iter, d, computed, S.shape[0])
             return self
 
         m_init = min(n, max(INIT_SAMPLE_SIZE, 40 * int(self.n_clusters)))
@@ -820,12 +843,12 @@ class KMeans:
             else:
                 S = None
             C0 = self._seed(S, gen, d, dtype, device, comm)
-            C, labels, inertia, n_iter = self._lloyd(
+            C, labels, inertia, n_iter, computed = self._lloyd(
                 Xt, C0, float(self.tol) * var_mean, comm, device, dtype, chunk, low, pool
             )
             if best is None or inertia < best[2]:
-                best = (C, labels, inertia, n_iter)
-        self._set_fitted(*best, d)
+                best = (C, labels, inertia, n_iter, computed)
+        self._set_fitted(*best[:4], d, computed=best[4], n_fit=n)
         return self
 
     def _fit_sample(
@@ -839,7 +862,7 @@ class KMeans:
         chunk: int,
         low: torch.dtype | None,
         pool: SpanPool,
-    ) -> tuple[torch.Tensor, int]:
+    ) -> tuple[torch.Tensor, int, list[int]]:
         """Lloyd on the sample ``S`` (identical on every rank); centroids broadcast from rank 0."""
         single = Comm(False)
         m, d = S.shape
@@ -852,13 +875,13 @@ class KMeans:
             else:
                 sub = S
             C0 = self._seed(sub, gen, d, dtype, device, single)
-            C, _, inertia, n_iter = self._lloyd(
+            C, _, inertia, n_iter, computed = self._lloyd(
                 S, C0, float(self.tol) * var_mean, single, device, dtype, chunk, low, pool
             )
             if best is None or inertia < best[1]:
-                best = (C, inertia, n_iter)
+                best = (C, inertia, n_iter, computed)
         C = comm.broadcast_(best[0].contiguous())
-        return C, best[2]
+        return C, best[2], best[3]
 
     def _fit_stream(self, batches: _Batches, seed: int, comm: Comm) -> "KMeans":
         """Reservoir-sample the stream, fit on the sample, label the stream in one pass."""
@@ -908,15 +931,26 @@ class KMeans:
         gen = torch.Generator().manual_seed(seed)
         n_init = 1 if not isinstance(self.init, str) else int(self.n_init)
         with SpanPool(device) as pool:
-            C, n_iter = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low, pool)
+            C, n_iter, computed = self._fit_sample(S, gen, n_init, dtype, device, comm, chunk, low, pool)
             labs, inertia = self._assign_pass(batches, C, device, dtype, chunk, low, pool)
         inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64))
         labels = torch.cat(labs) if labs else torch.empty(0, dtype=torch.int64, device=device)
-        self._set_fitted(C, labels, float(inertia_t[0]), n_iter, d)
+        self._set_fitted(C, labels, float(inertia_t[0]), n_iter, d, computed, S.shape[0])
         self.n_samples_seen_ = n_total
         return self
 
-    def _set_fitted(self, C: torch.Tensor, labels: torch.Tensor | None, inertia: float, n_iter: int, d: int) -> None:
+    def _set_fitted(
+        self,
+        C: torch.Tensor,
+        labels: torch.Tensor | None,
+        inertia: float,
+        n_iter: int,
+        d: int,
+        computed: list[int],
+        n_fit: int,
+    ) -> None:
+        self.distance_fraction_ = np.asarray(computed, dtype=np.float64) / float(n_fit)
+        self.algorithm_ = "hamerly" if self._use_hamerly(C.device, d) else "lloyd"
         self.cluster_centers_ = C
         self.labels_ = labels
         self.inertia_ = float(inertia)

@@ -33,6 +33,11 @@ CASES = {
     "random-n_init": dict(n_clusters=6, random_state=4, init="random", n_init=2),
     "sample": dict(n_clusters=6, random_state=5, sample_size=700),
     "empty": dict(n_clusters=3, init=np.array([[0.0] * 12, [1.0] * 12, [1e3] * 12]), max_iter=50),
+    # Hamerly's bounds are per point, so each rank keeps its own; sums and counts are all-reduced
+    "hamerly": dict(n_clusters=6, random_state=7, algorithm="hamerly"),
+    "hamerly-empty": dict(
+        n_clusters=3, init=np.array([[0.0] * 12, [1.0] * 12, [1e3] * 12]), max_iter=50, algorithm="hamerly"
+    ),
 }
 
 

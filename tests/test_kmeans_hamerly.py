@@ -154,3 +154,27 @@ def test_algorithm_is_validated():
     with pytest.raises(ValueError, match="algorithm must be 'auto', 'lloyd' or 'hamerly', got 'elkan'"):
         KMeans(2, algorithm="elkan").fit(np.zeros((4, 2)))
     assert KMeans(2).get_params()["algorithm"] == "auto"
+
+
+def test_auto_uses_the_bounds_only_where_they_pay():
+    rng = np.random.default_rng(0)
+    small = rng.random((300, 8), dtype=np.float32)
+    wide = rng.random((300, 1024), dtype=np.float32)
+    assert KMeans(4, random_state=0, device="cpu").fit(small).algorithm_ == "lloyd"
+    assert KMeans(16, random_state=0, device="cpu").fit(wide).algorithm_ == "hamerly"
+    assert KMeans(4, random_state=0, device="cpu", algorithm="hamerly").fit(small).algorithm_ == "hamerly"
+    assert KMeans(16, random_state=0, device="cpu", algorithm="lloyd").fit(wide).algorithm_ == "lloyd"
+
+
+def test_distance_fraction_reports_the_work_the_bounds_save():
+    X, k = _cases()["relu-f32"]
+    C0 = X[:k].copy()
+    ham = _fit(X, k, "hamerly", C0, tol=0.0, max_iter=30)
+    llo = _fit(X, k, "lloyd", C0, tol=0.0, max_iter=30)
+    assert llo.distance_fraction_.shape == (llo.n_iter_,) and (llo.distance_fraction_ == 1.0).all()
+    frac = ham.distance_fraction_
+    assert frac.shape == (ham.n_iter_,) and frac[0] == 1.0
+    assert 0.0 <= frac.min() and frac.mean() < 0.8 and frac[-5:].mean() < 0.5
+    # a fit on a sample reports the fractions of the sample
+    sub = KMeans(k, init=C0, sample_size=1000, algorithm="hamerly", device="cpu").fit(X)
+    assert sub.distance_fraction_[0] == 1.0 and len(sub.distance_fraction_) == sub.n_iter_
