@@ -38,7 +38,7 @@ fi
 
 step "unit tests (CUDA where applicable)"
 if "$PY" -c "import pytest, sklearn" 2>/dev/null; then
-  timeout 100 "$PY" -m pytest tests/test_kmeans.py -q -p no:cacheprovider -o addopts="" \
+  timeout 100 "$PY" -m pytest tests/test_kmeans.py tests/test_kmeans_hamerly.py -q -p no:cacheprovider -o addopts="" \
     > "$OUT/gpu_pytest.txt" 2>&1
   echo "pytest exit code: $?" >> "$OUT/gpu_pytest.txt"
   tail -5 "$OUT/gpu_pytest.txt"

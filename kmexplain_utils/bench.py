@@ -836,7 +836,7 @@ def markdown_report(records: Sequence[dict[str, Any]]) -> str:
     """Markdown tables of saved results (engines, ratios, streamed fits, bf16), for the README."""
 
     def fmt(v: Any) -> str:
-        if v is None:
+        if v is None or (isinstance(v, float) and v != v):  # None or NaN: an empty cell
             return ""
         if isinstance(v, float):
             return f"{v:.4g}"

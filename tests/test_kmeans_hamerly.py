@@ -39,8 +39,8 @@ def _cases():
     }
 
 
-def _fit(X, k, algorithm, C0, **kw):
-    return KMeans(k, init=C0, algorithm=algorithm, device="cpu", **kw).fit(X)
+def _fit(X, k, algorithm, C0, device="cpu", **kw):
+    return KMeans(k, init=C0, algorithm=algorithm, device=device, **kw).fit(X)
 
 
 @pytest.mark.parametrize("name", list(_cases()))
@@ -58,6 +58,20 @@ def test_hamerly_equals_lloyd(name, threads, monkeypatch):
         rtol = 1e-12 if X.dtype == np.float64 else 1e-5
         np.testing.assert_allclose(ham.cluster_centers_.numpy(), llo.cluster_centers_.numpy(), rtol=rtol, atol=rtol)
         assert ham.inertia_ == pytest.approx(llo.inertia_, rel=rtol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["relu-f32", "offset-f32", "blobs-f64"])
+def test_hamerly_equals_lloyd_on_cuda(name):
+    """The bounded step is device-agnostic torch code; on a GPU it must give Lloyd's fit too."""
+    X, k = _cases()[name]
+    C0 = X[np.random.default_rng(7).choice(len(X), k, replace=False)].copy()
+    ham = _fit(X, k, "hamerly", C0, device="cuda", tol=0.0, max_iter=100)
+    llo = _fit(X, k, "lloyd", C0, device="cuda", tol=0.0, max_iter=100)
+    assert ham.algorithm_ == "hamerly" and llo.algorithm_ == "lloyd"
+    np.testing.assert_array_equal(ham.labels_.cpu().numpy(), llo.labels_.cpu().numpy())
+    assert ham.n_iter_ == llo.n_iter_
+    assert ham.distance_fraction_.mean() < 1.0
 
 
 def test_hamerly_matches_sklearn_float64_and_converges_strictly():
