@@ -181,6 +181,59 @@ def _to_output(t: torch.Tensor, like: Any) -> ArrayLike:
     return t.cpu().numpy()
 
 
+# --------------------------------------------------------------------------- cluster sums
+class _ClusterSums:
+    """One worker's float64 cluster sums ``(k, d)``, fed through a partial buffer.
+
+    For float32 data the rows are first added into a float32 ``(k, d)``
+    buffer (fast ``index_add_`` on the rows' own dtype), which is added to
+    the float64 sums every ``flush_rows`` rows, so that the sums keep float64
+    accuracy however many rows they hold. For float64 data the rows go
+    straight into the sums.
+    """
+
+    def __init__(self, k: int, d: int, dtype: torch.dtype, device: torch.device, flush_rows: int = 16384) -> None:
+        self.sums = torch.zeros((k, d), dtype=torch.float64, device=device)
+        self._part = None if dtype == torch.float64 else torch.zeros((k, d), dtype=dtype, device=device)
+        self._flush_rows = int(flush_rows)
+        self._pending = 0
+
+    def begin(self, reset: bool) -> None:
+        """Start a pass; ``reset`` empties the sums (a full pass), else they are updated."""
+        if reset:
+            self.sums.zero_()
+        if self._part is not None:
+            self._part.zero_()
+        self._pending = 0
+
+    def add(self, rows: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add ``rows (b, d)`` to the sums of their ``labels (b,)``."""
+        (self.sums if self._part is None else self._part).index_add_(0, labels, rows)
+        self._count(rows.shape[0])
+
+    def move(self, rows: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> None:
+        """Move ``rows (b, d)`` from the sums of ``old (b,)`` to those of ``new (b,)``."""
+        acc = self.sums if self._part is None else self._part
+        acc.index_add_(0, new, rows)
+        acc.index_add_(0, old, rows, alpha=-1)
+        self._count(rows.shape[0])
+
+    def finish(self) -> torch.Tensor:
+        """End a pass; returns the float64 sums."""
+        if self._part is not None and self._pending:
+            self.sums.add_(self._part)
+            self._part.zero_()
+        self._pending = 0
+        return self.sums
+
+    def _count(self, m: int) -> None:
+        self._pending += m
+        if self._part is not None and self._pending >= self._flush_rows:
+            self.sums.add_(self._part)
+            self._part.zero_()
+            self._pending = 0
+
+
 # --------------------------------------------------------------------------- the estimator
 class KMeans:
     """k-means clustering (Lloyd's algorithm) in PyTorch, CPU or GPU.
@@ -521,9 +574,7 @@ class KMeans:
         assigners = self._assigners(C, len(spans), chunk, dtype, device, low)
         labels = torch.empty(n, dtype=torch.int64, device=device)
         labels_old = None if hamerly else torch.full((n,), -1, dtype=torch.int64, device=device)
-        f64 = dtype == torch.float64
-        sums_w = [torch.empty((k, d), dtype=torch.float64, device=device) for _ in spans]
-        part_w = [None if f64 else torch.empty((k, d), dtype=dtype, device=device) for _ in spans]
+        sums_w = [_ClusterSums(k, d, dtype, device) for _ in spans]
         counts_w = [torch.empty(k, dtype=torch.float64, device=device) for _ in spans]
         if hamerly:
             f64o = {"dtype": torch.float64, "device": device}
@@ -533,7 +584,6 @@ class KMeans:
             tight = 1.0 + (d + 4) * torch.finfo(dtype).eps
             bounds: dict[str, Any] = {}
 
-        flush_rows = 16384  # float32 partial sums are added to the float64 sums this often
         # On the CPU (and always with Hamerly's bounds) the float64 sums persist across
         # iterations and only the points whose label changed are moved (subtracted from the
         # old cluster, added to the new one): after the first iterations few labels change,
@@ -541,18 +591,11 @@ class KMeans:
         incremental = hamerly or device.type == "cpu"
         state = {"full": True}
 
-        def move_rows(acc, rows, new, old):  # noqa: ANN001, ANN202 - local helper
-            acc.index_add_(0, new, rows)
-            acc.index_add_(0, old, rows, alpha=-1)
-
         def estep(j: int) -> tuple[int, int]:
-            sums, part, counts, A = sums_w[j], part_w[j], counts_w[j], assigners[j]
+            sums, counts, A = sums_w[j], counts_w[j], assigners[j]
             full = state["full"] or not incremental
             lo, hi = spans[j]
-            if full:
-                sums.zero_()
-            acc = sums if part is None else part.zero_()
-            pending = 0
+            sums.begin(reset=full)
             changed = 0
             for s, e in chunks_in(spans[j], chunk):
                 xc = self._chunk_of(X, s, e, device, dtype)
@@ -566,25 +609,14 @@ class KMeans:
                 else:
                     A.assign(xc, lab)
                 if full:
-                    acc.index_add_(0, lab, xc)
-                    pending += e - s
-                    if part is not None and pending >= flush_rows:
-                        sums.add_(part)
-                        part.zero_()
-                        pending = 0
+                    sums.add(xc, lab)
                     continue
                 old = labels_old[s:e]
                 moved = torch.nonzero(lab != old).flatten()
                 if moved.numel():
                     changed += moved.numel()
-                    move_rows(acc, xc.index_select(0, moved), lab.index_select(0, moved), old.index_select(0, moved))
-                    pending += moved.numel()
-                    if part is not None and pending >= flush_rows:
-                        sums.add_(part)
-                        part.zero_()
-                        pending = 0
-            if part is not None and pending:
-                sums.add_(part)
+                    sums.move(xc.index_select(0, moved), lab.index_select(0, moved), old.index_select(0, moved))
+            sums.finish()
             if full:
                 changed = hi - lo if labels_old is None else int((labels[lo:hi] != labels_old[lo:hi]).sum())
             counts.copy_(torch.bincount(labels[lo:hi], minlength=k))
@@ -594,16 +626,15 @@ class KMeans:
 
         def estep_bounded(j: int) -> tuple[int, int]:
             """Hamerly's step: distances only for the points whose bounds do not settle the label."""
-            sums, part, counts, A = sums_w[j], part_w[j], counts_w[j], assigners[j]
+            sums, counts, A = sums_w[j], counts_w[j], assigners[j]
             lo, hi = spans[j]
-            acc = sums if part is None else part.zero_()
+            sums.begin(reset=False)
             a, u, low_b = labels[lo:hi], upper[lo:hi], lower[lo:hi]
             u.add_(bounds["shift"].index_select(0, a))
             low_b.sub_(bounds["other"].index_select(0, a))
             settle = torch.maximum(bounds["sep"].index_select(0, a), low_b)
             cand = torch.nonzero(u > settle).flatten()
             csq_max = A.max_center_sq
-            pending = 0
             changed = 0
             computed = 0
             tighten = True
@@ -640,14 +671,8 @@ class KMeans:
                 changed += moved.numel()
                 new_m = new.index_select(0, moved)
                 a.index_copy_(0, ci2.index_select(0, moved), new_m)
-                move_rows(acc, rows2.index_select(0, moved), new_m, old2.index_select(0, moved))
-                pending += moved.numel()
-                if part is not None and pending >= flush_rows:
-                    sums.add_(part)
-                    part.zero_()
-                    pending = 0
-            if part is not None and pending:
-                sums.add_(part)
+                sums.move(rows2.index_select(0, moved), new_m, old2.index_select(0, moved))
+            sums.finish()
             counts.copy_(torch.bincount(a, minlength=k))
             return changed, computed
 
@@ -661,10 +686,10 @@ class KMeans:
             state["full"] = False
             red = torch.empty(k * d + k + 2, dtype=torch.float64, device=device)
             red_s, red_c = red[: k * d].view(k, d), red[k * d : k * d + k]
-            red_s.copy_(sums_w[0])
+            red_s.copy_(sums_w[0].sums)
             red_c.copy_(counts_w[0])
             for j in range(1, len(spans)):
-                red_s.add_(sums_w[j])
+                red_s.add_(sums_w[j].sums)
                 red_c.add_(counts_w[j])
             red[-2] = float(sum(r[0] for r in results))
             red[-1] = float(sum(r[1] for r in results))
