@@ -192,3 +192,15 @@ def test_distance_fraction_reports_the_work_the_bounds_save():
     # a fit on a sample reports the fractions of the sample
     sub = KMeans(k, init=C0, sample_size=1000, algorithm="hamerly", device="cpu").fit(X)
     assert sub.distance_fraction_[0] == 1.0 and len(sub.distance_fraction_) == sub.n_iter_
+
+
+def test_exact_ties_are_broken_as_lloyd_breaks_them():
+    """Exact ties (an integer grid, integer start) end in the same fit as Lloyd's first-index rule."""
+    g = np.stack(np.meshgrid(np.arange(12.0), np.arange(12.0)), -1).reshape(-1, 2)
+    X = np.repeat(g, 3, axis=0)
+    C0 = np.array([[2.0, 2.0], [4.0, 2.0], [2.0, 8.0], [8.0, 8.0], [10.0, 4.0]])
+    for dtype in (np.float64, np.float32):
+        ham = _fit(X.astype(dtype), 5, "hamerly", C0.astype(dtype), tol=0.0, max_iter=50)
+        llo = _fit(X.astype(dtype), 5, "lloyd", C0.astype(dtype), tol=0.0, max_iter=50)
+        np.testing.assert_array_equal(ham.labels_.numpy(), llo.labels_.numpy())
+        assert ham.n_iter_ == llo.n_iter_
