@@ -23,7 +23,8 @@ rigorous rounding margin: the matrix-product form
 ``||x||^2 - 2 x.c + ||c||^2`` in a float type with unit roundoff ``eps``
 differs from the exact value by at most ``(d + 2) eps (||x||^2 + ||c||^2)``
 (the classical bound for a dot product of length ``d``), and bf16 factors add
-``2 eps_bf16`` of that scale. A point whose nearest and second-nearest
+``2 eps_bf16`` of that scale (as do TF32 or bf16 products allowed by
+``torch.set_float32_matmul_precision``). A point whose nearest and second-nearest
 centroids are closer than the margin is never skipped: it gets the full
 distance computation, exactly as in Lloyd.
 """
@@ -53,6 +54,11 @@ def product_error_factor(n_features: int, dtype: torch.dtype, low_dtype: torch.d
     gamma = (int(n_features) + 2) * eps
     if low_dtype is not None:
         gamma += 2.0 * torch.finfo(low_dtype).eps
+    elif dtype == torch.float32:
+        # torch.set_float32_matmul_precision("high" / "medium") lets float32 products run
+        # in TF32 (10-bit mantissa) or bf16 on hardware that has them: widen the margin
+        reduced = {"high": 2.0**-10, "medium": torch.finfo(torch.bfloat16).eps}
+        gamma += 2.0 * reduced.get(torch.get_float32_matmul_precision(), 0.0)
     # a factor 3 of slack: the additions of the norms, the float32 row norms ||x||^2
     # (themselves within (d + 1) eps) and the square root
     return 3.0 * gamma

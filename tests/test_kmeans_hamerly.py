@@ -204,3 +204,20 @@ def test_exact_ties_are_broken_as_lloyd_breaks_them():
         llo = _fit(X.astype(dtype), 5, "lloyd", C0.astype(dtype), tol=0.0, max_iter=50)
         np.testing.assert_array_equal(ham.labels_.numpy(), llo.labels_.numpy())
         assert ham.n_iter_ == llo.n_iter_
+
+
+def test_margin_widens_when_float32_products_may_be_reduced():
+    """TF32/bf16 float32 products (set_float32_matmul_precision) need a wider margin."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        full = product_error_factor(896, torch.float32)
+        torch.set_float32_matmul_precision("high")
+        tf32 = product_error_factor(896, torch.float32)
+        torch.set_float32_matmul_precision("medium")
+        bf16 = product_error_factor(896, torch.float32)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert full < tf32 < bf16
+    assert bf16 == pytest.approx(product_error_factor(896, torch.float32, torch.bfloat16))
+    assert product_error_factor(896, torch.float64) < 1e-12
