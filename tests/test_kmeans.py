@@ -386,3 +386,20 @@ def test_bench_data_streams_and_small_run(tmp_path):
     loaded = bench.load_results(tmp_path)
     assert len(bench.results_table(loaded)) == 2
     assert "project/sklearn" in bench.markdown_report(loaded)
+
+
+def test_bench_like_for_like_engines():
+    """project-lloyd and sklearn-elkan run the same iterations; records name the algorithm."""
+    from kmexplain_utils import bench
+
+    recs = bench.bench_kmeans(2000, 64, 256, 4, repeats=1, isolate=False,
+                              engines=("project", "project-lloyd", "sklearn-elkan"))
+    by = {r["engine"]: r for r in recs}
+    assert by["project"]["algorithm"] == "hamerly"  # d k = 16384: the bounds are used
+    assert by["project-lloyd"]["algorithm"] == "lloyd" and by["project-lloyd"]["distance_fraction"] == 1.0
+    assert by["sklearn-elkan"]["algorithm"] == "elkan" and by["sklearn-elkan"]["distance_fraction"] is None
+    assert by["project"]["inertia_exact"] == pytest.approx(by["project-lloyd"]["inertia_exact"], rel=1e-9)
+    assert by["project"]["inertia_exact"] == pytest.approx(by["sklearn-elkan"]["inertia_exact"], rel=1e-4)
+    assert {"project/project-lloyd", "project/sklearn-elkan"} <= set(by["ratios"])
+    with pytest.raises(ValueError, match="unknown engine 'sklearn-full'"):
+        bench.run_engine("sklearn-full", np.zeros((10, 2), np.float32), np.zeros((2, 2), np.float32), 1)
