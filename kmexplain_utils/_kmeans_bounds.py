@@ -16,9 +16,8 @@ inequality), so the point keeps its label without any distance computation.
 When the centroids move by ``p_j = ||c_j^new - c_j^old||`` the bounds stay
 valid after ``u_i += p_a(i)`` and ``l_i -= max_{j != a(i)} p_j``.
 
-The algorithm gives the labels Lloyd's algorithm gives (it only skips
-computations whose result is certain), provided the bounds are true bounds
-despite float rounding. Every bound computed here therefore carries a
+The algorithm skips only computations whose result is certain, provided the
+bounds are true bounds despite float rounding. Every bound computed here therefore carries a
 rigorous rounding margin: the matrix-product form
 ``||x||^2 - 2 x.c + ||c||^2`` in a float type with unit roundoff ``eps``
 differs from the exact value by at most ``(d + 2) eps (||x||^2 + ||c||^2)``
@@ -27,6 +26,15 @@ differs from the exact value by at most ``(d + 2) eps (||x||^2 + ||c||^2)``
 ``torch.set_float32_matmul_precision``). A point whose nearest and second-nearest
 centroids are closer than the margin is never skipped: it gets the full
 distance computation, exactly as in Lloyd.
+
+A skipped point keeps the *exactly* nearest centroid. Plain Lloyd in float32
+decides a near-tie (two distances equal to about ``1e-7`` relative) by the
+rounding of its products, which depends on how the products are blocked, so
+it can pick the other one; the two fits then go on from slightly different
+centroids (measured on 30,000 x 256 float32 points, k = 32: the first of
+such flips after 18 iterations, then slightly different local optima with
+inertias within 1e-5). With float64 data, or away from such ties, the
+labels, centroids and iteration counts are the same.
 """
 
 from __future__ import annotations

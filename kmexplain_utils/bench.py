@@ -818,7 +818,7 @@ def plot_distance_fraction(fractions: dict[str, Sequence[float]], ax: Any = None
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.0, 3.0))
+        fig, ax = plt.subplots(figsize=(7.0, 3.0))
     else:
         fig = ax.figure
     for name, frac in fractions.items():
@@ -827,7 +827,7 @@ def plot_distance_fraction(fractions: dict[str, Sequence[float]], ax: Any = None
     ax.set_xlabel("Lloyd iteration")
     ax.set_ylabel("% of points with distances computed")
     ax.set_ylim(0, 105)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or "work left after the bounds")
     return fig
 

@@ -285,8 +285,12 @@ class KMeans:
         point, an upper bound on the distance to its centroid and a lower
         bound on the distance to every other centroid (Hamerly, 2010), and
         computes distances only for the points whose label the bounds cannot
-        settle; the bounds carry a rigorous float-rounding margin, so the
-        labels, centroids and iteration count are Lloyd's (up to exact ties).
+        settle; the bounds carry a rigorous float-rounding margin, so only
+        computations whose result is certain are skipped: the labels,
+        centroids and iteration count are Lloyd's, except that a float32
+        near-tie (distances equal within rounding) that Lloyd decides by the
+        rounding of its products goes to the exactly nearer centroid, after
+        which the two fits may follow slightly different paths.
         It needs three float64 numbers per point. ``"auto"``: ``"hamerly"``
         on the CPU when ``n_features * n_clusters >= 16384`` (where the saved
         products outweigh the bookkeeping), else ``"lloyd"``; always

@@ -403,3 +403,21 @@ def test_bench_like_for_like_engines():
     assert {"project/project-lloyd", "project/sklearn-elkan"} <= set(by["ratios"])
     with pytest.raises(ValueError, match="unknown engine 'sklearn-full'"):
         bench.run_engine("sklearn-full", np.zeros((10, 2), np.float32), np.zeros((2, 2), np.float32), 1)
+
+
+def test_plot_distance_fraction_draws_one_curve_per_fit():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kmexplain_utils import bench
+
+    fig = bench.plot_distance_fraction({"a": [1.0, 0.5, 0.25], "b": np.ones(4)})
+    ax = fig.axes[0]
+    assert [ln.get_label() for ln in ax.lines] == ["a", "b"]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [100.0, 50.0, 25.0])
+    np.testing.assert_allclose(ax.lines[1].get_xdata(), [1, 2, 3, 4])
+    _, given = plt.subplots()
+    assert bench.plot_distance_fraction({"a": [1.0]}, ax=given) is given.figure
+    plt.close("all")
