@@ -46,18 +46,28 @@ def _fit(X, k, algorithm, C0, device="cpu", **kw):
 @pytest.mark.parametrize("name", list(_cases()))
 @pytest.mark.parametrize("threads", [1, 2])
 def test_hamerly_equals_lloyd(name, threads, monkeypatch):
-    """Same labels, iterations and centroids as plain Lloyd, from the same start."""
+    """Same labels, iterations and centroids as plain Lloyd, from the same start.
+
+    In float64 exactly. In float32 plain Lloyd decides a near-tie (distances equal to about
+    1e-7) by the rounding of its products, which depends on how a BLAS blocks them, and the
+    bounded step computes its candidates in other blocks: on another machine a rare flip could
+    send the two fits along slightly different paths, so float32 is compared within that
+    (on this project's machine the float32 fits are identical too).
+    """
     monkeypatch.setenv("KMEX_KMEANS_THREADS", str(threads))
     X, k = _cases()[name]
     C0 = X[np.random.default_rng(7).choice(len(X), k, replace=False)].copy()
     for tol, max_iter in ((0.0, 300), (1e-4, 300), (0.0, 3)):
         ham = _fit(X, k, "hamerly", C0, tol=tol, max_iter=max_iter, chunk_size=256)
         llo = _fit(X, k, "lloyd", C0, tol=tol, max_iter=max_iter, chunk_size=256)
-        np.testing.assert_array_equal(ham.labels_.numpy(), llo.labels_.numpy())
-        assert ham.n_iter_ == llo.n_iter_
-        rtol = 1e-12 if X.dtype == np.float64 else 1e-5
-        np.testing.assert_allclose(ham.cluster_centers_.numpy(), llo.cluster_centers_.numpy(), rtol=rtol, atol=rtol)
-        assert ham.inertia_ == pytest.approx(llo.inertia_, rel=rtol)
+        if X.dtype == np.float64:
+            np.testing.assert_array_equal(ham.labels_.numpy(), llo.labels_.numpy())
+            assert ham.n_iter_ == llo.n_iter_
+            np.testing.assert_allclose(ham.cluster_centers_.numpy(), llo.cluster_centers_.numpy(), rtol=1e-12, atol=1e-12)
+            assert ham.inertia_ == pytest.approx(llo.inertia_, rel=1e-12)
+        else:
+            assert (ham.labels_ == llo.labels_).float().mean() >= 0.995
+            assert ham.inertia_ == pytest.approx(llo.inertia_, rel=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
