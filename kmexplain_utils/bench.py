@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -836,7 +837,7 @@ def markdown_report(records: Sequence[dict[str, Any]]) -> str:
     """Markdown tables of saved results (engines, ratios, streamed fits, bf16), for the README."""
 
     def fmt(v: Any) -> str:
-        if v is None or (isinstance(v, float) and v != v):  # None or NaN: an empty cell
+        if v is None or (isinstance(v, float) and math.isnan(v)):  # an empty cell
             return ""
         if isinstance(v, float):
             return f"{v:.4g}"

@@ -53,7 +53,7 @@ from ._kmeans_dist import (
 from ._validation import NotFittedError, as_float_tensor, check_is_fitted
 from .config import resolve_device
 
-__all__ = ["KMeans", "POINTS_PER_CENTROID", "INIT_SAMPLE_SIZE"]
+__all__ = ["INIT_SAMPLE_SIZE", "POINTS_PER_CENTROID", "KMeans", "NotFittedError"]  # the error: re-exported
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 #: Default size of the training sample of a streamed fit, per centroid (faiss uses 256).
@@ -1099,6 +1099,3 @@ class KMeans:
         shown = ", ".join(f"{k}={v!r}" for k, v in p.items() if k in ("n_clusters", "init", "random_state", "device") and not isinstance(v, (np.ndarray, torch.Tensor)))
         return f"KMeans({shown})"
 
-
-# keep the public error type importable from here too
-NotFittedError = NotFittedError
