@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+import tiny_models
 from kmexplain_utils._validation import NotFittedError
 from kmexplain_utils.features import (
     LevelFeatures,
@@ -19,32 +20,11 @@ from kmexplain_utils.features import (
 )
 
 
-class _Block(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x)))
-
-
-class SmallResNetLike(nn.Module):
-    """torchvision ResNet's module names; B1 at full resolution, B4 at 1/8."""
+class SmallResNetLike(tiny_models.SmallResNetLike):
+    """torchvision ResNet's module names; B1 at full resolution, B4 at 1/8; a stem and batch norm."""
 
     def __init__(self, n_classes: int = 3, width: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1)
-        self.layer1 = _Block(width, width, 1)
-        self.layer2 = _Block(width, 2 * width, 2)
-        self.layer3 = _Block(2 * width, 4 * width, 2)
-        self.layer4 = _Block(4 * width, 8 * width, 2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8 * width, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer4(self.layer3(self.layer2(self.layer1(torch.relu(self.conv1(x))))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        super().__init__(n_classes, width, stem=True, batch_norm=True)
 
 
 @pytest.fixture(scope="module")

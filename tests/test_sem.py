@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
+import tiny_models
 from kmexplain_utils.sem import (
     GapHead,
     UnsupportedModelError,
@@ -19,36 +20,18 @@ from kmexplain_utils.sem import (
 )
 
 
-class _Block(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x)))
-
-
-class SmallResNetLike(nn.Module):
-    """A hand-made model with torchvision ResNet's module names and a dropout head."""
+class SmallResNetLike(tiny_models.SmallResNetLike):
+    """A hand-made model with torchvision ResNet's module names, a normalising stem and a dropout head."""
 
     def __init__(self, n_classes: int = 4, width: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1)
+        super().__init__(n_classes, width, stem=True, batch_norm=True)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU()
-        self.layer1 = _Block(width, width, 1)
-        self.layer2 = _Block(width, 2 * width, 2)
-        self.layer3 = _Block(2 * width, 4 * width, 2)
-        self.layer4 = _Block(4 * width, 8 * width, 2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(8 * width, n_classes))
         self.register_buffer("mean", torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x - self.mean)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn1(self.conv1(x - self.mean)))
 
 
 def _calibrate(model: nn.Module, x: torch.Tensor) -> nn.Module:
