@@ -1006,6 +1006,27 @@ class KMeans:
         if not bool(torch.isfinite(xc).all()):
             _raise_not_finite(xc, "X", f" (rows {s}..{s + xc.shape[0] - 1})")
 
+    def _for_each_chunk(
+        self,
+        Xt: torch.Tensor,
+        chunk: int,
+        low: torch.dtype | None,
+        fn: Callable[[Assigner, torch.Tensor, int, int], Any],
+    ) -> None:
+        """Call ``fn(assigner, rows, start, stop)`` on every finite-checked chunk of ``Xt``, in parallel."""
+        C = self.cluster_centers_
+        with SpanPool(C.device) as pool:
+            spans = pool.spans(Xt.shape[0], chunk)
+            assigners = self._assigners(C, len(spans), chunk, C.dtype, C.device, low)
+
+            def work(j: int) -> None:
+                for s, e in chunks_in(spans[j], chunk):
+                    xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
+                    self._check_chunk_finite(xc, s)
+                    fn(assigners[j], xc, s, e)
+
+            pool.map(work, range(len(spans)))
+
     def predict(self, X: ArrayLike) -> ArrayLike:
         """Index of the nearest centroid of each sample (computed chunk by chunk).
 
@@ -1019,20 +1040,8 @@ class KMeans:
             numpy for numpy input; a tensor on ``X``'s device for tensor input.
         """
         Xt, chunk, low = self._prep_predict(X)
-        C = self.cluster_centers_
-        n = Xt.shape[0]
-        labels = torch.empty(n, dtype=torch.int64, device=C.device)
-        with SpanPool(C.device) as pool:
-            spans = pool.spans(n, chunk)
-            assigners = self._assigners(C, len(spans), chunk, C.dtype, C.device, low)
-
-            def work(j: int) -> None:
-                for s, e in chunks_in(spans[j], chunk):
-                    xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
-                    self._check_chunk_finite(xc, s)
-                    assigners[j].assign(xc, labels[s:e])
-
-            pool.map(work, range(len(spans)))
+        labels = torch.empty(Xt.shape[0], dtype=torch.int64, device=self.cluster_centers_.device)
+        self._for_each_chunk(Xt, chunk, low, lambda A, xc, s, e: A.assign(xc, labels[s:e]))
         return _to_output(labels, X)
 
     def fit_predict(self, X: ArrayLike, y: Any = None) -> ArrayLike:
@@ -1056,17 +1065,7 @@ class KMeans:
         Xt, chunk, low = self._prep_predict(X)
         C = self.cluster_centers_
         out = torch.empty((Xt.shape[0], C.shape[0]), dtype=C.dtype, device=C.device)
-        with SpanPool(C.device) as pool:
-            spans = pool.spans(Xt.shape[0], chunk)
-            assigners = self._assigners(C, len(spans), chunk, C.dtype, C.device, low)
-
-            def work(j: int) -> None:
-                for s, e in chunks_in(spans[j], chunk):
-                    xc = self._chunk_of(Xt, s, e, C.device, C.dtype)
-                    self._check_chunk_finite(xc, s)
-                    out[s:e] = assigners[j].full_sq_distances(xc).sqrt_()
-
-            pool.map(work, range(len(spans)))
+        self._for_each_chunk(Xt, chunk, low, lambda A, xc, s, e: out[s:e].copy_(A.full_sq_distances(xc).sqrt_()))
         return _to_output(out, X)
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
