@@ -104,10 +104,10 @@ def make_cnn_like(
     overlapping, like pooled or per-position CNN activations.
     """
     out = np.empty((n, d), dtype=np.float32)
-    modes = _modes(d, n_modes, seed)
-    for i, s in enumerate(range(0, n, batch_size)):
-        e = min(n, s + batch_size)
-        out[s:e] = _cnn_like_batch(modes, e - s, seed * 1_000_003 + i + 1, noise).numpy()
+    s = 0
+    for b in cnn_like_batches(n, d, n_modes=n_modes, noise=noise, seed=seed, batch_size=batch_size)():
+        out[s : s + len(b)] = b
+        s += len(b)
     return out
 
 
