@@ -194,6 +194,16 @@ def find_gap_linear_head(model: nn.Module) -> GapHead:
             f"VGG: found avgpool = {_describe(model.avgpool)} (a 7x7 grid, not a global average) "
             f"followed by the MLP classifier {_describe(model.classifier)}; {_REQUIRED}."
         )
+    if isinstance(model, tvm.ShuffleNetV2):
+        dropout, linear = _split_classifier(model.fc, arch=name, where="'fc'")
+        return GapHead("ShuffleNetV2", model.conv5, "conv5", None, "functional mean over (H, W)", dropout, linear)
+    for cls, feature_name in ((tvm.GoogLeNet, "inception5b"), (tvm.Inception3, "Mixed_7c"), (tvm.RegNet, "trunk_output")):
+        if isinstance(model, cls):
+            pool = _check_global_pool(model.avgpool, arch=name, where="'avgpool'")
+            dropout, linear = _split_classifier(model.fc, arch=name, where="'fc'")
+            drop = getattr(model, "dropout", None)
+            return GapHead(name, getattr(model, feature_name), feature_name, None, pool,
+                           drop if isinstance(drop, nn.Dropout) else dropout, linear)
     if all(hasattr(model, n) for n in ("layer4", "avgpool", "fc")):
         pool = _check_global_pool(model.avgpool, arch=name, where="'avgpool'")
         dropout, linear = _split_classifier(model.fc, arch=name, where="'fc'")
@@ -205,12 +215,33 @@ def find_gap_linear_head(model: nn.Module) -> GapHead:
         pool = _check_global_pool(model.avgpool, arch=label, where="'avgpool'")
         dropout, linear = _split_classifier(model.classifier, arch=label, where="'classifier'")
         return GapHead(arch, model.features, "features", None, pool, dropout, linear)
+    if isinstance(model, nn.Sequential):
+        return _sequential_head(model)
     children = ", ".join(f"{n}: {type(m).__name__}" for n, m in model.named_children()) or "none"
     raise UnsupportedModelError(
         f"{name}: could not find the last feature maps and the linear head (children: {children}); "
         f"{_REQUIRED}. Supported layouts: ResNet-style (layer4, avgpool, fc), DenseNet, "
-        "EfficientNet, MobileNetV2, or (features, avgpool, classifier)."
+        "EfficientNet, MobileNetV2, RegNet, ShuffleNetV2, GoogLeNet, Inception3, (features, avgpool, "
+        "classifier), an nn.Sequential ending in AdaptiveAvgPool2d(1) -> Flatten -> (Dropout) -> Linear; "
+        "for any other model name the layers: Explainer(model, blocks={'B4': 'name.of.last.map', ...}, head='name.of.linear')."
     )
+
+
+def _sequential_head(model: nn.Sequential) -> GapHead:
+    """``nn.Sequential(encoder..., AdaptiveAvgPool2d(1), [Flatten], [Dropout], Linear)``."""
+    mods = list(model.named_children())
+    pools = [i for i, (_, m) in enumerate(mods) if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+    if not pools or pools[-1] == 0:
+        raise UnsupportedModelError(
+            f"Sequential: no global average pooling found among its layers "
+            f"({', '.join(type(m).__name__ for _, m in mods)}); {_REQUIRED}."
+        )
+    i = pools[-1]
+    _check_global_pool(mods[i][1], arch="Sequential", where=f"layer {mods[i][0]!r}")
+    tail = nn.Sequential(*[m for _, m in mods[i + 1:]])
+    dropout, linear = _split_classifier(tail, arch="Sequential", where=f"after layer {mods[i][0]!r}")
+    name, feature = mods[i - 1]
+    return GapHead("Sequential", feature, name, None, f"layer {mods[i][0]!r} = AdaptiveAvgPool2d(1)", dropout, linear)
 
 
 @contextlib.contextmanager
