@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 __all__ = [
     "NotFittedError",
@@ -17,8 +18,12 @@ __all__ = [
 ]
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when an estimator is used before ``fit``."""
+class NotFittedError(SklearnNotFittedError):
+    """Raised when an estimator is used before ``fit`` (a ``ValueError`` and ``AttributeError``).
+
+    A subclass of scikit-learn's ``NotFittedError``, so that scikit-learn's
+    tools recognise it.
+    """
 
 
 def check_is_fitted(estimator: object, attributes: Sequence[str]) -> None:

@@ -359,7 +359,7 @@ def run_engine(
                 algorithm="lloyd" if engine == "project-lloyd" else "auto",
             ).fit(Xin)
             _sync(dev)
-            centers = km.cluster_centers_.float().cpu().numpy()
+            centers = np.asarray(torch.as_tensor(km.cluster_centers_).float().cpu())  # numpy or tensor, as the input
             inertia, n_iter = km.inertia_, km.n_iter_
             computed = float(km.distance_fraction_.mean())
             algorithm = km.algorithm_

@@ -39,6 +39,8 @@ from typing import Any, Union
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._kmeans_bounds import bounds_from_partial, center_shifts, half_separation, product_error_factor
 from ._kmeans_dist import (
@@ -50,6 +52,7 @@ from ._kmeans_dist import (
     kmeans_plusplus,
     resolve_matmul_dtype,
 )
+from ._sklearn import RANDOM_STATE_CONSTRAINT, validate_features
 from ._validation import NotFittedError, as_float_tensor, check_is_fitted
 from .config import resolve_device
 
@@ -82,7 +85,7 @@ def _as_2d(X: Any, name: str = "X") -> torch.Tensor:
     if t.ndim != 2:
         hint = ""
         if t.ndim == 1:
-            hint = " For one sample use X.reshape(1, -1); for one feature use X.reshape(-1, 1)."
+            hint = " Reshape your data: for one sample use X.reshape(1, -1); for one feature use X.reshape(-1, 1)."
         elif t.ndim == 4:
             hint = (
                 " For feature maps (N, D, H, W) use X.permute(0, 2, 3, 1).reshape(-1, D) "
@@ -109,8 +112,8 @@ def _raise_not_finite(xc: torch.Tensor, name: str, where: str = "") -> None:
 
 def _is_stream(X: Any) -> bool:
     """Whether ``X`` is a stream of batches rather than one array."""
-    if isinstance(X, (np.ndarray, torch.Tensor)):
-        return False
+    if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or hasattr(X, "shape"):
+        return False  # one array-like (DataFrame, sparse matrix, ...), not batches
     if callable(X):
         return True
     if isinstance(X, (list, tuple)):
@@ -138,6 +141,7 @@ class _Batches:
         self.source = source
         self.name = name
         self.n_features: int | None = None
+        self.torch_input = False  # whether the first batch was a tensor (then outputs are tensors)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         it = self.source() if callable(self.source) else self.source
@@ -147,6 +151,7 @@ class _Batches:
             t = _as_2d(b, name=f"batch {i} of {self.name}")
             if self.n_features is None:
                 self.n_features = int(t.shape[1])
+                self.torch_input = isinstance(b, torch.Tensor)
             elif t.shape[1] != self.n_features:
                 raise ValueError(
                     f"batch {i} of {self.name} has {t.shape[1]} features, earlier batches had "
@@ -235,8 +240,15 @@ class _ClusterSums:
 
 
 # --------------------------------------------------------------------------- the estimator
-class KMeans:
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """k-means clustering (Lloyd's algorithm) in PyTorch, CPU or GPU.
+
+    A scikit-learn estimator (``clone``, ``get_params`` / ``set_params``,
+    pipelines, grid searches, pickling): hyper-parameters are stored as given
+    and validated by :meth:`fit`. Inputs may be numpy arrays, lists,
+    DataFrames, torch tensors or streams of batches; the outputs and the
+    fitted ``cluster_centers_`` / ``labels_`` are torch tensors (on the
+    fitting device) when the input is a tensor, numpy arrays otherwise.
 
     Parameters
     ----------
@@ -256,7 +268,9 @@ class KMeans:
         most ``tol`` times the mean per-feature variance of the data (as in
         scikit-learn); the fit also stops when no label changes.
     random_state : int, numpy/torch generator or None, default None
-        Seed of the seeding and sampling. An int makes the fit deterministic.
+        Seed of the seeding and sampling. An int makes the fit deterministic;
+        ``None`` draws a fresh random seed at every ``fit`` (non-deterministic,
+        as in scikit-learn); a generator is advanced by one draw per ``fit``.
     device : str or torch.device, default "auto"
         Where the computation runs. ``"auto"``: the input tensor's device
         when it is a GPU tensor, else CUDA when available, else the CPU.
@@ -299,13 +313,14 @@ class KMeans:
 
     Attributes
     ----------
-    cluster_centers_ : torch.Tensor
-        ``(n_clusters, n_features)`` centroids, dtype of the data, on the
-        fitting device.
-    labels_ : torch.Tensor or None
+    cluster_centers_ : torch.Tensor or numpy.ndarray
+        ``(n_clusters, n_features)`` centroids, dtype of the data. A tensor on
+        the fitting device when ``fit`` got a tensor (or a stream of
+        tensors), else a numpy array.
+    labels_ : torch.Tensor or numpy.ndarray
         ``(n_samples,)`` int64 label of every training point (this rank's
         shard when distributed; for a stream, the labels of all its rows in
-        stream order).
+        stream order); tensor or numpy as ``cluster_centers_``.
     inertia_ : float
         Sum of squared distances of the training points to their centroid
         (all ranks together when distributed).
@@ -338,7 +353,36 @@ class KMeans:
     torch.Size([4, 8])
     >>> bool((km.predict(X) == km.labels_).all())
     True
+
+    numpy in, numpy out, and the scikit-learn tools work:
+
+    >>> from sklearn.base import clone
+    >>> km_np = clone(km).fit(X.numpy())
+    >>> type(km_np.cluster_centers_).__name__, km_np.labels_.dtype
+    ('ndarray', dtype('int64'))
+    >>> bool((km_np.labels_ == km.labels_.numpy()).all())
+    True
     """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(numbers.Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means++", "random"}), "array-like"],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "random_state": RANDOM_STATE_CONSTRAINT,
+        "device": [str, torch.device],
+        "chunk_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "matmul_dtype": [
+            StrOptions({"float32", "bfloat16", "auto", "float16", "fp32", "bf16", "fp16", "float64", "fp64", "half",
+                        "float", "full", "highest"}),
+            torch.dtype,
+            None,
+        ],
+        "sample_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "distributed": ["boolean", StrOptions({"auto"})],
+        "algorithm": [StrOptions({"auto", "lloyd", "hamerly"})],
+    }
 
     def __init__(
         self,
@@ -371,29 +415,8 @@ class KMeans:
 
     # ------------------------------------------------------------------ checks
     def _check_params(self) -> None:
-        k = self.n_clusters
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"n_clusters must be a positive int, got {k!r}.")
-        if isinstance(self.n_init, bool) or not isinstance(self.n_init, numbers.Integral) or self.n_init < 1:
-            raise ValueError(f"n_init must be a positive int, got {self.n_init!r}.")
-        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
-            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}.")
-        if not isinstance(self.tol, numbers.Real) or self.tol < 0:
-            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}.")
-        if self.chunk_size is not None and (not isinstance(self.chunk_size, numbers.Integral) or self.chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None, got {self.chunk_size!r}.")
-        if self.sample_size is not None and (
-            not isinstance(self.sample_size, numbers.Integral) or self.sample_size < 1
-        ):
-            raise ValueError(f"sample_size must be a positive int or None, got {self.sample_size!r}.")
-        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
-            raise ValueError(
-                f"init must be 'k-means++', 'random' or an array of shape (n_clusters, n_features), got {self.init!r}."
-            )
-        if self.algorithm not in ("auto", "lloyd", "hamerly"):
-            raise ValueError(f"algorithm must be 'auto', 'lloyd' or 'hamerly', got {self.algorithm!r}.")
-        if self.distributed not in (True, False, "auto"):
-            raise ValueError(f"distributed must be True, False or 'auto', got {self.distributed!r}.")
+        """Validate the hyper-parameters against :attr:`_parameter_constraints` (at ``fit``)."""
+        self._validate_params()
 
     def _check_n_samples(self, n: int) -> None:
         if self.n_clusters > n:
@@ -824,7 +847,11 @@ class KMeans:
         if comm.enabled:  # every rank uses rank 0's seed
             seed = int(comm.broadcast_(torch.tensor([seed], dtype=torch.int64))[0])
         if _is_stream(X):
-            return self._fit_stream(_Batches(X), seed, comm)
+            batches = _Batches(X)
+            self._fit_stream(batches, seed, comm)
+            self.__dict__.pop("feature_names_in_", None)
+            return self._publish(torch_out=batches.torch_input)
+        X = validate_features(self, X, reset=True)
         Xt = _as_2d(X)
         device = self._fit_device(X)
         n_local, d = Xt.shape
@@ -837,7 +864,30 @@ class KMeans:
             if Xt.numel() * Xt.element_size() < 0.5 * free:
                 Xt = Xt.to(device)  # one copy on the GPU, reused every iteration
         with SpanPool(device) as pool:
-            return self._fit_array(Xt, device, comm, seed, n, offset, pool)
+            self._fit_array(Xt, device, comm, seed, n, offset, pool)
+        return self._publish(torch_out=isinstance(X, torch.Tensor))
+
+    def _publish(self, torch_out: bool) -> "KMeans":
+        """Expose ``cluster_centers_`` / ``labels_`` as tensors (tensor input) or numpy arrays."""
+        C = self.cluster_centers_
+        self._device_centers = None
+        if not torch_out:
+            self.cluster_centers_ = C.cpu().numpy()  # no copy on the CPU
+            if C.device.type != "cpu":  # keep the GPU copy for predict / transform
+                self._device_centers = (self.cluster_centers_, C)
+            if self.labels_ is not None:
+                self.labels_ = self.labels_.cpu().numpy()
+        return self
+
+    def _centers(self) -> torch.Tensor:
+        """``cluster_centers_`` as a tensor on the device where it was fitted."""
+        C = self.cluster_centers_
+        if isinstance(C, torch.Tensor):
+            return C
+        pair = self.__dict__.get("_device_centers")
+        if pair is not None and pair[0] is C:
+            return pair[1]
+        return as_float_tensor(C, name="cluster_centers_")  # shares the array's memory
 
     def _fit_array(
         self, Xt: torch.Tensor, device: torch.device, comm: Comm, seed: int, n: int, offset: int, pool: SpanPool
@@ -992,13 +1042,8 @@ class KMeans:
     # ------------------------------------------------------------------ use
     def _prep_predict(self, X: Any) -> tuple[torch.Tensor, int, torch.dtype | None]:
         check_is_fitted(self, ["cluster_centers_"])
-        Xt = _as_2d(X)
-        if Xt.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {Xt.shape[1]} features, but this KMeans was fitted with {self.n_features_in_}; "
-                f"expected shape (n_samples, {self.n_features_in_})."
-            )
-        C = self.cluster_centers_
+        Xt = _as_2d(validate_features(self, X, reset=False))
+        C = self._centers()
         chunk = self._chunk(Xt.shape[1], C.dtype, C.device)
         return Xt, chunk, resolve_matmul_dtype(self.matmul_dtype, C.device)
 
@@ -1014,7 +1059,7 @@ class KMeans:
         fn: Callable[[Assigner, torch.Tensor, int, int], Any],
     ) -> None:
         """Call ``fn(assigner, rows, start, stop)`` on every finite-checked chunk of ``Xt``, in parallel."""
-        C = self.cluster_centers_
+        C = self._centers()
         with SpanPool(C.device) as pool:
             spans = pool.spans(Xt.shape[0], chunk)
             assigners = self._assigners(C, len(spans), chunk, C.dtype, C.device, low)
@@ -1040,7 +1085,7 @@ class KMeans:
             numpy for numpy input; a tensor on ``X``'s device for tensor input.
         """
         Xt, chunk, low = self._prep_predict(X)
-        labels = torch.empty(Xt.shape[0], dtype=torch.int64, device=self.cluster_centers_.device)
+        labels = torch.empty(Xt.shape[0], dtype=torch.int64, device=self._centers().device)
         self._for_each_chunk(Xt, chunk, low, lambda A, xc, s, e: A.assign(xc, labels[s:e]))
         return _to_output(labels, X)
 
@@ -1049,6 +1094,8 @@ class KMeans:
         self.fit(X)
         if self.labels_ is None:  # pragma: no cover - streams always keep labels
             return self.predict(X)
+        if isinstance(self.labels_, np.ndarray):
+            return self.labels_
         return _to_output(self.labels_, X)
 
     def transform(self, X: ArrayLike) -> ArrayLike:
@@ -1063,7 +1110,7 @@ class KMeans:
         distances : array or tensor of shape (n_samples, n_clusters)
         """
         Xt, chunk, low = self._prep_predict(X)
-        C = self.cluster_centers_
+        C = self._centers()
         out = torch.empty((Xt.shape[0], C.shape[0]), dtype=C.dtype, device=C.device)
         self._for_each_chunk(Xt, chunk, low, lambda A, xc, s, e: out[s:e].copy_(A.full_sq_distances(xc).sqrt_()))
         return _to_output(out, X)
@@ -1071,30 +1118,17 @@ class KMeans:
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Opposite of the inertia of ``X`` (higher is better, as in scikit-learn)."""
         Xt, chunk, low = self._prep_predict(X)
-        C = self.cluster_centers_
+        C = self._centers()
         with SpanPool(C.device) as pool:
             _, inertia = self._assign_pass([Xt], C, C.device, C.dtype, chunk, low, pool)
         return -float(inertia)
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Hyper-parameters as a dict (scikit-learn convention)."""
-        names = (
-            "n_clusters init n_init max_iter tol random_state device chunk_size matmul_dtype "
-            "sample_size distributed algorithm"
-        ).split()
-        return {n: getattr(self, n) for n in names}
+    @property
+    def _n_features_out(self) -> int:
+        """Number of output features of :meth:`transform` (``get_feature_names_out``: kmeans0, ...)."""
+        return int(self.cluster_centers_.shape[0])
 
-    def set_params(self, **params: Any) -> "KMeans":
-        """Set hyper-parameters (scikit-learn convention); returns ``self``."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"Invalid parameter {key!r} for KMeans; valid: {sorted(valid)}.")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        p = self.get_params()
-        shown = ", ".join(f"{k}={v!r}" for k, v in p.items() if k in ("n_clusters", "init", "random_state", "device") and not isinstance(v, (np.ndarray, torch.Tensor)))
-        return f"KMeans({shown})"
-
+    def __sklearn_tags__(self):  # noqa: D105 - scikit-learn's hook
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags

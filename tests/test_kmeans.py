@@ -11,6 +11,12 @@ from sklearn.datasets import make_blobs
 from kmexplain_utils._validation import NotFittedError
 from kmexplain_utils.kmeans import KMeans
 
+
+def _np(a):
+    """A fitted array attribute as numpy: a tensor when fitted on a tensor, numpy otherwise."""
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
 torch.set_num_threads(1)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -43,11 +49,11 @@ def test_matches_sklearn_float64(name, device):
     C0 = _first_centroids(X, k, seed=10)
     sk = SKKMeans(k, init=C0, n_init=1, algorithm="lloyd", max_iter=300, tol=1e-4).fit(X)
     km = KMeans(k, init=C0, device=device).fit(X)
-    assert km.cluster_centers_.dtype == torch.float64
-    np.testing.assert_array_equal(km.labels_.cpu().numpy(), sk.labels_)
+    assert isinstance(km.cluster_centers_, np.ndarray) and km.cluster_centers_.dtype == np.float64
+    np.testing.assert_array_equal(km.labels_, sk.labels_)
     assert km.inertia_ == pytest.approx(sk.inertia_, rel=1e-10)
     assert km.n_iter_ == sk.n_iter_
-    np.testing.assert_allclose(km.cluster_centers_.cpu().numpy(), sk.cluster_centers_, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(_np(km.cluster_centers_), sk.cluster_centers_, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["blobs", "relu"])
@@ -58,8 +64,8 @@ def test_matches_sklearn_float32(name, device):
     C0 = _first_centroids(X, k, seed=11)
     sk = SKKMeans(k, init=C0, n_init=1, algorithm="lloyd").fit(X)
     km = KMeans(k, init=C0, device=device).fit(X)
-    assert km.cluster_centers_.dtype == torch.float32
-    assert (km.labels_.cpu().numpy() == sk.labels_).mean() >= 0.999
+    assert km.cluster_centers_.dtype == np.float32
+    assert (km.labels_ == sk.labels_).mean() >= 0.999
     assert km.inertia_ == pytest.approx(sk.inertia_, rel=1e-4)
 
 
@@ -98,7 +104,7 @@ def test_k_equals_n():
     km = KMeans(12, random_state=0, device="cpu").fit(X)
     assert km.inertia_ == pytest.approx(0.0, abs=1e-20)
     assert sorted(km.labels_.tolist()) == list(range(12))
-    C = np.sort(km.cluster_centers_.numpy(), axis=0)
+    C = np.sort(_np(km.cluster_centers_), axis=0)
     np.testing.assert_allclose(C, np.sort(X, axis=0))
 
 
@@ -114,7 +120,7 @@ def test_duplicate_points():
     X = np.repeat(base, 50, axis=0)  # 4 distinct points, 50 copies each
     km = KMeans(4, random_state=0, device="cpu").fit(X)
     assert km.inertia_ == pytest.approx(0.0, abs=1e-12)
-    assert len(np.unique(km.labels_.numpy())) == 4
+    assert len(np.unique(_np(km.labels_))) == 4
     # more clusters than distinct points: runs, inertia 0, labels valid
     km = KMeans(6, random_state=0, device="cpu").fit(X)
     assert km.inertia_ == pytest.approx(0.0, abs=1e-12)
@@ -127,10 +133,10 @@ def test_empty_cluster_is_reseeded_like_sklearn():
     C0 = np.array([[0.0, 0.0], [10.0, 10.0], [1000.0, 1000.0]])  # the third gets no point
     sk = SKKMeans(3, init=C0, n_init=1, algorithm="lloyd").fit(X)
     km = KMeans(3, init=C0, device="cpu").fit(X)
-    assert np.bincount(km.labels_.numpy(), minlength=3).min() > 0
-    np.testing.assert_array_equal(km.labels_.numpy(), sk.labels_)
+    assert np.bincount(_np(km.labels_), minlength=3).min() > 0
+    np.testing.assert_array_equal(_np(km.labels_), sk.labels_)
     assert km.inertia_ == pytest.approx(sk.inertia_, rel=1e-10)
-    np.testing.assert_allclose(km.cluster_centers_.numpy(), sk.cluster_centers_, atol=1e-9)
+    np.testing.assert_allclose(_np(km.cluster_centers_), sk.cluster_centers_, atol=1e-9)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -150,11 +156,14 @@ def test_shape_errors_name_the_expected_shape():
     with pytest.raises(ValueError, match=r"\(n_samples, n_features\).*permute"):
         KMeans(2, device="cpu").fit(torch.zeros(2, 3, 4, 4))
     km = KMeans(2, random_state=0, device="cpu").fit(np.random.default_rng(0).normal(size=(20, 3)))
-    with pytest.raises(ValueError, match=r"4 features.*fitted with 3"):
+    with pytest.raises(ValueError, match=r"X has 4 features, but KMeans is expecting 3 features"):
         km.predict(np.zeros((5, 4)))
+    kt = KMeans(2, random_state=0, device="cpu").fit(torch.randn(20, 3))
+    with pytest.raises(ValueError, match=r"X has 4 features, but KMeans is expecting 3 features.*\(n_samples, 3\)"):
+        kt.predict(torch.zeros((5, 4)))
     with pytest.raises(ValueError, match=r"init must have shape \(n_clusters, n_features\) = \(2, 3\)"):
         KMeans(2, init=np.zeros((3, 3)), device="cpu").fit(np.zeros((20, 3)))
-    with pytest.raises(ValueError, match="init must be"):
+    with pytest.raises(ValueError, match="'init' parameter of KMeans must be"):
         KMeans(2, init="kmeans", device="cpu").fit(np.zeros((20, 3)))
 
 
@@ -168,20 +177,31 @@ def test_not_fitted():
 def test_float64_stays_float64_and_float32_stays_float32():
     X = np.random.default_rng(0).normal(size=(200, 4))
     km = KMeans(3, random_state=0, device="cpu").fit(X)
-    assert km.cluster_centers_.dtype == torch.float64
+    assert km.cluster_centers_.dtype == np.float64
     assert km.transform(X).dtype == np.float64
     km = KMeans(3, random_state=0, device="cpu").fit(X.astype(np.float32))
-    assert km.cluster_centers_.dtype == torch.float32
+    assert km.cluster_centers_.dtype == np.float32
     assert km.transform(X.astype(np.float32)).dtype == np.float32
+    kt = KMeans(3, random_state=0, device="cpu").fit(torch.from_numpy(X))
+    assert kt.cluster_centers_.dtype == torch.float64
 
 
 def test_numpy_and_torch_inputs_agree_and_types_follow_input():
     X = _relu_mixture(500, 8, 4, seed=0).astype(np.float32)
     a = KMeans(4, random_state=3, device="cpu").fit(X)
     b = KMeans(4, random_state=3, device="cpu").fit(torch.from_numpy(X))
-    assert torch.equal(a.cluster_centers_, b.cluster_centers_)
-    assert torch.equal(a.labels_, b.labels_)
-    assert a.labels_.dtype == torch.int64 and a.labels_.shape == (500,)
+    # fitted attributes follow the input type: numpy for numpy, tensors for tensors
+    assert isinstance(a.cluster_centers_, np.ndarray) and isinstance(a.labels_, np.ndarray)
+    assert isinstance(b.cluster_centers_, torch.Tensor) and isinstance(b.labels_, torch.Tensor)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_.numpy())
+    np.testing.assert_array_equal(a.labels_, b.labels_.numpy())
+    assert a.labels_.dtype == np.int64 and a.labels_.shape == (500,)
+    assert b.labels_.dtype == torch.int64
+    assert isinstance(b.fit_predict(torch.from_numpy(X)), torch.Tensor)
+    # lists are arrays (numpy out), not streams
+    c = KMeans(4, random_state=3, device="cpu").fit(X.tolist())
+    np.testing.assert_array_equal(c.labels_, a.labels_)
+    assert isinstance(c.predict(X[:5].tolist()), np.ndarray)
     p_np = a.predict(X)
     p_t = a.predict(torch.from_numpy(X))
     assert isinstance(p_np, np.ndarray) and p_np.dtype == np.int64
@@ -197,11 +217,11 @@ def test_deterministic_for_a_seed(init):
     X = _relu_mixture(3000, 16, 5, seed=7).astype(np.float32)
     a = KMeans(6, init=init, random_state=42, n_init=2, device="cpu").fit(X)
     b = KMeans(6, init=init, random_state=42, n_init=2, device="cpu").fit(X)
-    assert torch.equal(a.cluster_centers_, b.cluster_centers_)
-    assert torch.equal(a.labels_, b.labels_)
+    assert np.array_equal(_np(a.cluster_centers_), _np(b.cluster_centers_))
+    assert np.array_equal(_np(a.labels_), _np(b.labels_))
     assert a.inertia_ == b.inertia_
     c = KMeans(6, init=init, random_state=43, device="cpu").fit(X)
-    assert not torch.equal(a.cluster_centers_, c.cluster_centers_)
+    assert not np.array_equal(_np(a.cluster_centers_), _np(c.cluster_centers_))
 
 
 def test_kmeanspp_quality_close_to_sklearn():
@@ -225,7 +245,7 @@ def test_inputs_not_modified():
     np.testing.assert_array_equal(C0, C0_copy)
     assert torch.equal(Xt, Xt_copy)
     # the fitted centroids do not alias the init array
-    assert not np.shares_memory(km.cluster_centers_.numpy(), C0)
+    assert not np.shares_memory(_np(km.cluster_centers_), C0)
 
 
 def test_chunk_size_does_not_change_the_result():
@@ -234,7 +254,7 @@ def test_chunk_size_does_not_change_the_result():
     ref = KMeans(5, init=C0, device="cpu").fit(X)
     for chunk in (13, 128, 5000):
         km = KMeans(5, init=C0, device="cpu", chunk_size=chunk).fit(X)
-        assert torch.equal(km.labels_, ref.labels_)
+        assert np.array_equal(_np(km.labels_), _np(ref.labels_))
         assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-12)
 
 
@@ -252,8 +272,10 @@ def test_params_follow_sklearn_contract():
     assert km.set_params(n_clusters=3) is km and km.n_clusters == 3
     X = np.random.default_rng(0).normal(size=(50, 2))
     assert km.fit(X) is km
-    with pytest.raises(ValueError, match="n_clusters must be a positive int"):
+    with pytest.raises(ValueError, match=r"'n_clusters' parameter of KMeans must be an int in the range \[1, inf\)"):
         KMeans(0).fit(X)
+    with pytest.raises(ValueError, match="'tol' parameter"):
+        KMeans(2, tol=-1.0).fit(X)
 
 
 # ---------------------------------------------------------------- streaming and sampling
@@ -267,8 +289,8 @@ def test_stream_equals_in_memory_when_the_sample_is_everything():
     ref = KMeans(4, init=C0, device="cpu").fit(X)
     km = KMeans(4, init=C0, device="cpu", sample_size=5000).fit(_batches_of(X, 100))
     # the sample is the whole stream (in another order): same centroids, labels, inertia
-    np.testing.assert_allclose(km.cluster_centers_.numpy(), ref.cluster_centers_.numpy(), rtol=1e-9, atol=1e-9)
-    assert torch.equal(km.labels_, ref.labels_)
+    np.testing.assert_allclose(_np(km.cluster_centers_), _np(ref.cluster_centers_), rtol=1e-9, atol=1e-9)
+    assert np.array_equal(_np(km.labels_), _np(ref.labels_))
     assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
     assert km.n_samples_seen_ == 1200
 
@@ -279,14 +301,14 @@ def test_stream_on_a_sample_is_close_and_labels_are_nearest_centroids():
     full = KMeans(5, init=C0, device="cpu").fit(X)
     km = KMeans(5, init=C0, random_state=0, device="cpu", sample_size=1500).fit(_batches_of(X, 512))
     assert km.labels_.shape == (6000,)
-    np.testing.assert_array_equal(km.labels_.numpy(), km.predict(X))
+    np.testing.assert_array_equal(_np(km.labels_), km.predict(X))
     assert km.inertia_ == pytest.approx(-km.score(X), rel=1e-5)
     assert km.inertia_ <= 1.01 * full.inertia_
     # a list of batches and (x, y) tuples work too; deterministic for a seed
     km2 = KMeans(5, init=C0, random_state=0, device="cpu", sample_size=1500).fit(
         [(torch.from_numpy(X[i : i + 512]), None) for i in range(0, 6000, 512)]
     )
-    assert torch.equal(km.cluster_centers_, km2.cluster_centers_)
+    assert np.array_equal(_np(km.cluster_centers_), _np(km2.cluster_centers_))
 
 
 def test_stream_reservoir_is_uniform():
@@ -322,7 +344,7 @@ def test_stream_errors():
 def test_in_memory_sample_size():
     X = _relu_mixture(5000, 8, 4, seed=5).astype(np.float32)
     km = KMeans(4, random_state=1, sample_size=1000, device="cpu").fit(X)
-    np.testing.assert_array_equal(km.labels_.numpy(), km.predict(X))
+    np.testing.assert_array_equal(_np(km.labels_), km.predict(X))
     assert km.inertia_ == pytest.approx(-km.score(X), rel=1e-5)
     ref = KMeans(4, random_state=1, device="cpu").fit(X)
     assert km.inertia_ <= 1.02 * ref.inertia_
@@ -333,8 +355,8 @@ def test_bfloat16_products_flip_few_labels():
     C0 = _first_centroids(X, 8, seed=6)
     a = KMeans(8, init=C0, device="cpu").fit(X)
     b = KMeans(8, init=C0, device="cpu", matmul_dtype="bfloat16").fit(X)
-    assert b.cluster_centers_.dtype == torch.float32
-    assert (a.labels_ == b.labels_).float().mean() >= 0.98
+    assert b.cluster_centers_.dtype == np.float32
+    assert np.mean(_np(a.labels_) == _np(b.labels_)) >= 0.98
     assert b.inertia_ == pytest.approx(a.inertia_, rel=1e-2)
     with pytest.raises(ValueError, match="float16.*CPU"):
         KMeans(8, device="cpu", matmul_dtype="float16").fit(X)
@@ -350,9 +372,9 @@ def test_worker_threads_give_the_same_fit_and_restore_torch_threads(monkeypatch)
     before = torch.get_num_threads()
     three = KMeans(6, init=C0, device="cpu", chunk_size=256).fit(X)
     assert torch.get_num_threads() == before
-    assert torch.equal(one.labels_, three.labels_)
+    assert np.array_equal(_np(one.labels_), _np(three.labels_))
     assert one.n_iter_ == three.n_iter_
-    np.testing.assert_allclose(three.cluster_centers_.numpy(), one.cluster_centers_.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_np(three.cluster_centers_), _np(one.cluster_centers_), rtol=1e-12, atol=1e-12)
     assert three.inertia_ == pytest.approx(one.inertia_, rel=1e-12)
     np.testing.assert_array_equal(three.predict(X), one.predict(X))
     np.testing.assert_allclose(three.transform(X), one.transform(X), rtol=1e-12)

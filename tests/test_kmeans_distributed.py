@@ -11,6 +11,12 @@ import torch
 
 from kmexplain_utils.kmeans import KMeans
 
+
+def _np(a):
+    """A fitted array attribute as numpy: a tensor when fitted on a tensor, numpy otherwise."""
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
 pytestmark = pytest.mark.distributed
 
 WORLD = 2
@@ -53,11 +59,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         results = {}
         for name, kw in CASES.items():
             km = KMeans(device="cpu", **kw).fit(shard)
-            results[name] = (km.cluster_centers_.numpy(), km.labels_.numpy(), km.inertia_, km.n_iter_)
+            results[name] = (_np(km.cluster_centers_), _np(km.labels_), km.inertia_, km.n_iter_)
         # a stream per rank: centroids agreed across ranks, inertia summed over ranks
         batches = lambda: (shard[i : i + 250] for i in range(0, len(shard), 250))  # noqa: E731
         km = KMeans(n_clusters=6, random_state=6, device="cpu", sample_size=900).fit(batches)
-        results["stream"] = (km.cluster_centers_.numpy(), km.labels_.numpy(), km.inertia_, km.n_iter_)
+        results["stream"] = (_np(km.cluster_centers_), _np(km.labels_), km.inertia_, km.n_iter_)
         np.save(os.path.join(out_dir, f"rank{rank}.npy"), np.array(results, dtype=object), allow_pickle=True)
     finally:
         dist.destroy_process_group()
@@ -81,8 +87,8 @@ def test_two_ranks_equal_one_process(dist_results, name):
     cuts = _split(len(X))
     for rank, res in enumerate(dist_results):
         C, labels, inertia, n_iter = res[name]
-        np.testing.assert_allclose(C, ref.cluster_centers_.numpy(), rtol=1e-10, atol=1e-10)
-        np.testing.assert_array_equal(labels, ref.labels_.numpy()[cuts[rank] : cuts[rank + 1]])
+        np.testing.assert_allclose(C, _np(ref.cluster_centers_), rtol=1e-10, atol=1e-10)
+        np.testing.assert_array_equal(labels, _np(ref.labels_)[cuts[rank] : cuts[rank + 1]])
         assert inertia == pytest.approx(ref.inertia_, rel=1e-10)
         assert n_iter == ref.n_iter_
 
