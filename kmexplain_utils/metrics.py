@@ -431,7 +431,7 @@ def deletion_insertion(
         Gaussian of standard deviation ``max(H, W) / 16`` px (Petsiuk's
         insertion canvas), ``"mean"`` = the image's mean colour, a number =
         that constant grey level (``0.0`` = black). The value used is stored in
-        :attr:`DeletionInsertion.baseline`; report it with the results.
+        the ``baseline`` field of :class:`DeletionInsertion`; report it with the results.
     batch_size : int, default 256
         Images per forward pass.
     random_state : int, default 0

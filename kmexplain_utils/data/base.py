@@ -246,7 +246,7 @@ class ImageSet(Dataset):
 class LazyImageSet(ImageSet):
     """An :class:`ImageSet` whose images are read from disk when asked for.
 
-    Subclasses implement :meth:`_load`, which returns the image and its maps
+    Subclasses implement ``_load(j)``, which returns the image and its maps
     for one *underlying* item. ``.images``, ``.parts`` and ``.objects`` load
     every item (use them only on small subsets, or call :meth:`to_memory`).
 
@@ -261,7 +261,7 @@ class LazyImageSet(ImageSet):
     name : str
         Short name.
     has_objects : bool
-        Whether :meth:`_load` returns object masks.
+        Whether ``_load`` returns object masks.
     """
 
     def __init__(
