@@ -1,7 +1,8 @@
 # kmexplain: two commands do everything (see README.md)
 #   make book   set up .venv and build the book strictly   -> _build/html/index.html
-#   make test   set up .venv and run all the tests (unit, every chapter in the smoke
-#               profile, the strict quick-profile book build, the browser test)
+#   make test   set up .venv and run all the tests (unit and the package's docstring
+#               examples, every chapter in the smoke profile, the strict quick-profile
+#               book build, the browser test)
 # Needs Python 3.11 and pip; npm (optional) makes widgets and math work offline;
 # chromium (optional outside CI) runs the browser test.
 
@@ -13,6 +14,8 @@ TORCH_PINS  := torch==2.14.1 torchvision==0.29.1
 BOOK_PROFILE ?= $(or $(KMEX_PROFILE),quick)
 BOOK_EXECUTE ?=
 NB_WORKERS  ?= 2
+# every docstring example of the package runs as a doctest in the unit stage
+DOCTESTS    := -q --doctest-modules kmexplain_utils
 
 export KMEX_PROGRESS := 0
 export PYTHONDONTWRITEBYTECODE := 1
@@ -46,12 +49,14 @@ book: install widgets
 
 test: install widgets
 	$(call pytest_stage,unit,-q -m "not notebooks and not book")
+	$(call pytest_stage,unit (docstring examples),$(DOCTESTS))
 	$(call pytest_stage,notebooks (smoke profile),-q -m notebooks -n $(NB_WORKERS))
 	$(MAKE) --no-print-directory book BOOK_PROFILE=quick
 	$(call pytest_stage,built site (browser),-q -m book)
 
 test-unit: install
 	$(call pytest_stage,unit,-q -m "not notebooks and not book")
+	$(call pytest_stage,unit (docstring examples),$(DOCTESTS))
 
 test-notebooks: install
 	$(call pytest_stage,notebooks (smoke profile),-q -m notebooks -n $(NB_WORKERS))
