@@ -371,7 +371,8 @@ def _check_block_names(model: nn.Module, blocks: Any) -> dict[str, str] | None:
             raise ValueError(
                 f"{type(model).__name__} has no module {m!r} for block {b}. "
                 f"{'Similar names: ' + ', '.join(near) + '. ' if near else ''}"
-                f"Top-level modules: {', '.join(top)} (see model.named_modules())."
+                f"Top-level modules: {', '.join(top)}; pass existing names, e.g. blocks={{'B4': '{top[-3] if len(top) > 2 else 'name'}', ...}} "
+                "(see model.named_modules())."
             )
         out[b] = m
     return out

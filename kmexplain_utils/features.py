@@ -7,13 +7,19 @@ A *level* names the space in which k-means runs:
 - ascending block sets such as ``"B34"``, ``"B234"``, ``"B1234"`` (also
   ``"B13"`` ...).
 
-For a block set, every block's map is resized bilinearly to the finest grid
-of the set (``align_corners=False``: a position then means the same image
-region in every block), divided by a per-block constant ``sigma_b`` fitted on
-training data (``sigma_b = sqrt(mean_p ||a_p||^2)`` over training positions,
-so that every block contributes equally to squared distances on average), and
-the blocks are concatenated along channels. The pooled embedding is the
-spatial mean of these position vectors.
+The blocks of any CNN that :func:`kmexplain_utils.architectures.adapt` reads
+(ResNet ``layer1..layer4``, DenseNet's dense blocks, EfficientNet's stages ...;
+METHOD 3b). For a block set, every block's map is resampled to the finest grid
+of the set *at the registered coordinates* (position ``i`` of a block is
+centred on pixel ``s_b i + o_b``, see
+:func:`kmexplain_utils.architectures.registration` and
+:mod:`kmexplain_utils.resample`), so that a position refers to the same image
+point in every block; ``registration="cell"`` keeps the first edition's
+cell-centred convention as an ablation. Each block is divided by a per-block
+constant ``sigma_b`` fitted on training data (``sigma_b = sqrt(mean_p
+||a_p||^2)`` over training positions, which equalises the blocks' mean squared
+norms), and the blocks are concatenated along channels. The pooled embedding is
+the spatial mean of these position vectors.
 
 Example
 -------
@@ -37,6 +43,7 @@ import dataclasses
 import math
 import re
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -46,6 +53,7 @@ from torch import nn
 
 from ._validation import NotFittedError, check_is_fitted, check_tensor
 from .config import progress
+from .resample import GridGeometry, infer_geometry, resample_map
 
 __all__ = [
     "BLOCK_MODULES",
@@ -58,6 +66,7 @@ __all__ = [
     "extract_pooled",
     "sample_positions",
     "eval_mode",
+    "model_adapter",
 ]
 
 #: Default module of each block: torchvision ResNet's stages.
@@ -143,39 +152,62 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
-def _resolve_blocks(model: nn.Module, blocks: Any) -> dict[str, nn.Module]:
-    if blocks is None:
-        names: Sequence[str] | Mapping[str, Any] = tuple(BLOCK_MODULES)
+_ADAPTERS: "weakref.WeakKeyDictionary[nn.Module, Any]" = weakref.WeakKeyDictionary()
+
+
+def model_adapter(model: nn.Module, blocks: Mapping[str, Any] | None = None, head: Any = None) -> Any:
+    """The :class:`~kmexplain_utils.architectures.Adapter` of ``model`` (cached for the default blocks)."""
+    from .architectures import adapt
+
+    if blocks is None and head is None:
+        cached = _ADAPTERS.get(model)
+        if cached is None:
+            cached = _ADAPTERS[model] = adapt(model)
+        return cached
+    return adapt(model, blocks, head)
+
+
+def _resolve_blocks(model: nn.Module, blocks: Any, adapter: Any = None) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """Modules (and post-functions) of the requested blocks."""
+    if isinstance(blocks, Mapping) and not all(b in BLOCK_MODULES for b in blocks):
+        # free names {"first": "layer1", "mid": module}: hook exactly these modules
+        out: dict[str, nn.Module] = {}
+        for b, mod in blocks.items():
+            if isinstance(mod, nn.Module):
+                out[b] = mod
+                continue
+            try:
+                out[b] = model.get_submodule(mod)
+            except AttributeError:
+                raise ValueError(f"{type(model).__name__} has no module {mod!r} for block {b!r} "
+                                 "(see model.named_modules())") from None
+        return out, {}
+    if isinstance(blocks, Mapping):
+        adapter = model_adapter(model, dict(blocks)) if adapter is None else adapter
+        names: Sequence[str] = tuple(blocks)
+    elif blocks is None:
+        names = tuple(BLOCK_MODULES)
     elif isinstance(blocks, str):
         names = parse_level(blocks)
         if names == ("logits",):
             names = ()
     else:
-        names = blocks
-    if isinstance(names, Mapping):
-        items = list(names.items())
-    else:
-        items = []
+        names = tuple(blocks)
         for b in names:
             if b not in BLOCK_MODULES:
                 raise ValueError(
                     f"unknown block {b!r}; use names among {list(BLOCK_MODULES)} or pass a dict "
                     "{'B1': 'module.name', ...}."
                 )
-            items.append((b, BLOCK_MODULES[b]))
-    out: dict[str, nn.Module] = {}
-    for b, mod in items:
-        if isinstance(mod, nn.Module):
-            out[b] = mod
-            continue
-        try:
-            out[b] = model.get_submodule(mod)
-        except AttributeError:
-            raise ValueError(
-                f"{type(model).__name__} has no module {mod!r} for block {b}; blocks default to "
-                "ResNet's layer1..layer4. For another architecture pass blocks={'B1': 'name.of.module', ...}."
-            ) from None
-    return out
+    adapter = model_adapter(model) if adapter is None else adapter
+    missing = [b for b in names if b not in adapter.blocks]
+    if missing:
+        raise ValueError(
+            f"block(s) {missing} are not defined for this {adapter.family} model, which has "
+            f"{', '.join(f'{b}={m}' for b, m in adapter.blocks.items())}; name them with "
+            "blocks={'B1': 'module.name', ...}."
+        )
+    return adapter.modules(model, names), {b: adapter.post[b] for b in names if b in adapter.post}
 
 
 class BlockExtractor:
@@ -189,9 +221,11 @@ class BlockExtractor:
         The model's output ``(N, C)`` of the last call.
     """
 
-    def __init__(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module],
+                 post: Mapping[str, Any] | None = None) -> None:
         self.model = model
         self.modules = modules
+        self.post = dict(post or {})
         self.blocks = tuple(modules)
         self.logits: torch.Tensor | None = None
         self._store: dict[str, torch.Tensor] = {}
@@ -199,8 +233,11 @@ class BlockExtractor:
 
     def _attach(self) -> None:
         for name, module in self.modules.items():
-            def hook(_m: nn.Module, _i: tuple, output: torch.Tensor, name: str = name) -> None:
-                self._store[name] = output
+            post = self.post.get(name)
+
+            def hook(_m: nn.Module, _i: tuple, output: torch.Tensor, name: str = name, post: Any = post) -> None:
+                # DenseNet applies an in-place ReLU to `features` afterwards: store a copy
+                self._store[name] = post(output.clone()) if post is not None else output
             self._handles.append(module.register_forward_hook(hook))
 
     def _detach(self) -> None:
@@ -232,7 +269,7 @@ class BlockExtractor:
 
 
 @contextlib.contextmanager
-def block_features(model: nn.Module, blocks: Any = None) -> Iterator[BlockExtractor]:
+def block_features(model: nn.Module, blocks: Any = None, *, adapter: Any = None) -> Iterator[BlockExtractor]:
     """Context manager giving a callable that returns block feature maps in one forward pass.
 
     Forward hooks are registered on entry and always removed on exit, also
@@ -242,11 +279,13 @@ def block_features(model: nn.Module, blocks: Any = None) -> Iterator[BlockExtrac
     Parameters
     ----------
     model : nn.Module
-        A ResNet-style model with modules ``layer1..layer4`` (or see ``blocks``).
+        Any CNN that :func:`kmexplain_utils.architectures.adapt` reads.
     blocks : None, str, sequence of str or dict
         ``None``: B1..B4; a level such as ``"B234"``; block names
-        ``["B3", "B4"]``; or a dict ``{"B1": "features.denseblock1", ...}``
-        (module names or modules) for other architectures.
+        ``["B3", "B4"]``; a dict ``{"B1": "features.3", ...}`` naming the
+        blocks' modules; or a dict of other names to modules (hooked as given).
+    adapter : Adapter, optional
+        A pre-computed :func:`~kmexplain_utils.architectures.adapt` result.
 
     Yields
     ------
@@ -263,7 +302,7 @@ def block_features(model: nn.Module, blocks: Any = None) -> Iterator[BlockExtrac
     >>> list(maps), tuple(logits.shape)
     (['B3', 'B4'], (1, 2))
     """
-    extractor = BlockExtractor(model, _resolve_blocks(model, blocks))
+    extractor = BlockExtractor(model, *_resolve_blocks(model, blocks, adapter))
     extractor._attach()
     try:
         yield extractor
@@ -378,6 +417,15 @@ class LevelFeatures:
     device : str or torch.device
         ``"auto"`` computes on the model's device; anything else must be the
         device that holds the model.
+    blocks : dict, optional
+        Block modules ``{"B1": "module.name", ...}`` for a model whose blocks
+        are not found automatically (see :func:`kmexplain_utils.architectures.adapt`).
+    head : str or nn.Linear, optional
+        The final linear layer, for such a model.
+    registration : {"exact", "cell"}
+        ``"exact"`` (default) resamples blocks at their registered centres
+        ``s_b i + o_b``; ``"cell"`` uses the first edition's cell-centred
+        convention (``o = (s - 1) / 2``), kept as an ablation.
 
     Attributes
     ----------
@@ -395,6 +443,13 @@ class LevelFeatures:
         ``(H_S, W_S)`` of the fitting images (``None`` for the logits).
     n_positions_ : int
         Number of positions used to fit ``sigma_``.
+    adapter_ : Adapter
+        How the model was read (head, block modules).
+    geometry_ : dict of str to GridGeometry
+        Where each block's positions sit on the image (per ``registration``).
+    grid_geometry_ : GridGeometry
+        Where the level's grid positions sit (the finest block's, or the
+        ``grid`` level's).
 
     Notes
     -----
@@ -418,12 +473,18 @@ class LevelFeatures:
         grid: int | tuple[int, int] | None = None,
         batch_size: int = 64,
         device: str | torch.device = "auto",
+        blocks: Mapping[str, Any] | None = None,
+        head: Any = None,
+        registration: str = "exact",
     ) -> None:
         self.level = level
         self.scale = scale
         self.grid = grid
         self.batch_size = batch_size
         self.device = device
+        self.blocks = blocks
+        self.head = head
+        self.registration = registration
 
     # -- helpers
     @property
@@ -474,26 +535,52 @@ class LevelFeatures:
                 )
         return dev
 
-    def _target_grid(self, maps: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    def _target_blocks(self, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if isinstance(self.grid, str):
             need = parse_level(self.grid)
             missing = [b for b in need if b not in maps]
             if missing:
                 raise ValueError(f"maps lack block(s) {missing} that define grid={self.grid!r}")
-            maps = {b: maps[b] for b in need}
-        else:
-            forced = _as_grid(self.grid)
-            if forced is not None:
-                return forced
-            maps = {b: maps[b] for b in parse_level(self.level) if b in maps} or maps
-        sizes = [tuple(m.shape[-2:]) for m in maps.values()]
+            return {b: maps[b] for b in need}
+        return {b: maps[b] for b in parse_level(self.level) if b in maps} or dict(maps)
+
+    def _target_grid(self, maps: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+        forced = None if isinstance(self.grid, str) else _as_grid(self.grid)
+        if forced is not None:
+            return forced
+        sizes = [tuple(m.shape[-2:]) for m in self._target_blocks(maps).values()]
         return max(sizes, key=lambda s: (s[0] * s[1], s))  # type: ignore[return-value]
 
-    @staticmethod
-    def _resize(m: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        if tuple(m.shape[-2:]) == grid:
-            return m
-        return F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
+    def _geometries(
+        self, maps: Mapping[str, torch.Tensor], grid: tuple[int, int], image_size: tuple[int, int] | None
+    ) -> tuple[dict[str, GridGeometry], GridGeometry]:
+        """Geometry of every block of ``maps`` and of the target grid."""
+        fitted = getattr(self, "geometry_", None)
+        if fitted is not None and all(b in fitted for b in maps):
+            geo = {b: fitted[b] for b in maps}
+        else:
+            # not fitted on a model: strides from the grid sizes, offset 0 (symmetric padding)
+            ref = image_size or max((tuple(m.shape[-2:]) for m in maps.values()), key=lambda s: s[0] * s[1])
+            geo = {b: infer_geometry(m.shape[-2:], ref) for b, m in maps.items()}
+            if self.registration == "cell":
+                geo = {b: GridGeometry.cell(g.stride) for b, g in geo.items()}
+        forced = None if isinstance(self.grid, str) else _as_grid(self.grid)
+        if forced is not None:
+            b0, m0 = next(iter(maps.items()))
+            ref = image_size or (round(geo[b0].stride[0] * m0.shape[-2]), round(geo[b0].stride[1] * m0.shape[-1]))
+            target = GridGeometry.cell((ref[0] / forced[0], ref[1] / forced[1]))
+        else:
+            target_blocks = [b for b, m in self._target_blocks(maps).items() if tuple(m.shape[-2:]) == grid]
+            target = geo[target_blocks[0]]
+        return geo, target
+
+    def _adapter_for(self, model: nn.Module) -> Any:
+        fitted = getattr(self, "adapter_", None)
+        return fitted if fitted is not None else model_adapter(model, self.blocks, self.head)
+
+    def _resize(self, m: torch.Tensor, geometry: GridGeometry, grid: tuple[int, int],
+                target: GridGeometry) -> torch.Tensor:
+        return resample_map(m, geometry, grid, target=target)
 
     def _sigmas(self, blocks: tuple[str, ...]) -> dict[str, float]:
         if isinstance(self.scale, Mapping):
@@ -539,22 +626,35 @@ class LevelFeatures:
             self.slices_ = {"logits": slice(0, out.shape[1])}
             self.n_features_, self.grid_size_, self.n_positions_ = out.shape[1], None, 0
             return self
+        if self.registration not in ("exact", "cell"):
+            raise ValueError(f"registration must be 'exact' or 'cell', got {self.registration!r}")
+        from .architectures import _block_geometries
+
+        self.adapter_ = model_adapter(model, self.blocks, self.head)
+        hooked = self._hooked_blocks(blocks)
         sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
         count = 0
         grid = None
         dims: dict[str, int] = {}
         batches, n = iter_batches(data, self.batch_size)
-        with eval_mode(model), torch.no_grad(), block_features(model, self._hooked_blocks(blocks)) as extract:
+        with eval_mode(model), torch.no_grad(), block_features(model, hooked, adapter=self.adapter_) as extract:
             for xb, _ in progress(batches, total=None if n is None else math.ceil(n / self.batch_size),
                                   desc=f"fit scales {self.level}"):
-                maps = extract(self._prepare(model, xb))
+                xb = self._prepare(model, xb)
+                if not hasattr(self, "geometry_"):
+                    regs = _block_geometries(model, self.adapter_, tuple(xb.shape[-2:]), hooked)
+                    self.registration_ = regs
+                    self.geometry_ = {b: GridGeometry.from_registration(r, self.registration) for b, r in regs.items()}
+                maps = extract(xb)
                 g = self._target_grid(maps)
+                geo, target = self._geometries(maps, g, tuple(xb.shape[-2:]))
                 if grid is None:
                     grid = g
+                    self.grid_geometry_ = target
                 for b in blocks:
                     m = maps[b]
                     dims[b] = m.shape[1]
-                    r = self._resize(m, g)
+                    r = self._resize(m, geo[b], g, target)
                     sq[b] += r.double().pow(2).sum()
                 count += xb.shape[0] * g[0] * g[1]
         if count == 0:
@@ -578,13 +678,20 @@ class LevelFeatures:
         return self
 
     # -- transforming
-    def combine(self, maps: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Resize, scale and concatenate block maps ``{"B2": (N, D2, H2, W2), ...}``.
+    def combine(self, maps: Mapping[str, torch.Tensor], image_size: Any = None) -> torch.Tensor:
+        """Resample (at the registered coordinates), scale and concatenate block maps.
+
+        Parameters
+        ----------
+        maps : dict of str to torch.Tensor
+            ``{"B2": (N, D2, H2, W2), ...}``.
+        image_size : (int, int), optional
+            The input size; needed only for an integer ``grid``.
 
         Returns
         -------
         torch.Tensor
-            ``(N, sum D_b, H_S, W_S)``.
+            ``(N, sum D_b, H_S, W_S)`` on the grid of the level's finest block.
         """
         blocks = self._check_params()
         if blocks == ("logits",):
@@ -594,7 +701,8 @@ class LevelFeatures:
             raise ValueError(f"maps lack block(s) {missing} of level {self.level!r}")
         sig = self._sigmas(blocks)
         grid = self._target_grid(maps)
-        return torch.cat([self._resize(maps[b], grid) / sig[b] for b in blocks], dim=1)
+        geo, target = self._geometries(maps, grid, None if image_size is None else tuple(image_size))
+        return torch.cat([self._resize(maps[b], geo[b], grid, target) / sig[b] for b in blocks], dim=1)
 
     def _no_positions(self) -> str:
         return (
@@ -622,9 +730,10 @@ class LevelFeatures:
             raise ValueError(self._no_positions())
         self._sigmas(blocks)  # NotFittedError early
         x = self._prepare(model, x)
-        with eval_mode(model), torch.no_grad(), block_features(model, self._hooked_blocks(blocks)) as extract:
+        with eval_mode(model), torch.no_grad(), \
+                block_features(model, self._hooked_blocks(blocks), adapter=self._adapter_for(model)) as extract:
             maps, logits = extract(x, return_logits=True)
-            feats = self.combine(maps)
+            feats = self.combine(maps, tuple(x.shape[-2:]))
         return (feats, logits) if return_logits else feats
 
     def pooled(
@@ -744,6 +853,9 @@ class PositionSample:
         ``(H, W)`` of the images, in pixels.
     labels : torch.Tensor or None
         ``(M,)`` class label of each vector's image.
+    geometry : GridGeometry or None
+        Where the grid's positions sit on the image (``None``: stride = image
+        / grid, offset 0).
     """
 
     vectors: torch.Tensor
@@ -752,6 +864,7 @@ class PositionSample:
     grid: tuple[int, int]
     image_size: tuple[int, int]
     labels: torch.Tensor | None = None
+    geometry: GridGeometry | None = None
 
     def __len__(self) -> int:
         return self.vectors.shape[0]
@@ -851,4 +964,5 @@ def sample_positions(
         grid=grid,  # type: ignore[arg-type]
         image_size=image_size,  # type: ignore[arg-type]
         labels=torch.cat(labs) if has_y else None,
+        geometry=getattr(level_features, "grid_geometry_", None),
     )

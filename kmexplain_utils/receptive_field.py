@@ -29,8 +29,8 @@ Example
 >>> from kmexplain_utils.receptive_field import receptive_field_centres
 >>> m = torchvision.models.resnet18(weights=None)
 >>> c = receptive_field_centres(m, blocks=["B2"])
->>> c["B2"].index, c["B2"].centre, c["B2"].stride * c["B2"].index[1] + 0.0
-((0, 40), (None, 320.0), 320.0)
+>>> c["B2"].index, c["B2"].centre, c["B2"].stride * c["B2"].index[1]   # measured, then s * i
+((16, 16), (128.0, 128.0), 128.0)
 """
 
 from __future__ import annotations

@@ -71,6 +71,9 @@ def test_parse_level_errors(level: str, pattern: str) -> None:
 
 # --------------------------------------------------------- block_features
 def test_block_features_one_pass_and_logits(model: nn.Module, images: torch.Tensor) -> None:
+    from kmexplain_utils.features import model_adapter
+
+    model_adapter(model)  # reading the architecture takes one probe pass, once per model
     calls = []
     handle = model.register_forward_pre_hook(lambda m, i: calls.append(1))
     try:
@@ -78,7 +81,7 @@ def test_block_features_one_pass_and_logits(model: nn.Module, images: torch.Tens
             maps, logits = extract(images, return_logits=True)
     finally:
         handle.remove()
-    assert len(calls) == 1
+    assert len(calls) == 1  # one forward pass per extraction
     assert {b: tuple(m.shape) for b, m in maps.items()} == {
         "B1": (10, 4, 16, 16), "B2": (10, 8, 8, 8), "B3": (10, 16, 4, 4), "B4": (10, 32, 2, 2)}
     with torch.no_grad():
@@ -144,7 +147,7 @@ def test_pooled_is_mean_of_position_features(model: nn.Module, images: torch.Ten
 
 def test_pooled_b4_unscaled_equals_avgpool_output(model: nn.Module, images: torch.Tensor) -> None:
     captured = {}
-    h = model.avgpool.register_forward_hook(lambda m, i, o: captured.setdefault("z", o.flatten(1)))
+    h = model.avgpool.register_forward_hook(lambda m, i, o: captured.__setitem__("z", o.flatten(1)))
     try:
         z = LevelFeatures("B4", scale="none").fit(model, images).pooled(model, images)
     finally:
@@ -181,19 +184,30 @@ def test_grid_sizes_and_forced_grid(model: nn.Module, images: torch.Tensor) -> N
         LevelFeatures("B4", grid=(0, 3)).fit(model, images)
 
 
-def test_resize_aligns_cell_centres() -> None:
-    """Bilinear resizing (align_corners=False) maps cell centres onto cell centres."""
-    size = 32  # image side in pixels
-    def ramp(n: int) -> torch.Tensor:  # value = x-coordinate (pixels) of each cell centre
-        centres = (torch.arange(n, dtype=torch.float64) + 0.5) * size / n
+@pytest.mark.parametrize("registration, offset", [("exact", lambda s: 0.0), ("cell", lambda s: (s - 1) / 2)])
+def test_resampling_between_blocks_follows_the_registration(registration: str, offset) -> None:
+    """B4 resampled onto B3's grid is read at the pixel each B3 position is centred on."""
+    def ramp(n: int, stride: int) -> torch.Tensor:  # value = pixel column of each position's centre
+        centres = stride * torch.arange(n, dtype=torch.float64) + offset(stride)
         return centres.view(1, 1, 1, n).expand(1, 1, n, n)
-    lf = LevelFeatures("B34", scale="none")
-    out = lf.combine({"B3": ramp(8), "B4": ramp(4)})
+    lf = LevelFeatures("B34", scale="none", registration=registration)
+    out = lf.combine({"B3": ramp(8, 4), "B4": ramp(4, 8)}, image_size=(32, 32))
     assert out.shape == (1, 2, 8, 8)
     fine, up = out[0, 0], out[0, 1]
-    # interior columns agree exactly; the border cells are clamped
-    assert torch.allclose(up[:, 1:-1], fine[:, 1:-1], atol=1e-12)
-    assert not torch.allclose(up[:, 0], fine[:, 0])
+    inside = (fine >= 0 + offset(8)) & (fine <= 24 + offset(8))  # between B4's first and last centres
+    assert torch.allclose(up[inside], fine[inside], atol=1e-12)
+    assert not torch.allclose(up, fine)  # outside them the border value is kept
+
+
+def test_exact_registration_differs_from_cell_convention(model: nn.Module, images: torch.Tensor) -> None:
+    exact = LevelFeatures("B234").fit(model, images)
+    cell = LevelFeatures("B234", registration="cell").fit(model, images)
+    assert exact.grid_geometry_.offset == (0.0, 0.0)
+    s = exact.grid_geometry_.stride[0]
+    assert s == 2.0 and cell.grid_geometry_.offset == ((s - 1) / 2, (s - 1) / 2)  # B2's stride is 2 here
+    assert not torch.allclose(exact.position_features(model, images), cell.position_features(model, images))
+    with pytest.raises(ValueError, match="registration must be 'exact' or 'cell'"):
+        LevelFeatures("B4", registration="middle").fit(model, images)
 
 
 def test_streaming_equals_one_shot(model: nn.Module, images: torch.Tensor) -> None:
@@ -299,9 +313,12 @@ def test_grid_named_by_another_level(model: nn.Module, images: torch.Tensor) -> 
     ctrl = LevelFeatures("B4", grid="B234").fit(model, images)
     assert ctrl.grid_size == (8, 8) and ctrl.n_features_ == 32 and ctrl.blocks_ == ("B4",)
     f = ctrl.position_features(model, images)
-    same = LevelFeatures("B4", grid=8).fit(model, images)
-    assert ctrl.sigma_ == pytest.approx(same.sigma_)
-    assert torch.allclose(f, same.position_features(model, images))
+    assert ctrl.grid_geometry_ == LevelFeatures("B234").fit(model, images).grid_geometry_
+    same = LevelFeatures("B4", grid=8, registration="cell").fit(model, images)  # an int grid tiles the image
+    cell = LevelFeatures("B4", grid="B234", registration="cell").fit(model, images)
+    assert cell.sigma_ == pytest.approx(same.sigma_)
+    assert torch.allclose(cell.position_features(model, images), same.position_features(model, images))
+    assert not torch.allclose(f, cell.position_features(model, images))
     big = torch.rand(2, 3, 32, 32)
     assert ctrl.position_features(model, big).shape == (2, 32, 16, 16)
     with pytest.raises(ValueError, match="grid='logits' has no grid"):

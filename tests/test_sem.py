@@ -165,7 +165,7 @@ def test_mlp_head_and_unknown_model_errors() -> None:
     model.avgpool = nn.AdaptiveMaxPool2d(1)
     with pytest.raises(UnsupportedModelError, match="not a global average pooling"):
         find_gap_linear_head(model)
-    with pytest.raises(UnsupportedModelError, match=r"children: 0: Conv2d.*required"):
+    with pytest.raises(UnsupportedModelError, match=r"Sequential: no global average pooling found among its layers \(Conv2d.*required"):
         find_gap_linear_head(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2)))
     with pytest.raises(TypeError, match="nn.Module"):
         find_gap_linear_head("resnet")  # type: ignore[arg-type]
