@@ -255,6 +255,10 @@ def _targets(model: ApiModel, package: str, target: str, modname: str | None) ->
         same = sorted({home for home in model.kinds if home.rsplit(".", 1)[-1] == target})
         if len(same) == 1:
             out = same
+    if not out and "." in target:
+        # a member of such a name: LevelFeatures.position_features written in another module
+        head, rest = target.split(".", 1)
+        out = [f"{home}.{rest}" for home in _targets(model, package, head, modname)]
     return out
 
 
@@ -278,6 +282,24 @@ def _resolve_alias(app, env, node, contnode):
         resolved = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], home, new, contnode)
         if resolved is not None:
             return resolved
+    return None
+
+
+def _skip_foreign_member(app, what, name, obj, skip, options):
+    """Leave out class members that another library put there, with its docstring.
+
+    scikit-learn adds ``set_fit_request``/``set_score_request`` to every estimator
+    class (metadata routing); they are scikit-learn's API, documented there, and
+    their docstrings use scikit-learn's own glossary and labels.
+    """
+    if what not in ("class", "exception") or skip:
+        return None
+    func = obj.fget if isinstance(obj, property) else obj
+    module = getattr(func, "__module__", None)
+    package = app.config.kmex_api_package
+    if (inspect.isfunction(func) or inspect.ismethod(func)) and isinstance(module, str):
+        if module != package and not module.startswith(f"{package}."):
+            return True
     return None
 
 
@@ -351,6 +373,7 @@ def setup(app) -> dict[str, Any]:
     # before sphinx_external_toc (priority 900) expands the glob in _toc.yml
     app.connect("config-inited", _generate, priority=100)
     app.connect("missing-reference", _resolve_alias)
+    app.connect("autodoc-skip-member", _skip_foreign_member)
     app.connect("autodoc-process-docstring", _data_doc_before_napoleon, priority=400)
     app.connect("autodoc-process-docstring", _data_doc_after_napoleon, priority=600)
     _patch_autosummary_summary()
