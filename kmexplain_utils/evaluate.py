@@ -299,7 +299,7 @@ def _attribution_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Ten
         for s in range(0, n, batch_size):
             feats = lfs[sp.name].position_features(model, x[s : s + batch_size])
             _, index = clf.best_prototype_per_class(feats.mean((2, 3)))
-            col = torch.searchsorted(clf.classes_.to(index.device), target[s : s + batch_size].to(index.device))
+            col = clf.class_columns(target[s : s + batch_size], n=index.shape[0]).to(index.device)
             proto = index.gather(1, col[:, None])[:, 0]
             mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)[proto]
             maps_list.append(attribution_map(feats, mu, size=size).float().cpu())

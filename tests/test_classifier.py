@@ -28,13 +28,14 @@ def test_predict_equals_nearest_centroid_and_linear_form(data) -> None:
     assert mu.shape == (6, 5) and clf.prototype_labels_.tolist() == [0, 0, 1, 1, 2, 2]
     Zq = torch.randn(300, 5, generator=torch.Generator().manual_seed(5)) * 4
     d2 = ((Zq[:, None, :] - mu[None]) ** 2).sum(-1)  # explicit squared distances
-    nearest = clf.prototype_labels_[d2.argmin(1)]
+    assert isinstance(clf.prototype_labels_, np.ndarray) and isinstance(clf.classes_, np.ndarray)
+    nearest = torch.from_numpy(clf.prototype_labels_)[d2.argmin(1)]
     assert torch.equal(clf.predict(Zq), nearest)
     assert torch.equal(clf.winning_prototype(Zq), d2.argmin(1))
     head = clf.as_linear()
     assert isinstance(head, PrototypeHead)
     with torch.no_grad():
-        assert torch.equal(clf.classes_[head(Zq).argmax(1)], nearest)
+        assert torch.equal(torch.from_numpy(clf.classes_)[head(Zq).argmax(1)], nearest)
         assert torch.allclose(head(Zq), clf.class_scores(Zq), atol=1e-5)
         assert torch.allclose(head.prototype_scores(Zq), clf.decision_function(Zq), atol=1e-5)
     assert torch.equal(head.linear.weight, 2 * mu)
@@ -121,21 +122,27 @@ def test_not_fitted_and_validation_messages(data) -> None:
         KMeansClassifier(device="cpu").fit(torch.rand(4, 3, 2, 2), torch.zeros(4))
     with pytest.raises(ValueError, match=r"y must have shape \(N,\) = \(240,\)"):
         KMeansClassifier(device="cpu").fit(Z, y[:10])
-    with pytest.raises(TypeError, match="integer class labels"):
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
         KMeansClassifier(device="cpu").fit(Z, y.double() + 0.5)
     with pytest.raises(ValueError, match="NaN"):
         Zbad = Z.clone()
         Zbad[0, 0] = float("nan")
         KMeansClassifier(device="cpu").fit(Zbad, y)
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match=r"'n_prototypes' parameter of KMeansClassifier must be an int in the range \[1, inf\)"):
         KMeansClassifier(n_prototypes=0).fit(Z, y)
+    with pytest.raises(ValueError, match="'random_state' parameter"):
+        KMeansClassifier(random_state=-1).fit(Z, y)
     with pytest.raises(ValueError, match="must not set 'n_clusters'"):
         KMeansClassifier(kmeans_kwargs={"n_clusters": 3}).fit(Z, y)
     fitted = KMeansClassifier(n_prototypes=1, device="cpu").fit(Z, y)
-    with pytest.raises(ValueError, match=r"D = 4 .*D = 5.*\(N, 5\)"):
+    with pytest.raises(ValueError, match=r"X has 4 features, but KMeansClassifier is expecting 5 features.*\(n_samples, 5\)"):
         fitted.predict(Z[:, :4])
-    with pytest.raises(TypeError, match=r"\(N, D\)"):
-        fitted.predict([[1.0] * 5])
+    with pytest.raises(ValueError, match=r"X has 4 features, but KMeansClassifier is expecting 5 features"):
+        fitted.predict(Z[:, :4].numpy())
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.predict(Zbad)
+    with pytest.raises(ValueError, match=r"Reshape your data"):
+        fitted.predict(Z[0].numpy())
 
 
 def test_does_not_mutate_inputs(data) -> None:
