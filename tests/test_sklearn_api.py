@@ -239,3 +239,23 @@ def test_grid_search_over_n_prototypes_picks_enough_prototypes():
     assert means[0] < 0.85 and means[2] > 0.98  # one prototype per class cannot fit three blobs
     assert search.best_estimator_.prototypes_.shape == (6, 2)
     assert search.score(X, y) > 0.98
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_outputs_stay_on_the_input_device_on_a_gpu():
+    X, y = _multimodal()
+    Xc, yc = torch.from_numpy(X).float().cuda(), torch.from_numpy(y).cuda()
+    clf = KMeansClassifier(n_prototypes=3, device="cuda").fit(Xc, yc)
+    pred = clf.predict(Xc)
+    assert pred.device.type == "cuda" and pred.dtype == torch.int64
+    np.testing.assert_array_equal(pred.cpu().numpy(), clf.predict(X))
+    assert clf.class_columns(yc).device.type == "cuda"
+    assert clf.score(Xc, yc) > 0.98
+    # numpy in, fitted on the GPU: numpy attributes, predictions computed with the GPU centroids
+    km = KMeans(6, random_state=0, device="cuda").fit(X)
+    assert isinstance(km.cluster_centers_, np.ndarray) and isinstance(km.labels_, np.ndarray)
+    np.testing.assert_array_equal(km.predict(X), km.labels_)
+    kb = pickle.loads(pickle.dumps(km))
+    np.testing.assert_array_equal(kb.predict(X), km.labels_)
+    kt = KMeans(6, random_state=0, device="cuda").fit(Xc)
+    assert kt.cluster_centers_.device.type == "cuda" and kt.predict(Xc).device.type == "cuda"
