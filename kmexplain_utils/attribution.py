@@ -25,15 +25,16 @@ True
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_is_fitted, check_tensor
 from .classifier import KMeansClassifier
 from .features import LevelFeatures, eval_mode
+from .resample import GridGeometry, as_size, infer_geometry, resample_map
 
 __all__ = [
     "attribution_map",
@@ -46,28 +47,37 @@ __all__ = [
 ]
 
 
-def _size(size: Any) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"size must be an int or a pair (H, W) of positive ints, got {size}")
-    return size  # type: ignore[return-value]
+def upsample_map(m: torch.Tensor, size: Any, geometry: GridGeometry | None = None) -> torch.Tensor:
+    """Resample real-valued grid maps ``(N, h, w)`` to the image ``(N, H, W)`` at registered coordinates.
 
+    Parameters
+    ----------
+    m : torch.Tensor
+        ``(N, h, w)`` maps on a feature grid.
+    size : int or (int, int)
+        Image size ``(H, W)``.
+    geometry : GridGeometry, optional
+        Where the grid's positions sit (``LevelFeatures.grid_geometry_``, or
+        :func:`kmexplain_utils.architectures.registration`); default: stride
+        ``H / h``, offset 0 (exact for symmetric padding).
 
-def upsample_map(m: torch.Tensor, size: Any) -> torch.Tensor:
-    """Bilinear upsampling (``align_corners=False``) of real-valued maps ``(N, h, w)`` to ``(N, H, W)``."""
+    Returns
+    -------
+    torch.Tensor
+        ``(N, H, W)`` bilinear interpolation at each pixel's registered grid
+        coordinate (see :func:`kmexplain_utils.resample.resample_map`).
+    """
     check_tensor(m, 3, name="map", shape_doc="(N, H, W)")
-    size = _size(size)
-    if size is None or tuple(m.shape[-2:]) == size:
+    if size is None:
         return m
-    return F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    size = as_size(size)
+    geo = infer_geometry(m.shape[-2:], size) if geometry is None else geometry
+    return resample_map(m, geo, size)
 
 
 def attribution_map(
-    position_features: torch.Tensor, prototypes: torch.Tensor, *, size: Any = None
+    position_features: torch.Tensor, prototypes: torch.Tensor, *, size: Any = None,
+    geometry: GridGeometry | None = None,
 ) -> torch.Tensor:
     """Per-position prototype score ``m(p) = 2 mu . a_p - ||mu||^2``.
 
@@ -79,8 +89,11 @@ def attribution_map(
         ``(N, D)`` one prototype per image (e.g. the winning one) or ``(D,)``
         the same prototype for all images.
     size : int or (int, int), optional
-        Upsample bilinearly to this size (e.g. the image's). The mean over the
-        *un-upsampled* grid equals the prototype score exactly.
+        Resample to this size (e.g. the image's) at the registered coordinates
+        (:func:`upsample_map`). The mean over the *grid* equals the prototype
+        score exactly.
+    geometry : GridGeometry, optional
+        The grid's geometry, for ``size`` (see :func:`upsample_map`).
 
     Returns
     -------
@@ -101,7 +114,7 @@ def attribution_map(
         )
     with torch.no_grad():
         m = 2 * torch.einsum("nd,ndhw->nhw", mu, position_features) - (mu * mu).sum(1).view(N, 1, 1)
-    return upsample_map(m, size) if size is not None else m
+    return upsample_map(m, size, geometry) if size is not None else m
 
 
 @dataclasses.dataclass
@@ -132,6 +145,8 @@ class Explanation:
         ``(H, W)`` of the input images.
     level : str
         The level.
+    geometry : GridGeometry or None
+        Where the grid's positions sit on the image.
     """
 
     attribution: torch.Tensor
@@ -144,10 +159,11 @@ class Explanation:
     logits: torch.Tensor
     image_size: tuple[int, int]
     level: str
+    geometry: GridGeometry | None = None
 
     def upsampled(self, size: Any = None) -> torch.Tensor:
-        """The attribution map upsampled bilinearly to ``size`` (default: the image size)."""
-        return upsample_map(self.attribution, self.image_size if size is None else size)
+        """The attribution map resampled at the registered coordinates to ``size`` (default: the image)."""
+        return upsample_map(self.attribution, self.image_size if size is None else size, self.geometry)
 
 
 def _check_classifier(classifier: KMeansClassifier, level_features: LevelFeatures) -> None:
@@ -204,7 +220,7 @@ def explain(
         return Explanation(
             attribution=m,
             prototype=win,
-            predicted=classifier.prototype_labels_.to(win.device)[win],
+            predicted=classifier._labels_of(classifier.prototype_class_index_.to(win.device)[win], win),
             score=s.gather(1, win[:, None])[:, 0],
             class_scores=classifier.class_scores(z),
             embeddings=z,
@@ -212,6 +228,7 @@ def explain(
             logits=logits,
             image_size=tuple(x.shape[-2:]),  # type: ignore[arg-type]
             level=level_features.level,
+            geometry=getattr(level_features, "grid_geometry_", None),
         )
 
 
@@ -221,6 +238,7 @@ def contrastive_map(
     *,
     versus: Any = None,
     size: Any = None,
+    geometry: GridGeometry | None = None,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """"Why the predicted class rather than another?": winner's map minus the rival's.
@@ -236,10 +254,13 @@ def contrastive_map(
         ``(N, D, H_S, W_S)``.
     classifier : KMeansClassifier
         Fitted on the pooled embeddings of the same level.
-    versus : int or torch.Tensor, optional
-        Rival class label (one for all, or ``(N,)``). Default: the runner-up class.
+    versus : label or sequence of labels, optional
+        Rival class label (one for all, or ``(N,)``), converted by
+        :meth:`KMeansClassifier.class_columns`. Default: the runner-up class.
     size : int or (int, int), optional
-        Bilinear upsampling size.
+        Resampling size (e.g. the image's), see :func:`upsample_map`.
+    geometry : GridGeometry, optional
+        The grid's geometry, for ``size``.
     return_info : bool
         Also return ``{"winner", "rival", "predicted", "rival_class", "margin"}``.
 
@@ -262,26 +283,23 @@ def contrastive_map(
         if versus is None:
             rival_col = order[:, 1]
         else:
-            labels = torch.as_tensor(versus, device=dev).long().reshape(-1)
-            classes = classifier.classes_.to(dev)
-            if not bool(torch.isin(labels, classes).all()):
-                raise ValueError(f"versus must be class labels among {classes.tolist()}, got {labels.tolist()}")
-            rival_col = torch.searchsorted(classes, labels).expand(z.shape[0]) if labels.numel() == 1 else torch.searchsorted(classes, labels)
-            if rival_col.shape != win_col.shape:
-                raise ValueError(f"versus must be an int or have shape (N,) = ({z.shape[0]},)")
+            rival_col = classifier.class_columns(versus, n=z.shape[0]).to(dev)
+            if bool((rival_col == win_col).any()):
+                same = int((rival_col == win_col).nonzero()[0])
+                warnings.warn(
+                    f"versus is the predicted class for image {same}: its contrastive map is zero", stacklevel=2)
         win = index.gather(1, win_col[:, None])[:, 0]
         rival = index.gather(1, rival_col[:, None])[:, 0]
         mu = classifier.prototypes_.to(device=position_features.device, dtype=position_features.dtype)
         diff = attribution_map(position_features, mu[win]) - attribution_map(position_features, mu[rival])
-        out = upsample_map(diff, size) if size is not None else diff
+        out = upsample_map(diff, size, geometry) if size is not None else diff
     if not return_info:
         return out
-    classes = classifier.classes_.to(dev)
     info = {
         "winner": win,
         "rival": rival,
-        "predicted": classes[win_col],
-        "rival_class": classes[rival_col],
+        "predicted": classifier._labels_of(win_col, position_features),
+        "rival_class": classifier._labels_of(rival_col, position_features),
         "margin": scores.gather(1, win_col[:, None])[:, 0] - scores.gather(1, rival_col[:, None])[:, 0],
     }
     return out, info
@@ -337,44 +355,57 @@ def concept_contributions(attr_map: torch.Tensor, concept_map: torch.Tensor, n_c
     return out.scatter_add_(1, labels, attr_map.flatten(1)) / P
 
 
-def cam(model: nn.Module, x: torch.Tensor, class_idx: Any = None, size: Any = None) -> torch.Tensor:
+def cam(
+    model: nn.Module, x: torch.Tensor, target: Any = None, size: Any = None, *, class_idx: Any = None
+) -> torch.Tensor:
     """Class activation map of the network's own linear head (the baseline).
 
-    ``s_c(a_p) = w_c . a_p + b_c`` from :func:`kmexplain_utils.sem.decompose_logits`;
-    its mean over the grid is the logit ``l_c``. No ReLU or normalisation is
-    applied.
+    ``s_c(a_p) = w_c . a_p + b_c`` from :func:`kmexplain_utils.sem.decompose_logits`
+    (Zhou et al.'s CAM plus the bias ``b_c``); its mean over the grid is the
+    logit ``l_c``. No ReLU or normalisation is applied.
 
     Parameters
     ----------
     model : nn.Module
-        A model accepted by :func:`kmexplain_utils.sem.find_gap_linear_head`
-        (run in eval mode; its mode is restored).
+        A model accepted by :func:`kmexplain_utils.architectures.adapt` (run in
+        eval mode; its mode is restored).
     x : torch.Tensor
         ``(N, 3, H, W)`` images.
-    class_idx : int or torch.Tensor, optional
-        Class to explain (one for all or ``(N,)``); default: the predicted class.
+    target : int or torch.Tensor, optional
+        Column of the network's logits to explain (one for all or ``(N,)``);
+        default: the predicted column.
     size : int or (int, int), optional
-        Bilinear upsampling size (e.g. ``x.shape[-2:]``).
+        Resample to this size at B4's registered coordinates (e.g. ``x.shape[-2:]``).
+    class_idx : deprecated
+        Old name of ``target``.
 
     Returns
     -------
     torch.Tensor
-        ``(N, H', W')`` (or upsampled).
+        ``(N, H', W')`` (or resampled).
     """
+    from .features import model_adapter, model_registration
     from .sem import logit_maps
 
+    if class_idx is not None:
+        warnings.warn("cam(class_idx=...) is now cam(target=...)", DeprecationWarning, stacklevel=2)
+        target = class_idx if target is None else target
     check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
+    adapter = model_adapter(model)
     with eval_mode(model), torch.no_grad():
-        s, logits = logit_maps(model, x)
-        if class_idx is None:
+        s, logits = logit_maps(model, x, head=adapter.head)
+        if target is None:
             idx = logits.argmax(1)
         else:
-            idx = torch.as_tensor(class_idx, device=s.device).long().reshape(-1)
+            idx = torch.as_tensor(target, device=s.device).long().reshape(-1)
             if idx.numel() == 1:
                 idx = idx.expand(x.shape[0])
             if idx.shape != (x.shape[0],):
-                raise ValueError(f"class_idx must be an int or have shape (N,) = ({x.shape[0]},)")
+                raise ValueError(f"target must be an int or have shape (N,) = ({x.shape[0]},), got {tuple(idx.shape)}")
             if int(idx.min()) < 0 or int(idx.max()) >= s.shape[1]:
-                raise ValueError(f"class_idx must lie in [0, {s.shape[1]}), got {idx.tolist()}")
+                raise ValueError(f"target must lie in [0, {s.shape[1]}) (columns of the logits), got {idx.tolist()}")
         m = s[torch.arange(x.shape[0], device=s.device), idx]
-    return upsample_map(m, size) if size is not None else m
+    if size is None:
+        return m
+    reg = model_registration(model, tuple(x.shape[-2:]))["B4"]
+    return upsample_map(m, size, GridGeometry.from_registration(reg))

@@ -4,9 +4,10 @@ A *concept* is a k-means centroid of position vectors ``a^S_p`` sampled from
 training images at a level ``S`` (``"B4"``, ``"B234"`` ...). The *concept map*
 of an image assigns each position of its (resized) feature grid to the
 nearest concept. It therefore has the grid's resolution -- 7x7 for B4 and
-28x28 for B234 on a 224-pixel ResNet -- and is only upsampled (nearest
-neighbour) to the image for display: it is an assignment of feature-map
-positions, not a pixel segmentation.
+28x28 for B234 on a 224-pixel ResNet -- and is only resampled to the image
+(each pixel takes the concept of the position whose registered centre is
+nearest) for display and scoring: it is an assignment of feature-map positions,
+not a pixel segmentation.
 
 Example
 -------
@@ -22,14 +23,15 @@ Example
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_is_fitted, check_tensor
 from .features import LevelFeatures, PositionSample, sample_positions
+from .resample import GridGeometry, as_size, infer_geometry, resample_labels
 
 __all__ = ["ConceptModel", "concept_map", "upsample_labels"]
 
@@ -41,26 +43,30 @@ def _size(size: Any, like: tuple[int, int] | None = None) -> tuple[int, int] | N
         if size != "input" or like is None:
             raise ValueError(f"size must be None, an int, (H, W) or 'input', got {size!r}")
         return like
-    if isinstance(size, numbers.Integral):
-        return (int(size), int(size))
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"size must be an int or a pair (H, W) of positive ints, got {size}")
-    return size  # type: ignore[return-value]
+    return as_size(size)
 
 
-def upsample_labels(labels: torch.Tensor, size: Any) -> torch.Tensor:
-    """Nearest-neighbour upsampling of integer maps ``(N, h, w)`` to ``(N, H, W)``.
+def upsample_labels(labels: torch.Tensor, size: Any, geometry: GridGeometry | None = None) -> torch.Tensor:
+    """Resample integer grid maps ``(N, h, w)`` to ``(N, H, W)``: each pixel takes the nearest registered position.
 
-    Uses ``"nearest-exact"`` so that each output pixel takes the grid cell
-    whose footprint contains its centre.
+    Parameters
+    ----------
+    labels : torch.Tensor
+        ``(N, h, w)`` integer maps (concept or part labels) on a feature grid.
+    size : int or (int, int)
+        Image size ``(H, W)``.
+    geometry : GridGeometry, optional
+        Where the grid's positions sit (``LevelFeatures.grid_geometry_``);
+        default: stride ``H / h``, offset 0 (exact for symmetric padding).
+        ``GridGeometry.cell(stride)`` gives the first edition's rule (the grid
+        cell whose footprint contains the pixel's centre).
     """
     check_tensor(labels, 3, name="labels", shape_doc="(N, H, W)")
-    size = _size(size)
-    if size is None or tuple(labels.shape[-2:]) == size:
+    if size is None:
         return labels
-    up = F.interpolate(labels[:, None].double(), size=size, mode="nearest-exact")
-    return up[:, 0].round().to(labels.dtype)
+    size = as_size(size)
+    geo = infer_geometry(labels.shape[-2:], size) if geometry is None else geometry
+    return resample_labels(labels, geo, size)
 
 
 def _check_centroids(position_features: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -82,6 +88,7 @@ def concept_map(
     size: Any = None,
     *,
     allowed: torch.Tensor | None = None,
+    geometry: GridGeometry | None = None,
 ) -> torch.Tensor:
     """Assign every feature-map position to its nearest concept centroid.
 
@@ -96,9 +103,12 @@ def concept_map(
     centroids : torch.Tensor
         ``(K, D)`` concept centroids.
     size : int or (int, int), optional
-        Upsample the map to this size (e.g. the image's) with nearest neighbour.
+        Resample the map to this size (e.g. the image's): each pixel takes the
+        concept of the registered position nearest to it.
     allowed : torch.Tensor, optional
         ``(N, K)`` bool: the concepts each image may use (per-class concepts).
+    geometry : GridGeometry, optional
+        The grid's geometry, for ``size`` (see :func:`upsample_labels`).
 
     Returns
     -------
@@ -123,7 +133,7 @@ def concept_map(
             raise ValueError(f"allowed must have shape (N, K) = {tuple(scores.shape[:2])}, got {tuple(allowed.shape)}")
         scores = scores.masked_fill(~allowed[:, :, None, None], -torch.inf)
     labels = scores.argmax(1)
-    return upsample_labels(labels, size) if size is not None else labels
+    return upsample_labels(labels, size, geometry) if size is not None else labels
 
 
 class ConceptModel:
@@ -284,7 +294,7 @@ class ConceptModel:
     def _allowed(self, classes: Any, n: int, device: torch.device) -> torch.Tensor | None:
         if classes is None or self.concept_classes_ is None:
             if classes is not None:
-                raise ValueError("classes= is only meaningful for per_class=True concepts")
+                raise ValueError("target= is only meaningful for per_class=True concepts")
             return None
         cls = torch.as_tensor(classes, device=device).long().reshape(-1)
         if cls.numel() == 1:
@@ -300,7 +310,8 @@ class ConceptModel:
         return concept_map(vectors.T[None, :, :, None], self.centroids_)[0, :, 0]
 
     def concept_map(
-        self, model: nn.Module, x: torch.Tensor, *, size: Any = None, classes: Any = None
+        self, model: nn.Module, x: torch.Tensor, *, size: Any = None, target: Any = None,
+        classes: Any = None,
     ) -> torch.Tensor:
         """Concept map of images ``x`` ``(N, 3, H, W)``.
 
@@ -313,9 +324,11 @@ class ConceptModel:
         size : None, int, (int, int) or "input"
             ``None``: the level's grid ``(H_S, W_S)``; otherwise upsample
             (nearest) to this size; ``"input"`` = the images' size.
-        classes : int or torch.Tensor, optional
-            For per-class concepts: use only the concepts of this class
-            (e.g. the predicted class), one per image.
+        target : int or torch.Tensor, optional
+            For per-class concepts: use only the concepts of this class label
+            (e.g. the predicted class), one for all or one per image.
+        classes : deprecated
+            Old name of ``target``.
 
         Returns
         -------
@@ -323,9 +336,13 @@ class ConceptModel:
             ``(N, H_S, W_S)`` (or upsampled) int64 concept indices.
         """
         check_is_fitted(self, ["centroids_"])
+        if classes is not None:
+            warnings.warn("concept_map(classes=...) is now concept_map(target=...)", DeprecationWarning, stacklevel=2)
+            target = classes if target is None else target
         feats = self.level_features_.position_features(model, x)
-        allowed = self._allowed(classes, x.shape[0], feats.device)
-        return concept_map(feats, self.centroids_, _size(size, tuple(x.shape[-2:])), allowed=allowed)
+        allowed = self._allowed(target, x.shape[0], feats.device)
+        return concept_map(feats, self.centroids_, _size(size, tuple(x.shape[-2:])), allowed=allowed,
+                           geometry=getattr(self.level_features_, "grid_geometry_", None))
 
     def __repr__(self) -> str:
         return (

@@ -264,7 +264,7 @@ def _features_pass(model: torch.nn.Module, data: Any, specs: Sequence[_Spec], lf
                 if sp.level == "logits":
                     pooled[sp.name].append(logits.float().cpu())
                     continue
-                feats = lfs[sp.name].combine(maps)
+                feats = lfs[sp.name].combine(maps, tuple(x.shape[-2:]))
                 if sp.classify:
                     pooled[sp.name].append(feats.mean((2, 3)).float().cpu())
                 if need_maps:
@@ -302,10 +302,10 @@ def _attribution_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Ten
             col = clf.class_columns(target[s : s + batch_size], n=index.shape[0]).to(index.device)
             proto = index.gather(1, col[:, None])[:, 0]
             mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)[proto]
-            maps_list.append(attribution_map(feats, mu, size=size).float().cpu())
+            maps_list.append(attribution_map(feats, mu, size=size, geometry=lfs[sp.name].grid_geometry_).float().cpu())
         att[(sp.name, "kmeans")] = torch.cat(maps_list)
     att[("B4", "cam")] = torch.cat([
-        cam(model, x[s : s + batch_size].to(mdev), class_idx=target[s : s + batch_size].to(mdev), size=size).float().cpu()
+        cam(model, x[s : s + batch_size].to(mdev), target=target[s : s + batch_size].to(mdev), size=size).float().cpu()
         for s in range(0, n, batch_size)
     ])
     att[("B4", "gradcam")] = grad_cam(model, x, target, batch_size=batch_size)
@@ -556,19 +556,19 @@ def run_evaluation(
             # -- 5. concept maps vs parts
             bar.set_description(f"seed {seed}: concept metrics")
 
-            def up(maps: torch.Tensor) -> torch.Tensor:  # concept map on the grid -> pixels (nearest)
-                return upsample_labels(maps, (H, W))
+            def up(maps: torch.Tensor, name: str) -> torch.Tensor:  # grid -> pixels (nearest registered position)
+                return upsample_labels(maps, (H, W), lfs[name].grid_geometry_)
 
             for (name, K) in cms:
                 main_k = K == prof.n_concepts
                 if main_k:
                     _concept_records(
-                        rec, seed, name, K, up(cmaps_train[(name, K)]), parts_fit, up(cmaps_test[(name, K)]),
+                        rec, seed, name, K, up(cmaps_train[(name, K)], name), parts_fit, up(cmaps_test[(name, K)], name),
                         parts_test, objects_test, part_names, sweep=None, full=True,
                     )
                 if sweep_seed and name in sweep_names:
                     _concept_records(
-                        rec, seed, name, K, up(cmaps_train[(name, K)]), parts_fit, up(cmaps_test[(name, K)]),
+                        rec, seed, name, K, up(cmaps_train[(name, K)], name), parts_fit, up(cmaps_test[(name, K)], name),
                         parts_test, objects_test, part_names, sweep="n_concepts", full=False,
                     )
             t = tick("concept metrics", t)
@@ -618,7 +618,7 @@ def run_evaluation(
                         "target": t_ex.numpy(),
                         "part_names": part_names,
                         "class_names": list(getattr(test, "class_names", []) or []),
-                        "concept_maps": {name: up(cmaps_test[(name, K)][idx]).numpy().astype(np.int64)
+                        "concept_maps": {name: up(cmaps_test[(name, K)][idx], name).numpy().astype(np.int64)
                                          for (name, K) in cms if K == prof.n_concepts},
                         "attributions": {f"{lv}/{method}": m.numpy() for (lv, method), m in att_ex.items()},
                         "seed": seed,

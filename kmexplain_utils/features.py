@@ -67,6 +67,7 @@ __all__ = [
     "sample_positions",
     "eval_mode",
     "model_adapter",
+    "model_registration",
 ]
 
 #: Default module of each block: torchvision ResNet's stages.
@@ -165,6 +166,20 @@ def model_adapter(model: nn.Module, blocks: Mapping[str, Any] | None = None, hea
             cached = _ADAPTERS[model] = adapt(model)
         return cached
     return adapt(model, blocks, head)
+
+
+_REGISTRATIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def model_registration(model: nn.Module, image_size: tuple[int, int]) -> dict[str, Any]:
+    """:func:`kmexplain_utils.architectures.registration` of the default blocks, cached per model and size."""
+    from .architectures import registration
+
+    per_model = _REGISTRATIONS.setdefault(model, {})
+    key = tuple(int(v) for v in image_size)
+    if key not in per_model:
+        per_model[key] = registration(model, key, model_adapter(model))
+    return per_model[key]
 
 
 def _resolve_blocks(model: nn.Module, blocks: Any, adapter: Any = None) -> tuple[dict[str, nn.Module], dict[str, Any]]:

@@ -320,10 +320,16 @@ def _check_maps(maps: ArrayLike, n: int | None = None, name: str = "maps") -> to
 
 
 def _resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of ``(N, h, w)`` maps to ``size`` (no-op when equal)."""
+    """Resample ``(N, h, w)`` grid maps to ``size`` at registered coordinates (stride ``H / h``, offset 0).
+
+    Pass maps already at the image size (e.g. ``Explanation.attribution``
+    resampled with the model's registration) for networks with other offsets.
+    """
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    from .attribution import upsample_map
+
+    return upsample_map(maps, size)
 
 
 def _check_masks(masks: ArrayLike, name: str = "object_masks") -> torch.Tensor:

@@ -295,6 +295,7 @@ def show_label_map(
     *,
     title: str | None = None,
     background: bool = True,
+    geometry: Any = None,
 ):
     """Overlay an integer label map (part map or concept map) on an image.
 
@@ -303,9 +304,9 @@ def show_label_map(
     image : (3, H, W) tensor/array in [0, 1], or None
         Shown underneath; ``None`` shows the labels alone.
     labels : (h, w) int tensor/array
-        Label of every pixel (or of every feature-map position: a coarser
-        map is upsampled to the image with nearest-neighbour, so each cell
-        keeps its sharp borders).
+        Label of every pixel, or of every feature-map position: a coarser map
+        is resampled to the image, each pixel taking the label of the position
+        whose registered centre is nearest (:mod:`kmexplain_utils.resample`).
     ax : Axes, optional
     alpha : float, default 0.5
         Opacity of the labels over the image.
@@ -319,6 +320,9 @@ def show_label_map(
         Whether label 0 means background (drawn fully transparent over the
         image) as in part maps; set False for concept maps, where 0 is a
         concept.
+    geometry : GridGeometry, optional
+        Where a coarse map's positions sit on the image; default stride
+        ``H / h``, offset 0 (symmetric padding).
 
     Returns
     -------
@@ -343,13 +347,10 @@ def show_label_map(
         img = to_numpy_image(image)
         h, w = img.shape[:2]
         if lab.shape != (h, w):
-            ry, rx = h / lab.shape[0], w / lab.shape[1]
-            if ry != int(ry) or rx != int(rx):
-                raise ValueError(
-                    f"labels of shape {lab.shape} do not tile an image of size {(h, w)}; "
-                    "resize them to the image with nearest-neighbour interpolation first"
-                )
-            lab = np.repeat(np.repeat(lab, int(ry), axis=0), int(rx), axis=1)
+            from .resample import infer_geometry, resample_labels
+
+            geo = infer_geometry(lab.shape, (h, w)) if geometry is None else geometry
+            lab = resample_labels(torch.from_numpy(lab), geo, (h, w)).numpy()
         ax.imshow(img, interpolation="nearest")
         over = rgba[lab].copy()
         over[..., 3] = alpha
@@ -382,6 +383,7 @@ def show_heatmap(
     colorbar: bool = False,
     vmax: float | None = None,
     interpolation: str = "bilinear",
+    geometry: Any = None,
 ):
     """Overlay a heat map (attribution, CAM, score map) on an image.
 
@@ -404,9 +406,13 @@ def show_heatmap(
         Add a colour bar.
     vmax : float, optional
         Upper limit (and ``-vmax`` lower limit when diverging).
-    interpolation : str, default "bilinear"
-        How a coarse map is stretched over the image; ``"nearest"`` keeps
-        the feature-map cells visible.
+    interpolation : {"bilinear", "nearest"}, default "bilinear"
+        How a coarse map is resampled to the image at its registered
+        coordinates: bilinear between position centres, or each pixel taking
+        the nearest position (keeps the positions visible).
+    geometry : GridGeometry, optional
+        Where the map's positions sit on the image; default stride ``H / h``,
+        offset 0 (symmetric padding).
 
     Returns
     -------
@@ -424,6 +430,13 @@ def show_heatmap(
         h, w = grey.shape
         extent = (-0.5, w - 0.5, h - 0.5, -0.5)
         ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if hm.shape != (h, w):
+            from .resample import infer_geometry, resample_labels, resample_map
+
+            geo = infer_geometry(hm.shape, (h, w)) if geometry is None else geometry
+            resample = resample_labels if interpolation == "nearest" else resample_map
+            hm = resample(torch.from_numpy(hm), geo, (h, w)).numpy()
+        interpolation = "nearest"
     if diverging:
         m = vmax if vmax is not None else float(np.abs(hm).max()) or 1.0
         vmin, vmax_ = -m, m
@@ -1006,8 +1019,10 @@ def plot_concept_patches(
                 ax.axis("off")
                 continue
             img = to_numpy_image(dataset.images_at([int(near.image_index[j])])[0])
-            t, l, b, rr = (int(v) for v in patch_box(near.yx[j], near.grid, near.image_size, context=context))
-            ct, cl, cb, cr = (int(v) for v in patch_box(near.yx[j], near.grid, near.image_size))
+            t, l, b, rr = (int(v) for v in patch_box(near.yx[j], near.grid, near.image_size, context=context,
+                                                     geometry=near.geometry))
+            ct, cl, cb, cr = (int(v) for v in patch_box(near.yx[j], near.grid, near.image_size,
+                                                        geometry=near.geometry))
             ax.imshow(img[t:b, l:rr], interpolation="nearest")
             ax.add_patch(Rectangle((cl - l - 0.5, ct - t - 0.5), cr - cl, cb - ct, fill=False,
                                    edgecolor=colors[c], linewidth=2))

@@ -135,10 +135,11 @@ class NearestPatches:
     position: torch.Tensor
     grid: tuple[int, int]
     image_size: tuple[int, int]
+    geometry: Any = None
 
     def boxes(self, context: float = 1.0) -> torch.Tensor:
         """Pixel boxes ``(k, 4)`` (top, left, bottom, right) of the patches, see :func:`patch_box`."""
-        return patch_box(self.yx, self.grid, self.image_size, context=context)
+        return patch_box(self.yx, self.grid, self.image_size, context=context, geometry=self.geometry)
 
 
 def nearest_patches(
@@ -182,27 +183,31 @@ def nearest_patches(
         position=order,
         grid=tuple(sample.grid),  # type: ignore[arg-type]
         image_size=tuple(sample.image_size),  # type: ignore[arg-type]
+        geometry=sample.geometry,
     )
 
 
-def patch_box(yx: Any, grid: Any, image_size: Any, *, context: float = 1.0) -> torch.Tensor:
-    """Pixel box of a feature-grid cell: ``(top, left, bottom, right)``, bottom/right exclusive.
+def patch_box(yx: Any, grid: Any, image_size: Any, *, context: float = 1.0,
+              geometry: Any = None) -> torch.Tensor:
+    """Pixel box of a feature-grid position: ``(top, left, bottom, right)``, bottom/right exclusive.
 
-    Cell ``(i, j)`` of an ``(H_S, W_S)`` grid covers pixels
-    ``[i H / H_S, (i + 1) H / H_S)`` x ``[j W / W_S, (j + 1) W / W_S)`` (the
-    cell's footprint; the receptive field is larger). ``context`` scales the
-    box about its centre (clipped to the image) to show some surroundings.
+    The box is one stride wide, centred on the position's registered centre
+    ``s i + o`` (:func:`kmexplain_utils.resample.position_box`); ``context``
+    scales it about that centre (clipped to the image). The receptive field
+    is larger.
 
     Parameters
     ----------
     yx : array-like
-        ``(2,)`` or ``(M, 2)`` grid cells (row, column).
+        ``(2,)`` or ``(M, 2)`` grid positions (row, column).
     grid : int or (int, int)
         ``(H_S, W_S)``.
     image_size : int or (int, int)
         ``(H, W)`` in pixels.
     context : float
         Box scale factor (>= 1 enlarges).
+    geometry : GridGeometry, optional
+        The grid's geometry; default stride ``H / H_S``, offset 0.
 
     Returns
     -------
@@ -212,27 +217,19 @@ def patch_box(yx: Any, grid: Any, image_size: Any, *, context: float = 1.0) -> t
     Example
     -------
     >>> patch_box((0, 6), 7, 224).tolist()
-    [0, 192, 32, 224]
+    [0, 176, 16, 208]
     """
+    from .resample import as_size, infer_geometry, position_box
+
     t = torch.as_tensor(yx).long()
-    single = t.ndim == 1
-    t = t.reshape(-1, 2) if t.numel() else t.reshape(0, 2)
-    if t.shape[-1] != 2:
-        raise ValueError(f"yx must have shape (2,) or (M, 2), got {tuple(torch.as_tensor(yx).shape)}")
-    gh, gw = (grid, grid) if isinstance(grid, int) else tuple(grid)
-    H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if t.numel() and ((t[:, 0] < 0).any() or (t[:, 0] >= gh).any() or (t[:, 1] < 0).any() or (t[:, 1] >= gw).any()):
-        raise ValueError(f"grid cells must lie in [0, {gh}) x [0, {gw}), got {t.tolist()}")
-    if not context > 0:
-        raise ValueError(f"context must be positive, got {context}")
-    ch, cw = H / gh, W / gw
-    cy, cx = (t[:, 0].double() + 0.5) * ch, (t[:, 1].double() + 0.5) * cw
-    hh, hw = 0.5 * ch * context, 0.5 * cw * context
-    box = torch.stack([
-        (cy - hh).round().clamp(0, H), (cx - hw).round().clamp(0, W),
-        (cy + hh).round().clamp(0, H), (cx + hw).round().clamp(0, W),
-    ], dim=1).long()
-    return box[0] if single else box
+    if t.numel() and t.shape[-1] != 2:
+        raise ValueError(f"yx must have shape (2,) or (M, 2), got {tuple(t.shape)}")
+    gh, gw = as_size(grid, name="grid")
+    tt = t.reshape(-1, 2)
+    if tt.numel() and ((tt[:, 0] < 0).any() or (tt[:, 0] >= gh).any() or (tt[:, 1] < 0).any() or (tt[:, 1] >= gw).any()):
+        raise ValueError(f"grid cells must lie in [0, {gh}) x [0, {gw}), got {tt.tolist()}")
+    geo = infer_geometry((gh, gw), image_size) if geometry is None else geometry
+    return position_box(t, geo, image_size, context=context)
 
 
 def best_rescaling(prototypes: Any, Z: Any, *, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

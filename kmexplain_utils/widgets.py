@@ -418,7 +418,9 @@ def _label_rgb(image: Any, labels: Any, colors: Sequence[Any], *, alpha: float =
     img = _rgb(image)
     h, w = img.shape[:2]
     lab = torch.as_tensor(labels).long()
-    lab = torch.nn.functional.interpolate(lab[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+    from .concepts import upsample_labels
+
+    lab = upsample_labels(lab[None], (h, w))[0]  # the registered nearest position, as everywhere
     lab = lab.cpu().numpy()
     pal = np.asarray(colors, dtype=np.float32)[:, :3]
     a = np.full((h, w, 1), alpha, dtype=np.float32)

@@ -39,11 +39,21 @@ def test_concept_map_is_nearest_centroid_per_position() -> None:
     assert torch.equal(restricted.reshape(-1), d2[:, :2].argmin(1))
 
 
-def test_upsampling_is_nearest_per_cell() -> None:
+def test_upsampling_takes_the_nearest_registered_position() -> None:
+    from kmexplain_utils.resample import GridGeometry
+
     labels = torch.arange(12).view(1, 3, 4)
     up = upsample_labels(labels, (12, 16))
     assert up.shape == (1, 12, 16) and up.dtype == torch.int64
-    assert torch.equal(up, labels.repeat_interleave(4, 1).repeat_interleave(4, 2))
+    # brute force: position i of a stride-4 grid is centred on pixel 4 i (offset 0); ties go to the later one
+    def nearest(n_pix: int, n_pos: int) -> torch.Tensor:
+        d = (4.0 * torch.arange(n_pos, dtype=torch.float64)[None, :] - torch.arange(n_pix)[:, None]).abs() - 1e-9 * torch.arange(n_pos)
+        return d.argmin(1)
+    assert torch.equal(up[0], labels[0][nearest(12, 3)][:, nearest(16, 4)])
+    # the first edition's rule (each pixel takes the cell it lies in) is the "cell" geometry
+    cell = upsample_labels(labels, (12, 16), GridGeometry.cell(4))
+    assert torch.equal(cell, labels.repeat_interleave(4, 1).repeat_interleave(4, 2))
+    assert not torch.equal(cell, up)
     A = torch.rand(2, 3, 3, 4)
     C = torch.rand(5, 3)
     assert torch.equal(concept_map(A, C, size=(12, 16)), upsample_labels(concept_map(A, C), (12, 16)))

@@ -103,8 +103,13 @@ def test_show_label_map_coarse_concept_map_is_upsampled():
     assert overlay.shape == (16, 16, 4)
     assert np.all(overlay[..., 3] == 0.5)  # concept 0 is not transparent
     np.testing.assert_allclose(overlay[9, 2, :3], P.concept_colors(4)[2])
-    with pytest.raises(ValueError, match="do not tile"):
-        P.show_label_map(img, torch.zeros(3, 3, dtype=torch.long))
+    # a grid that does not tile the image: each pixel takes the nearest registered position
+    from kmexplain_utils.resample import infer_geometry, resample_labels
+    odd = torch.arange(9).view(3, 3)
+    fig = P.show_label_map(img, odd, background=False)
+    shown = np.asarray(fig.axes[0].images[1].get_array())[..., :3]
+    expected = resample_labels(odd, infer_geometry((3, 3), (16, 16)), (16, 16)).numpy()
+    np.testing.assert_allclose(shown, np.asarray(P.concept_colors(9))[expected][..., :3], atol=1e-6)
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         P.show_label_map(img, torch.zeros(1, 4, 4, dtype=torch.long))
 

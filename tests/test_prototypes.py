@@ -78,19 +78,20 @@ def test_nearest_patches() -> None:
 
 
 def test_patch_box() -> None:
-    assert patch_box((0, 0), 7, 224).tolist() == [0, 0, 32, 32]
-    assert patch_box((6, 6), (7, 7), (224, 224)).tolist() == [192, 192, 224, 224]
-    boxes = patch_box(torch.tensor([[1, 0], [2, 1]]), (3, 2), (30, 20))
-    assert boxes.tolist() == [[10, 0, 20, 10], [20, 10, 30, 20]]
-    assert patch_box((3, 3), 7, 224, context=2.0).tolist() == [80, 80, 144, 144]
-    assert patch_box((0, 0), 7, 224, context=3.0).tolist() == [0, 0, 64, 64]  # clipped
-    # tiling: the boxes of all cells cover the image exactly once
-    cover = torch.zeros(30, 20, dtype=torch.int64)
-    for i in range(3):
-        for j in range(2):
-            t, l, b, r = patch_box((i, j), (3, 2), (30, 20)).tolist()
-            cover[t:b, l:r] += 1
-    assert (cover == 1).all()
+    # one stride wide, centred on the registered centre 32 i (offset 0), clipped to the image
+    assert patch_box((0, 0), 7, 224).tolist() == [0, 0, 16, 16]
+    assert patch_box((6, 6), (7, 7), (224, 224)).tolist() == [176, 176, 208, 208]
+    assert patch_box((3, 3), 7, 224, context=2.0).tolist() == [64, 64, 128, 128]
+    from kmexplain_utils.resample import GridGeometry, resample_labels
+    assert patch_box((3, 3), 7, 224, geometry=GridGeometry.cell(32)).tolist() == [96, 96, 128, 128]  # first edition
+    # a box holds exactly the pixels whose nearest registered position is its own (brute force)
+    geo = GridGeometry.registered(10, 3.0)
+    owner = resample_labels(torch.arange(30).view(3, 10), geo, (30, 100), target=None)
+    for i, j in [(1, 4), (1, 5), (1, 8)]:  # interior positions (at the border the last one owns the rest)
+        t, l, b, r = patch_box((i, j), (3, 10), (30, 100), geometry=geo).tolist()
+        mask = owner == 10 * i + j
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert (t, b, l, r) == (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
     with pytest.raises(ValueError, match=r"\[0, 7\)"):
         patch_box((7, 0), 7, 224)
 
