@@ -6,6 +6,8 @@ style): sub-modules are loaded on first use.
 
 Main entry points
 -----------------
+- :class:`Explainer` -- the front door: fit on training images, then explain.
+- :func:`registration` -- where each block's positions sit on the image.
 - :func:`decompose_logits` -- a CNN is a self-explainable model (METHOD 1).
 - :class:`KMeans` -- a fast k-means in PyTorch.
 - :class:`KMeansClassifier` -- per-class k-means head (METHOD 2).
@@ -27,6 +29,12 @@ _LAZY: dict[str, str] = {
     "resolve_device": "config",
     "set_seed": "config",
     "cache_dir": "config",
+    "Explainer": "explainer",
+    "Explanation": "explainer",
+    "adapt": "architectures",
+    "registration": "architectures",
+    "receptive_field_centres": "receptive_field",
+    "GridGeometry": "resample",
     "KMeans": "kmeans",
     "decompose_logits": "sem",
     "find_gap_linear_head": "sem",

@@ -39,7 +39,7 @@ from .resample import GridGeometry, as_size, infer_geometry, resample_map
 __all__ = [
     "attribution_map",
     "upsample_map",
-    "Explanation",
+    "GridExplanation",
     "explain",
     "contrastive_map",
     "concept_contributions",
@@ -118,8 +118,12 @@ def attribution_map(
 
 
 @dataclasses.dataclass
-class Explanation:
-    """What :func:`explain` returns for a batch of images.
+class GridExplanation:
+    """What the low-level :func:`explain` returns for a batch of images (maps on the level's grid).
+
+    The front door :class:`kmexplain_utils.Explainer` returns the richer
+    :class:`kmexplain_utils.explainer.Explanation` (maps at image size,
+    contrastive and concept maps); this one keeps the grid-level pieces.
 
     Attributes
     ----------
@@ -178,7 +182,7 @@ def _check_classifier(classifier: KMeansClassifier, level_features: LevelFeature
 
 def explain(
     model: nn.Module, x: torch.Tensor, level_features: LevelFeatures, classifier: KMeansClassifier
-) -> Explanation:
+) -> GridExplanation:
     """Classify images with the k-means classifier and explain the decision (one forward pass).
 
     Parameters
@@ -194,7 +198,7 @@ def explain(
 
     Returns
     -------
-    Explanation
+    GridExplanation
 
     Example
     -------
@@ -217,7 +221,7 @@ def explain(
         win = s.argmax(1)
         mu = classifier.prototypes_.to(device=feats.device, dtype=feats.dtype)[win]
         m = attribution_map(feats, mu)
-        return Explanation(
+        return GridExplanation(
             attribution=m,
             prototype=win,
             predicted=classifier._labels_of(classifier.prototype_class_index_.to(win.device)[win], win),
@@ -230,6 +234,10 @@ def explain(
             level=level_features.level,
             geometry=getattr(level_features, "grid_geometry_", None),
         )
+
+
+#: Old name of :class:`GridExplanation`.
+Explanation = GridExplanation
 
 
 def contrastive_map(

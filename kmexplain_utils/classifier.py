@@ -99,7 +99,7 @@ class PrototypeHead(nn.Module):
     """The k-means classifier as a network layer: linear scores, then a max per class.
 
     ``prototype_scores(z) = z @ (2 mu).T - ||mu||^2`` is an ``nn.Linear``
-    (:attr:`linear`), so :func:`kmexplain_utils.sem.decompose_logits` splits it
+    (``linear``), so :func:`kmexplain_utils.sem.decompose_logits` splits it
     into per-position scores exactly as for the original head.
 
     Parameters

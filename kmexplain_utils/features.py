@@ -902,7 +902,8 @@ def sample_positions(
     random_state: int | torch.Generator | None = 0,
     batch_size: int = 64,
     desc: str | None = None,
-) -> PositionSample:
+    return_pooled: bool = False,
+) -> PositionSample | tuple[PositionSample, torch.Tensor, torch.Tensor | None]:
     """Sample ``per_image`` positions (without replacement) from every image's feature grid.
 
     Parameters
@@ -922,11 +923,15 @@ def sample_positions(
         Batch size.
     desc : str, optional
         Progress-bar label.
+    return_pooled : bool
+        Also return the pooled embeddings ``(N, D)`` (float32, CPU) and the
+        labels ``(N,)`` (or ``None``) of the same forward passes, so that a
+        classifier and concepts are fitted from one pass over the data.
 
     Returns
     -------
     PositionSample
-        Vectors on the CPU.
+        Vectors on the CPU (and, with ``return_pooled``, ``Z`` and ``y``).
 
     Example
     -------
@@ -951,12 +956,16 @@ def sample_positions(
         )
     g = _generator(random_state)
     batches, n = iter_batches(data, batch_size)
-    vecs, idxs, yxs, labs = [], [], [], []
+    vecs, idxs, yxs, labs, pooled, ys = [], [], [], [], [], []
     has_y, offset, grid, image_size = True, 0, None, None
     for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
                            desc=desc or f"positions {level_features.level}"):
         feats = level_features.position_features(model, xb)
         B, D, H, W = feats.shape
+        if return_pooled:
+            pooled.append(feats.mean((2, 3)).float().cpu())
+            if yb is not None:
+                ys.append(torch.as_tensor(yb).long().cpu())
         grid, image_size = (H, W), tuple(xb.shape[-2:])
         k = min(per_image, H * W)
         pos = torch.rand(B, H * W, generator=g).argsort(dim=1)[:, :k]  # (B, k) on CPU
@@ -972,7 +981,7 @@ def sample_positions(
         offset += B
     if not vecs:
         raise ValueError("data holds no images")
-    return PositionSample(
+    sample = PositionSample(
         vectors=torch.cat(vecs),
         image_index=torch.cat(idxs),
         yx=torch.cat(yxs),
@@ -981,3 +990,6 @@ def sample_positions(
         labels=torch.cat(labs) if has_y else None,
         geometry=getattr(level_features, "grid_geometry_", None),
     )
+    if return_pooled:
+        return sample, torch.cat(pooled), (torch.cat(ys) if has_y else None)
+    return sample

@@ -10,7 +10,7 @@ centroids (labels identical, inertia within float rounding), while
   ``torch.cdist`` and never with an ``(n, k, d)`` broadcast;
 - skipping, on the CPU, the distances that Hamerly's bounds (with a margin
   for float rounding) show cannot change a label (``algorithm="hamerly"``,
-  see :mod:`._kmeans_bounds`): the same iterations as Lloyd, fewer products;
+  see ``_kmeans_bounds``): the same iterations as Lloyd, fewer products;
 - updating centroids with ``index_add_`` (sums accumulated in float64);
 - never copying the data (numpy arrays and memory maps are wrapped, not copied);
 - seeding by k-means++ on a sample;
@@ -589,7 +589,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         pass (``algorithm="lloyd"``; on the CPU only the rows whose label
         changed are moved between the sums), or (``"hamerly"``) first test
         every point's distance bounds and compute distances only for the
-        points whose label could change (see :mod:`._kmeans_bounds`). Sums are
+        points whose label could change (see ``_kmeans_bounds``). Sums are
         then combined (and all-reduced over ranks), empty clusters re-seeded on
         a copy (as scikit-learn does, without changing labels), and the
         centroids moved to the means.

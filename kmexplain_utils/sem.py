@@ -71,7 +71,7 @@ class GapHead:
         Which adapter recognised the model (``"ResNet"``, ``"DenseNet"``,
         ``"EfficientNet"``, ``"MobileNetV2"``, ``"features+classifier"``).
     feature_module : nn.Module
-        The module whose output (after :attr:`post`) is the last feature map
+        The module whose output (after ``post``) is the last feature map
         ``(N, D, H, W)``; a forward hook on it captures the maps.
     feature_module_name : str
         Its qualified name inside the model (e.g. ``"layer4"``, ``"features"``).

@@ -491,7 +491,7 @@ class ConceptViews:
     ks : list of int
     concept_maps : dict of (str, int) to torch.Tensor
         ``(N, H_S, W_S)`` int64 concept maps on each level's grid.
-    explanations : dict of str to Explanation
+    explanations : dict of str to GridExplanation
         Per level (when a classifier is given).
     """
 

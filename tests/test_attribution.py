@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kmexplain_utils.attribution import (
-    Explanation,
+    GridExplanation,
     attribution_map,
     cam,
     concept_contributions,
@@ -75,7 +75,7 @@ def test_attribution_validation() -> None:
 def test_explain_winning_prototype(setup) -> None:
     model, x, y, lf, clf = setup
     e = explain(model, x, lf, clf)
-    assert isinstance(e, Explanation)
+    assert isinstance(e, GridExplanation)
     z = lf.pooled(model, x)
     s = clf.decision_function(z)
     assert torch.equal(e.prototype, s.argmax(1))

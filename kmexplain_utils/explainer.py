@@ -1,0 +1,515 @@
+"""The front door: explain any GAP + linear CNN with k-means, in one object.
+
+:class:`Explainer` composes what the rest of the package offers piece by piece
+(METHOD 2-5):
+
+1. reads the network (:func:`kmexplain_utils.architectures.adapt`): its linear
+   head and its blocks B1..B4, with their registration;
+2. builds the level's feature space (:class:`~kmexplain_utils.features.LevelFeatures`:
+   registered resampling, per-block scales);
+3. fits a per-class k-means classifier on the pooled embeddings
+   (:class:`~kmexplain_utils.classifier.KMeansClassifier`) and k-means concepts on
+   sampled positions (:class:`~kmexplain_utils.concepts.ConceptModel`), both from
+   one streamed pass over the training data;
+4. explains a batch (:meth:`Explainer.explain`) with the target prototype's
+   attribution map, the contrastive map against the runner-up (or ``versus``),
+   the concept map and the score split by concept, all at image size, drawn at
+   each position's registered centre.
+
+Every step is forward-only: no gradient is computed.
+
+Example
+-------
+>>> import torch, torchvision
+>>> from kmexplain_utils import Explainer
+>>> model = torchvision.models.resnet18(weights=None, num_classes=2).eval()
+>>> x, y = torch.rand(12, 3, 64, 64), torch.tensor([0, 1] * 6)
+>>> ex = Explainer(model, level="B34", n_prototypes=2, n_concepts=3, device="cpu").fit(x, y)
+>>> e = ex.explain(x[:2])
+>>> e.attribution.shape, e.concepts.shape, e.concept_contributions.shape
+(torch.Size([2, 64, 64]), torch.Size([2, 64, 64]), torch.Size([2, 3]))
+>>> e.completeness_error < 1e-4
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._validation import NotFittedError, check_tensor
+from .features import LevelFeatures, iter_batches, model_adapter, parse_level, sample_positions
+from .resample import GridGeometry, as_size, resample_labels, resample_map
+
+__all__ = ["Explainer", "Explanation"]
+
+
+@dataclasses.dataclass
+class Explanation:
+    """The explanation of a batch of ``N`` images by an :class:`Explainer`.
+
+    Maps are at image size ``(H, W)``, resampled from the level's grid at the
+    registered centres of its positions; the ``*_grid`` fields hold them on the
+    grid, where the exact identities hold.
+
+    Attributes
+    ----------
+    predicted : torch.Tensor or numpy.ndarray
+        ``(N,)`` class predicted by the k-means classifier.
+    target : torch.Tensor or numpy.ndarray
+        ``(N,)`` class explained (the prediction unless ``target`` was given).
+    versus : torch.Tensor or numpy.ndarray or None
+        ``(N,)`` rival class of the contrastive map.
+    score : torch.Tensor
+        ``(N,)`` the target class's best prototype score ``2 mu . z - ||mu||^2``.
+    prototype : torch.Tensor
+        ``(N,)`` int64 row of ``explainer.classifier_.prototypes_`` that gives ``score``.
+    class_scores : torch.Tensor
+        ``(N, C)`` best prototype score of every class (columns: ``explainer.classes_``).
+    attribution : torch.Tensor or None
+        ``(N, H, W)`` the target prototype's map ``m(p) = 2 mu . a_p - ||mu||^2``.
+    contrastive : torch.Tensor or None
+        ``(N, H, W)`` target map minus the rival's best-prototype map.
+    concepts : torch.Tensor or None
+        ``(N, H, W)`` int64 concept of the registered position nearest to each pixel.
+    concept_contributions : torch.Tensor or None
+        ``(N, K')`` the score split by concept (rows sum to ``score``).
+    completeness_error : float
+        Largest ``|grid mean of the attribution map - score|`` over the batch
+        (0 up to float rounding: the map explains the score exactly).
+    attribution_grid, contrastive_grid, concepts_grid : torch.Tensor or None
+        The same maps on the level's grid ``(N, H_S, W_S)``.
+    geometry : GridGeometry or None
+        Where the grid's positions sit on the image.
+    images : torch.Tensor
+        ``(N, 3, H, W)`` the images (on the CPU), for :meth:`plot`.
+    level : str
+        The explained level. The ``"logits"`` level has no positions: its map
+        fields are ``None``.
+    class_names : list of str or None
+        Names of ``explainer.classes_``.
+    """
+
+    predicted: Any
+    target: Any
+    versus: Any
+    score: torch.Tensor
+    prototype: torch.Tensor
+    class_scores: torch.Tensor
+    attribution: torch.Tensor | None
+    contrastive: torch.Tensor | None
+    concepts: torch.Tensor | None
+    concept_contributions: torch.Tensor | None
+    completeness_error: float
+    attribution_grid: torch.Tensor | None
+    contrastive_grid: torch.Tensor | None
+    concepts_grid: torch.Tensor | None
+    geometry: GridGeometry | None
+    images: torch.Tensor
+    level: str
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    def _name(self, label: Any) -> str:
+        if self.class_names is not None and isinstance(label, numbers.Integral) and 0 <= int(label) < len(self.class_names):
+            return str(self.class_names[int(label)])
+        return str(label)
+
+    def plot(self, i: int = 0, ax: Any = None):
+        """Image, attribution, contrastive and concept maps of image ``i`` in a row.
+
+        Parameters
+        ----------
+        i : int
+            Image of the batch.
+        ax : sequence of 4 Axes, optional
+            Where to draw; default a new figure.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        import matplotlib.pyplot as plt
+
+        from .plotting import show_heatmap, show_image, show_label_map
+
+        if not 0 <= int(i) < len(self):
+            raise IndexError(f"image {i} is not in this explanation of {len(self)} image(s)")
+        if ax is None:
+            fig, axes = plt.subplots(1, 4, figsize=(10, 2.8), layout="constrained")
+        else:
+            axes = list(ax)
+            if len(axes) != 4:
+                raise ValueError(f"ax must be a sequence of 4 Axes, got {len(axes)}")
+            fig = axes[0].figure
+        tgt = self._name(_item(self.target, i))
+        show_image(self.images[i], ax=axes[0], title=f"predicted: {self._name(_item(self.predicted, i))}")
+        if self.attribution is None:
+            for a in axes[1:]:
+                a.axis("off")
+            return fig
+        show_heatmap(self.images[i], self.attribution[i].cpu(), ax=axes[1], diverging=True, colorbar=True,
+                     title=f"{self.level}: why {tgt}")
+        rival = self._name(_item(self.versus, i)) if self.versus is not None else "?"
+        show_heatmap(self.images[i], self.contrastive[i].cpu(), ax=axes[2], diverging=True, colorbar=True,
+                     title=f"{tgt} rather than {rival}")
+        show_label_map(self.images[i], self.concepts[i].cpu(), ax=axes[3], background=False, title="concepts")
+        return fig
+
+
+def _item(v: Any, i: int) -> Any:
+    x = v[i]
+    return x.item() if hasattr(x, "item") else x
+
+
+class Explainer:
+    """Post-hoc self-explanation of a CNN with k-means: one object, fit then explain.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A CNN ending in global average pooling -> (dropout) -> one linear layer
+        (torchvision ResNet, DenseNet, EfficientNet, MobileNetV2, RegNet,
+        ShuffleNetV2, GoogLeNet, Inception v3, the book's TinyResNet, or any
+        model with ``blocks=`` and ``head=``). It is run in eval mode and its
+        mode is restored; it is never modified or moved.
+    level : str
+        Feature space: ``"logits"``, ``"B4"``, ``"B34"``, ``"B234"``, ``"B1234"`` ...
+    n_prototypes : int
+        k-means prototypes per class.
+    n_concepts : int
+        k-means concepts over positions (per class with ``per_class_concepts``).
+    blocks : dict, optional
+        ``{"B1": "module.name", ..., "B4": "module.name"}`` for a model whose
+        blocks are not found automatically.
+    head : str or nn.Linear, optional
+        Its final linear layer.
+    random_state : int or None
+        Seed of the position sampling and of every k-means (``None``: random).
+    device : str or torch.device
+        Where k-means runs (``"auto"``: CUDA when available); the network runs
+        where it is.
+    registration : {"exact", "cell"}
+        How grids are placed on the image (``"cell"``: the first edition's
+        convention, for ablations).
+    per_class_concepts : bool
+        Fit ``n_concepts`` concepts per class and explain an image with the
+        concepts of its target class.
+    positions_per_image : int
+        Positions sampled from every training image for the concepts.
+    batch_size : int
+        Images per forward pass when fitting.
+    scale : {"rms", "none"} or dict
+        Per-block scaling of multi-block levels (see :class:`LevelFeatures`).
+
+    Attributes
+    ----------
+    adapter_ : Adapter
+        How the model was read.
+    level_features_ : LevelFeatures
+    classifier_ : KMeansClassifier
+    concepts_ : ConceptModel or None
+        ``None`` for the ``"logits"`` level.
+    classes_ : numpy.ndarray
+        Class labels seen in :meth:`fit`.
+    class_names_ : list of str or None
+        Their names, when known.
+    registration_ : dict of str to BlockRegistration
+        Grid, stride and offset of the level's blocks at the fitting image size.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        level: str = "B234",
+        n_prototypes: int = 4,
+        n_concepts: int = 8,
+        *,
+        blocks: dict | None = None,
+        head: Any = None,
+        random_state: int | None = 0,
+        device: str | torch.device = "auto",
+        registration: str = "exact",
+        per_class_concepts: bool = False,
+        positions_per_image: int = 32,
+        batch_size: int = 64,
+        scale: Any = "rms",
+    ) -> None:
+        self.model = model
+        self.level = level
+        self.n_prototypes = n_prototypes
+        self.n_concepts = n_concepts
+        self.blocks = blocks
+        self.head = head
+        self.random_state = random_state
+        self.device = device
+        self.registration = registration
+        self.per_class_concepts = per_class_concepts
+        self.positions_per_image = positions_per_image
+        self.batch_size = batch_size
+        self.scale = scale
+
+    # ------------------------------------------------------------ checks
+    def _warn_training(self) -> None:
+        if self.model.training:
+            warnings.warn(
+                "the model is in training mode; the Explainer runs it in eval mode (BatchNorm uses its running "
+                "statistics, dropout is off) and restores its mode afterwards.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _check_images(self, x: torch.Tensor, *, name: str = "images") -> None:
+        check_tensor(x, 4, name=name, shape_doc="(N, 3, H, W)")
+        if x.shape[1] != 3:
+            raise ValueError(
+                f"{name} must be RGB images (N, 3, H, W), got {x.shape[1]} channel(s) in shape {tuple(x.shape)}; "
+                "repeat a grey channel three times (x.expand(-1, 3, -1, -1))."
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be floating point in [0, 1], got dtype {x.dtype}; use x.float() / 255")
+        stride = self._total_stride()
+        H, W = x.shape[-2:]
+        if H < stride or W < stride:
+            raise ValueError(
+                f"{name} of {H}x{W} px are smaller than the network's total stride {stride:g} px (B4's): B4 would "
+                f"have no positions. Use images of at least {stride:g} px, ideally a multiple of {stride:g}."
+            )
+        if (H % stride or W % stride) and not getattr(self, "_warned_size", False):
+            self._warned_size = True
+            warnings.warn(
+                f"image size {H}x{W} is not a multiple of the total stride {stride:g}: position i of each block is "
+                "still centred on pixel s*i + o (registration is exact at any size), but the last positions do not "
+                "reach the far border, whose pixels take the nearest (last) position.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _total_stride(self) -> float:
+        if not hasattr(self, "_stride"):
+            from .architectures import registration
+
+            regs = registration(self.model, 256, model_adapter(self.model, self.blocks, self.head))
+            self._stride = max(r.stride[0] for r in regs.values())
+        return self._stride
+
+    def _check_nesting(self) -> None:
+        regs = self.level_features_.registration_
+        blocks = [b for b in parse_level(self.level) if b in regs]
+        strides = [regs[b].stride[0] for b in blocks]
+        for (b1, s1), (b2, s2) in zip(zip(blocks, strides), zip(blocks[1:], strides[1:])):
+            if not s1 < s2:
+                raise ValueError(
+                    f"the grids of {b1} ({regs[b1].module}, stride {s1:g}) and {b2} ({regs[b2].module}, stride {s2:g}) "
+                    "do not nest: each block must be coarser than the one before it (B1 finest, B4 coarsest). "
+                    f"Check blocks= ({', '.join(f'{b}: stride {r.stride[0]:g}' for b, r in regs.items())})."
+                )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classifier_"):
+            raise NotFittedError(
+                "this Explainer is not fitted yet; call explainer.fit(train_images, train_labels) (or fit(dataset)) "
+                "before predict, score or explain."
+            )
+
+    # ------------------------------------------------------------- fit
+    def fit(self, data: Any, labels: Any = None, *, class_names: Sequence[str] | None = None) -> "Explainer":
+        """Fit the level, the k-means classifier and the concepts on training images.
+
+        Parameters
+        ----------
+        data : torch.Tensor, Dataset or DataLoader
+            ``(N, 3, H, W)`` images in ``[0, 1]`` (with ``labels``), or a
+            dataset / loader of ``(image, label)``; streamed in batches, at
+            most one batch of full-resolution maps is held.
+        labels : array-like, optional
+            ``(N,)`` class labels, when ``data`` is a tensor.
+        class_names : sequence of str, optional
+            Names of the classes (default: ``data.class_names`` when present).
+
+        Returns
+        -------
+        Explainer
+            ``self``.
+        """
+        from .classifier import KMeansClassifier
+        from .concepts import ConceptModel
+
+        if not isinstance(self.model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
+        self.adapter_ = model_adapter(self.model, self.blocks, self.head)
+        self._warn_training()
+        if isinstance(data, torch.Tensor):
+            if labels is None:
+                raise ValueError("labels are required with an image tensor: fit(images (N, 3, H, W), labels (N,))")
+            y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+            if y.shape != (data.shape[0],):
+                raise ValueError(f"labels must have shape (N,) = ({data.shape[0]},), got {tuple(y.shape)}")
+            self._check_images(data)
+            source: Any = (data, y)
+        else:
+            if labels is not None:
+                raise ValueError("labels= is only for an image tensor; a dataset or loader yields (image, label)")
+            source = data
+            first, _ = next(iter(iter_batches(data, 1)[0]))
+            self._check_images(first)
+        self.class_names_ = list(class_names) if class_names is not None else (
+            list(data.class_names) if hasattr(data, "class_names") else None)
+        lf = LevelFeatures(self.level, scale=self.scale, batch_size=self.batch_size, blocks=self.blocks,
+                           head=self.head, registration=self.registration)
+        lf.fit(self.model, source)
+        self.level_features_ = lf
+        if lf.is_logits:
+            from .features import extract_pooled
+
+            Z, y = extract_pooled(self.model, source, lf, batch_size=self.batch_size)
+            self.registration_ = {}
+            sample = None
+        else:
+            self.registration_ = lf.registration_
+            self._check_nesting()
+            sample, Z, y = sample_positions(
+                self.model, source, lf, per_image=self.positions_per_image, random_state=self.random_state,
+                batch_size=self.batch_size, return_pooled=True,
+            )
+        if y is None:
+            raise ValueError("the data has no labels: pass (images, labels) or a dataset of (image, label)")
+        self.classifier_ = KMeansClassifier(
+            self.n_prototypes, random_state=self.random_state, device=self.device).fit(Z, y)
+        self.classes_ = self.classifier_.classes_
+        self.concepts_ = None
+        if sample is not None:
+            self.concepts_ = ConceptModel(
+                self.n_concepts, level=self.level, per_class=self.per_class_concepts,
+                positions_per_image=self.positions_per_image, random_state=self.random_state, device=self.device,
+            ).fit(self.model, source, level_features=lf, sample=sample)
+        return self
+
+    # -------------------------------------------------------- predicting
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        self._check_fitted()
+        self._check_images(x, name="x")
+        lf = self.level_features_
+        if lf.is_logits:
+            return None, lf.pooled(self.model, x)  # type: ignore[return-value]
+        feats = lf.position_features(self.model, x)
+        return feats, feats.mean((2, 3))  # type: ignore[union-attr]
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings ``z_S`` ``(N, D_S)`` of images ``x`` ``(N, 3, H, W)``."""
+        return self._forward(x)[1]
+
+    def predict(self, x: torch.Tensor) -> Any:
+        """Class labels ``(N,)`` predicted by the k-means classifier for images ``x`` ``(N, 3, H, W)``."""
+        return self.classifier_.predict(self.transform(x))
+
+    def score(self, x: torch.Tensor, y: Any) -> float:
+        """Accuracy of :meth:`predict` on images ``x`` with labels ``y``."""
+        return float(self.classifier_.score(self.transform(x), y))
+
+    def target_columns(self, target: Any, n: int) -> torch.Tensor:
+        """Columns of ``classes_`` for ``target``: a label, a class name, or a sequence of either (one per image).
+
+        This is the one converter for "which class" in the front door.
+        """
+        self._check_fitted()
+        names = self.class_names_
+        classes = self.classifier_.classes_
+
+        def convert(t: Any) -> Any:
+            if isinstance(t, str) and not (classes.dtype.kind in "USO" and t in set(classes.tolist())):
+                if names is None or t not in names:
+                    known = names if names is not None else classes.tolist()
+                    raise ValueError(f"unknown class name {t!r}; the classes are {known}")
+                return names.index(t) if classes.dtype.kind not in "USO" else classes[names.index(t)]
+            return t
+
+        if isinstance(target, (str, numbers.Integral)) or (isinstance(target, torch.Tensor) and target.ndim == 0):
+            target = convert(target)
+        elif isinstance(target, (list, tuple)):
+            target = [convert(t) for t in target]
+        return self.classifier_.class_columns(target, n=n)
+
+    def explain(self, x: torch.Tensor, target: Any = None, versus: Any = None) -> Explanation:
+        """Explain the k-means classifier's decision on images ``x`` (forward passes only).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(N, 3, H, W)`` images in ``[0, 1]``.
+        target : None, label, class name or sequence, optional
+            The class to explain: ``None`` the prediction; a label (as given to
+            :meth:`fit`), a class name, or one of either per image.
+        versus : None, label, class name or sequence, optional
+            The rival of the contrastive map; default: the best other class.
+
+        Returns
+        -------
+        Explanation
+        """
+        from .attribution import attribution_map, concept_contributions
+
+        feats, z = self._forward(x)
+        clf = self.classifier_
+        n = z.shape[0]
+        with torch.no_grad():
+            scores, index = clf.best_prototype_per_class(z)
+            dev = scores.device
+            pred_col = scores.argmax(1)
+            col = pred_col if target is None else self.target_columns(target, n).to(dev)
+            rows = torch.arange(n, device=dev)
+            if versus is None:
+                if scores.shape[1] < 2:
+                    raise ValueError("a contrastive map needs at least two classes")
+                rival_col = scores.masked_fill(torch.nn.functional.one_hot(col, scores.shape[1]).bool(),
+                                               -torch.inf).argmax(1)
+            else:
+                rival_col = self.target_columns(versus, n).to(dev)
+            score = scores[rows, col]
+            proto = index[rows, col]
+            as_labels = lambda c: clf._labels_of(c, z)  # noqa: E731
+            out: dict[str, Any] = dict(
+                predicted=as_labels(pred_col), target=as_labels(col), versus=as_labels(rival_col),
+                score=score, prototype=proto, class_scores=scores,
+                attribution=None, contrastive=None, concepts=None, concept_contributions=None,
+                completeness_error=0.0, attribution_grid=None, contrastive_grid=None, concepts_grid=None,
+                geometry=None, images=x.detach().cpu(), level=self.level, class_names=self.class_names_,
+            )
+            if feats is None:
+                return Explanation(**out)
+            mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)
+            m = attribution_map(feats, mu[proto.to(feats.device)])
+            m_rival = attribution_map(feats, mu[index[rows, rival_col].to(feats.device)])
+            geo = self.level_features_.grid_geometry_
+            size = tuple(x.shape[-2:])
+            cm = self.concepts_
+            allowed = None
+            if cm.concept_classes_ is not None:
+                lab = torch.as_tensor(clf.classes_[col.cpu().numpy()]) if clf.classes_.dtype.kind not in "USO" else None
+                if lab is None:
+                    raise ValueError("per-class concepts need numeric class labels")
+                allowed = lab.to(feats.device)[:, None] == cm.concept_classes_.to(feats.device)[None, :]
+            from .concepts import concept_map
+
+            c_grid = concept_map(feats, cm.centroids_, allowed=allowed)
+            out.update(
+                attribution_grid=m, contrastive_grid=m - m_rival, concepts_grid=c_grid, geometry=geo,
+                attribution=resample_map(m, geo, size), contrastive=resample_map(m - m_rival, geo, size),
+                concepts=resample_labels(c_grid, geo, size),
+                concept_contributions=concept_contributions(m, c_grid, cm.centroids_.shape[0]),
+                completeness_error=float((m.mean((1, 2)) - score.to(m.dtype)).abs().max()),
+            )
+        return Explanation(**out)
+
+    def __repr__(self) -> str:
+        return (f"Explainer({type(self.model).__name__}, level={self.level!r}, n_prototypes={self.n_prototypes!r}, "
+                f"n_concepts={self.n_concepts!r})")
