@@ -23,7 +23,7 @@ COLAB_CELL = (
     "import sys\n"
     "\n"
     'if "google.colab" in sys.modules:\n'
-    f'    %pip install --quiet "kmexplain-utils @ {PACKAGE_URL}"'
+    f'    %pip install --quiet "kmexplain-utils[real] @ {PACKAGE_URL}"'
 )
 SETUP_CELL = "from kmexplain_utils.notebook import setup_notebook\n\ncfg = setup_notebook()"
 # line magics a chapter may use besides the install line (all harmless in Colab)
@@ -105,7 +105,7 @@ def test_in_colab_the_chapter_issues_exactly_one_install(path):
     _require(path)
     cells = _code_cells(path)
     calls = _run_as_ipython(cells[0], colab=True)
-    assert calls == [("line_magic", "pip", f'install --quiet "kmexplain-utils @ {PACKAGE_URL}"')], calls
+    assert calls == [("line_magic", "pip", f'install --quiet "kmexplain-utils[real] @ {PACKAGE_URL}"')], calls
     assert _run_as_ipython(cells[0], colab=False) == [], "outside Colab the set-up cell must do nothing"
     # no other cell installs, shells out or uses a magic Colab would not know
     others = []
