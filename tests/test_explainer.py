@@ -1,0 +1,185 @@
+"""The front door: Explainer(...).fit(...).explain(...) on any GAP + linear CNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from kmexplain_utils import Explainer, Explanation
+from kmexplain_utils._validation import NotFittedError
+from kmexplain_utils.models import TinyResNet
+
+FAMILIES = {
+    "resnet18": lambda: torchvision.models.resnet18(weights=None, num_classes=3),
+    "densenet121": lambda: torchvision.models.densenet121(weights=None, num_classes=3),
+    "efficientnet_b0": lambda: torchvision.models.efficientnet_b0(weights=None, num_classes=3),
+    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(weights=None, num_classes=3),
+    "regnet_y_400mf": lambda: torchvision.models.regnet_y_400mf(weights=None, num_classes=3),
+    "shufflenet_v2_x1_0": lambda: torchvision.models.shufflenet_v2_x1_0(weights=None, num_classes=3),
+    "tiny_resnet": lambda: TinyResNet(3, width=8),
+}
+
+
+def _logits_of_order_one(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Re-initialise the linear head so that logits are of order 1 (random heads give ~1e-10 for some)."""
+    from kmexplain_utils.architectures import adapt
+
+    lin = adapt(model).head.linear
+    with torch.no_grad():
+        lin.weight.normal_(0.0, 1.0)
+        lin.bias.zero_()
+        std = float(model(x).std())
+        lin.weight.mul_(1.0 / max(std, 1e-12))
+    return model
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(18, 3, 64, 64, generator=g)
+    x[6:12, 0] += 0.5   # three classes that differ in colour
+    x[12:, 2] += 0.5
+    return x.clamp(0, 1), torch.tensor([0] * 6 + [1] * 6 + [2] * 6)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("level", ["B4", "B234"])
+def test_explainer_on_every_family(name: str, level: str, data) -> None:
+    x, y = data
+    torch.manual_seed(0)
+    model = _logits_of_order_one(FAMILIES[name]().eval(), x)
+    with torch.no_grad():
+        assert 0.5 < float(model(x).abs().max()) < 50
+    ex = Explainer(model, level=level, n_prototypes=2, n_concepts=4, device="cpu", positions_per_image=8).fit(x, y)
+    e = ex.explain(x[:5])
+    assert isinstance(e, Explanation) and len(e) == 5
+    assert e.attribution.shape == e.contrastive.shape == e.concepts.shape == (5, 64, 64)
+    assert e.concepts.dtype == torch.int64 and e.concept_contributions.shape == (5, 4)
+    # the map explains the score exactly: its grid mean is the target's best prototype score
+    rel = (e.attribution_grid.double().mean((1, 2)) - e.score.double()).abs() / e.score.double().abs()
+    assert float(rel.max()) < 1e-5
+    assert e.completeness_error <= 1e-5 * float(e.score.abs().max())
+    # the contributions sum to the score, and the contrastive map's mean is the score margin
+    assert torch.allclose(e.concept_contributions.sum(1), e.score, rtol=1e-4, atol=1e-4)
+    cols_t, cols_v = ex.target_columns(e.target, 5), ex.target_columns(e.versus, 5)
+    margin = e.class_scores[torch.arange(5), cols_t] - e.class_scores[torch.arange(5), cols_v]
+    assert torch.allclose(e.contrastive_grid.mean((1, 2)), margin, rtol=1e-4, atol=1e-4)
+    assert torch.equal(torch.as_tensor(e.predicted), torch.as_tensor(ex.predict(x[:5])))
+
+
+@pytest.fixture(scope="module")
+def fitted(data) -> Explainer:
+    x, y = data
+    torch.manual_seed(0)
+    model = TinyResNet(3, width=8).eval()
+    return Explainer(model, level="B34", n_prototypes=2, n_concepts=3, device="cpu",
+                     positions_per_image=8).fit(x, y, class_names=["grey", "red", "blue"])
+
+
+def test_target_by_label_name_and_sequence(fitted: Explainer, data) -> None:
+    x, _ = data
+    by_label = fitted.explain(x[:4], target=1)
+    by_name = fitted.explain(x[:4], target="red")
+    assert torch.equal(by_label.attribution, by_name.attribution)
+    assert torch.equal(torch.as_tensor(by_name.target), torch.tensor([1, 1, 1, 1]))
+    mixed = fitted.explain(x[:2], target=["blue", 0], versus=1)
+    assert torch.as_tensor(mixed.target).tolist() == [2, 0] and torch.as_tensor(mixed.versus).tolist() == [1, 1]
+    # the score of an explicit target is that class's best prototype score
+    assert torch.allclose(mixed.score, mixed.class_scores[torch.arange(2), torch.tensor([2, 0])])
+    with pytest.raises(ValueError, match=r"unknown class name 'green'; the classes are \['grey', 'red', 'blue'\]"):
+        fitted.explain(x[:2], target="green")
+    with pytest.raises(ValueError, match=r"unknown class label\(s\) \[7\]"):
+        fitted.explain(x[:2], target=7)
+    with pytest.raises(ValueError, match="target has 3 labels but there are n=2 inputs"):
+        fitted.explain(x[:2], target=[0, 1, 2])
+
+
+def test_predict_and_score(fitted: Explainer, data) -> None:
+    x, y = data
+    pred = fitted.predict(x)
+    assert pred.shape == (18,)
+    assert fitted.score(x, y) == pytest.approx(float((torch.as_tensor(pred) == y).double().mean()))
+    Z = fitted.transform(x)
+    assert torch.equal(torch.as_tensor(fitted.classifier_.predict(Z)), torch.as_tensor(pred))
+
+
+def test_fit_from_a_dataset_equals_fit_from_tensors(data) -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = data
+    model = TinyResNet(3, width=8).eval()
+    a = Explainer(model, level="B4", n_prototypes=2, n_concepts=3, device="cpu", batch_size=5).fit(x, y)
+    b = Explainer(model, level="B4", n_prototypes=2, n_concepts=3, device="cpu").fit(
+        DataLoader(TensorDataset(x, y), batch_size=7))
+    assert torch.allclose(a.classifier_.prototypes_, b.classifier_.prototypes_, atol=1e-5)
+    assert torch.allclose(a.concepts_.centroids_, b.concepts_.centroids_, atol=1e-5)
+
+
+def test_logits_level_has_no_maps(data) -> None:
+    x, y = data
+    model = TinyResNet(3, width=8).eval()
+    e = Explainer(model, level="logits", n_prototypes=1, device="cpu").fit(x, y).explain(x[:3])
+    assert e.attribution is None and e.concepts is None and e.score.shape == (3,)
+
+
+def test_bad_input_errors(data) -> None:
+    x, y = data
+    model = TinyResNet(3, width=8).eval()
+    ex = Explainer(model, level="B4", n_prototypes=2, n_concepts=3, device="cpu")
+    with pytest.raises(NotFittedError, match="not fitted yet; call explainer.fit"):
+        ex.explain(x[:2])
+    with pytest.raises(ValueError, match="labels are required"):
+        ex.fit(x)
+    with pytest.raises(ValueError, match="RGB"):
+        ex.fit(x[:, :1], y)
+    with pytest.raises(ValueError, match=r"smaller than the network's total stride 16"):
+        ex.fit(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]))
+    with pytest.warns(UserWarning, match="not a multiple of the total stride 16"):
+        Explainer(model, level="B4", n_prototypes=1, n_concepts=2, device="cpu").fit(
+            torch.rand(6, 3, 40, 40), torch.tensor([0, 1, 2] * 2))
+    with pytest.raises(ValueError, match="do not nest"):
+        Explainer(model, level="B34", blocks={"B3": "layer4", "B4": "layer4"}, device="cpu").fit(x, y)
+
+
+def test_training_mode_is_restored_with_a_warning(data) -> None:
+    x, y = data
+    model = TinyResNet(3, width=8).train()
+    before = [m.training for m in model.modules()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="training mode"):
+        Explainer(model, level="B4", n_prototypes=1, n_concepts=2, device="cpu").fit(x, y)
+    assert [m.training for m in model.modules()] == before
+    # eval mode: BatchNorm running statistics were not updated
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_registered_maps_differ_from_the_cell_convention(data) -> None:
+    x, y = data
+    model = TinyResNet(3, width=8).eval()
+    exact = Explainer(model, level="B4", n_prototypes=2, n_concepts=3, device="cpu").fit(x, y)
+    cell = Explainer(model, level="B4", n_prototypes=2, n_concepts=3, device="cpu", registration="cell").fit(x, y)
+    e, c = exact.explain(x[:2]), cell.explain(x[:2])
+    assert torch.allclose(e.attribution_grid, c.attribution_grid)  # same grid values ...
+    assert not torch.allclose(e.attribution, c.attribution)        # ... drawn at different places
+    s = exact.registration_["B4"].stride[0]
+    # at the registered centre of position (1, 1) the map takes that position's value
+    p = int(s * 1 + exact.registration_["B4"].offset[0])
+    assert torch.allclose(e.attribution[:, p, p], e.attribution_grid[:, 1, 1])
+
+
+def test_plot(fitted: Explainer, data) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, _ = data
+    e = fitted.explain(x[:2])
+    fig = e.plot(1)
+    assert len(fig.axes) >= 4
+    plt.close(fig)
+    with pytest.raises(IndexError, match="not in this explanation"):
+        e.plot(5)
