@@ -34,6 +34,7 @@ from torch import nn
 from ._validation import check_is_fitted, check_tensor
 from .classifier import KMeansClassifier
 from .features import LevelFeatures, eval_mode
+from .scores import prototype_scores
 from .resample import GridGeometry, as_size, infer_geometry, resample_map
 
 __all__ = [
@@ -113,7 +114,7 @@ def attribution_map(
             f"{tuple(position_features.shape)}; got {tuple(prototypes.shape)}"
         )
     with torch.no_grad():
-        m = 2 * torch.einsum("nd,ndhw->nhw", mu, position_features) - (mu * mu).sum(1).view(N, 1, 1)
+        m = prototype_scores(position_features, mu, paired=True)
     return upsample_map(m, size, geometry) if size is not None else m
 
 

@@ -50,6 +50,7 @@ from sklearn.utils.validation import check_consistent_length
 from torch import nn
 
 from ._sklearn import RANDOM_STATE_CONSTRAINT, validate_features
+from .scores import prototype_scores
 from ._validation import as_float_tensor, check_finite, check_is_fitted
 
 __all__ = ["KMeansClassifier", "PrototypeHead"]
@@ -389,7 +390,7 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
         out (on ``Z``'s device); numpy or list in, numpy out.
         """
         Zt, mu = self._prep(Z)
-        return _to_output(2 * Zt @ mu.T - (mu * mu).sum(1), Z)
+        return _to_output(prototype_scores(Zt, mu), Z)
 
     def class_scores(self, Z: Any) -> Any:
         """Class scores ``(N, C)``: the best prototype score of each class (columns follow ``classes_``).
@@ -397,7 +398,7 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
         Tensor in, tensor out (on ``Z``'s device); numpy or list in, numpy out.
         """
         Zt, mu = self._prep(Z)
-        s = 2 * Zt @ mu.T - (mu * mu).sum(1)
+        s = prototype_scores(Zt, mu)
         return _to_output(_class_max(s, self.prototype_class_index_, len(self.classes_)), Z)
 
     def best_prototype_per_class(self, Z: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -415,7 +416,7 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
             ``(N, C)`` int64 rows of ``prototypes_``.
         """
         Zt, mu = self._prep(Z)
-        s = 2 * Zt @ mu.T - (mu * mu).sum(1)
+        s = prototype_scores(Zt, mu)
         cls = self.prototype_class_index_.to(Zt.device)
         C = len(self.classes_)
         masked = s[:, None, :].expand(-1, C, -1).masked_fill(
@@ -427,7 +428,7 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
     def winning_prototype(self, Z: Any) -> Any:
         """Index ``(N,)`` (int64) of the best-scoring prototype, i.e. the nearest centroid (tensor or numpy, as ``Z``)."""
         Zt, mu = self._prep(Z)
-        return _to_output((2 * Zt @ mu.T - (mu * mu).sum(1)).argmax(1), Z)
+        return _to_output((prototype_scores(Zt, mu)).argmax(1), Z)
 
     def predict(self, Z: Any) -> Any:
         """Class label ``(N,)`` of the nearest centroid.
@@ -437,7 +438,7 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
         string labels).
         """
         Zt, mu = self._prep(Z)
-        s = 2 * Zt @ mu.T - (mu * mu).sum(1)
+        s = prototype_scores(Zt, mu)
         cols = self.prototype_class_index_.to(Zt.device)[s.argmax(1)]
         return self._labels_of(cols, Z)
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from ._validation import check_is_fitted, check_tensor
 from .features import LevelFeatures, PositionSample, sample_positions
+from .scores import prototype_scores
 from .resample import GridGeometry, as_size, infer_geometry, resample_labels
 
 __all__ = ["ConceptModel", "concept_map", "upsample_labels"]
@@ -126,7 +127,7 @@ def concept_map(
     """
     mu = _check_centroids(position_features, centroids)
     # nearest centroid = argmax of 2 mu.a - ||mu||^2 (||a||^2 is common to all centroids)
-    scores = 2 * torch.einsum("kd,ndhw->nkhw", mu, position_features) - (mu * mu).sum(1).view(1, -1, 1, 1)
+    scores = prototype_scores(position_features, mu)
     if allowed is not None:
         allowed = allowed.to(device=scores.device, dtype=torch.bool)
         if allowed.shape != scores.shape[:2]:

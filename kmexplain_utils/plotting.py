@@ -36,6 +36,7 @@ __all__ = [
     "nearest_images_grid",
     "part_colors",
     "plot_accuracy_vs_k",
+    "plot_block_centres",
     "plot_block_grids",
     "plot_block_scaling",
     "plot_concept_contributions",
@@ -1085,4 +1086,67 @@ def plot_block_grids(
                                    linestyle="-" if k == j else "--"))
         ax.plot([px], [py], marker="+", color="white", markersize=8)
         _clean(ax, f"{name}: {gh}x{gw} grid")
+    return fig
+
+
+def plot_block_centres(
+    image: torch.Tensor | np.ndarray,
+    registration: dict[str, Any],
+    measured: dict[str, Any] | None = None,
+    *,
+    size: float = 2.2,
+):
+    """Where each block's positions sit on one image: registered centres against the cell convention.
+
+    One panel per block: the image, the registered centre ``s i + o`` of every
+    position (white dots, from :func:`kmexplain_utils.architectures.registration`)
+    and the centre of each stride-wide grid cell, ``s i + (s - 1) / 2``, that
+    bilinear resizing with ``align_corners=False`` assumes (red crosses). With
+    ``measured``, the panel title gives the exactly measured receptive-field
+    centre of the probe position next to both predictions.
+
+    Parameters
+    ----------
+    image : (3, H, W) tensor/array in [0, 1]
+    registration : dict of str to BlockRegistration
+        ``registration(model, (H, W))``.
+    measured : dict of str to MeasuredCentre, optional
+        :func:`kmexplain_utils.receptive_field.receptive_field_centres` of the same model.
+    size : float
+        Inches per panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    img = to_numpy_image(image)
+    names = list(registration)
+    fig, axes = plt.subplots(1, len(names), figsize=(size * len(names), size + 0.6), squeeze=False,
+                             layout="constrained")
+    for name, ax in zip(names, axes[0]):
+        r = registration[name]
+        ax.imshow(img, interpolation="nearest")
+        rows, cols = r.centres()
+        yy, xx = np.meshgrid(rows.numpy(), cols.numpy(), indexing="ij")
+        cy = r.stride[0] * np.arange(r.grid_size[0]) + (r.stride[0] - 1) / 2
+        cx = r.stride[1] * np.arange(r.grid_size[1]) + (r.stride[1] - 1) / 2
+        cyy, cxx = np.meshgrid(cy, cx, indexing="ij")
+        marker = max(1.0, 12.0 / max(r.grid_size))
+        ax.plot(cxx.ravel(), cyy.ravel(), "x", color="tab:red", markersize=marker * 1.5, markeredgewidth=0.8,
+                label="cell centre")
+        ax.plot(xx.ravel(), yy.ravel(), "o", color="white", markeredgecolor="black", markeredgewidth=0.4,
+                markersize=marker, label="registered s·i + o")
+        ax.set_xlim(-0.5, img.shape[1] - 0.5)
+        ax.set_ylim(img.shape[0] - 0.5, -0.5)
+        title = f"{name}: s = {r.stride[1]:g}, o = {r.offset[1]:g}"
+        if measured is not None and name in measured:
+            m = measured[name]
+            j = m.index[1]
+            title += (f"\ni = {j}: measured {m.centre[1]:g} px\ns·i + o = {r.stride[1] * j + r.offset[1]:g}, "
+                      f"cell {r.stride[1] * j + (r.stride[1] - 1) / 2:g}")
+        _clean(ax, title)
+        ax.title.set_fontsize(7)
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0.0)
     return fig
