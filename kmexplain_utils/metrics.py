@@ -9,6 +9,10 @@ pixel a part index ``j in {0..J-1}`` (``0`` = background):
 - :func:`nmi` -- normalised mutual information between concepts and parts
   (scikit-learn's :func:`~sklearn.metrics.normalized_mutual_info_score`);
 - :func:`purity` -- share of pixels whose concept's majority part is their part;
+- :func:`ami` -- adjusted mutual information (NMI corrected for chance: a random
+  partition scores about 0 whatever the number of concepts);
+- :func:`pool_labels` -- the part map pooled to a feature grid and resampled
+  back: the best any map on that grid can score (the *resolution ceiling*);
 - :func:`fit_concept_to_part` + :func:`miou` -- map each concept to a part by
   majority vote on *training* images, then the intersection over union per part
   on *test* images; :func:`nothing_found_miou` is the floor to compare with.
@@ -18,7 +22,11 @@ pixel a part index ``j in {0..J-1}`` (``0`` = background):
 - :func:`deletion_insertion` -- the deletion and insertion curves of
   Petsiuk et al. (RISE, BMVC 2018) and their areas;
 - :func:`pointing_game` -- is the most relevant pixel on the object?
-- :func:`energy_in_mask` -- share of the (shifted) relevance on the object.
+- :func:`energy_in_mask` -- share of the (shifted) relevance on the object;
+- :func:`deciding_part_scores` -- where a *contrastive* map puts its positive
+  mass and its peak, against the part that decides between two classes;
+- :func:`rank_correlation` -- Spearman correlation of two sets of maps (the
+  model-randomisation sanity check of Adebayo et al., 2018).
 
 Every function validates its inputs once and names the expected shapes.
 """
@@ -28,14 +36,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .resample import GridGeometry
+
 __all__ = [
+    "DecidingPartScores",
     "DeletionInsertion",
+    "ami",
+    "deciding_part_scores",
     "deletion_insertion",
     "energy_in_mask",
     "fit_concept_to_part",
@@ -45,7 +59,9 @@ __all__ = [
     "parts_without_concept",
     "pointing_game",
     "purity",
+    "pool_labels",
     "random_maps",
+    "rank_correlation",
 ]
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -121,9 +137,10 @@ def nmi(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) ->
     :func:`~sklearn.metrics.normalized_mutual_info_score`, arithmetic mean).
     1 = the concepts are the parts up to renaming; 0 = independent.
 
-    NMI is **not comparable across different numbers of concepts**: more
-    clusters raise ``H(K)`` and change the score even for equally good maps.
-    Compare levels at one ``K'`` only.
+    NMI is **not comparable across different numbers of concepts**: it is
+    biased *upwards* by more clusters (a random partition into more clusters
+    scores higher). Compare levels at one ``K'`` only, and read :func:`ami`
+    beside it.
 
     Parameters
     ----------
@@ -160,6 +177,92 @@ def nmi(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) ->
     if mi <= 0:
         return 0.0
     return float(mi / max((h_c + h_p) / 2, np.finfo(np.float64).eps))
+
+
+def ami(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) -> float:
+    """Adjusted mutual information between a concept map and the part map.
+
+    ``AMI = (I - E[I]) / (mean(H(K), H(J)) - E[I])`` where ``E[I]`` is the
+    mutual information expected between random partitions with the same
+    cluster sizes (scikit-learn's
+    :func:`~sklearn.metrics.adjusted_mutual_info_score`, arithmetic mean).
+    0 = no better than chance, 1 = the parts up to renaming; unlike
+    :func:`nmi` it does not grow with the number of concepts by itself.
+
+    Parameters
+    ----------
+    concepts, parts : Tensor or ndarray, shape (N, H, W), integer
+        Concept and ground-truth part of every pixel.
+    mask : Tensor or ndarray, shape (N, H, W), bool, optional
+        Evaluate only these pixels (e.g. the object mask).
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> import torch
+    >>> parts = torch.tensor([[[0, 1], [2, 2]]])
+    >>> round(ami(parts + 5, parts), 6)
+    1.0
+    """
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    c, p = _label_pair(concepts, parts, mask)
+    # relabel to 0..k-1 (small ints keep scikit-learn's contingency table small)
+    _, c = np.unique(c, return_inverse=True)
+    _, p = np.unique(p, return_inverse=True)
+    return float(adjusted_mutual_info_score(p, c))
+
+
+def pool_labels(parts: ArrayLike, grid: tuple[int, int], geometry: "GridGeometry | None" = None) -> torch.Tensor:
+    """The part map pooled to a feature grid and resampled back: the resolution ceiling.
+
+    Every pixel belongs to the grid position whose registered centre is
+    nearest (the rule :func:`kmexplain_utils.concepts.upsample_labels` uses);
+    each position takes the majority part of its pixels, and every pixel
+    then takes its position's label. Scored like a concept map, this is the
+    best any map on that grid can do.
+
+    Parameters
+    ----------
+    parts : Tensor or ndarray, shape (N, H, W), integer
+        Ground-truth part maps (non-negative labels).
+    grid : (int, int)
+        ``(h, w)`` of the feature grid.
+    geometry : GridGeometry, optional
+        Where the grid's positions sit (``LevelFeatures.grid_geometry_``);
+        default stride ``H / h``, offset 0.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, H, W)`` int64: constant over the pixels of each position.
+
+    Example
+    -------
+    >>> import torch
+    >>> parts = torch.tensor([[[0, 0, 1, 1], [0, 2, 1, 1], [0, 0, 0, 0], [0, 0, 0, 3]]])
+    >>> pool_labels(parts, (2, 2))[0].tolist()  # centres on pixels 0 and 2 (stride 2, offset 0)
+    [[0, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    """
+    from .concepts import upsample_labels
+    from .resample import infer_geometry
+
+    p = torch.as_tensor(_to_numpy(parts, "parts")).long()
+    if p.ndim != 3 or p.min() < 0:
+        raise ValueError(f"parts must be non-negative integer maps (N, H, W), got shape {tuple(p.shape)}")
+    n, H, W = p.shape
+    h, w = (int(grid[0]), int(grid[1]))
+    geo = infer_geometry((h, w), (H, W)) if geometry is None else geometry
+    pos = upsample_labels(torch.arange(h * w).view(1, h, w), (H, W), geo)[0].reshape(-1)  # (H*W,)
+    n_parts = int(p.max()) + 1
+    flat = p.reshape(n, -1)
+    key = (torch.arange(n)[:, None] * (h * w) + pos[None, :]) * n_parts + flat
+    counts = torch.bincount(key.reshape(-1), minlength=n * h * w * n_parts).view(n, h * w, n_parts)
+    pooled = counts.argmax(dim=2)  # (n, h*w): majority part (ties: the smaller label)
+    return pooled.gather(1, pos.expand(n, -1)).view(n, H, W)
 
 
 def purity(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) -> float:
@@ -596,3 +699,111 @@ def energy_in_mask(
     inside = (flat * masks.reshape(masks.shape[0], -1).cpu().double()).sum(dim=1)
     out = torch.where(total > 0, inside / total.clamp_min(1e-300), torch.full_like(total, float("nan")))
     return out.numpy()
+
+
+
+@dataclasses.dataclass
+class DecidingPartScores:
+    """Where contrastive maps put their mass and their peak, against the deciding part.
+
+    Attributes
+    ----------
+    mass : ndarray, shape (N,)
+        Share of the map's positive mass (``max(m, 0)``) on the deciding part;
+        ``nan`` when the map has no positive value.
+    peak : ndarray, shape (N,), bool
+        The map's maximum (first in row-major order on ties) lies on the part.
+    part_share : ndarray, shape (N,)
+        The part's share of the image's pixels: what a random map's ``mass``
+        is expected to be.
+    """
+
+    mass: np.ndarray
+    peak: np.ndarray
+    part_share: np.ndarray
+
+
+def deciding_part_scores(maps: ArrayLike, parts: ArrayLike, deciding_part: ArrayLike) -> DecidingPartScores:
+    """Score contrastive maps against the ground-truth part that decides between two classes.
+
+    For an image whose predicted class and rival class differ in exactly one
+    attribute, the part carrying that attribute (``deciding_part[i]``, a part
+    label) is where a "why this class rather than that one" map should put
+    its positive mass and its peak.
+
+    Parameters
+    ----------
+    maps : Tensor or ndarray, shape (N, H, W)
+        Contrastive maps at the part maps' size (positive = evidence for the
+        predicted class against the rival).
+    parts : Tensor or ndarray, shape (N, H, W), integer
+        Ground-truth part maps.
+    deciding_part : Tensor or ndarray, shape (N,), integer
+        Part label of the deciding part of each image.
+
+    Returns
+    -------
+    DecidingPartScores
+
+    Example
+    -------
+    >>> import torch
+    >>> parts = torch.tensor([[[0, 3], [0, 0]]])
+    >>> s = deciding_part_scores(torch.tensor([[[1.0, 3.0], [-2.0, 0.0]]]), parts, torch.tensor([3]))
+    >>> float(s.mass[0]), bool(s.peak[0]), float(s.part_share[0])
+    (0.75, True, 0.25)
+    """
+    p = torch.as_tensor(_to_numpy(parts, "parts")).long()
+    if p.ndim != 3:
+        raise ValueError(f"parts must have shape (N, H, W), got {tuple(p.shape)}")
+    m = _check_maps(maps, p.shape[0]).cpu().double()
+    if tuple(m.shape[-2:]) != tuple(p.shape[-2:]):
+        raise ValueError(f"maps {tuple(m.shape)} and parts {tuple(p.shape)} must have the same size (N, H, W)")
+    d = torch.as_tensor(_to_numpy(deciding_part, "deciding_part")).long().reshape(-1)
+    if d.numel() != p.shape[0]:
+        raise ValueError(f"deciding_part must have shape (N,) = ({p.shape[0]},), got {tuple(d.shape)}")
+    on = (p == d[:, None, None]).reshape(p.shape[0], -1)
+    flat = m.reshape(m.shape[0], -1)
+    pos = flat.clamp_min(0)
+    total = pos.sum(1)
+    inside = (pos * on).sum(1)
+    mass = torch.where(total > 0, inside / total.clamp_min(1e-300), torch.full_like(total, float("nan")))
+    peak = on.gather(1, flat.argmax(1, keepdim=True))[:, 0]
+    return DecidingPartScores(mass=mass.numpy(), peak=peak.numpy(), part_share=on.double().mean(1).numpy())
+
+
+def rank_correlation(maps_a: ArrayLike, maps_b: ArrayLike) -> np.ndarray:
+    """Spearman rank correlation between two sets of maps, image by image.
+
+    The measure of the model-randomisation sanity check (Adebayo et al.,
+    2018): the maps of a randomised network against the trained network's.
+    Ties get their average rank; a constant map gives ``nan``.
+
+    Parameters
+    ----------
+    maps_a, maps_b : Tensor or ndarray, shape (N, H, W)
+        Maps of the same images at the same size.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+
+    Example
+    -------
+    >>> import torch
+    >>> a = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])
+    >>> float(rank_correlation(a, a ** 3)[0]), float(rank_correlation(a, -a)[0])
+    (1.0, -1.0)
+    """
+    from scipy.stats import rankdata
+
+    a = _check_maps(maps_a, name="maps_a").cpu().double().reshape(len(maps_a), -1).numpy()
+    b = _check_maps(maps_b, a.shape[0], name="maps_b").cpu().double().reshape(a.shape[0], -1).numpy()
+    if a.shape != b.shape:
+        raise ValueError(f"maps_a and maps_b must have the same shape, got {a.shape} and {b.shape}")
+    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1.0), np.nan)

@@ -244,3 +244,87 @@ def test_purity_matches_sklearn_contingency():
     concepts = g.integers(0, 6, (2, 12, 12))
     table = contingency_matrix(concepts.ravel(), parts.ravel())
     assert metrics.purity(concepts, parts) == pytest.approx(table.max(axis=1).sum() / parts.size)
+
+
+# ---------------------------------------------------------------- AMI, ceiling, deciding part, rank correlation
+def test_ami_matches_sklearn_and_is_near_zero_for_random_maps(parts):
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    g = torch.Generator().manual_seed(0)
+    for K in (3, 12):
+        concepts = torch.randint(K, parts.shape, generator=g)
+        want = adjusted_mutual_info_score(parts.reshape(-1).numpy(), concepts.reshape(-1).numpy())
+        assert metrics.ami(concepts, parts) == pytest.approx(want, abs=1e-10)
+        assert abs(metrics.ami(concepts, parts)) < 0.02  # chance-corrected, whatever K
+        mask = parts > 0
+        want_m = adjusted_mutual_info_score(parts[mask].numpy(), concepts[mask].numpy())
+        assert metrics.ami(concepts, parts, mask) == pytest.approx(want_m, abs=1e-10)
+    # NMI, by contrast, grows with the number of random concepts
+    assert metrics.nmi(torch.randint(12, parts.shape, generator=g), parts) > metrics.nmi(
+        torch.randint(2, parts.shape, generator=g), parts)
+
+
+def test_pool_labels_brute_force_majority_per_registered_position(parts):
+    from kmexplain_utils.resample import GridGeometry
+
+    geo = GridGeometry.registered(4, 1.0)
+    pooled = metrics.pool_labels(parts, (4, 4), geo)
+    def nearest(y: int) -> int:  # the registered position nearest to pixel y (centres 4 i + 1; ties go up)
+        return min(3, max(0, int(np.floor((y - 1.0) / 4 + 0.5))))
+
+    for i in range(parts.shape[0]):
+        for r in range(16):
+            for c in range(16):
+                pr, pc = nearest(r), nearest(c)
+                rows = [y for y in range(16) if nearest(y) == pr]
+                cols = [x for x in range(16) if nearest(x) == pc]
+                votes = torch.bincount(parts[i][rows][:, cols].reshape(-1), minlength=4)
+                assert int(pooled[i, r, c]) == int(votes.argmax())
+    # a part map already constant on the grid is its own ceiling
+    coarse = metrics.pool_labels(pooled, (4, 4), geo)
+    assert torch.equal(coarse, pooled)
+
+
+def test_pointing_game_matches_brute_force_on_hand_made_maps():
+    g = torch.Generator().manual_seed(1)
+    maps = torch.rand(20, 6, 6, generator=g)
+    masks = torch.rand(20, 6, 6, generator=g) > 0.6
+    hits = metrics.pointing_game(maps, masks)
+    for i in range(20):
+        flat = maps[i].reshape(-1).tolist()
+        j = flat.index(max(flat))
+        assert bool(hits[i]) == bool(masks[i].reshape(-1)[j])
+
+
+def test_deciding_part_scores_match_brute_force():
+    g = torch.Generator().manual_seed(2)
+    maps = torch.randn(10, 5, 5, generator=g)
+    parts = torch.randint(0, 4, (10, 5, 5), generator=g)
+    dec = torch.randint(1, 4, (10,), generator=g)
+    s = metrics.deciding_part_scores(maps, parts, dec)
+    for i in range(10):
+        pos = [max(v, 0.0) for v in maps[i].reshape(-1).tolist()]
+        on = [int(p) == int(dec[i]) for p in parts[i].reshape(-1).tolist()]
+        want = sum(v for v, o in zip(pos, on) if o) / sum(pos)
+        assert s.mass[i] == pytest.approx(want)
+        flat = maps[i].reshape(-1).tolist()
+        assert bool(s.peak[i]) == on[flat.index(max(flat))]
+        assert s.part_share[i] == pytest.approx(sum(on) / 25)
+    # a map with no positive value has no mass to place
+    neg = metrics.deciding_part_scores(-maps.abs() - 1, parts, dec)
+    assert np.isnan(neg.mass).all()
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        metrics.deciding_part_scores(maps, parts, dec[:3])
+
+
+def test_rank_correlation_matches_scipy():
+    from scipy.stats import spearmanr
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(4, 6, 6, generator=g)
+    b = a + 0.5 * torch.rand(4, 6, 6, generator=g)
+    b[0] = b[0].clamp_max(0.6)  # ties
+    r = metrics.rank_correlation(a, b)
+    for i in range(4):
+        assert r[i] == pytest.approx(spearmanr(a[i].reshape(-1), b[i].reshape(-1)).statistic)
+    assert np.isnan(metrics.rank_correlation(a, torch.zeros_like(a))).all()

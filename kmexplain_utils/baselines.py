@@ -1,0 +1,288 @@
+"""Attribution baselines of the evaluation, and the k-means classifier as a model to score maps on.
+
+- :func:`grad_cam` -- Grad-CAM (Selvaraju et al., 2017) or LayerCAM (Jiang
+  et al., 2021) at any block, resampled to the image at the block's
+  registered centres. For a network encoder -> global average pooling ->
+  linear, Grad-CAM at the last block B4 is exactly ``ReLU(CAM - b_c) / |P|``:
+  the gradient of the logit ``l_c`` with respect to ``A`` is ``w_c / |P|`` at
+  every position, so the channel weights are ``w_c / |P|`` and the map is
+  ``ReLU(w_c . a_p) / |P|``. At B4 it is therefore *not* a second baseline
+  beside CAM; at B3 (a finer grid, nearer B234's) it is.
+- :func:`occlusion` -- a gradient-free peer (Zeiler and Fergus, 2014): the drop of
+  the score when a square patch is replaced by a blurred copy of the image.
+- :class:`KMeansScoreModel` -- images -> class scores of a k-means classifier
+  at a level (the best prototype score ``2 mu . z - ||mu||^2`` of each class),
+  so that deletion and insertion score a k-means map on the model it explains.
+- :func:`cascading_randomization` -- copies of a network with its head, then
+  B4, B3, ... re-initialised (the model-randomisation sanity check of
+  Adebayo et al., 2018).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._validation import check_rgb_images
+
+__all__ = ["KMeansScoreModel", "cascading_randomization", "grad_cam", "occlusion"]
+
+
+def _targets(target: Any, n: int, device: torch.device) -> torch.Tensor:
+    t = torch.as_tensor(target, device=device).long().reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(f"target must be an int or have shape (N,) = ({n},), got {tuple(t.shape)}")
+    return t
+
+
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Any,
+    *,
+    block: str = "B4",
+    layer: nn.Module | None = None,
+    kind: str = "gradcam",
+    size: Any = None,
+    registration: str = "exact",
+) -> torch.Tensor:
+    """Grad-CAM or LayerCAM of the network's logit ``target`` at a block.
+
+    Grad-CAM: ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of
+    ``d l_c / d A_k``; LayerCAM: ``ReLU(sum_k ReLU(d l_c / d A_k) * A_k)``
+    (position-wise weights). No normalisation is applied.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The classifier (its mode is restored).
+    x : torch.Tensor
+        ``(N, 3, H, W)`` images.
+    target : int or torch.Tensor
+        Column of the logits explained (one for all or ``(N,)``).
+    block : str, default "B4"
+        Block whose output is differentiated (``"B3"`` for a finer grid).
+    layer : nn.Module, optional
+        Differentiate this module's output instead of ``block`` (then ``size``
+        resamples with stride ``H / h`` and offset 0).
+    kind : {"gradcam", "layercam"}
+    size : int or (int, int), optional
+        Resample to this size at the block's registered centres.
+    registration : {"exact", "cell"}
+        Convention used for that resampling.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, h, w)`` on the block's grid, or ``(N, H', W')`` resampled; detached.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    >>> grad_cam(m, torch.rand(2, 3, 64, 64), 1, block="B3", size=64).shape
+    torch.Size([2, 64, 64])
+    """
+    from .attribution import upsample_map
+    from .features import eval_mode, model_adapter, model_registration
+    from .resample import GridGeometry
+
+    check_rgb_images(x)
+    if kind not in ("gradcam", "layercam"):
+        raise ValueError(f"kind must be 'gradcam' or 'layercam', got {kind!r}")
+    module = layer if layer is not None else model_adapter(model).modules(model, [block])[block]
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+        out.retain_grad()
+        store["A"] = out
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with eval_mode(model), torch.enable_grad():
+            xx = x.detach().clone().requires_grad_(True)
+            logits = model(xx)
+            t = _targets(target, x.shape[0], logits.device)
+            logits.gather(1, t[:, None]).sum().backward()
+            A, G = store["A"].detach(), store["A"].grad.detach()
+    finally:
+        handle.remove()
+    if kind == "gradcam":
+        m = (G.mean((2, 3), keepdim=True) * A).sum(1).clamp_min(0)
+    else:
+        m = (G.clamp_min(0) * A).sum(1).clamp_min(0)
+    if size is None:
+        return m
+    geo = None
+    if layer is None:
+        reg = model_registration(model, tuple(x.shape[-2:]))[block]
+        geo = GridGeometry.from_registration(reg, registration)
+    return upsample_map(m, size, geo)
+
+
+def occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Any,
+    *,
+    patch: int | None = None,
+    stride: int | None = None,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Occlusion maps: the drop of the target's score when a patch is blurred away.
+
+    Every ``patch x patch`` square (moved by ``stride`` pixels) is replaced by
+    the image blurred with a Gaussian of standard deviation ``max(H, W) / 16``
+    (the deletion baseline of :func:`kmexplain_utils.metrics.deletion_insertion`);
+    a pixel's relevance is the mean score drop over the patches that cover it.
+    Forward passes only: a gradient-free peer of the k-means maps.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Images -> logits (or any class scores).
+    x : torch.Tensor
+        ``(N, 3, H, W)`` images in ``[0, 1]``.
+    target : int or torch.Tensor
+        Column explained (one for all or ``(N,)``).
+    patch, stride : int, optional
+        Default ``H // 8`` and ``patch // 2``.
+    score : callable, optional
+        ``score(logits, target) -> (B,)``; default the softmax probability.
+    batch_size : int
+        Occluded images per forward pass.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, H, W)`` float32 on the CPU.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    >>> occlusion(m, torch.rand(1, 3, 32, 32), 0, patch=8).shape
+    torch.Size([1, 32, 32])
+    """
+    from .features import eval_mode
+    from .metrics import _baseline_images
+
+    check_rgb_images(x)
+    n, _, H, W = x.shape
+    patch = int(patch or max(1, H // 8))
+    stride = int(stride or max(1, patch // 2))
+    if score is None:
+        def score(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return logits.softmax(1).gather(1, t[:, None])[:, 0]
+    dev = next(model.parameters()).device
+    tops = sorted({min(r, H - patch) for r in range(0, H - patch + stride, stride)})
+    lefts = sorted({min(c, W - patch) for c in range(0, W - patch + stride, stride)})
+    boxes = [(r, c) for r in tops for c in lefts]
+    masks = torch.zeros(len(boxes), 1, H, W, dtype=torch.bool)
+    for i, (r, c) in enumerate(boxes):
+        masks[i, :, r:r + patch, c:c + patch] = True
+    cover = masks.float().sum(0)[0]
+    out = torch.zeros(n, H, W)
+    base_all, _ = _baseline_images(x, "blur")
+    with eval_mode(model), torch.no_grad():
+        for i in range(n):
+            xi, bi = x[i:i + 1].to(dev), base_all[i:i + 1].to(dev)
+            t = _targets(target, n, dev)[i:i + 1]
+            s0 = score(model(xi), t)
+            drops = []
+            for s in range(0, len(boxes), batch_size):
+                mk = masks[s:s + batch_size].to(dev)
+                batch = torch.where(mk, bi, xi)
+                drops.append((s0 - score(model(batch), t.expand(mk.shape[0]))).float().cpu())
+            d = torch.cat(drops)
+            out[i] = (d[:, None, None] * masks[:, 0].float()).sum(0) / cover.clamp_min(1)
+    return out
+
+
+class KMeansScoreModel(nn.Module):
+    """Images -> class scores of a k-means classifier at a level: the model a k-means map explains.
+
+    ``forward(x)`` returns ``(N, C)``, column ``c`` the best prototype score
+    ``max_j 2 mu_{c,j} . z_S - ||mu_{c,j}||^2`` of class ``classifier.classes_[c]``,
+    with ``z_S`` the pooled level features of ``x``. Its softmax is what
+    deletion and insertion track for a k-means map.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network whose blocks the level reads.
+    level_features : LevelFeatures
+        The fitted level.
+    classifier : KMeansClassifier
+        The k-means classifier fitted on that level's pooled features.
+    temperature : float, default 1.0
+        Scores are divided by it (1 = the raw prototype scores).
+    """
+
+    def __init__(self, model: nn.Module, level_features: Any, classifier: Any, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.level_features = level_features
+        self.classifier = classifier
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.level_features.pooled(self.model, x)
+        scores, _ = self.classifier.best_prototype_per_class(z)
+        return scores / self.temperature
+
+
+def _reinit(module: nn.Module, generator_seed: int) -> None:
+    torch.manual_seed(generator_seed)
+    for m in module.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+
+
+def cascading_randomization(model: nn.Module, *, seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
+    """Copies of ``model`` randomised from the top down (Adebayo et al., 2018).
+
+    Yields ``("head", m1)`` with the final linear layer re-initialised, then
+    ``("head+B4", m2)`` with B4 re-initialised as well, then ``"head+B4+B3"``
+    and so on down to B1: each copy randomises one more block (parameters
+    reset by their modules' ``reset_parameters``, batch-norm statistics
+    reset). The original model is not changed.
+
+    Parameters
+    ----------
+    model : nn.Module
+    seed : int
+        Seed of the re-initialisations.
+    """
+    from .features import model_adapter
+
+    adapter = model_adapter(model)
+    current = copy.deepcopy(model).eval()
+    with torch.random.fork_rng():
+        _reinit(_named(current, _linear_name(model, adapter)), seed)
+        stage = "head"
+        yield stage, copy.deepcopy(current)
+        for i, b in enumerate(reversed(list(adapter.blocks))):
+            _reinit(_named(current, adapter.blocks[b]), seed + i + 1)
+            stage += f"+{b}"
+            yield stage, copy.deepcopy(current)
+
+
+def _linear_name(model: nn.Module, adapter: Any) -> str:
+    for name, m in model.named_modules():
+        if m is adapter.head.linear:
+            return name
+    raise ValueError("the model's linear head is not one of its modules")
+
+
+def _named(model: nn.Module, name: str) -> nn.Module:
+    return dict(model.named_modules())[name]
