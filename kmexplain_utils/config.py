@@ -28,6 +28,7 @@ import torch
 
 __all__ = [
     "PROFILE_NAMES",
+    "TEST_PROFILE_NAMES",
     "Profile",
     "get_profile",
     "resolve_device",
@@ -119,6 +120,15 @@ class Profile:
     seeds: tuple[int, ...]
     n_eval_images: int
     num_workers: int = 0
+
+    @property
+    def is_smoke(self) -> bool:
+        """Whether this is a tiny test-sized run (``smoke``, or a variant such as ``paper-smoke``).
+
+        A chapter's claims about accuracy or semantics are only checked when this is false:
+        a model trained for one epoch on a few images proves nothing.
+        """
+        return self.name == "smoke" or self.name.endswith("-smoke")
 
     def replace(self, **changes: Any) -> "Profile":
         """Return a copy with some fields changed, e.g. ``p.replace(epochs=1)``."""
@@ -214,6 +224,30 @@ _PROFILES: dict[str, Profile] = {
 }
 
 
+# The paper profile's code path at test sizes, for the tests only: ResNet34 (torchvision topology,
+# the ImageNet weights loaded through torchvision's weight enum), the CUB-200-2011 loader and its
+# keypoint parts, the whole split (n = 0) and the SGD recipe, on 64 px images and one epoch. The
+# tests run it on a generated stand-in of CUB's file layout and a stand-in weights file
+# (tests/paper_standin.py), so nothing is downloaded.
+_PROFILES["paper-smoke"] = _PROFILES["paper"].replace(
+    name="paper-smoke",
+    dataset="cub",
+    image_size=64,
+    epochs=1,
+    batch_size=16,
+    k_per_class=2,
+    k_sweep=(1, 2),
+    n_concepts=4,
+    concept_sweep=(3, 4),
+    positions_per_image=8,
+    seeds=(0, 1),
+    n_eval_images=8,
+)
+
+#: Profiles that exist for the tests (accepted by :func:`get_profile`, not meant for readers).
+TEST_PROFILE_NAMES = ("paper-smoke",)
+
+
 def get_profile(name: str | None = None, **overrides: Any) -> Profile:
     """Return a profile by name, or the one named by ``KMEX_PROFILE``.
 
@@ -239,7 +273,7 @@ def get_profile(name: str | None = None, **overrides: Any) -> Profile:
     if chosen not in _PROFILES:
         raise ValueError(
             f"Unknown profile {chosen!r} (from {'argument' if name is not None else 'KMEX_PROFILE'}); "
-            f"choose one of {', '.join(PROFILE_NAMES)}."
+            f"choose one of {', '.join(PROFILE_NAMES)} (or {', '.join(TEST_PROFILE_NAMES)}, for the tests)."
         )
     profile = _PROFILES[chosen]
     return profile.replace(**overrides) if overrides else profile
