@@ -39,9 +39,10 @@ def _make_book(tmp_path: Path, cells: list, local_js: bool = False) -> Path:
     return book
 
 
-def _build(book: Path) -> subprocess.CompletedProcess:
+def _build(book: Path, **extra_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, KMEX_PROGRESS="0", PYTHONDONTWRITEBYTECODE="1")
     env.pop("KMEX_BOOK_EXECUTE", None)
+    env.update(extra_env)
     return subprocess.run(
         [str(JUPYTER_BOOK), *STRICT], cwd=book, env=env, capture_output=True, text=True, timeout=600
     )
@@ -161,3 +162,49 @@ def test_cache_mode_is_cleared_when_the_package_changes(tmp_path, monkeypatch):
     monkeypatch.setenv("KMEX_BOOK_EXECUTE", "sometimes")
     with pytest.raises(ValueError, match="KMEX_BOOK_EXECUTE"):
         run()
+
+
+# ------------------------------------------------------------------------- no stale outputs
+
+def _tokens(book: Path) -> dict[str, str]:
+    import re
+
+    out = {}
+    for name in ("chapter", "second"):
+        html = (book / "_build" / "html" / "book" / f"{name}.html").read_text()
+        found = re.findall(r"kmex-run-([0-9a-f]{32})", html)
+        assert found, f"{name}.html shows no execution token"
+        out[name] = found[0]
+    return out
+
+
+@pytest.mark.slow
+def test_a_package_change_re_executes_every_chapter(tmp_path):
+    """In force mode Sphinx re-reads only changed chapters; a package/profile change must re-run all."""
+    run_cell = nbformat.v4.new_code_cell('import uuid\nprint("kmex-run-" + uuid.uuid4().hex)')
+    book = _make_book(tmp_path, [run_cell])
+    second = nbformat.read(book / "book" / "chapter.ipynb", as_version=4)
+    second.cells[0].source = "# Second chapter"
+    nbformat.write(second, book / "book" / "second.ipynb")
+    toc = {"format": "jb-book", "root": "book/intro", "chapters": [{"file": "book/chapter"}, {"file": "book/second"}]}
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    (book / "kmexplain_utils").mkdir()
+    module = book / "kmexplain_utils" / "module.py"
+    module.write_text("x = 1\n")
+    (book / "pyproject.toml").write_text('[project]\nname = "throw-away"\n')
+
+    def build(profile="quick"):
+        proc = _build(book, KMEX_PROFILE=profile)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        return _tokens(book)
+
+    first = build()
+    assert build() == first, "nothing changed: Sphinx must not re-execute (else this test proves nothing)"
+    module.write_text("x = 2\n")  # a change to a package file, no chapter touched
+    after_package = build()
+    assert all(after_package[c] != first[c] for c in first), f"stale outputs after a package change: {first} {after_package}"
+    (book / "pyproject.toml").write_text('[project]\nname = "throw-away"\nversion = "2"\n')
+    after_pyproject = build()
+    assert all(after_pyproject[c] != after_package[c] for c in first), "stale outputs after a pyproject.toml change"
+    after_profile = build(profile="smoke")
+    assert all(after_profile[c] != after_pyproject[c] for c in first), "stale outputs after a profile change"

@@ -14,6 +14,14 @@ extension
 When it is missing, the build keeps the CDN defaults and says so in an
 info line (not a warning: the strict build ``-W`` must still pass).
 
+It never serves outputs computed by another version of the package: in every
+execution mode (``force`` included) it discards Sphinx's saved environment
+(``<doctrees>/environment.pickle``) when the package (``kmexplain_utils/``,
+``pyproject.toml``) or ``KMEX_PROFILE`` changed since the last build, so that
+Sphinx re-reads, and myst-nb re-executes, every chapter. (Sphinx alone
+re-reads a chapter only when the chapter's own file changed.) The key of the
+last build is kept in ``<doctrees>/kmex_package_key``.
+
 It also lets a local build reuse executed outputs: ``KMEX_BOOK_EXECUTE=cache``
 (``make book BOOK_EXECUTE=cache``) switches ``execute_notebooks`` from
 ``force`` to ``cache``, and the cache is wiped whenever the package
@@ -62,6 +70,24 @@ def package_key(root: Path) -> str:
     return digest.hexdigest()
 
 
+ENV_KEY_FILE = "kmex_package_key"
+
+
+def _refresh_environment(app: Sphinx) -> None:
+    """Drop Sphinx's saved environment when the package key changed: every chapter is re-read."""
+    doctrees = Path(app.doctreedir)
+    stamp = doctrees / ENV_KEY_FILE
+    key = package_key(Path(app.srcdir))
+    if stamp.is_file() and stamp.read_text().strip() == key:
+        return
+    env_file = doctrees / "environment.pickle"
+    if env_file.is_file():
+        env_file.unlink()
+        logger.info("[kmex_assets] package or profile changed: every chapter is re-read and re-executed")
+    doctrees.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key + "\n")
+
+
 def _configure_execution(app: Sphinx, config: Config) -> None:
     mode = os.environ.get("KMEX_BOOK_EXECUTE", "").strip()
     if not mode:
@@ -89,6 +115,8 @@ def _configure_execution(app: Sphinx, config: Config) -> None:
 
 def _on_config_inited(app: Sphinx, config: Config) -> None:
     _configure_execution(app, config)
+    if getattr(app, "doctreedir", None):
+        _refresh_environment(app)
     folder = _local_assets(Path(app.srcdir))
     if folder is None:
         logger.info(
