@@ -1,8 +1,12 @@
 # kmexplain: two commands do everything (see README.md)
 #   make book   set up .venv and build the book strictly   -> _build/html/index.html
 #   make test   set up .venv and run all the tests (unit and the package's docstring
-#               examples, every chapter in the smoke profile, the strict quick-profile
+#               examples, every chapter in the smoke profile, every chapter on the paper
+#               profile's code path on CUB/ResNet34 stand-ins, the strict quick-profile
 #               book build, the browser test)
+#   make test-colab   Colab's package versions (colab-pins.txt) in a separate venv, the
+#               package installed on top as the Colab cell does, every chapter in the smoke
+#               profile (.ci/run runs it after make test)
 # Needs Python 3.11 and pip; npm (optional) makes widgets and math work offline;
 # chromium (optional outside CI) runs the browser test.
 
@@ -14,22 +18,25 @@ TORCH_PINS  := torch==2.14.1 torchvision==0.29.1
 BOOK_PROFILE ?= $(or $(KMEX_PROFILE),quick)
 BOOK_EXECUTE ?=
 NB_WORKERS  ?= 2
+COLAB_VENV  ?= .venv-colab
+COLAB_PINS  := colab-pins.txt
 # every docstring example of the package runs as a doctest in the unit stage
 DOCTESTS    := -q --doctest-modules kmexplain_utils
 
 export KMEX_PROGRESS := 0
 export PYTHONDONTWRITEBYTECODE := 1
 
-# run pytest for one stage (tests use the smoke profile whatever KMEX_PROFILE says);
+# run pytest for one stage (tests use the smoke profile whatever KMEX_PROFILE says; $(3): another
+# interpreter);
 # exit code 5 ("no tests collected") is an error with a clear message
 define pytest_stage
 	@echo "==> tests: $(1)"
-	@KMEX_PROFILE=smoke $(BIN)/python -m pytest $(2); rc=$$?; \
+	@KMEX_PROFILE=smoke $(or $(3),$(BIN)/python) -m pytest $(2); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: stage '$(1)' collected no tests (pytest exit code 5): the suite is incomplete."; fi; \
 	exit $$rc
 endef
 
-.PHONY: install book widgets test test-unit test-notebooks test-site clean clean-cache student
+.PHONY: install book widgets test test-unit test-notebooks test-paper test-colab test-site clean clean-cache student
 
 install: $(STAMP)
 
@@ -42,24 +49,52 @@ $(STAMP): pyproject.toml
 widgets:
 	@bash scripts/fetch_widget_js.sh
 
+# KMEX_STRICT_CHECKS=1: a chapter's hidden check (kmexplain_utils.notebook.check) that fails
+# raises and fails the build (elsewhere, e.g. in Colab, it only warns). book/_ext/kmex_assets.py
+# re-executes every chapter when kmexplain_utils/, pyproject.toml or the profile changed.
 book: install widgets
-	KMEX_PROFILE=$(BOOK_PROFILE) KMEX_BOOK_EXECUTE=$(BOOK_EXECUTE) \
+	KMEX_STRICT_CHECKS=1 KMEX_PROFILE=$(BOOK_PROFILE) KMEX_BOOK_EXECUTE=$(BOOK_EXECUTE) \
 		$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "==> book: $(CURDIR)/_build/html/index.html"
 
 test: install widgets
-	$(call pytest_stage,unit,-q -m "not notebooks and not book")
+	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book")
 	$(call pytest_stage,unit (docstring examples),$(DOCTESTS))
 	$(call pytest_stage,notebooks (smoke profile),-q -m notebooks -n $(NB_WORKERS))
+	$(call pytest_stage,notebooks (paper profile's code path on stand-ins),-q -m paper_smoke -n $(NB_WORKERS))
 	$(MAKE) --no-print-directory book BOOK_PROFILE=quick
 	$(call pytest_stage,built site (browser),-q -m book)
 
 test-unit: install
-	$(call pytest_stage,unit,-q -m "not notebooks and not book")
+	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book")
 	$(call pytest_stage,unit (docstring examples),$(DOCTESTS))
 
 test-notebooks: install
 	$(call pytest_stage,notebooks (smoke profile),-q -m notebooks -n $(NB_WORKERS))
+
+test-paper: install
+	$(call pytest_stage,notebooks (paper profile's code path on stand-ins),-q -m paper_smoke -n $(NB_WORKERS))
+
+# Colab's versions: a separate venv with exactly colab-pins.txt, then the package installed from
+# this checkout the way the Colab cell installs it from GitHub (pip install "kmexplain-utils[real]",
+# which must keep every pin: checked after the install), then every chapter in the smoke profile.
+# The venv is rebuilt when colab-pins.txt changes; the package is reinstalled at every run.
+$(COLAB_VENV)/.kmex-pins: $(COLAB_PINS)
+	rm -rf $(COLAB_VENV)
+	$(PYTHON) -m venv $(COLAB_VENV)
+	@echo "==> Colab pins: installing $(COLAB_PINS) into $(COLAB_VENV) (log: $(COLAB_VENV)/install.log)"
+	@$(COLAB_VENV)/bin/python -m pip install -r $(COLAB_PINS) > $(COLAB_VENV)/install.log 2>&1 \
+		|| { tail -n 40 $(COLAB_VENV)/install.log; exit 1; }
+	@$(COLAB_VENV)/bin/python -m pip install -c $(COLAB_PINS) pytest pytest-xdist nbclient nbformat pyyaml \
+		>> $(COLAB_VENV)/install.log 2>&1 || { tail -n 40 $(COLAB_VENV)/install.log; exit 1; }
+	@touch $@
+
+test-colab: $(COLAB_VENV)/.kmex-pins
+	@echo "==> Colab pins: installing the package as the Colab cell does (keeping Colab's versions)"
+	@$(COLAB_VENV)/bin/python -m pip install ".[real]" > $(COLAB_VENV)/package.log 2>&1 \
+		|| { tail -n 40 $(COLAB_VENV)/package.log; exit 1; }
+	$(COLAB_VENV)/bin/python scripts/check_pins.py $(COLAB_PINS)
+	$(call pytest_stage,notebooks (smoke profile; Colab's versions),-q -p no:cacheprovider -m notebooks -n $(NB_WORKERS) tests/test_notebooks.py,$(COLAB_VENV)/bin/python)
 
 test-site: install
 	$(call pytest_stage,built site (browser),-q -m book)

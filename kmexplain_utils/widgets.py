@@ -254,7 +254,24 @@ class LiveExplorer:
             self.controls[name].index = self.options[name].index(v)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        return _widget_mimebundle(self.widget, **kwargs)
+
+
+def _widget_mimebundle(widget: Any, **kwargs: Any) -> Any:
+    """The display bundle of an ipywidget: ipywidgets 8 has ``_repr_mimebundle_``; 7.x (Colab's)
+    only ``_ipython_display_``, whose bundle is built here the same way."""
+    if hasattr(widget, "_repr_mimebundle_"):
+        return widget._repr_mimebundle_(**kwargs)
+    plaintext = repr(widget)
+    data: dict[str, Any] = {"text/plain": plaintext[:110] + "…" if len(plaintext) > 110 else plaintext}
+    if getattr(widget, "_view_name", None) is not None:
+        data["application/vnd.jupyter.widget-view+json"] = {
+            "version_major": 2,
+            "version_minor": 0,
+            "model_id": widget._model_id,
+        }
+        widget._handle_displayed()
+    return data
 
 
 class PrerenderedExplorer:
@@ -366,7 +383,7 @@ class PrerenderedExplorer:
         return node
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        return _widget_mimebundle(self.widget, **kwargs)
 
 
 def explorer(

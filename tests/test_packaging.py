@@ -218,9 +218,10 @@ def test_readme_ci_and_makefile_agree():
     assert (ROOT / ".ci" / "run").read_text().startswith("#!/usr/bin/env bash")
     assert "set -euo pipefail" in ci
     assert ci[-1] == "make test", f".ci/run must end by running the README's test command, not {ci[-1]!r}"
+    assert "make test-colab" in ci, ".ci/run must run the Colab-pins stage (make test-colab)"
     assert os.access(ROOT / ".ci" / "run", os.X_OK), ".ci/run must be executable"
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("book:", "test:", "install:"):
+    for target in ("book:", "test:", "install:", "test-colab:"):
         assert f"\n{target}" in makefile, f"Makefile lacks the {target[:-1]} target"
     assert "jupyter-book build . -W -n --keep-going" in makefile, "make book must build strictly"
     assert "torch==2.14.1 torchvision==0.29.1" in makefile
