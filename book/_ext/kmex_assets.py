@@ -59,10 +59,15 @@ def _local_assets(root: Path) -> Path | None:
 
 
 def package_key(root: Path) -> str:
-    """Hash of the package sources, ``pyproject.toml`` and ``KMEX_PROFILE``."""
+    """Hash of the package's files, ``pyproject.toml`` and ``KMEX_PROFILE``."""
     digest = hashlib.sha256()
     digest.update(os.environ.get("KMEX_PROFILE", "quick").encode())
-    files = sorted((root / "kmexplain_utils").rglob("*.py")) + [root / "pyproject.toml"]
+    # every file of the package (modules and any data files it ships), not the bytecode caches
+    package = [
+        p for p in (root / "kmexplain_utils").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".pyo"}
+    ]
+    files = sorted(package) + [root / "pyproject.toml"]
     for path in files:
         if path.is_file():
             digest.update(str(path.relative_to(root)).encode())
@@ -95,6 +100,10 @@ def _configure_execution(app: Sphinx, config: Config) -> None:
     if mode not in {"force", "cache", "auto", "off"}:
         raise ValueError(f"KMEX_BOOK_EXECUTE={mode!r}: use force, cache, auto or off.")
     config.nb_execution_mode = mode
+    if mode == "off":
+        # nothing is executed, so nothing is glued: the cross-page glue of the results at a glance
+        # (book/intro.md <- 05_evaluation) has no value to paste; that is expected, not an error
+        config.suppress_warnings = [*(config.suppress_warnings or []), "mystnb.glue_ref"]
     if mode != "cache":
         return
     cache = config.nb_execution_cache_path or str(Path(app.outdir).parent / ".jupyter_cache")
