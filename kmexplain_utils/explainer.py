@@ -151,18 +151,21 @@ class Explanation:
             if len(axes) != 4:
                 raise ValueError(f"ax must be a sequence of 4 Axes, got {len(axes)}")
             fig = axes[0].figure
-        tgt = self._name(_item(self.target, i))
-        show_image(self.images[i], ax=axes[0], title=f"predicted: {self._name(_item(self.predicted, i))}")
+        from .plotting import short_label
+
+        tgt = short_label(self._name(_item(self.target, i)))
+        show_image(self.images[i], ax=axes[0], title=f"predicted:\n{short_label(self._name(_item(self.predicted, i)))}")
         if self.attribution is None:
             for a in axes[1:]:
                 a.axis("off")
             return fig
         show_heatmap(self.images[i], self.attribution[i].cpu(), ax=axes[1], diverging=True, colorbar=True,
-                     title=f"{self.level}: why {tgt}")
-        rival = self._name(_item(self.versus, i)) if self.versus is not None else "?"
+                     title=f"{self.level} attribution:\nwhy {tgt}")
+        rival = short_label(self._name(_item(self.versus, i))) if self.versus is not None else "?"
         show_heatmap(self.images[i], self.contrastive[i].cpu(), ax=axes[2], diverging=True, colorbar=True,
-                     title=f"{tgt} rather than {rival}")
-        show_label_map(self.images[i], self.concepts[i].cpu(), ax=axes[3], background=False, title="concepts")
+                     title=f"contrastive:\n{tgt} rather than {rival}")
+        show_label_map(self.images[i], self.concepts[i].cpu(), ax=axes[3], background=False,
+                       title=f"{self.level} concepts\n(K' = {int(self.concept_contributions.shape[1])})")
         return fig
 
 
