@@ -53,12 +53,17 @@ def test_attribution_mean_equals_prototype_score(dtype: torch.dtype, tol: float)
     assert torch.allclose(m[1, 2, 3], 2 * A[1, :, 2, 3] @ mu[1] - mu[1] @ mu[1], atol=tol)
 
 
-def test_upsampling() -> None:
-    A = torch.rand(2, 3, 4, 4)
-    mu = torch.rand(3)
-    up = attribution_map(A, mu, size=(16, 16))
+def test_upsampling_interpolates_between_registered_centres() -> None:
+    A = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    mu = torch.rand(3, dtype=torch.float64)
+    grid = attribution_map(A, mu)
+    up = attribution_map(A, mu, size=(16, 16))  # stride 4, offset 0: position i is centred on pixel 4 i
     assert up.shape == (2, 16, 16)
-    assert torch.allclose(up, upsample_map(attribution_map(A, mu), 16))
+    # at a position's centre the image map takes the position's value (no blur, no shift) ...
+    assert torch.allclose(up[:, ::4, ::4], grid)
+    # ... half-way between two centres it is their average, and past the last centre the border is kept
+    assert torch.allclose(up[:, 0, 2], (grid[:, 0, 0] + grid[:, 0, 1]) / 2)
+    assert torch.allclose(up[:, 0, 13:], grid[:, 0, 3:4].expand(2, 3))
     const = upsample_map(torch.full((1, 3, 3), 2.5), (9, 12))
     assert torch.allclose(const, torch.full((1, 9, 12), 2.5))
 
@@ -113,11 +118,17 @@ def test_contrastive_map(setup) -> None:
     assert torch.allclose(m.mean((1, 2)), top2[:, 0] - top2[:, 1], atol=1e-5)
     assert torch.allclose(info["margin"], top2[:, 0] - top2[:, 1], atol=1e-6)
     assert (info["margin"] >= 0).all()
-    assert torch.equal(info["predicted"], clf.predict(feats.mean((2, 3))))
-    assert (info["rival_class"] != info["predicted"]).all()
-    mu = clf.prototypes_
-    direct = attribution_map(feats, mu[info["winner"]]) - attribution_map(feats, mu[info["rival"]])
-    assert torch.allclose(m, direct)
+    # brute force: the prediction is the class of the nearest centroid, and the map is a difference of
+    # squared distances of every position vector to the two prototypes
+    z = feats.mean((2, 3)).double()
+    mu = clf.prototypes_.double()
+    nearest = torch.cdist(z, mu).argmin(1)
+    assert torch.equal(torch.as_tensor(info["predicted"]), torch.as_tensor(clf.prototype_labels_)[nearest])
+    assert (torch.as_tensor(info["rival_class"]) != torch.as_tensor(info["predicted"])).all()
+    a = feats.double().permute(0, 2, 3, 1)  # (N, H, W, D)
+    d_win = (a - mu[info["winner"]][:, None, None]).pow(2).sum(-1)
+    d_rival = (a - mu[info["rival"]][:, None, None]).pow(2).sum(-1)
+    assert torch.allclose(m.double(), d_rival - d_win, atol=1e-4)
     # against a chosen class
     m0, info0 = contrastive_map(feats, clf, versus=0, return_info=True)
     assert (info0["rival_class"] == 0).all()

@@ -54,9 +54,12 @@ def test_upsampling_takes_the_nearest_registered_position() -> None:
     cell = upsample_labels(labels, (12, 16), GridGeometry.cell(4))
     assert torch.equal(cell, labels.repeat_interleave(4, 1).repeat_interleave(4, 2))
     assert not torch.equal(cell, up)
-    A = torch.rand(2, 3, 3, 4)
-    C = torch.rand(5, 3)
-    assert torch.equal(concept_map(A, C, size=(12, 16)), upsample_labels(concept_map(A, C), (12, 16)))
+    # brute force at image size: each pixel takes the concept nearest to the vector of its nearest position
+    A = torch.rand(2, 3, 3, 4, dtype=torch.float64)
+    C = torch.rand(5, 3, dtype=torch.float64)
+    iy, ix = nearest(12, 3), nearest(16, 4)
+    vec = A[:, :, iy][:, :, :, ix].permute(0, 2, 3, 1)  # (2, 12, 16, 3)
+    assert torch.equal(concept_map(A, C, size=(12, 16)), torch.cdist(vec.reshape(-1, 3), C).argmin(1).view(2, 12, 16))
 
 
 def test_concept_map_validation() -> None:
@@ -79,7 +82,9 @@ def test_concept_model_fit_and_maps(setup) -> None:
     assert torch.equal(cm.sample_labels_, cm.predict(cm.sample_.vectors))
     maps = cm.concept_map(model, x)
     assert maps.shape == (12, 8, 8) and maps.dtype == torch.int64
-    assert torch.equal(maps, concept_map(lf.position_features(model, x), cm.centroids_))
+    a = lf.position_features(model, x).double().permute(0, 2, 3, 1)  # brute force: nearest centroid per position
+    d = torch.cdist(a.reshape(-1, a.shape[-1]), cm.centroids_.double())
+    assert torch.equal(maps, d.argmin(1).view(maps.shape))
     full = cm.concept_map(model, x, size="input")
     assert full.shape == (12, 16, 16)
     assert torch.equal(full[:, ::2, ::2], maps)

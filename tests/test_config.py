@@ -11,17 +11,31 @@ import torch
 from kmexplain_utils import config
 
 
-def test_profiles_exist_and_differ():
-    smoke, quick, paper = (config.get_profile(n) for n in config.PROFILE_NAMES)
-    assert smoke.image_size < quick.image_size < paper.image_size
-    assert smoke.n_train < quick.n_train
-    assert paper.model == "resnet34" and paper.pretrained
-    assert quick.model == "tiny_resnet" and not quick.pretrained
-    for p in (smoke, quick, paper):
-        assert set(p.levels) >= {"logits", "B4", "B34", "B234", "B1234"}
-        assert p.k_per_class in p.k_sweep
-        assert p.n_concepts in p.concept_sweep
+@pytest.mark.parametrize("name", config.PROFILE_NAMES + config.TEST_PROFILE_NAMES)
+def test_every_profile_builds_what_the_chapters_need(name):
+    """Checked on the objects a profile builds, not by restating its constants."""
+    import dataclasses
 
+    from kmexplain_utils.architectures import registration
+    from kmexplain_utils.features import parse_level
+    from kmexplain_utils.models import build_model
+
+    p = config.get_profile(name)
+    for level in p.levels:
+        parse_level(level)  # every level the chapters loop over is a valid level
+    assert {"logits", "B4", "B234"} <= set(p.levels)
+    assert p.k_per_class in p.k_sweep and p.n_concepts in p.concept_sweep  # the sweeps contain the defaults
+    model = build_model(dataclasses.replace(p, pretrained=False), n_classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, p.image_size, p.image_size)).shape == (2, 3)
+    reg = registration(model, p.image_size)
+    # B4 keeps more than one position and B2's grid is finer, so "finer concept maps" can show
+    assert reg["B4"].grid_size[0] >= 2 and reg["B2"].grid_size[0] > reg["B4"].grid_size[0]
+
+
+def test_profiles_grow_from_smoke_to_paper():
+    smoke, quick, paper = (config.get_profile(n) for n in config.PROFILE_NAMES)
+    assert smoke.image_size <= quick.image_size < paper.image_size
 
 def test_profile_from_environment(monkeypatch):
     monkeypatch.setenv("KMEX_PROFILE", "Quick ")

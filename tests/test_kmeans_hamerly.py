@@ -186,15 +186,21 @@ def test_algorithm_is_validated():
     assert KMeans(2).get_params()["algorithm"] == "auto"
 
 
-def test_auto_uses_the_bounds_only_where_they_pay():
+def test_auto_gives_lloyds_fit_and_saves_work_only_on_wide_data():
+    """Behaviour, not the rule: same fit as Lloyd (exactly, in float64); products skipped on wide data only."""
     rng = np.random.default_rng(0)
-    small = rng.random((300, 8), dtype=np.float32)
-    wide = rng.random((300, 1024), dtype=np.float32)
-    assert KMeans(4, random_state=0, device="cpu").fit(small).algorithm_ == "lloyd"
-    assert KMeans(16, random_state=0, device="cpu").fit(wide).algorithm_ == "hamerly"
-    assert KMeans(4, random_state=0, device="cpu", algorithm="hamerly").fit(small).algorithm_ == "hamerly"
-    assert KMeans(16, random_state=0, device="cpu", algorithm="lloyd").fit(wide).algorithm_ == "lloyd"
-
+    def blobs(d: int) -> np.ndarray:  # 8 overlapping blobs: several iterations, most points settle early
+        centres = rng.normal(size=(8, d))
+        return centres[rng.integers(0, 8, 400)] + 0.7 * rng.normal(size=(400, d))
+    small, wide = blobs(8), blobs(1024)
+    for X, k in ((small, 4), (wide, 16)):
+        auto = KMeans(k, random_state=0, device="cpu").fit(X)
+        lloyd = KMeans(k, random_state=0, device="cpu", algorithm="lloyd").fit(X)
+        np.testing.assert_array_equal(auto.labels_, lloyd.labels_)
+        np.testing.assert_allclose(auto.inertia_, lloyd.inertia_, rtol=1e-12)
+        assert (lloyd.distance_fraction_ == 1.0).all()
+    assert (KMeans(4, random_state=0, device="cpu").fit(small).distance_fraction_ == 1.0).all()
+    assert KMeans(16, random_state=0, device="cpu").fit(wide).distance_fraction_.min() < 1.0
 
 def test_distance_fraction_reports_the_work_the_bounds_save():
     X, k = _cases()["relu-f32"]
