@@ -240,6 +240,164 @@ class _ClusterSums:
 
 
 # --------------------------------------------------------------------------- the estimator
+class _LloydState:
+    """The state of one fit's iterations and its two E-steps: Lloyd's pass and Hamerly's bounded step.
+
+    ``assign_step(j)`` runs on span ``j`` a full assignment pass (every
+    distance product); ``bounded_step(j)`` is Hamerly's step (products only
+    for the points whose bounds do not settle the label). Both update the
+    labels and the per-span float64 cluster sums and counts; :meth:`reduce`
+    combines them over spans and ranks and :meth:`move_centres` takes the
+    M-step.
+    """
+
+    def __init__(self, km: "KMeans", X: torch.Tensor, C: torch.Tensor, device: torch.device,
+                 dtype: torch.dtype, chunk: int, low: torch.dtype | None, pool: SpanPool) -> None:
+        n, d = X.shape
+        self.km, self.X, self.C, self.device, self.dtype, self.chunk = km, X, C, device, dtype, chunk
+        self.k, self.d = int(km.n_clusters), d
+        self.hamerly = km._use_hamerly(device, d)
+        self.spans = pool.spans(n, chunk)
+        self.assigners = km._assigners(C, len(self.spans), chunk, dtype, device, low)
+        self.labels = torch.empty(n, dtype=torch.int64, device=device)
+        self.labels_old = None if self.hamerly else torch.full((n,), -1, dtype=torch.int64, device=device)
+        self.sums_w = [_ClusterSums(self.k, d, dtype, device) for _ in self.spans]
+        self.counts_w = [torch.empty(self.k, dtype=torch.float64, device=device) for _ in self.spans]
+        if self.hamerly:
+            f64o = {"dtype": torch.float64, "device": device}
+            self.upper, self.lower, self.x_sq = torch.empty(n, **f64o), torch.empty(n, **f64o), torch.empty(n, **f64o)
+            self.gamma = product_error_factor(d, dtype, low)
+            # a direct ||x - c||^2 summed in `dtype` is within (d + 3) eps of the exact value
+            self.tight = 1.0 + (d + 4) * torch.finfo(dtype).eps
+            self.bounds: dict[str, Any] = {}
+        # On the CPU (and always with Hamerly's bounds) the float64 sums persist across
+        # iterations and only the points whose label changed are moved (subtracted from the
+        # old cluster, added to the new one): after the first iterations few labels change,
+        # so the update costs almost nothing.
+        self.incremental = self.hamerly or device.type == "cpu"
+        self.full = True
+        self.C_assigned = C  # the centroids the assigners hold (for the exact tightening)
+
+    def set_centres(self) -> None:
+        for A in self.assigners:
+            A.set_centers(self.C)
+        self.C_assigned = self.C
+
+    def assign_step(self, j: int) -> tuple[int, int]:
+        """Lloyd's pass over span ``j``: every distance product (and, with bounds, both bounds)."""
+        sums, counts, A = self.sums_w[j], self.counts_w[j], self.assigners[j]
+        full = self.full or not self.incremental
+        lo, hi = self.spans[j]
+        labels, labels_old = self.labels, self.labels_old
+        sums.begin(reset=full)
+        changed = 0
+        for s, e in chunks_in(self.spans[j], self.chunk):
+            xc = self.km._chunk_of(self.X, s, e, self.device, self.dtype)
+            lab = labels[s:e]
+            if self.hamerly:  # first pass: labels, squared norms and both bounds
+                v1, v2 = A.assign_top2(xc, lab)
+                xs = self.x_sq[s:e]
+                xs.copy_((xc * xc).sum(1))  # error within the margin's slack
+                margin = (xs + A.max_center_sq).mul_(self.gamma)
+                self.upper[s:e], self.lower[s:e] = bounds_from_partial(v1, v2, xs, margin)
+            else:
+                A.assign(xc, lab)
+            if full:
+                sums.add(xc, lab)
+                continue
+            old = labels_old[s:e]
+            moved = torch.nonzero(lab != old).flatten()
+            if moved.numel():
+                changed += moved.numel()
+                sums.move(xc.index_select(0, moved), lab.index_select(0, moved), old.index_select(0, moved))
+        sums.finish()
+        if full:
+            changed = hi - lo if labels_old is None else int((labels[lo:hi] != labels_old[lo:hi]).sum())
+        counts.copy_(torch.bincount(labels[lo:hi], minlength=self.k))
+        if labels_old is not None:
+            labels_old[lo:hi] = labels[lo:hi]
+        return changed, hi - lo
+
+    def _candidates(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Shift span ``j``'s bounds by the centroid moves; the points whose label may change."""
+        lo, hi = self.spans[j]
+        a, u, low_b = self.labels[lo:hi], self.upper[lo:hi], self.lower[lo:hi]
+        u.add_(self.bounds["shift"].index_select(0, a))
+        low_b.sub_(self.bounds["other"].index_select(0, a))
+        settle = torch.maximum(self.bounds["sep"].index_select(0, a), low_b)
+        return a, u, low_b, settle, torch.nonzero(u > settle).flatten()
+
+    def bounded_step(self, j: int) -> tuple[int, int]:
+        """Hamerly's step on span ``j``: distances only for the points whose bounds do not settle the label."""
+        sums, counts, A = self.sums_w[j], self.counts_w[j], self.assigners[j]
+        lo = self.spans[j][0]
+        sums.begin(reset=False)
+        a, u, low_b, settle, cand = self._candidates(j)
+        changed = computed = 0
+        tighten = True
+        for b0 in range(0, cand.numel(), self.chunk):
+            ci = cand[b0 : b0 + self.chunk]
+            rows = self.km._rows_of(self.X, ci + lo, self.device, self.dtype)
+            old = a.index_select(0, ci)
+            if tighten:
+                # the exact distance to the own centroid settles many candidates
+                # at about half the cost of their row of products
+                diff = self.C_assigned.index_select(0, old).sub_(rows)
+                ut = diff.mul_(diff).sum(1).to(torch.float64).sqrt_().mul_(self.tight)
+                u.index_copy_(0, ci, ut)
+                far = torch.nonzero(ut > settle.index_select(0, ci)).flatten()
+                if b0 == 0 and far.numel() > TIGHTEN_MAX_KEPT * ci.numel():
+                    tighten = False  # this iteration, tightening does not pay on this span
+                if far.numel() == 0:
+                    continue
+                ci, rows, old = ci.index_select(0, far), rows.index_select(0, far), old.index_select(0, far)
+            new = torch.empty(ci.numel(), dtype=torch.int64, device=self.device)
+            computed += ci.numel()
+            v1, v2 = A.assign_top2(rows, new)
+            xs = self.x_sq.index_select(0, ci + lo)
+            ub, lb = bounds_from_partial(v1, v2, xs, (xs + A.max_center_sq).mul_(self.gamma))
+            u.index_copy_(0, ci, ub)
+            low_b.index_copy_(0, ci, lb)
+            moved = torch.nonzero(new != old).flatten()
+            if moved.numel() == 0:
+                continue
+            changed += moved.numel()
+            new_m = new.index_select(0, moved)
+            a.index_copy_(0, ci.index_select(0, moved), new_m)
+            sums.move(rows.index_select(0, moved), new_m, old.index_select(0, moved))
+        sums.finish()
+        counts.copy_(torch.bincount(a, minlength=self.k))
+        return changed, computed
+
+    def reduce(self, results: list[tuple[int, int]], comm: Comm) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """Cluster sums ``(k, d)`` and counts ``(k,)`` over spans and ranks, labels changed, points computed."""
+        k, d = self.k, self.d
+        red = torch.empty(k * d + k + 2, dtype=torch.float64, device=self.device)
+        red_s, red_c = red[: k * d].view(k, d), red[k * d : k * d + k]
+        red_s.copy_(self.sums_w[0].sums)
+        red_c.copy_(self.counts_w[0])
+        for j in range(1, len(self.spans)):
+            red_s.add_(self.sums_w[j].sums)
+            red_c.add_(self.counts_w[j])
+        red[-2] = float(sum(r[0] for r in results))
+        red[-1] = float(sum(r[1] for r in results))
+        comm.allreduce_(red)
+        return red[: k * d].view(k, d), red[k * d : k * d + k], int(red[-2]), int(red[-1])
+
+    def move_centres(self, sums: torch.Tensor, counts: torch.Tensor) -> float:
+        """M-step: non-empty centroids to their means; returns the squared shift (bounds updated)."""
+        C = self.C
+        nonempty = counts > 0
+        C_new = C.clone()
+        C_new[nonempty] = (sums[nonempty] / counts[nonempty].unsqueeze(1)).to(self.dtype)
+        shift = float(((C_new.to(torch.float64) - C.to(torch.float64)) ** 2).sum())
+        if self.hamerly:
+            self.bounds["shift"], self.bounds["other"] = center_shifts(C, C_new)
+            self.bounds["sep"] = half_separation(C_new)
+        self.C = C_new
+        return shift
+
+
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """k-means clustering (Lloyd's algorithm) in PyTorch, CPU or GPU.
 
@@ -594,167 +752,36 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         a copy (as scikit-learn does, without changing labels), and the
         centroids moved to the means.
         """
-        n, d = X.shape
-        k = int(self.n_clusters)
-        hamerly = self._use_hamerly(device, d)
-        spans = pool.spans(n, chunk)
-        assigners = self._assigners(C, len(spans), chunk, dtype, device, low)
-        labels = torch.empty(n, dtype=torch.int64, device=device)
-        labels_old = None if hamerly else torch.full((n,), -1, dtype=torch.int64, device=device)
-        sums_w = [_ClusterSums(k, d, dtype, device) for _ in spans]
-        counts_w = [torch.empty(k, dtype=torch.float64, device=device) for _ in spans]
-        if hamerly:
-            f64o = {"dtype": torch.float64, "device": device}
-            upper, lower, x_sq = torch.empty(n, **f64o), torch.empty(n, **f64o), torch.empty(n, **f64o)
-            gamma = product_error_factor(d, dtype, low)
-            # a direct ||x - c||^2 summed in `dtype` is within (d + 3) eps of the exact value
-            tight = 1.0 + (d + 4) * torch.finfo(dtype).eps
-            bounds: dict[str, Any] = {}
-
-        # On the CPU (and always with Hamerly's bounds) the float64 sums persist across
-        # iterations and only the points whose label changed are moved (subtracted from the
-        # old cluster, added to the new one): after the first iterations few labels change,
-        # so the update costs almost nothing.
-        incremental = hamerly or device.type == "cpu"
-        state = {"full": True}
-
-        def estep(j: int) -> tuple[int, int]:
-            sums, counts, A = sums_w[j], counts_w[j], assigners[j]
-            full = state["full"] or not incremental
-            lo, hi = spans[j]
-            sums.begin(reset=full)
-            changed = 0
-            for s, e in chunks_in(spans[j], chunk):
-                xc = self._chunk_of(X, s, e, device, dtype)
-                lab = labels[s:e]
-                if hamerly:  # first pass: labels, squared norms and both bounds
-                    v1, v2 = A.assign_top2(xc, lab)
-                    xs = x_sq[s:e]
-                    xs.copy_((xc * xc).sum(1))  # error within the margin's slack
-                    margin = (xs + A.max_center_sq).mul_(gamma)
-                    upper[s:e], lower[s:e] = bounds_from_partial(v1, v2, xs, margin)
-                else:
-                    A.assign(xc, lab)
-                if full:
-                    sums.add(xc, lab)
-                    continue
-                old = labels_old[s:e]
-                moved = torch.nonzero(lab != old).flatten()
-                if moved.numel():
-                    changed += moved.numel()
-                    sums.move(xc.index_select(0, moved), lab.index_select(0, moved), old.index_select(0, moved))
-            sums.finish()
-            if full:
-                changed = hi - lo if labels_old is None else int((labels[lo:hi] != labels_old[lo:hi]).sum())
-            counts.copy_(torch.bincount(labels[lo:hi], minlength=k))
-            if labels_old is not None:
-                labels_old[lo:hi] = labels[lo:hi]
-            return changed, hi - lo
-
-        def estep_bounded(j: int) -> tuple[int, int]:
-            """Hamerly's step: distances only for the points whose bounds do not settle the label."""
-            sums, counts, A = sums_w[j], counts_w[j], assigners[j]
-            lo, hi = spans[j]
-            sums.begin(reset=False)
-            a, u, low_b = labels[lo:hi], upper[lo:hi], lower[lo:hi]
-            u.add_(bounds["shift"].index_select(0, a))
-            low_b.sub_(bounds["other"].index_select(0, a))
-            settle = torch.maximum(bounds["sep"].index_select(0, a), low_b)
-            cand = torch.nonzero(u > settle).flatten()
-            csq_max = A.max_center_sq
-            changed = 0
-            computed = 0
-            tighten = True
-            for b0 in range(0, cand.numel(), chunk):
-                ci = cand[b0 : b0 + chunk]
-                rows = self._rows_of(X, ci + lo, device, dtype)
-                old = a.index_select(0, ci)
-                if tighten:
-                    # the exact distance to the own centroid settles many candidates
-                    # at about half the cost of their row of products
-                    diff = C_cur["C"].index_select(0, old).sub_(rows)
-                    ut = diff.mul_(diff).sum(1).to(torch.float64).sqrt_().mul_(tight)
-                    u.index_copy_(0, ci, ut)
-                    far = torch.nonzero(ut > settle.index_select(0, ci)).flatten()
-                    if b0 == 0 and far.numel() > TIGHTEN_MAX_KEPT * ci.numel():
-                        tighten = False  # this iteration, tightening does not pay on this span
-                    if far.numel() == 0:
-                        continue
-                    ci2 = ci.index_select(0, far)
-                    rows2 = rows.index_select(0, far)
-                    old2 = old.index_select(0, far)
-                else:
-                    ci2, rows2, old2 = ci, rows, old
-                new = torch.empty(ci2.numel(), dtype=torch.int64, device=device)
-                computed += ci2.numel()
-                v1, v2 = A.assign_top2(rows2, new)
-                xs = x_sq.index_select(0, ci2 + lo)
-                ub, lb = bounds_from_partial(v1, v2, xs, (xs + csq_max).mul_(gamma))
-                u.index_copy_(0, ci2, ub)
-                low_b.index_copy_(0, ci2, lb)
-                moved = torch.nonzero(new != old2).flatten()
-                if moved.numel() == 0:
-                    continue
-                changed += moved.numel()
-                new_m = new.index_select(0, moved)
-                a.index_copy_(0, ci2.index_select(0, moved), new_m)
-                sums.move(rows2.index_select(0, moved), new_m, old2.index_select(0, moved))
-            sums.finish()
-            counts.copy_(torch.bincount(a, minlength=k))
-            return changed, computed
-
-        C_cur = {"C": C}  # the centroids the assigners hold (for the exact tightening)
+        st = _LloydState(self, X, C, device, dtype, chunk, low, pool)
         strict = False
         n_iter = 0
         computed_per_iter: list[int] = []
         for it in range(int(self.max_iter)):
-            step = estep_bounded if (hamerly and it > 0) else estep
-            results = pool.map(step, range(len(spans)))
-            state["full"] = False
-            red = torch.empty(k * d + k + 2, dtype=torch.float64, device=device)
-            red_s, red_c = red[: k * d].view(k, d), red[k * d : k * d + k]
-            red_s.copy_(sums_w[0].sums)
-            red_c.copy_(counts_w[0])
-            for j in range(1, len(spans)):
-                red_s.add_(sums_w[j].sums)
-                red_c.add_(counts_w[j])
-            red[-2] = float(sum(r[0] for r in results))
-            red[-1] = float(sum(r[1] for r in results))
-            comm.allreduce_(red)
-            sums = red[: k * d].view(k, d)
-            counts = red[k * d : k * d + k]
-            n_changed = int(red[-2])
-            computed_per_iter.append(int(red[-1]))
+            step = st.bounded_step if (st.hamerly and it > 0) else st.assign_step
+            results = pool.map(step, range(len(st.spans)))
+            st.full = False
+            sums, counts, n_changed, n_computed = st.reduce(results, comm)
+            computed_per_iter.append(n_computed)
             if bool((counts == 0).any()):
-                self._relocate_empty(X, C, labels, sums, counts, comm, device, dtype, chunk, pool)
-            nonempty = counts > 0
-            C_new = C.clone()
-            C_new[nonempty] = (sums[nonempty] / counts[nonempty].unsqueeze(1)).to(dtype)
-            shift = float(((C_new.to(torch.float64) - C.to(torch.float64)) ** 2).sum())
-            if hamerly:
-                bounds["shift"], bounds["other"] = center_shifts(C, C_new)
-                bounds["sep"] = half_separation(C_new)
-            C = C_new
+                self._relocate_empty(X, st.C, st.labels, sums, counts, comm, device, dtype, chunk, pool)
+            shift = st.move_centres(sums, counts)
             n_iter = it + 1
             if n_changed == 0:
                 strict = True
                 break
             if shift <= tol_abs:
                 break
-            for A in assigners:
-                A.set_centers(C)
-            C_cur["C"] = C
+            st.set_centres()
+        C, labels = st.C, st.labels
         if strict:
             inertia = self._label_and_inertia(X, C, labels, None, device, dtype, chunk, pool)
         else:  # label the points with the final centroids, as scikit-learn does
-            for A in assigners:
-                A.set_centers(C)
-            C_cur["C"] = C
-            if hamerly:
-                pool.map(estep_bounded, range(len(spans)))
+            st.set_centres()
+            if st.hamerly:
+                pool.map(st.bounded_step, range(len(st.spans)))
                 inertia = self._label_and_inertia(X, C, labels, None, device, dtype, chunk, pool)
             else:
-                inertia = self._label_and_inertia(X, C, labels, assigners, device, dtype, chunk, pool)
+                inertia = self._label_and_inertia(X, C, labels, st.assigners, device, dtype, chunk, pool)
         inertia_t = comm.allreduce_(torch.tensor([inertia], dtype=torch.float64, device=device))
         return C, labels, float(inertia_t[0]), n_iter, computed_per_iter
 
