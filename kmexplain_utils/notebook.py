@@ -11,15 +11,38 @@ reader who waited for a chapter on a GPU keeps its results.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from .config import Profile, get_profile, resolve_device, set_seed
 
-__all__ = ["STRICT_CHECKS_ENV", "BookCheckWarning", "NotebookContext", "check", "strict_checks", "setup_notebook"]
+__all__ = [
+    "STRICT_CHECKS_ENV",
+    "BookCheckWarning",
+    "NotebookContext",
+    "check",
+    "strict_checks",
+    "setup_notebook",
+    "elapsed_seconds",
+    "reading_minutes",
+    "glue_chapter_times",
+]
+
+#: Glue keys of a chapter's header (see :func:`glue_chapter_times`).
+COMPUTE_TIME_KEY = "kmex_compute_time"
+READING_TIME_KEY = "kmex_reading_time"
+#: Reading speed used for the header's reading time (technical prose, words per minute).
+WORDS_PER_MINUTE = 150
+
+# when the current chapter's set-up cell ran (time.perf_counter()); set by setup_notebook
+_STARTED: float | None = None
 
 #: Environment variable that makes :func:`check` raise (``1``/``true``/``yes``/``on``);
 #: ``make book`` and the test stages that execute chapters set it.
@@ -100,6 +123,7 @@ class NotebookContext:
     profile: Profile
     device: torch.device
     seed: int
+    started: float = dataclasses.field(default_factory=time.perf_counter, compare=False)
 
     def __str__(self) -> str:
         p = self.profile
@@ -136,6 +160,8 @@ def setup_notebook(
     -------
     NotebookContext
     """
+    global _STARTED
+    _STARTED = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     dev = resolve_device(device)
     set_seed(seed)
@@ -143,7 +169,119 @@ def setup_notebook(
         from .plotting import set_book_style
 
         set_book_style()
-    ctx = NotebookContext(profile=prof, device=dev, seed=seed)
+    ctx = NotebookContext(profile=prof, device=dev, seed=seed, started=_STARTED)
     if verbose:
         print(ctx)
     return ctx
+
+
+def elapsed_seconds(ctx: NotebookContext | None = None) -> float:
+    """Seconds since the chapter's set-up cell (:func:`setup_notebook`) ran.
+
+    Parameters
+    ----------
+    ctx : NotebookContext, optional
+        The chapter's context; default: the last :func:`setup_notebook` call of this kernel.
+
+    Returns
+    -------
+    float
+        Wall-clock seconds (``time.perf_counter``).
+
+    Raises
+    ------
+    RuntimeError
+        When :func:`setup_notebook` has not run in this kernel and no ``ctx`` is given.
+    """
+    start = ctx.started if ctx is not None else _STARTED
+    if start is None:
+        raise RuntimeError("setup_notebook() has not run in this kernel: no start time to measure from")
+    return time.perf_counter() - start
+
+
+def _words(text: str) -> int:
+    text = re.sub(r"\$\$.*?\$\$|```\{math\}.*?```", " equation ", text, flags=re.S)  # an equation reads slowly
+    return len(re.findall(r"[A-Za-z0-9\u00c0-\u024f]+", text))
+
+
+def reading_minutes(notebook: str | Path, *, words_per_minute: int = WORDS_PER_MINUTE) -> int:
+    """Reading time of a chapter file, in whole minutes, from the words of its text and code.
+
+    Counts the words of the markdown cells and of the code cells that are not tagged
+    ``remove-cell`` or ``solution`` (a reader reads the code too), at ``words_per_minute``.
+
+    Parameters
+    ----------
+    notebook : str or Path
+        The chapter's ``.ipynb`` file.
+    words_per_minute : int, default 150
+        Reading speed.
+
+    Returns
+    -------
+    int
+        At least 1.
+
+    Examples
+    --------
+    >>> import json, tempfile, pathlib
+    >>> cells = [{"cell_type": "markdown", "metadata": {}, "source": "word " * 300}]
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "c.ipynb"
+    >>> _ = f.write_text(json.dumps({"cells": cells}))
+    >>> reading_minutes(f)
+    2
+    """
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8")).get("cells", [])
+    n = 0
+    for cell in cells:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell.get("cell_type") == "code" and tags & {"remove-cell", "solution"}:
+            continue
+        src = cell.get("source", "")
+        n += _words("".join(src) if isinstance(src, list) else src)
+    return max(1, round(n / max(1, int(words_per_minute))))
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def glue_chapter_times(ctx: NotebookContext, notebook: str | Path | None = None) -> dict[str, str]:
+    """Glue the chapter header's compute time (measured now) and reading time (counted from the file).
+
+    Call it in the chapter's last cell: the compute time is the wall-clock time from the set-up
+    cell to that cell *in this run* (in the book build: the build that produced the page), with
+    the profile and device it ran on. The header refers to it as
+    ``{glue:md}`kmex_compute_time``` (and ``{glue:md}`kmex_reading_time```). Outside a
+    Jupyter Book build (no ``myst_nb``) it only returns the texts.
+
+    Parameters
+    ----------
+    ctx : NotebookContext
+        The chapter's context (from :func:`setup_notebook`).
+    notebook : str or Path, optional
+        The chapter's ``.ipynb`` file, for the reading time (skipped when missing, e.g. in Colab).
+
+    Returns
+    -------
+    dict
+        ``{"compute_time": ..., "reading_time": ...}`` as shown.
+    """
+    seconds = elapsed_seconds(ctx)
+    out = {
+        "compute_time": f"{_format_seconds(seconds)} on the run that produced this page (profile "
+        f"{ctx.profile.name}, {ctx.device.type}, {torch.get_num_threads()} CPU threads)",
+    }
+    if notebook is not None and Path(notebook).is_file():
+        out["reading_time"] = f"about {reading_minutes(notebook)} min"
+    try:
+        from IPython.display import Markdown
+        from myst_nb import glue
+    except ImportError:  # pragma: no cover - not in a Jupyter Book environment
+        return out
+    glue(COMPUTE_TIME_KEY, Markdown(out["compute_time"]), display=False)
+    if "reading_time" in out:
+        glue(READING_TIME_KEY, Markdown(out["reading_time"]), display=False)
+    return out

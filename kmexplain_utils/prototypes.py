@@ -41,6 +41,9 @@ __all__ = [
     "Representativeness",
     "prototype_representativeness",
     "best_rescaling",
+    "highest_scoring_images",
+    "prototype_members",
+    "attribute_shares",
 ]
 
 
@@ -369,3 +372,133 @@ def prototype_representativeness(
         out.rescaled_distance, out.scale, out.rescaled_index = d, s, i
         out.rescaled_ratio = d / denom
     return out
+
+
+def highest_scoring_images(W: Any, Z: Any, k: int = 5, *, bias: Any = None) -> torch.Tensor:
+    """Indices of the ``k`` embeddings with the highest score ``w . z (+ b)`` for every row ``w``.
+
+    A linear-head row is a *direction*: it ranks images by ``w . z`` but has no location among
+    them, so "the images nearest to it" is not its fair picture; the images it scores highest are.
+
+    Parameters
+    ----------
+    W : torch.Tensor
+        ``(P, D)`` rows (``(D,)`` for one).
+    Z : torch.Tensor
+        ``(N, D)`` embeddings.
+    k : int
+        Images per row (at most ``N``).
+    bias : torch.Tensor, optional
+        ``(P,)`` biases (they change no ranking; accepted for symmetry with the head).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(P, k)`` int64 indices into ``Z``, highest score first, on ``Z``'s device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> Z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+    >>> highest_scoring_images(torch.tensor([[1.0, 0.0]]), Z, k=2).tolist()
+    [[2, 0]]
+    """
+    Zt = _matrix(Z, "Z")
+    if isinstance(W, (torch.Tensor, np.ndarray)) and W.ndim == 1:
+        W = W[None]
+    Wt = _matrix(W, "W", "(P, D)").to(device=Zt.device, dtype=Zt.dtype)
+    if Wt.shape[1] != Zt.shape[1]:
+        raise ValueError(f"W has D = {Wt.shape[1]} but Z has D = {Zt.shape[1]}; shapes (P, D) and (N, D)")
+    scores = Wt @ Zt.T  # (P, N)
+    if bias is not None:
+        scores = scores + torch.as_tensor(bias, dtype=Zt.dtype, device=Zt.device).reshape(-1, 1)
+    return scores.topk(min(int(k), Zt.shape[0]), dim=1).indices
+
+
+def prototype_members(Z: Any, labels: Any, prototypes: Any, prototype_labels: Any) -> torch.Tensor:
+    """For each embedding, the nearest prototype *of its own class* (its k-means cluster).
+
+    Parameters
+    ----------
+    Z : torch.Tensor
+        ``(N, D)`` embeddings.
+    labels : (N,) int tensor or array
+        Their classes.
+    prototypes : torch.Tensor
+        ``(P, D)`` prototypes (e.g. ``KMeansClassifier.prototypes_``).
+    prototype_labels : (P,) int tensor or array
+        The class of each prototype (``KMeansClassifier.prototype_labels_``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` int64 prototype index, on ``Z``'s device.
+
+    Raises
+    ------
+    ValueError
+        When an embedding's class has no prototype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> Z = torch.tensor([[0.0], [1.0], [9.0]])
+    >>> prototype_members(Z, [0, 0, 0], torch.tensor([[0.0], [10.0], [1.0]]), [0, 0, 1]).tolist()
+    [0, 0, 1]
+    """
+    Zt = _matrix(Z, "Z")
+    mu = _matrix(prototypes, "prototypes", "(P, D)").to(device=Zt.device, dtype=Zt.dtype)
+    y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)).to(Zt.device)
+    py = torch.as_tensor(
+        np.asarray(prototype_labels.cpu() if isinstance(prototype_labels, torch.Tensor) else prototype_labels)
+    ).to(Zt.device)
+    if y.shape != (Zt.shape[0],) or py.shape != (mu.shape[0],):
+        raise ValueError(f"labels must be ({Zt.shape[0]},) and prototype_labels ({mu.shape[0]},); "
+                         f"got {tuple(y.shape)} and {tuple(py.shape)}")
+    missing = sorted(set(y.tolist()) - set(py.tolist()))
+    if missing:
+        raise ValueError(f"classes {missing} have no prototype")
+    d2 = _sq_dist(Zt, mu)
+    d2 = torch.where(y[:, None] == py[None, :], d2, torch.full_like(d2, torch.inf))
+    return d2.argmin(1)
+
+
+def attribute_shares(members: Any, values: Any, n_prototypes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Share of each value of a categorical attribute among the members of every prototype.
+
+    Parameters
+    ----------
+    members : (N,) int tensor or array
+        Prototype index of each image (:func:`prototype_members`).
+    values : (N,) array
+        The attribute of each image (e.g. ``dataset.attributes["facing"]``).
+    n_prototypes : int
+        Number of prototypes ``P``.
+
+    Returns
+    -------
+    shares : numpy.ndarray
+        ``(P, V)`` fraction of each prototype's members with each value (rows of empty
+        prototypes are NaN).
+    categories : numpy.ndarray
+        ``(V,)`` the values, sorted.
+    counts : numpy.ndarray
+        ``(P,)`` members per prototype.
+
+    Examples
+    --------
+    >>> shares, cats, counts = attribute_shares([0, 0, 1, 1], ["l", "r", "r", "r"], 2)
+    >>> cats.tolist(), shares.tolist(), counts.tolist()
+    (['l', 'r'], [[0.5, 0.5], [0.0, 1.0]], [2, 2])
+    """
+    m = np.asarray(members.cpu() if isinstance(members, torch.Tensor) else members).astype(np.int64)
+    v = np.asarray(values)
+    if m.shape != v.shape or m.ndim != 1:
+        raise ValueError(f"members and values must both have shape (N,), got {m.shape} and {v.shape}")
+    categories, codes = np.unique(v, return_inverse=True)
+    table = np.zeros((int(n_prototypes), len(categories)))
+    np.add.at(table, (m, codes), 1.0)
+    counts = table.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = table / counts[:, None]
+    return shares, categories, counts.astype(np.int64)

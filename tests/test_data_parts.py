@@ -288,3 +288,28 @@ def test_balanced_order_prefixes_are_balanced():
     # unequal classes: all items still appear once
     uneven = np.array([0, 0, 0, 0, 1, 2, 2])
     assert sorted(balanced_order(uneven, seed=3).tolist()) == list(range(7))
+
+
+def test_nuisance_variables_are_exposed_and_consistent_with_the_pictures():
+    """make_parts exposes the generator's nuisances (ImageSet.attributes), kept by subset; facing
+    is where the head is drawn relative to the body (checked on unrotated-enough creatures)."""
+    from kmexplain_utils.data.parts import NUISANCE_NAMES, make_parts
+
+    ds = make_parts(64, image_size=64, seed=3)
+    assert set(ds.attributes) == set(NUISANCE_NAMES)
+    assert all(v.shape == (64,) for v in ds.attributes.values())
+    assert set(ds.attributes["facing"]) == {"left", "right"} and set(ds.attributes["legs"]) == {2, 4}
+    assert np.abs(ds.attributes["rotation_deg"]).max() <= 60 + 1e-6
+    assert ds.attributes["size"].min() >= 0.88 - 1e-6 and ds.attributes["size"].max() <= 1.12 + 1e-6
+    cols = torch.arange(64, dtype=torch.float32)
+    checked = 0
+    for i in range(64):
+        if abs(ds.attributes["rotation_deg"][i]) > 45:
+            continue
+        head_x = (ds.parts[i] == 2).float().sum(0) @ cols / (ds.parts[i] == 2).sum()
+        body_x = (ds.parts[i] == 1).float().sum(0) @ cols / (ds.parts[i] == 1).sum()
+        assert (head_x > body_x) == (ds.attributes["facing"][i] == "right"), i
+        checked += 1
+    assert checked > 20
+    sub = ds.subset([5, 1])
+    assert sub.attributes["facing"].tolist() == ds.attributes["facing"][[5, 1]].tolist()

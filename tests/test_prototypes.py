@@ -143,3 +143,24 @@ def test_representativeness_validation_and_no_mutation(Z) -> None:
     prototype_representativeness(P, Z, rescale=True)
     nearest_images(P, Z)
     assert torch.equal(Z, Z0) and torch.equal(P, Z0[:3])
+
+
+def test_highest_scoring_images_members_and_attribute_shares():
+    from kmexplain_utils.prototypes import attribute_shares, highest_scoring_images, prototype_members
+
+    g = torch.Generator().manual_seed(0)
+    Z = torch.randn(50, 4, generator=g)
+    W = torch.randn(3, 4, generator=g)
+    top = highest_scoring_images(W, Z, k=5, bias=torch.tensor([1.0, -2.0, 3.0]))
+    assert torch.equal(top, (Z @ W.T).T.argsort(dim=1, descending=True)[:, :5])
+    y = torch.arange(50) % 2
+    mu = torch.randn(4, 4, generator=g)
+    mu_y = np.array([0, 0, 1, 1])
+    members = prototype_members(Z, y, mu, mu_y)
+    d = torch.cdist(Z, mu)
+    for i in range(50):
+        own = np.flatnonzero(mu_y == int(y[i]))
+        assert int(members[i]) == own[int(d[i, own].argmin())]
+    shares, cats, counts = attribute_shares(members, np.where(y.numpy() == 0, "a", "b"), 4)
+    assert counts.sum() == 50 and np.allclose(np.nansum(shares, 1)[counts > 0], 1)
+    assert (shares[:2, 1][counts[:2] > 0] == 0).all()  # class-0 prototypes hold only "a"

@@ -22,7 +22,7 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -107,12 +107,18 @@ class ImageSet(Dataset):
         ``parts``.
     name : str
         A short name shown in ``repr`` and figure titles.
+    attributes : dict of str -> (N,) array, optional
+        Per-image metadata that does not define the class (for the generated set: the
+        generator's nuisance variables, e.g. ``"facing"``, ``"legs"``, ``"body_colour"``);
+        kept by :meth:`subset`.
 
     Attributes
     ----------
     images, labels, parts, objects : torch.Tensor or None
         The tensors above (``labels`` int64, ``parts`` int64, ``objects`` bool).
     class_names, part_names : list of str (``part_names`` may be None)
+    attributes : dict of str -> numpy.ndarray
+        ``(N,)`` per-image metadata (empty when none is known).
 
     Example
     -------
@@ -133,6 +139,7 @@ class ImageSet(Dataset):
         objects: torch.Tensor | None = None,
         part_names: Sequence[str] | None = None,
         name: str = "images",
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         images = check_rgb_images(images, name="images")
         n, _, h, w = images.shape
@@ -168,6 +175,12 @@ class ImageSet(Dataset):
         self.objects = objects
         self.part_names = list(part_names) if part_names is not None else None
         self.name = name
+        self.attributes: dict[str, np.ndarray] = {}
+        for key, values in (attributes or {}).items():
+            arr = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
+            if arr.shape[:1] != (n,):
+                raise ValueError(f"attribute {key!r} must have one value per image ({n},), got shape {arr.shape}")
+            self.attributes[str(key)] = arr
 
     @staticmethod
     def _check_map(m: torch.Tensor, n: int, h: int, w: int, what: str) -> torch.Tensor:
@@ -229,6 +242,7 @@ class ImageSet(Dataset):
             objects=None if self.objects is None else self.objects[i],
             part_names=self.part_names,
             name=self.name,
+            attributes={k: v[i.numpy()] for k, v in self.attributes.items()},
         )
 
     def class_counts(self) -> torch.Tensor:

@@ -92,12 +92,15 @@ __all__ = [
     "CLASS_NAMES",
     "HEAD_COLORS",
     "MARKINGS",
+    "NUISANCE_NAMES",
+    "BODY_COLOR_NAMES",
     "PART_NAMES",
     "TAIL_SHAPES",
     "class_attributes",
     "make_parts",
     "render_parts",
     "sample_scenes",
+    "scene_nuisances",
 ]
 
 PART_NAMES = ["background", "body", "head", "tail", "legs", "marking"]
@@ -110,6 +113,9 @@ MARKINGS = ("striped", "spotted")
 CLASS_NAMES = [f"{h}-{t}-{m}" for h in HEAD_COLORS for t in TAIL_SHAPES for m in MARKINGS]
 
 # body colours (a nuisance): no red and no blue, so that the head colour is the cue
+BODY_COLOR_NAMES = ("tan", "olive", "grey", "green", "yellow", "brown", "off-white")
+#: The generator's nuisance variables exposed as ``ImageSet.attributes`` by :func:`make_parts`.
+NUISANCE_NAMES = ("facing", "legs", "body_colour", "rotation_deg", "size", "position_x", "position_y")
 _BODY_PALETTE = torch.tensor(
     [
         [0.80, 0.66, 0.42],  # tan
@@ -171,8 +177,8 @@ def sample_scenes(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
     p["period"] = _u(g, n, 0.50, 0.60)  # stripe / spot period
     p["phase"] = _u(g, n, 0.0, 1.0, 2)
     # colours
-    p["body_color"] = _BODY_PALETTE[torch.randint(len(_BODY_PALETTE), (n,), generator=g)]
-    p["body_color"] = p["body_color"] + 0.05 * torch.randn(n, 3, generator=g)
+    p["body_index"] = torch.randint(len(_BODY_PALETTE), (n,), generator=g)
+    p["body_color"] = _BODY_PALETTE[p["body_index"]] + 0.05 * torch.randn(n, 3, generator=g)
     p["head_color"] = _HEAD[p["head"]] + 0.05 * torch.randn(n, 3, generator=g)
     p["tail_color"] = _TAIL[p["tail"]] + 0.05 * torch.randn(n, 3, generator=g)
     p["mark_shade"] = _u(g, n, 0.30, 0.45)
@@ -197,6 +203,29 @@ def sample_scenes(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
     p["d_color"] = d_color + 0.05 * torch.randn(n, k, 3, generator=g)
     p["noise_std"] = _u(g, n, 0.02, 0.06)
     return p
+
+
+def scene_nuisances(p: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The nuisance variables of scenes drawn by :func:`sample_scenes`, one value per scene.
+
+    Returns
+    -------
+    dict of str -> (n,) numpy array
+        ``facing`` ("right" or "left": the head's side before rotation, i.e. the horizontal
+        flip), ``legs`` (2 or 4), ``body_colour`` (a name of :data:`BODY_COLOR_NAMES`),
+        ``rotation_deg`` (degrees, counter-clockwise, in [-60, 60]), ``size`` (scale relative
+        to the mean, in [0.88, 1.12]), ``position_x`` and ``position_y`` (centre of the creature
+        in image units, [-1, 1] spans the image, y downwards).
+    """
+    return {
+        "facing": np.where(p["flip"].numpy(), "left", "right"),
+        "legs": np.where(p["n_legs4"].numpy(), 4, 2),
+        "body_colour": np.asarray(BODY_COLOR_NAMES)[p["body_index"].numpy()],
+        "rotation_deg": np.degrees(p["angle"].numpy()),
+        "size": p["scale"].numpy() / 0.52,
+        "position_x": p["center"][:, 0].numpy(),
+        "position_y": p["center"][:, 1].numpy(),
+    }
 
 
 def _b(x: torch.Tensor) -> torch.Tensor:
@@ -312,9 +341,11 @@ def render_parts(
 
 
 @functools.lru_cache(maxsize=2)
-def _generate(n: int, image_size: int, seed: int, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images, parts and labels of a split, kept for the process (a train and a test set)."""
-    images, parts, labels = [], [], []
+def _generate(
+    n: int, image_size: int, seed: int, split: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, np.ndarray]]:
+    """Images, parts, labels and nuisances of a split, kept for the process (a train and a test set)."""
+    images, parts, labels, nuisances = [], [], [], []
     for chunk in range(-(-n // _CHUNK)):
         g = _chunk_generator(seed, split, chunk)
         p = sample_scenes(_CHUNK, g)
@@ -323,13 +354,16 @@ def _generate(n: int, image_size: int, seed: int, split: str) -> tuple[torch.Ten
         images.append(img[:m])
         parts.append(prt[:m])
         labels.append(p["label"][:m])
+        nuisances.append({k: v[:m] for k, v in scene_nuisances(p).items()})
     if n == 0:
         return (
             torch.zeros(0, 3, image_size, image_size),
             torch.zeros(0, image_size, image_size, dtype=torch.int64),
             torch.zeros(0, dtype=torch.int64),
+            {k: np.zeros(0) for k in NUISANCE_NAMES},
         )
-    return torch.cat(images), torch.cat(parts), torch.cat(labels)
+    attrs = {k: np.concatenate([d[k] for d in nuisances]) for k in NUISANCE_NAMES}
+    return torch.cat(images), torch.cat(parts), torch.cat(labels), attrs
 
 
 def make_parts(n: int, image_size: int = 64, seed: int = 0, split: str = "train") -> ImageSet:
@@ -351,7 +385,8 @@ def make_parts(n: int, image_size: int = 64, seed: int = 0, split: str = "train"
     ImageSet
         In memory, with ``.images`` ``(n, 3, S, S)``, ``.labels`` ``(n,)``,
         ``.parts`` ``(n, S, S)`` (labels of :data:`PART_NAMES`) and
-        ``.objects`` ``(n, S, S)`` (``parts > 0``).
+        ``.objects`` ``(n, S, S)`` (``parts > 0``), and the generator's nuisance variables as
+        ``.attributes`` (:data:`NUISANCE_NAMES`, see :func:`scene_nuisances`).
 
     Example
     -------
@@ -368,7 +403,7 @@ def make_parts(n: int, image_size: int = 64, seed: int = 0, split: str = "train"
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    images_t, parts_t, labels_t = _generate(n, image_size, seed, split)
+    images_t, parts_t, labels_t, attrs = _generate(n, image_size, seed, split)
     # clones: the cached tensors stay intact whatever the caller does with these
     images_t, parts_t, labels_t = images_t.clone(), parts_t.clone(), labels_t.clone()
     return ImageSet(
@@ -379,4 +414,5 @@ def make_parts(n: int, image_size: int = 64, seed: int = 0, split: str = "train"
         objects=parts_t > 0,
         part_names=PART_NAMES,
         name=f"parts-{split}",
+        attributes={k: v.copy() for k, v in attrs.items()},
     )
