@@ -807,6 +807,7 @@ def plot_explanations(
     size: float = 1.6,
     alpha: float = 0.55,
     title: str | None = None,
+    colorbar: bool = True,
 ):
     """One row per image: the image, its ground-truth parts, then concept and attribution maps.
 
@@ -832,6 +833,8 @@ def plot_explanations(
     alpha : float
         Opacity of label maps.
     title : str, optional
+    colorbar : bool, default True
+        One colour bar under every heat-map column (its scale, shared by the column's panels).
 
     Returns
     -------
@@ -876,6 +879,13 @@ def plot_explanations(
             axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
     for c, head in enumerate(heads):
         axes[0, c].set_title(head, fontsize=9)
+    if colorbar:
+        first = len(heads) - len(columns)
+        for c, (name, m) in enumerate(columns.items()):
+            if m.is_floating_point() and axes[-1, first + c].images:
+                bar = fig.colorbar(axes[-1, first + c].images[-1], ax=axes[:, first + c], location="bottom",
+                                   shrink=0.9, aspect=12, pad=0.01)
+                bar.ax.tick_params(labelsize=6)
     if parts is not None and part_names is not None:
         handles = [Patch(facecolor=p_colors[v], label=str(part_names[v])) for v in range(1, len(part_names))]
         fig.legend(handles=handles, loc="outside right center", title="parts", fontsize=8)
