@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validation import NotFittedError, check_is_fitted, check_tensor
+from ._torch import as_generator, eval_mode, model_device
 from .config import progress
 from .resample import GridGeometry, infer_geometry, resample_map
 
@@ -131,26 +132,6 @@ def parse_level(level: str) -> tuple[str, ...]:
             f"level {level!r}: blocks must be listed once each in ascending order; did you mean {fixed!r}?"
         )
     return tuple(f"B{d}" for d in digits)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode and restore every module's train/eval flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 _ADAPTERS: "weakref.WeakKeyDictionary[nn.Module, Any]" = weakref.WeakKeyDictionary()
@@ -540,7 +521,7 @@ class LevelFeatures:
         return tuple(sorted(set(blocks) | set(extra)))
 
     def _device_for(self, model: nn.Module) -> torch.device:
-        dev = _model_device(model)
+        dev = model_device(model)
         if not (isinstance(self.device, str) and self.device == "auto") and self.device is not None:
             want = torch.device(self.device)
             if want.type != dev.type or (want.index is not None and want.index != dev.index):
@@ -885,14 +866,6 @@ class PositionSample:
         return self.vectors.shape[0]
 
 
-def _generator(random_state: int | torch.Generator | None) -> torch.Generator:
-    if isinstance(random_state, torch.Generator):
-        return random_state
-    g = torch.Generator()
-    g.manual_seed(0 if random_state is None else int(random_state))
-    return g
-
-
 def sample_positions(
     model: nn.Module,
     data: Any,
@@ -917,8 +890,9 @@ def sample_positions(
         A fitted block level.
     per_image : int
         Positions per image (all positions when the grid has fewer).
-    random_state : int or torch.Generator
-        Seed of the position draw.
+    random_state : int, torch.Generator or None
+        Seed of the position draw (``None``: fresh randomness, see
+        :func:`kmexplain_utils._torch.as_generator`).
     batch_size : int
         Batch size.
     desc : str, optional
@@ -954,7 +928,7 @@ def sample_positions(
             "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
             stacklevel=2,
         )
-    g = _generator(random_state)
+    g = as_generator(random_state)
     batches, n = iter_batches(data, batch_size)
     vecs, idxs, yxs, labs, pooled, ys = [], [], [], [], [], []
     has_y, offset, grid, image_size = True, 0, None, None

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._torch import eval_mode, model_device
 from .checkpoints import (
     CheckpointError,
     CheckpointWarning,
@@ -155,14 +156,6 @@ def _batches(
         yield x, torch.as_tensor(y)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
 def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip each image ``(B, C, H, W)`` left-right with probability 1/2."""
     mask = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
@@ -232,18 +225,14 @@ def predict_logits(
         ``(N, n_classes)`` float logits on the CPU. The model's train/eval
         mode is restored afterwards.
     """
-    dev = _model_device(model) if device is None else resolve_device(device)
+    dev = model_device(model) if device is None else resolve_device(device)
     model.to(dev)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if isinstance(dataset, torch.Tensor):
             chunks = (dataset[i : i + batch_size] for i in range(0, len(dataset), batch_size))
         else:
             chunks = (x for x, _ in _batches(dataset, batch_size))
         out = [model(x.to(dev, non_blocking=True)).float().cpu() for x in chunks]
-    finally:
-        model.train(was_training)
     if not out:
         raise ValueError("predict_logits got an empty dataset (0 images).")
     return torch.cat(out)
@@ -369,7 +358,7 @@ def train_model(
     if int(profile.epochs) < 1 or int(profile.batch_size) < 1:
         raise ValueError(f"profile.epochs and profile.batch_size must be >= 1, got {profile.epochs}, {profile.batch_size}")
     start = time.perf_counter()
-    dev = _model_device(model) if device is None else resolve_device(device)
+    dev = model_device(model) if device is None else resolve_device(device)
     set_seed(seed)
     gen = torch.Generator().manual_seed(int(seed))
     if augment is None:
