@@ -72,8 +72,12 @@ def exercise_stub(solution_source: str) -> str:
     )
 
 
-def make_student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Return a student copy of ``nb`` (``nb`` itself is not modified)."""
+def make_student_notebook(nb: nbformat.NotebookNode, *, keep_outputs: bool = False) -> nbformat.NotebookNode:
+    """Return a student copy of ``nb`` (``nb`` itself is not modified).
+
+    With ``keep_outputs`` (the student *site*, built from executed notebooks) the outputs of the
+    cells that are not solutions are kept; a solution stub never has an output.
+    """
     student = nbformat.from_dict(nbformat.v4.new_notebook())
     student.metadata = nbformat.from_dict(dict(nb.metadata))
     student.nbformat, student.nbformat_minor = nb.nbformat, nb.nbformat_minor
@@ -94,6 +98,9 @@ def make_student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
                                                                         "remove-input", "remove-cell"}]
             else:
                 new = nbformat.v4.new_code_cell(cell.source)
+                if keep_outputs:
+                    new.outputs = nbformat.from_dict(list(cell.get("outputs", [])))
+                    new.execution_count = cell.get("execution_count")
         else:
             new = nbformat.v4.new_raw_cell(cell.source)
         if tags:
