@@ -36,7 +36,7 @@ define pytest_stage
 	exit $$rc
 endef
 
-.PHONY: install book widgets test test-unit test-notebooks test-paper test-colab test-site clean clean-cache student
+.PHONY: install book book-student widgets test test-unit test-notebooks test-paper test-colab test-site test-student-site clean clean-cache student
 
 install: $(STAMP)
 
@@ -101,6 +101,21 @@ test-site: install
 
 student: install
 	$(BIN)/python scripts/make_student_notebooks.py --out _build/student
+
+# The site without solutions, beside the full one: built from the notebooks the full build executed
+# (_build/jupyter_execute/book; `make book` first if they are missing), solutions taken out by
+# scripts/make_student_notebooks.py, nothing re-executed -> _build/student_site/_build/html
+STUDENT_SRC  := _build/student_src
+STUDENT_SITE := _build/student_site
+book-student: install widgets
+	@test -f _build/jupyter_execute/book/01_cnn_is_sem.ipynb || $(MAKE) --no-print-directory book
+	$(BIN)/python scripts/make_student_site.py --out $(STUDENT_SRC)
+	$(BIN)/jupyter-book build $(STUDENT_SRC) -W -n --keep-going --path-output $(STUDENT_SITE)
+	@echo "==> student site: $(CURDIR)/$(STUDENT_SITE)/_build/html/index.html"
+
+# the browser test of the student site (no solution visible on any page)
+test-student-site: install
+	$(call pytest_stage,student site (browser),-q -m book tests/test_student_site.py)
 
 clean:
 	rm -rf _build
