@@ -69,3 +69,37 @@ def test_book_build_and_chapter_tests_turn_checks_strict():
     makefile = (ROOT / "Makefile").read_text()
     assert "KMEX_STRICT_CHECKS=1" in makefile or "KMEX_STRICT_CHECKS := 1" in makefile
     assert "KMEX_STRICT_CHECKS" in (ROOT / "tests" / "test_notebooks.py").read_text()
+
+
+def test_chapter_times_are_measured_from_the_set_up_cell(tmp_path, monkeypatch):
+    """The header's compute time is measured (set-up cell -> last cell), the reading time counted."""
+    import time as _time
+
+    ctx = notebook.setup_notebook("smoke", style=False, verbose=False)
+    _time.sleep(0.05)
+    assert 0.05 <= notebook.elapsed_seconds(ctx) < 60
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": "word " * 600},
+             {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "source": "hidden " * 6000}]
+    chapter = tmp_path / "c.ipynb"
+    chapter.write_text(json.dumps({"cells": cells}))
+    assert notebook.reading_minutes(chapter) == 4
+    out = notebook.glue_chapter_times(ctx, chapter)
+    assert re.match(r"\d+ s on the run that produced this page \(profile smoke", out["compute_time"])
+    assert out["reading_time"] == "about 4 min"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "book").glob("*.ipynb")))
+def test_every_chapter_has_a_header_with_glued_times(name):
+    """Every chapter shows a header (objectives, prerequisites, reading and compute time) whose times
+    are glued by the chapter's own last cell (notebook.glue_chapter_times), never typed."""
+    nb = json.loads((ROOT / "book" / f"{name}.ipynb").read_text())
+    md = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+          for c in nb["cells"] if c["cell_type"] == "markdown"]
+    code = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in nb["cells"] if c["cell_type"] == "code"]
+    header = [t for t in md if "kmex_compute_time" in t]
+    assert len(header) == 1, f"{name}: no (or several) header cells referring to the glued compute time"
+    for word in ("Learning objectives", "Prerequisites", "Reading time", "Compute time"):
+        assert word in header[0], f"{name}: header lacks {word!r}"
+    assert any("glue_chapter_times(" in c for c in code[-3:]), f"{name}: the last cells must glue the times"
+    assert any("misconception" in t.lower() for t in md), f"{name}: no 'common misconceptions' box"
