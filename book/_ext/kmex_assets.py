@@ -103,7 +103,8 @@ def _configure_execution(app: Sphinx, config: Config) -> None:
     if mode == "off":
         # nothing is executed, so nothing is glued: the cross-page glue of the results at a glance
         # (book/intro.md <- 05_evaluation) has no value to paste; that is expected, not an error
-        config.suppress_warnings = [*(config.suppress_warnings or []), "mystnb.glue_ref"]
+        # (and the chapter headers' own compute and reading times, glued by each chapter's last cell)
+        config.suppress_warnings = [*(config.suppress_warnings or []), "mystnb.glue_ref", "mystnb.glue"]
     if mode != "cache":
         return
     cache = config.nb_execution_cache_path or str(Path(app.outdir).parent / ".jupyter_cache")
