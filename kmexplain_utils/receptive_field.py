@@ -105,6 +105,7 @@ def receptive_field_centres(
     thin: int | None = None,
     avg_pool_for_max: bool = True,
     seed: int = 0,
+    axes: tuple[int, ...] = (0, 1),
 ) -> dict[str, MeasuredCentre]:
     """Measure the receptive-field centre of the middle position of each block, in pixels.
 
@@ -129,6 +130,9 @@ def receptive_field_centres(
         module docstring).
     seed : int
         Seed of the noise image and of the random weights of the channels.
+    axes : tuple of int
+        Which axes to measure: ``0`` rows, ``1`` columns (one probe each; the
+        centre of an axis not measured is ``None``).
 
     Returns
     -------
@@ -160,7 +164,11 @@ def receptive_field_centres(
     g = torch.Generator().manual_seed(seed)
     results: dict[str, dict[str, Any]] = {b: {} for b in names}
     try:
+        if not axes or any(a not in (0, 1) for a in axes):
+            raise ValueError(f"axes must be a non-empty subset of (0, 1), got {axes!r}")
         for axis, size in ((1, (thin, length)), (0, (length, thin))):
+            if axis not in axes:
+                continue
             x = torch.rand(1, 3, *size, generator=g, dtype=torch.float64, requires_grad=True)
             store: dict[str, torch.Tensor] = {}
             handles = [m.register_forward_hook(lambda _m, _i, out, b=b: store.__setitem__(b, out))
