@@ -242,7 +242,7 @@ def test_plot_explanations_layout(ds):
         panel_titles={"attribution": ["x", "y", "z"]},
         n_concepts=4,
     )
-    assert len(fig.axes) == n * 4
+    assert len(fig.axes) == n * 4 + 1  # + the colour bar of the one heat-map column
     assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "parts", "concepts", "attribution"]
     assert fig.axes[4].get_ylabel() == "b" and fig.axes[7].get_xlabel() == "y"
     m = float(attribution.abs().max())
