@@ -892,7 +892,7 @@ def sample_positions(
         Positions per image (all positions when the grid has fewer).
     random_state : int, torch.Generator or None
         Seed of the position draw (``None``: fresh randomness, see
-        :func:`kmexplain_utils._torch.as_generator`).
+        the package-wide rule of ``_torch.as_generator``).
     batch_size : int
         Batch size.
     desc : str, optional

@@ -332,7 +332,7 @@ class KMeansScores(nn.Module):
 
     @property
     def explainer(self) -> Any:
-        """The explainer, running :attr:`network`."""
+        """The explainer, running ``network``."""
         return self._explainer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
