@@ -13,15 +13,13 @@
 - :class:`KMeansScoreModel` -- images -> class scores of a k-means classifier
   at a level (the best prototype score ``2 mu . z - ||mu||^2`` of each class),
   so that deletion and insertion score a k-means map on the model it explains.
-- :func:`cascading_randomization` -- copies of a network with its head, then
-  B4, B3, ... re-initialised (the model-randomisation sanity check of
-  Adebayo et al., 2018).
+
+The model-randomisation sanity check lives in :mod:`kmexplain_utils.sanity`.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,7 +27,7 @@ from torch import nn
 
 from ._validation import check_rgb_images
 
-__all__ = ["KMeansScoreModel", "cascading_randomization", "grad_cam", "occlusion"]
+__all__ = ["KMeansScoreModel", "grad_cam", "occlusion"]
 
 
 def _targets(target: Any, n: int, device: torch.device) -> torch.Tensor:
@@ -69,13 +67,12 @@ def grad_cam(
     block : str, default "B4"
         Block whose output is differentiated (``"B3"`` for a finer grid).
     layer : nn.Module, optional
-        Differentiate this module's output instead of ``block`` (then ``size``
-        resamples with stride ``H / h`` and offset 0).
+        Differentiate this module's output instead (``size`` then assumes offset 0).
     kind : {"gradcam", "layercam"}
     size : int or (int, int), optional
-        Resample to this size at the block's registered centres.
+        Resample to this size at the block's registered centres (``registration``
+        ``"exact"``, or ``"cell"`` for the first edition's convention).
     registration : {"exact", "cell"}
-        Convention used for that resampling.
 
     Returns
     -------
@@ -234,55 +231,7 @@ class KMeansScoreModel(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores ``(N, C)`` of images ``x`` ``(N, 3, H, W)``."""
         z = self.level_features.pooled(self.model, x)
         scores, _ = self.classifier.best_prototype_per_class(z)
         return scores / self.temperature
-
-
-def _reinit(module: nn.Module, generator_seed: int) -> None:
-    torch.manual_seed(generator_seed)
-    for m in module.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-
-
-def cascading_randomization(model: nn.Module, *, seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
-    """Copies of ``model`` randomised from the top down (Adebayo et al., 2018).
-
-    Yields ``("head", m1)`` with the final linear layer re-initialised, then
-    ``("head+B4", m2)`` with B4 re-initialised as well, then ``"head+B4+B3"``
-    and so on down to B1: each copy randomises one more block (parameters
-    reset by their modules' ``reset_parameters``, batch-norm statistics
-    reset). The original model is not changed.
-
-    Parameters
-    ----------
-    model : nn.Module
-    seed : int
-        Seed of the re-initialisations.
-    """
-    from .features import model_adapter
-
-    adapter = model_adapter(model)
-    current = copy.deepcopy(model).eval()
-    with torch.random.fork_rng():
-        _reinit(_named(current, _linear_name(model, adapter)), seed)
-        stage = "head"
-        yield stage, copy.deepcopy(current)
-        for i, b in enumerate(reversed(list(adapter.blocks))):
-            _reinit(_named(current, adapter.blocks[b]), seed + i + 1)
-            stage += f"+{b}"
-            yield stage, copy.deepcopy(current)
-
-
-def _linear_name(model: nn.Module, adapter: Any) -> str:
-    for name, m in model.named_modules():
-        if m is adapter.head.linear:
-            return name
-    raise ValueError("the model's linear head is not one of its modules")
-
-
-def _named(model: nn.Module, name: str) -> nn.Module:
-    return dict(model.named_modules())[name]

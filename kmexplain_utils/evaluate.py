@@ -1,55 +1,65 @@
 """The quantitative evaluation of the book (METHOD section 6), and its command line.
 
-:func:`run_evaluation` trains (or loads from the cache) the profile's model
-for every seed and measures, per level (``"logits"``, ``"B4"``, ``"B34"``,
-``"B234"``, ``"B1234"``):
+:func:`run_evaluation` is a data step and a list of measurements. For every
+seed, :func:`prepare_seed` loads the trained network (from the cache), fits
+every level, classifier and concept model and makes **one** forward pass over
+the training and test images for all of them (pooled embeddings, logits,
+concept maps); then one function per measurement adds records:
 
-- **accuracy** of the network's linear head and of the k-means classifier
-  (same ``k_per_class`` at every level);
-- **prototype representativeness** of the linear head's rows (raw and best
-  rescaled) vs the k-means centroids, in the pooled B4 space (the linear
-  head's space);
-- **semantic fidelity** of concept maps (``profile.n_concepts`` concepts)
-  against the ground-truth part maps: NMI and purity on all pixels and on
-  object pixels, mIoU after a concept-to-part mapping fitted on training
-  images and evaluated on test images, and the "nothing found" floor; the
-  **resolution control** ``"B4@<level>-grid"`` (B4 resized to the grid of
-  each multi-block level) sits beside every multi-block level;
-- **attribution** faithfulness and localisation on ``profile.n_eval_images``
-  test images: deletion / insertion AUC, pointing game and energy in the
-  object mask, for the k-means maps of every block level vs CAM, Grad-CAM
-  (``pytorch-grad-cam``, target layer ``model.layer4``) and a random map;
-- **sensitivity** (one seed): accuracy over ``profile.k_sweep`` prototypes
-  per class, mIoU and object-pixel NMI over ``profile.concept_sweep``.
+- :func:`measure_accuracy` -- the linear head and the k-means classifier at
+  every level (and the sweep over prototypes per class);
+- :func:`measure_representativeness` -- linear rows vs k-means centroids;
+- :func:`measure_concepts` -- concept maps vs parts: NMI and AMI, purity, on
+  all and on object pixels, mIoU with its floor, per-part IoU and the parts
+  that get no concept; for the main setting, the resolution control
+  ``B4@<level>-grid``, the old cell registration (``concepts-cell``), and on
+  the first seed the ablation over the number of concepts and per-class
+  concepts;
+- :func:`measure_concept_references` -- the resolution ceiling of every grid
+  (object-pixel scores from the majority *object* part of each position),
+  k-means on RGB and RGB+xy pixels, NMF on the same position vectors;
+- :func:`measure_attribution` -- deletion / insertion AUC **on the model each
+  map explains** (k-means maps on the k-means classifier of their level, the
+  rest on the linear head; the k-means maps on the linear head as the
+  labelled ``*_transfer`` metrics), pointing game and energy on the object,
+  for the k-means maps, the resolution control, the cell registration, CAM,
+  Grad-CAM at B3, occlusion and a random map; the identity
+  ``Grad-CAM(B4) = ReLU(CAM - b) / |P|`` is checked and recorded, not counted as a baseline;
+- :func:`measure_sanity` -- cascading model randomisation: Spearman
+  correlation of every method's maps with the trained network's;
+- :func:`measure_contrastive` -- contrastive maps against the ground-truth
+  deciding part (images whose top two classes differ in one attribute).
 
-Result records (the rows of the returned DataFrame, and of ``"records"`` in
-the JSON the command line writes) have the columns of :data:`COLUMNS`:
+Records (rows of the returned DataFrame and ``"records"`` of the JSON) have
+the columns of :data:`COLUMNS`:
 
 =========  =====  ==============================================================
 column     type   meaning
 =========  =====  ==============================================================
 profile    str    profile name
 seed       int    model / k-means seed
-level      str    feature space: ``logits``, ``B4``, ``B34``, ``B234``,
-                  ``B1234``, ``B4@B234-grid`` ...; ``pixel`` for the random map
-method     str    ``linear`` (the network's head), ``linear-rescaled``,
-                  ``kmeans``, ``concepts``, ``cam``, ``gradcam``, ``random``
+level      str    ``logits``, ``B4`` ... ``B1234``, ``B4@B234-grid`` (resolution
+                  control), ``pixel`` (pixel-level methods)
+method     str    ``linear``, ``linear-rescaled``, ``kmeans``, ``kmeans-cell``,
+                  ``concepts``, ``concepts-cell``, ``concepts-per-class``,
+                  ``ceiling``, ``kmeans-rgb``, ``kmeans-rgbxy``, ``nmf``, ``cam``,
+                  ``gradcam``, ``occlusion``, ``random``
 metric     str    see :data:`METRICS`
 value      float  the measurement
-n          int    number of items averaged (test images, prototypes, pixels...)
-sweep      str    ``null``, ``"k_per_class"`` or ``"n_concepts"``
-param      int    ``k_per_class`` (accuracy, representativeness) or ``K'``
-                  (concept metrics) used; ``null`` otherwise
-part       str    part name for ``metric == "iou"``, else ``null``
-note       str    e.g. the deletion baseline, or parts without a concept
+n          int    number of items averaged (images, prototypes, parts...)
+sweep      str    ``null``, ``"k_per_class"``, ``"n_concepts"`` or ``"per_class"``
+param      int    ``K`` (accuracy), ``K'`` (concepts), randomisation stage
+part       str    part name (``iou``, contrastive scores per deciding part)
+note       str    e.g. the deletion baseline, the parts without a concept,
+                  the randomisation stage, the model a map is scored on
 =========  =====  ==============================================================
 
 Command line::
 
     python -m kmexplain_utils.evaluate --profile quick --seeds 3 --out results.json
 
-writes ``{"schema": "kmexplain-evaluation/1", "profile": {...}, "seeds": [...],
-"columns": [...], "records": [...], "curves": [...], "info": {...}}``.
+writes ``{"schema": "kmexplain-evaluation/2", "profile": {...}, "seeds": [...],
+"columns": [...], "metrics": {...}, "records": [...], "curves": [...], "info": {...}}``.
 """
 
 from __future__ import annotations
@@ -68,26 +78,61 @@ import torch
 
 from . import config
 from .config import Profile, get_profile, progress, resolve_device, set_progress
+from .plotting import plot_curves, plot_qualitative, plot_sweeps, plot_tradeoff
 
 __all__ = [
     "COLUMNS",
+    "LEARNED_ACCURACY",
     "METRICS",
     "SCHEMA",
+    "FeatureSpace",
+    "Recorder",
+    "SeedData",
+    "SharedData",
+    "claims_table",
+    "deciding_part",
+    "evaluation_specs",
+    "fewer_data_profile",
     "grad_cam",
+    "load_data",
     "main",
+    "measure_accuracy",
+    "measure_attribution",
+    "measure_concept_references",
+    "measure_concepts",
+    "measure_contrastive",
+    "measure_representativeness",
+    "measure_sanity",
     "method_label",
     "plot_curves",
     "plot_qualitative",
     "plot_sweeps",
     "plot_tradeoff",
+    "prepare_seed",
     "run_evaluation",
     "summary_table",
     "to_json",
 ]
 
-SCHEMA = "kmexplain-evaluation/1"
+SCHEMA = "kmexplain-evaluation/2"
 
 COLUMNS = ("profile", "seed", "level", "method", "metric", "value", "n", "sweep", "param", "part", "note")
+
+#: a network "has learned" (and readings that depend on it may be drawn) at this test accuracy or above
+LEARNED_ACCURACY = 0.8
+
+_CONCEPT_METRICS: dict[str, str] = {
+    "nmi": "NMI of concepts vs parts over all test pixels (biased upwards by more concepts)",
+    "ami": "adjusted mutual information of concepts vs parts over all test pixels (0 = chance)",
+    "purity": "purity of concepts vs parts over all test pixels",
+    "nmi_object": "NMI of concepts vs parts over object pixels",
+    "ami_object": "AMI of concepts vs parts over object pixels",
+    "purity_object": "purity of concepts vs parts over object pixels",
+    "miou": "mean IoU over parts after the concept-to-part mapping fitted on training images",
+    "miou_floor": "'nothing found' floor: mIoU when every pixel is predicted background",
+    "iou": "IoU of one part (column part)",
+    "parts_without_concept": "number of parts no concept is mapped to (their names in note)",
+}
 
 #: metric name -> what it is (higher is better unless said otherwise)
 METRICS: dict[str, str] = {
@@ -95,79 +140,102 @@ METRICS: dict[str, str] = {
     "agreement": "share of test images where the k-means classifier predicts the linear head's class",
     "prototype_nn_ratio": "mean over prototypes of (distance to the nearest training embedding) / "
     "(median nearest-neighbour distance among training embeddings); lower = more representative",
-    "nmi": "NMI of concepts vs parts over all test pixels",
-    "purity": "purity of concepts vs parts over all test pixels",
-    "nmi_object": "NMI of concepts vs parts over object pixels",
-    "purity_object": "purity of concepts vs parts over object pixels",
-    "miou": "mean IoU over parts after the concept-to-part mapping fitted on training images",
-    "miou_floor": "'nothing found' floor: mIoU when every pixel is predicted background",
-    "iou": "IoU of one part (column part)",
-    "parts_without_concept": "number of parts no concept is mapped to",
-    "deletion_auc": "area under the deletion curve (lower = more faithful)",
-    "insertion_auc": "area under the insertion curve (higher = more faithful)",
+    **_CONCEPT_METRICS,
+    "deletion_auc": "area under the deletion curve on the model the map explains (lower = more faithful)",
+    "insertion_auc": "area under the insertion curve on the model the map explains (higher = more faithful)",
+    "deletion_auc_transfer": "deletion AUC of a k-means map tracked on the linear head instead (transfer)",
+    "insertion_auc_transfer": "insertion AUC of a k-means map tracked on the linear head instead (transfer)",
     "pointing_game": "share of images whose map maximum lies on the object",
     "energy_in_mask": "share of the (min-shifted) map energy on the object",
+    "gradcam_identity_error": "max |Grad-CAM(B4) - ReLU(CAM - b) / |P|| relative to max |CAM|",
+    "sanity_spearman": "Spearman correlation of the maps of a randomised network (stage in note) with the "
+    "trained network's (lower = the map depends on the weights)",
+    "contrastive_mass": "share of a contrastive map's positive mass on the deciding part",
+    "contrastive_peak": "share of contrastive maps whose maximum lies on the deciding part",
+    "contrastive_part_share": "the deciding part's share of the pixels (a random map's expected mass)",
 }
 
 _CONTROL_FMT = "B4@{}-grid"
+_CELL = "|cell"
 
 
-# ----------------------------------------------------------------------------- helpers
 @dataclasses.dataclass(frozen=True)
-class _Spec:
-    """One feature space evaluated: a level, or a resolution control."""
+class FeatureSpace:
+    """One feature space evaluated: a level, a resolution control, or a level under the cell registration.
+
+    Attributes
+    ----------
+    name : str
+        Key of its fitted objects (``"B234"``, ``"B4@B234-grid"``, ``"B234|cell"``).
+    level : str
+        The level whose blocks it reads.
+    grid : str or None
+        The level whose grid it is put on (resolution control).
+    registration : {"exact", "cell"}
+    classify, concepts, attribution : bool
+        Whether it gets a k-means classifier, concept models, attribution maps.
+    """
 
     name: str
     level: str
     grid: str | None
+    registration: str
     classify: bool
     concepts: bool
     attribution: bool
 
+    @property
+    def label(self) -> str:
+        """The ``level`` column of its records."""
+        return self.name.replace(_CELL, "")
 
-def _specs(levels: Sequence[str]) -> list[_Spec]:
+
+def evaluation_specs(levels: Sequence[str]) -> list[FeatureSpace]:
+    """The feature spaces :func:`run_evaluation` evaluates for ``levels`` (for :func:`prepare_seed`).
+
+    Every level; the resolution control ``B4@<level>-grid`` of each multi-block level with B4 (only
+    ``B4@B234-grid`` also gets attribution maps); every block level under the cell registration.
+    """
+    return [dataclasses.replace(sp, attribution=sp.attribution and sp.grid in (None, "B234"))
+            for sp in _specs(levels)]
+
+
+def _specs(levels: Sequence[str], cell: bool = True) -> list[FeatureSpace]:
     from .features import parse_level
 
-    specs: list[_Spec] = []
-    for lv in levels:
-        blocks = parse_level(lv)
-        spatial = blocks != ("logits",)
-        specs.append(_Spec(lv, lv, None, True, spatial, spatial))
-    for lv in levels:
-        blocks = parse_level(lv)
-        if blocks != ("logits",) and len(blocks) > 1 and "B4" in blocks:
-            specs.append(_Spec(_CONTROL_FMT.format(lv), "B4", lv, False, True, False))
+    blocks_of = {lv: parse_level(lv) for lv in levels}
+    spatial = [lv for lv in levels if blocks_of[lv] != ("logits",)]
+    specs = [FeatureSpace(lv, lv, None, "exact", True, lv in spatial, lv in spatial) for lv in levels]
+    for lv in spatial:
+        if len(blocks_of[lv]) > 1 and "B4" in blocks_of[lv]:
+            specs.append(FeatureSpace(_CONTROL_FMT.format(lv), "B4", lv, "exact", False, True, True))
+    if cell:
+        specs += [FeatureSpace(lv + _CELL, lv, None, "cell", True, True, True) for lv in spatial]
     return specs
 
 
-def grad_cam(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    target_layer: torch.nn.Module | None = None,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """Grad-CAM maps (Selvaraju et al., 2017) computed by ``pytorch-grad-cam``.
+def grad_cam(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, *,
+             target_layer: torch.nn.Module | None = None, batch_size: int = 64) -> torch.Tensor:
+    """Grad-CAM maps computed by ``pytorch-grad-cam`` (upsampled and min-max normalised by the library).
+
+    Kept for comparison with the library; the evaluation uses
+    :func:`kmexplain_utils.baselines.grad_cam` (registered resampling, any block).
 
     Parameters
     ----------
     model : nn.Module
-        The classifier (its train/eval mode is restored afterwards).
     images : torch.Tensor
         ``(N, 3, H, W)`` images in ``[0, 1]``.
     target : torch.Tensor
         ``(N,)`` class explained for each image.
     target_layer : nn.Module, optional
-        Default ``model.layer4`` (the last block, B4).
+        Default ``model.layer4``.
     batch_size : int
-        Images per pass.
 
     Returns
     -------
     torch.Tensor
-        ``(N, H, W)`` float32 maps on the CPU, upsampled to the image and
-        min-max normalised per image by the library.
+        ``(N, H, W)`` float32 on the CPU.
     """
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -186,131 +254,10 @@ def grad_cam(
     out = []
     with eval_mode(model), GradCAM(model=model, target_layers=[layer]) as cam:
         for s in range(0, images.shape[0], batch_size):
-            x = images[s : s + batch_size].to(dev)
             targets = [ClassifierOutputTarget(int(c)) for c in tgt[s : s + batch_size]]
-            out.append(torch.from_numpy(np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float32)))
+            out.append(torch.from_numpy(np.asarray(cam(input_tensor=images[s : s + batch_size].to(dev),
+                                                       targets=targets), dtype=np.float32)))
     return torch.cat(out)
-
-
-class _Recorder:
-    def __init__(self, profile: str) -> None:
-        self.profile = profile
-        self.rows: list[dict[str, Any]] = []
-
-    def add(self, seed: int, level: str, method: str, metric: str, value: float, n: int, *,
-            sweep: str | None = None, param: int | None = None, part: str | None = None,
-            note: str | None = None) -> None:
-        v = float(value)
-        self.rows.append({
-            "profile": self.profile, "seed": int(seed), "level": level, "method": method, "metric": metric,
-            "value": v if math.isfinite(v) else float("nan"), "n": int(n), "sweep": sweep,
-            "param": None if param is None else int(param), "part": part, "note": note,
-        })
-
-
-def _concept_records(rec: _Recorder, seed: int, name: str, K: int, maps_train: torch.Tensor,
-                     parts_train: torch.Tensor, maps_test: torch.Tensor, parts_test: torch.Tensor,
-                     objects_test: torch.Tensor, part_names: Sequence[str], *, sweep: str | None,
-                     full: bool) -> None:
-    from . import metrics
-
-    n_parts = len(part_names)
-    mapping = metrics.fit_concept_to_part(maps_train, parts_train, n_concepts=K)
-    mean_iou, per_part = metrics.miou(maps_test, parts_test, mapping, n_parts)
-    n_img = maps_test.shape[0]
-    rec.add(seed, name, "concepts", "miou", mean_iou, n_img, sweep=sweep, param=K)
-    rec.add(seed, name, "concepts", "nmi_object", metrics.nmi(maps_test, parts_test, objects_test), n_img,
-            sweep=sweep, param=K)
-    if not full:
-        return
-    rec.add(seed, name, "concepts", "nmi", metrics.nmi(maps_test, parts_test), n_img, param=K)
-    rec.add(seed, name, "concepts", "purity", metrics.purity(maps_test, parts_test), n_img, param=K)
-    rec.add(seed, name, "concepts", "purity_object", metrics.purity(maps_test, parts_test, objects_test),
-            n_img, param=K)
-    rec.add(seed, name, "concepts", "miou_floor", metrics.nothing_found_miou(parts_test, n_parts), n_img, param=K)
-    missing = metrics.parts_without_concept(mapping, n_parts)
-    rec.add(seed, name, "concepts", "parts_without_concept", len(missing), n_parts, param=K,
-            note=", ".join(part_names[j] for j in missing) or None)
-    for j, pname in enumerate(part_names):
-        if np.isfinite(per_part[j]):
-            rec.add(seed, name, "concepts", "iou", per_part[j], n_img, param=K, part=pname)
-
-
-def _features_pass(model: torch.nn.Module, data: Any, specs: Sequence[_Spec], lfs: dict,
-                   cms: dict, n_maps: int, batch_size: int
-                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[tuple[str, int], torch.Tensor]]:
-    """One forward pass per batch for every level: pooled embeddings, logits, and concept maps.
-
-    ``data`` is an ``ImageSet`` (read batch by batch with ``images_at``). Returns
-    ``({level: (N, D_S)}, logits (N, C), {(level, K'): (n_maps, H_S, W_S) int16})`` on the CPU;
-    concept maps stay on the level's grid and are computed for the first ``n_maps`` images only.
-    """
-    from .concepts import concept_map
-    from .features import block_features, eval_mode
-
-    mdev = next(model.parameters()).device
-    pooled: dict[str, list[torch.Tensor]] = {sp.name: [] for sp in specs if sp.classify}
-    cmaps: dict[tuple[str, int], list[torch.Tensor]] = {key: [] for key in cms}
-    logits_all = []
-    with eval_mode(model), torch.no_grad(), block_features(model) as extract:
-        for s in range(0, len(data), batch_size):
-            x = data.images_at(torch.arange(s, min(s + batch_size, len(data))))
-            maps, logits = extract(x.to(mdev), return_logits=True)
-            logits_all.append(logits.float().cpu())
-            for sp in specs:
-                need_maps = sp.concepts and s < n_maps
-                if not (sp.classify or need_maps):
-                    continue
-                if sp.level == "logits":
-                    pooled[sp.name].append(logits.float().cpu())
-                    continue
-                feats = lfs[sp.name].combine(maps, tuple(x.shape[-2:]))
-                if sp.classify:
-                    pooled[sp.name].append(feats.mean((2, 3)).float().cpu())
-                if need_maps:
-                    m = min(n_maps - s, feats.shape[0])
-                    for (name, K), cm in cms.items():
-                        if name == sp.name:
-                            cmaps[(name, K)].append(concept_map(feats[:m], cm.centroids_).to(torch.int16).cpu())
-    Z = {k: torch.cat(v) for k, v in pooled.items()}
-    C = {k: torch.cat(v) for k, v in cmaps.items() if v}
-    return Z, torch.cat(logits_all), C
-
-
-def _attribution_maps(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, specs: Sequence[_Spec],
-                      lfs: dict, clfs: dict, *, batch_size: int, random_state: int) -> dict[tuple[str, str], torch.Tensor]:
-    """Every attribution map of images ``x`` for classes ``target``, upsampled to the images, on the CPU.
-
-    Keys ``(level, method)``: ``(S, "kmeans")`` for every block level with a classifier (the map of
-    the best prototype of the target class), ``("B4", "cam")``, ``("B4", "gradcam")``,
-    ``("pixel", "random")``.
-    """
-    from . import metrics
-    from .attribution import attribution_map, cam
-
-    mdev = next(model.parameters()).device
-    n, size = x.shape[0], tuple(x.shape[-2:])
-    att: dict[tuple[str, str], torch.Tensor] = {}
-    for sp in specs:
-        if not (sp.attribution and sp.name in clfs):
-            continue
-        clf = clfs[sp.name]
-        maps_list = []
-        for s in range(0, n, batch_size):
-            feats = lfs[sp.name].position_features(model, x[s : s + batch_size])
-            _, index = clf.best_prototype_per_class(feats.mean((2, 3)))
-            col = clf.class_columns(target[s : s + batch_size], n=index.shape[0]).to(index.device)
-            proto = index.gather(1, col[:, None])[:, 0]
-            mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)[proto]
-            maps_list.append(attribution_map(feats, mu, size=size, geometry=lfs[sp.name].grid_geometry_).float().cpu())
-        att[(sp.name, "kmeans")] = torch.cat(maps_list)
-    att[("B4", "cam")] = torch.cat([
-        cam(model, x[s : s + batch_size].to(mdev), target=target[s : s + batch_size].to(mdev), size=size).float().cpu()
-        for s in range(0, n, batch_size)
-    ])
-    att[("B4", "gradcam")] = grad_cam(model, x, target, batch_size=batch_size)
-    att[("pixel", "random")] = metrics.random_maps(n, size, random_state=random_state)
-    return att
 
 
 def _ground_truth(data: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -333,7 +280,649 @@ def _ground_truth(data: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     )
 
 
+# ----------------------------------------------------------------------------- the data step
+@dataclasses.dataclass
+class SharedData:
+    """What every seed shares: the profile, the data sets and their ground truth."""
+
+    profile: Profile
+    train: Any
+    test: Any
+    x_fit: torch.Tensor
+    parts_fit: torch.Tensor
+    parts_test: torch.Tensor
+    objects_test: torch.Tensor
+    part_names: list[str]
+    n_eval: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.parts_test.shape[-2:])  # type: ignore[return-value]
+
+
+@dataclasses.dataclass
+class SeedData:
+    """One seed after the data step: the network, every fitted level, model and map.
+
+    ``cms``, ``cmaps_train``, ``cmaps_test`` are keyed by ``(spec name, K', per_class)``;
+    concept maps stay on the level's grid (int16, CPU), for the first ``n_fit``
+    training images and all test images.
+    """
+
+    seed: int
+    model: torch.nn.Module
+    specs: list[FeatureSpace]
+    lfs: dict[str, Any]
+    cms: dict[tuple[str, int, bool], Any]
+    nmf: dict[str, Any]
+    clfs: dict[str, Any]
+    Z_train: dict[str, torch.Tensor]
+    Z_test: dict[str, torch.Tensor]
+    logits_test: torch.Tensor
+    cmaps_train: dict[tuple[str, int, bool], torch.Tensor]
+    cmaps_test: dict[tuple[str, int, bool], torch.Tensor]
+    ablation: bool
+    mappings: dict[tuple[str, int, bool], np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def spec(self, name: str) -> FeatureSpace:
+        return next(sp for sp in self.specs if sp.name == name)
+
+    def up(self, maps: torch.Tensor, name: str, size: tuple[int, int]) -> torch.Tensor:
+        """Grid label maps -> pixels (each pixel takes the nearest registered position)."""
+        from .concepts import upsample_labels
+
+        return upsample_labels(maps.long(), size, self.lfs[name].grid_geometry_)
+
+
+def load_data(profile: Profile, n_fit_images: int = 500) -> SharedData:
+    """The data step shared by all seeds: training and test sets, the fitting images, parts and masks."""
+    from .data import load_dataset
+    from .training import DATA_SEED
+
+    train = load_dataset(profile.dataset, "train", profile, seed=DATA_SEED)
+    test = load_dataset(profile.dataset, "test", profile, seed=DATA_SEED)
+    n_fit = min(int(n_fit_images), len(train))
+    parts_fit, _, part_names = _ground_truth(train, torch.arange(n_fit))
+    parts_test, objects_test, _ = _ground_truth(test, torch.arange(len(test)))
+    return SharedData(profile, train, test, train.images_at(torch.arange(n_fit)), parts_fit, parts_test,
+                      objects_test, part_names, min(int(profile.n_eval_images), len(test)))
+
+
+def _concept_settings(prof: Profile, sp: FeatureSpace, ablation: bool) -> list[tuple[int, bool]]:
+    """(K', per_class) of the concept models fitted for a spec."""
+    out = [(prof.n_concepts, False)]
+    if ablation and sp.registration == "exact" and sp.grid is None:
+        out += [(K, False) for K in prof.concept_sweep if K != prof.n_concepts]
+        out.append((max(2, prof.n_concepts // 2), True))
+    return out
+
+
+def _fit_concepts(prof: Profile, sh: SharedData, model: Any, specs: Sequence[FeatureSpace], lfs: dict, seed: int,
+                  device: Any, ablation: bool) -> tuple[dict, dict]:
+    from sklearn.decomposition import NMF
+
+    from .concepts import ConceptModel
+
+    y_fit = sh.train.labels[: sh.x_fit.shape[0]]
+    cms: dict[tuple[str, int, bool], Any] = {}
+    nmf: dict[str, Any] = {}
+    for sp in specs:
+        if not sp.concepts:
+            continue
+        base = None
+        for K, per_class in _concept_settings(prof, sp, ablation):
+            cm = ConceptModel(K, level=sp.level, per_class=per_class, positions_per_image=prof.positions_per_image,
+                              random_state=seed, device=device)
+            cm.fit(model, (sh.x_fit, y_fit), level_features=lfs[sp.name], sample=None if base is None else base)
+            base = base or cm.sample_
+            cms[(sp.name, K, per_class)] = cm
+        if sp.name in ("B4", "B234"):  # the concept baseline of the literature (Deep Feature Factorization)
+            V = base.vectors.double().clamp_min(0).cpu().numpy()
+            nmf[sp.name] = NMF(prof.n_concepts, init="nndsvda", max_iter=400, random_state=seed).fit(V)
+    return cms, nmf
+
+
+def _pass_maps(feats: torch.Tensor, sp: FeatureSpace, d_cms: dict, nmf: dict, pred: torch.Tensor,
+               out: dict[tuple[str, int, bool], list]) -> None:
+    """Concept maps (and NMF maps, key ``(name, -1, False)``) of one batch at one spec."""
+    from .concepts import concept_map
+
+    for (name, K, per_class), cm in d_cms.items():
+        if name != sp.name:
+            continue
+        allowed = (pred[:, None].to(cm.concept_classes_.device) == cm.concept_classes_[None, :]) if per_class else None
+        out.setdefault((name, K, per_class), []).append(
+            concept_map(feats, cm.centroids_, allowed=allowed).to(torch.int16).cpu())
+    if sp.name in nmf:
+        n, D, h, w = feats.shape
+        V = feats.permute(0, 2, 3, 1).reshape(-1, D).double().clamp_min(0).cpu().numpy()
+        lab = torch.from_numpy(nmf[sp.name].transform(V).argmax(1)).view(n, h, w).to(torch.int16)
+        out.setdefault((sp.name, -1, False), []).append(lab)
+
+
+def _features_pass(model: torch.nn.Module, data: Any, n: int, specs: Sequence[FeatureSpace], lfs: dict, cms: dict,
+                   nmf: dict, n_maps: int, batch_size: int) -> tuple[dict, torch.Tensor, dict]:
+    """One forward pass per batch for every spec: pooled embeddings, logits and concept maps.
+
+    Returns ``({spec: (n, D_S)}, logits (n, C), {key: (n_maps, H_S, W_S) int16})`` on the CPU.
+    """
+    from .features import block_features, eval_mode
+
+    mdev = next(model.parameters()).device
+    pooled: dict[str, list[torch.Tensor]] = {sp.name: [] for sp in specs if sp.classify}
+    cmaps: dict[tuple[str, int, bool], list[torch.Tensor]] = {}
+    logits_all = []
+    with eval_mode(model), torch.no_grad(), block_features(model) as extract:
+        for s in range(0, n, batch_size):
+            x = data.images_at(torch.arange(s, min(s + batch_size, n)))
+            maps, logits = extract(x.to(mdev), return_logits=True)
+            logits_all.append(logits.float().cpu())
+            pred = logits.argmax(1)
+            for sp in specs:
+                if sp.level == "logits":
+                    pooled[sp.name].append(logits.float().cpu())
+                    continue
+                need_maps = sp.concepts and s < n_maps
+                if not (sp.classify or need_maps):
+                    continue
+                feats = lfs[sp.name].combine(maps, tuple(x.shape[-2:]))
+                if sp.classify:
+                    pooled[sp.name].append(feats.mean((2, 3)).float().cpu())
+                if need_maps:
+                    m = min(n_maps - s, feats.shape[0])
+                    _pass_maps(feats[:m], sp, cms, nmf, pred[:m], cmaps)
+    return ({k: torch.cat(v) for k, v in pooled.items()}, torch.cat(logits_all),
+            {k: torch.cat(v) for k, v in cmaps.items()})
+
+
+def prepare_seed(sh: SharedData, seed: int, specs: Sequence[FeatureSpace], *, device: Any = "cpu",
+                 ablation: bool = False, batch_size: int = 200) -> SeedData:
+    """The data step of one seed: the cached network, levels, concepts, one features pass, classifiers.
+
+    Every k-means classifier is fitted with ``profile.k_per_class`` prototypes per class on all
+    training images; concept models on the first ``n_fit`` training images (the first 256 fit
+    ``sigma_b``); ``ablation`` adds the concept sweep and per-class concepts (first seed).
+    """
+    from .classifier import KMeansClassifier
+    from .features import LevelFeatures
+    from .training import get_trained_model
+
+    prof = sh.profile
+    model, _info = get_trained_model(prof, seed, device=device)
+    model.eval()
+    lfs = {sp.name: LevelFeatures(sp.level, grid=sp.grid, batch_size=batch_size, registration=sp.registration)
+           .fit(model, sh.x_fit[:256]) for sp in specs}
+    cms, nmf = _fit_concepts(prof, sh, model, specs, lfs, seed, device, ablation)
+    n_fit = sh.x_fit.shape[0]
+    Z_train, _, cm_train = _features_pass(model, sh.train, len(sh.train), specs, lfs, cms, nmf, n_fit, batch_size)
+    Z_test, logits_test, cm_test = _features_pass(model, sh.test, len(sh.test), specs, lfs, cms, nmf,
+                                                  len(sh.test), batch_size)
+    clfs = {name: KMeansClassifier(prof.k_per_class, random_state=seed, device=device).fit(Z, sh.train.labels)
+            for name, Z in Z_train.items()}
+    return SeedData(seed, model, list(specs), lfs, cms, nmf, clfs, Z_train, Z_test, logits_test, cm_train,
+                    cm_test, ablation)
+
+
+# ----------------------------------------------------------------------------- measurements
+class Recorder:
+    """The records of one evaluation: :meth:`add` appends one row with the columns of :data:`COLUMNS`."""
+
+    def __init__(self, profile: str) -> None:
+        self.profile = profile
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, seed: int, level: str, method: str, metric: str, value: float, n: int, *,
+            sweep: str | None = None, param: int | None = None, part: str | None = None,
+            note: str | None = None) -> None:
+        """Append one record (a non-finite value is stored as NaN)."""
+        v = float(value)
+        self.rows.append({
+            "profile": self.profile, "seed": int(seed), "level": level, "method": method, "metric": metric,
+            "value": v if math.isfinite(v) else float("nan"), "n": int(n), "sweep": sweep,
+            "param": None if param is None else int(param), "part": part, "note": note,
+        })
+
+
+def _score_labels(rec: Recorder, seed: int, level: str, method: str, K: int, maps_train: torch.Tensor,
+                  maps_test: torch.Tensor, sh: SharedData, *, sweep: str | None = None,
+                  full: bool = True, maps_object: torch.Tensor | None = None) -> np.ndarray:
+    """Every concept metric of one label map (at pixels) against the parts; returns the train-fitted mapping.
+
+    ``maps_object`` (default ``maps_test``) is the map the object-pixel scores use.
+    """
+    from . import metrics
+
+    n_parts, names, obj = len(sh.part_names), sh.part_names, sh.objects_test
+    on_obj = maps_test if maps_object is None else maps_object
+    mapping = metrics.fit_concept_to_part(maps_train, sh.parts_fit, n_concepts=K)
+    mean_iou, per_part = metrics.miou(maps_test, sh.parts_test, mapping, n_parts)
+    n_img = maps_test.shape[0]
+    add = lambda metric, v, n=n_img, **kw: rec.add(seed, level, method, metric, v, n, sweep=sweep, param=K, **kw)  # noqa: E731
+    add("miou", mean_iou)
+    add("nmi_object", metrics.nmi(on_obj, sh.parts_test, obj))
+    add("ami_object", metrics.ami(on_obj, sh.parts_test, obj))
+    missing = metrics.parts_without_concept(mapping, n_parts)
+    add("parts_without_concept", len(missing), n_parts, note=", ".join(names[j] for j in missing) or None)
+    for j, pname in enumerate(names):
+        if np.isfinite(per_part[j]):
+            add("iou", per_part[j], part=pname)
+    if full:
+        add("nmi", metrics.nmi(maps_test, sh.parts_test))
+        add("ami", metrics.ami(maps_test, sh.parts_test))
+        add("purity", metrics.purity(maps_test, sh.parts_test))
+        add("purity_object", metrics.purity(on_obj, sh.parts_test, obj))
+        add("miou_floor", metrics.nothing_found_miou(sh.parts_test, n_parts))
+    return mapping
+
+
+def measure_concepts(sh: SharedData, d: SeedData, rec: Recorder) -> None:
+    """Concept maps vs parts for every concept model of the seed (main setting, controls, cell, ablation)."""
+    prof = sh.profile
+    for key in d.cms:
+        name, K, per_class = key
+        sp = d.spec(name)
+        main_setting = K == prof.n_concepts and not per_class
+        method = "concepts-per-class" if per_class else ("concepts-cell" if sp.registration == "cell" else "concepts")
+        sweep = None if main_setting else ("per_class" if per_class else "n_concepts")
+        K_total = d.cms[key].n_concepts_total_
+        d.mappings[key] = _score_labels(
+            rec, d.seed, sp.label, method, K_total, d.up(d.cmaps_train[key], name, sh.size),
+            d.up(d.cmaps_test[key], name, sh.size), sh, sweep=sweep, full=main_setting)
+        if main_setting and d.ablation and sp.registration == "exact" and sp.grid is None:
+            d.mappings[key] = _score_labels(  # the main setting is also a point of the K' sweep
+                rec, d.seed, sp.label, method, K_total, d.up(d.cmaps_train[key], name, sh.size),
+                d.up(d.cmaps_test[key], name, sh.size), sh, sweep="n_concepts", full=False)
+
+
+def _pixel_kmeans(sh: SharedData, K: int, seed: int, xy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means on RGB (+ xy) pixels: labels of the fitting images and of the test images."""
+    from sklearn.cluster import KMeans as SKKMeans
+
+    def feats(x: torch.Tensor) -> torch.Tensor:
+        n, _, H, W = x.shape
+        f = x.permute(0, 2, 3, 1)
+        if xy:
+            yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+            f = torch.cat([f, yy.expand(n, H, W)[..., None], xx.expand(n, H, W)[..., None]], dim=-1)
+        return f.reshape(n, H * W, -1)
+
+    g = torch.Generator().manual_seed(seed)
+    F_fit = feats(sh.x_fit)
+    idx = torch.randint(F_fit.shape[1], (F_fit.shape[0], 32), generator=g)
+    sample = F_fit.gather(1, idx[..., None].expand(-1, -1, F_fit.shape[2])).reshape(-1, F_fit.shape[2])
+    km = SKKMeans(K, n_init=1, random_state=seed).fit(sample.numpy())
+    H, W = sh.size
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        out = [torch.from_numpy(km.predict(feats(x[s:s + 100]).reshape(-1, sample.shape[1]).numpy()))
+               for s in range(0, x.shape[0], 100)]
+        return torch.cat(out).view(x.shape[0], H, W).long()
+
+    return predict(sh.x_fit), predict(sh.test.images_at(torch.arange(len(sh.test))))
+
+
+def measure_concept_references(sh: SharedData, d: SeedData, rec: Recorder) -> None:
+    """Reference points of the concept scores: resolution ceilings, RGB(+xy) k-means, NMF."""
+    from . import metrics
+
+    K, n_parts = sh.profile.n_concepts, len(sh.part_names)
+    for sp in d.specs:
+        if sp.concepts and sp.registration == "exact" and sp.grid is None:
+            geo, grid = d.lfs[sp.name].grid_geometry_, tuple(d.cmaps_test[(sp.name, K, False)].shape[-2:])
+            _score_labels(rec, d.seed, sp.name, "ceiling", n_parts, metrics.pool_labels(sh.parts_fit, grid, geo),
+                          metrics.pool_labels(sh.parts_test, grid, geo), sh,
+                          maps_object=metrics.pool_labels(sh.parts_test, grid, geo, object_majority=True))
+    for xy in (False, True):
+        tr, te = _pixel_kmeans(sh, K, d.seed, xy)
+        _score_labels(rec, d.seed, "pixel", "kmeans-rgbxy" if xy else "kmeans-rgb", K, tr, te, sh)
+    for name in d.nmf:
+        key = (name, -1, False)
+        _score_labels(rec, d.seed, name, "nmf", K, d.up(d.cmaps_train[key], name, sh.size),
+                      d.up(d.cmaps_test[key], name, sh.size), sh)
+
+
+def measure_accuracy(sh: SharedData, d: SeedData, rec: Recorder, *, sweep: bool = False) -> None:
+    """Accuracy of the linear head and of the k-means classifier at every level (and the K sweep)."""
+    from .classifier import KMeansClassifier
+
+    prof, y_test = sh.profile, sh.test.labels
+    n_test = len(y_test)
+    linear_pred = d.logits_test.argmax(1)
+    rec.add(d.seed, "B4", "linear", "accuracy", float((linear_pred == y_test).double().mean()), n_test)
+    for sp in d.specs:
+        if not sp.classify:
+            continue
+        pred = torch.as_tensor(d.clfs[sp.name].predict(d.Z_test[sp.name])).cpu()
+        method = "kmeans-cell" if sp.registration == "cell" else "kmeans"
+        rec.add(d.seed, sp.label, method, "accuracy", float((pred == y_test).double().mean()), n_test,
+                param=prof.k_per_class)
+        rec.add(d.seed, sp.label, method, "agreement", float((pred == linear_pred).double().mean()), n_test,
+                param=prof.k_per_class)
+        if sweep and sp.registration == "exact":
+            for k in sorted(set(prof.k_sweep) | {prof.k_per_class}):
+                clf = d.clfs[sp.name] if k == prof.k_per_class else KMeansClassifier(
+                    k, random_state=d.seed, device=d.clfs[sp.name].device).fit(d.Z_train[sp.name], sh.train.labels)
+                acc = float((torch.as_tensor(clf.predict(d.Z_test[sp.name])).cpu() == y_test).double().mean())
+                rec.add(d.seed, sp.name, "kmeans", "accuracy", acc, n_test, sweep="k_per_class", param=k)
+
+
+def measure_representativeness(sh: SharedData, d: SeedData, rec: Recorder) -> None:
+    """Distance of the linear rows (raw, best rescaled) and of the k-means centroids to the data (pooled B4)."""
+    from .prototypes import prototype_representativeness
+    from .sem import linear_prototypes
+
+    if "B4" not in d.clfs:
+        return
+    sigma = float(d.lfs["B4"].sigma_["B4"])  # the linear head acts on the raw pooled B4 features
+    Zb4 = d.Z_train["B4"].double() * sigma
+    Wl, _b = linear_prototypes(d.model)
+    r_lin = prototype_representativeness(Wl.detach().double().cpu(), Zb4, rescale=True)
+    protos = d.clfs["B4"].prototypes_.detach().double().cpu() * sigma
+    r_km = prototype_representativeness(protos, Zb4)
+    rec.add(d.seed, "B4", "linear", "prototype_nn_ratio", float(r_lin.ratio.mean()), Wl.shape[0])
+    rec.add(d.seed, "B4", "linear-rescaled", "prototype_nn_ratio", float(r_lin.rescaled_ratio.mean()), Wl.shape[0])
+    rec.add(d.seed, "B4", "kmeans", "prototype_nn_ratio", float(r_km.ratio.mean()), protos.shape[0],
+            param=sh.profile.k_per_class)
+
+
+# ----------------------------------------------------------------------------- attribution
+def _kmeans_maps(d: SeedData, name: str, x: torch.Tensor, target: Any = None, *,
+                 batch_size: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means maps at image size of spec ``name`` for classes ``target`` (default: its own prediction).
+
+    Returns ``(maps (N, H, W), explained class labels (N,))``. A resolution control uses B4's classifier.
+    """
+    from .attribution import attribution_map
+
+    sp = d.spec(name)
+    clf, lf = d.clfs[name if sp.classify else "B4"], d.lfs[name]
+    maps, labels = [], []
+    for s in range(0, x.shape[0], batch_size):
+        feats = lf.position_features(d.model, x[s:s + batch_size])
+        scores, index = clf.best_prototype_per_class(feats.mean((2, 3)))
+        col = scores.argmax(1) if target is None else \
+            clf.class_columns(target[s:s + batch_size], n=index.shape[0]).to(index.device)
+        mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)[index.gather(1, col[:, None])[:, 0]]
+        maps.append(attribution_map(feats, mu, size=tuple(x.shape[-2:]), geometry=lf.grid_geometry_).float().cpu())
+        labels.append(torch.as_tensor(np.asarray(clf.classes_))[col.cpu()].long())
+    return torch.cat(maps), torch.cat(labels)
+
+
+def _attribution_set(d: SeedData, x: torch.Tensor, *, batch_size: int = 200) -> dict[tuple[str, str], tuple]:
+    """Every map of images ``x``: key ``(level, method)`` -> ``(maps (N, H, W), class explained, spec or None)``."""
+    from . import metrics
+    from .attribution import cam
+    from .baselines import grad_cam as grad_cam_block
+    from .baselines import occlusion
+
+    out: dict[tuple[str, str], tuple] = {}
+    for sp in d.specs:
+        if sp.attribution and sp.level != "logits":
+            maps, labels = _kmeans_maps(d, sp.name, x, batch_size=batch_size)
+            out[(sp.label, "kmeans-cell" if sp.registration == "cell" else "kmeans")] = (maps, labels, sp.name)
+    size = tuple(x.shape[-2:])
+    mdev = next(d.model.parameters()).device
+    pred = torch.cat([d.model(x[s:s + batch_size].to(mdev)).argmax(1).cpu() for s in range(0, x.shape[0], batch_size)]
+                     ) if x.shape[0] else torch.zeros(0, dtype=torch.long)
+    out[("B4", "cam")] = (cam(d.model, x.to(mdev), target=pred.to(mdev), size=size).float().cpu(), pred, None)
+    out[("B3", "gradcam")] = (grad_cam_block(d.model, x.to(mdev), pred, block="B3", size=size).float().cpu(), pred, None)
+    patch = max(1, size[0] // 8)
+    out[("pixel", "occlusion")] = (occlusion(d.model, x, pred, patch=patch, stride=patch), pred, None)
+    out[("pixel", "random")] = (metrics.random_maps(x.shape[0], size, random_state=d.seed), pred, None)
+    return out
+
+
+def _gradcam_identity_error(d: SeedData, x: torch.Tensor, target: torch.Tensor) -> float:
+    """max |Grad-CAM(B4) - ReLU(CAM - b) / |P|| / max |CAM| on images ``x``."""
+    from .attribution import cam
+    from .baselines import grad_cam as grad_cam_block
+    from .sem import linear_prototypes
+
+    mdev = next(d.model.parameters()).device
+    g = grad_cam_block(d.model, x.to(mdev), target, block="B4").double().cpu()
+    c = cam(d.model, x.to(mdev), target=target.to(mdev)).double().cpu()
+    b = linear_prototypes(d.model)[1].double().cpu()[target][:, None, None]
+    ref = (c - b).clamp_min(0) / (c.shape[-2] * c.shape[-1])
+    return float((g - ref).abs().max() / c.abs().max().clamp_min(1e-30))
+
+
+def measure_attribution(sh: SharedData, d: SeedData, rec: Recorder, curves: list, *, steps: int = 10,
+                        baseline: str | float = "blur", batch_size: int = 200) -> dict:
+    """Faithfulness and localisation of every map on the first ``n_eval`` test images; returns the maps.
+
+    Deletion / insertion track the softmax of the model each map explains: a k-means map its level's
+    k-means classifier (:class:`~kmexplain_utils.baselines.KMeansScoreModel`; the resolution control
+    B4's), every other map the network; the k-means maps are tracked on the network too
+    (``*_transfer``), and the random map on the k-means classifier of B234 as well. The cell-registered
+    maps get the pointing game and the energy only.
+    """
+    from . import metrics
+    from .baselines import KMeansScoreModel
+
+    n = sh.n_eval
+    x, obj = sh.test.images_at(torch.arange(n)), sh.objects_test[:n]
+    att = _attribution_set(d, x, batch_size=batch_size)
+    rec.add(d.seed, "B4", "gradcam", "gradcam_identity_error", _gradcam_identity_error(d, x, att[("B4", "cam")][1]), n)
+    kw = dict(steps=steps, baseline=baseline, batch_size=max(batch_size, steps + 1) * 2, random_state=d.seed)
+    jobs = []
+    for (lv, method), (maps, target, name) in att.items():
+        if method == "kmeans":
+            sp = d.spec(name)
+            jobs.append((lv, method, maps, target, KMeansScoreModel(d.model, d.lfs[sp.name if sp.classify else "B4"],
+                         d.clfs[sp.name if sp.classify else "B4"]), ""))
+            jobs.append((lv, method, maps, target, d.model, "_transfer"))
+        elif method != "kmeans-cell":
+            jobs.append((lv, method, maps, target, d.model, ""))
+        rec.add(d.seed, lv, method, "pointing_game", float(metrics.pointing_game(maps, obj).mean()), n)
+        energy = metrics.energy_in_mask(maps, obj)
+        rec.add(d.seed, lv, method, "energy_in_mask", float(np.nanmean(energy)), int(np.isfinite(energy).sum()))
+    if "B234" in d.clfs:
+        maps, target, _ = att[("pixel", "random")]
+        km_target = torch.as_tensor(np.asarray(d.clfs["B234"].classes_))[
+            KMeansScoreModel(d.model, d.lfs["B234"], d.clfs["B234"])(x).argmax(1).cpu()]
+        jobs.append(("B234", "random", maps, km_target, KMeansScoreModel(d.model, d.lfs["B234"], d.clfs["B234"]), ""))
+    for lv, method, maps, target, scorer, suffix in jobs:
+        di = metrics.deletion_insertion(scorer, x, maps, target, **kw)
+        on = "linear head" if scorer is d.model else f"k-means {lv if lv != 'B4@B234-grid' else 'B4'}"
+        for kind, auc, curve in (("deletion", di.deletion_auc, di.deletion), ("insertion", di.insertion_auc, di.insertion)):
+            rec.add(d.seed, lv, method, f"{kind}_auc{suffix}", float(auc.mean()), n, note=f"{di.baseline}; on {on}")
+            for f, v in zip(di.fractions, curve.mean(0)):
+                curves.append({"profile": sh.profile.name, "seed": d.seed, "level": lv, "method": method + suffix,
+                               "curve": kind, "fraction": float(f), "value": float(v)})
+    return att
+
+
+# ----------------------------------------------------------------------------- sanity check and contrastive maps
+def _fixed_kmeans_map(model: Any, lf: Any, mu: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    from .attribution import attribution_map
+
+    feats = lf.position_features(model, x)
+    return attribution_map(feats, mu.to(feats), size=tuple(x.shape[-2:]), geometry=lf.grid_geometry_).float().cpu()
+
+
+def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int = 16) -> None:
+    """Cascading model randomisation (Adebayo et al., 2018): how much each method's maps change.
+
+    The network is re-initialised from the head down (:func:`kmexplain_utils.sanity.cascading_randomization`);
+    the k-means "head" is its prototypes, replaced at the first stage by Gaussian vectors with the
+    trained prototypes' per-dimension mean and spread (the level's ``sigma_b`` stay fixed). Every map
+    explains the class explained on the trained network. Records the mean Spearman correlation with the
+    trained maps per stage (``param`` = step, ``note`` = stage).
+    """
+    from .attribution import cam
+    from .baselines import grad_cam as grad_cam_block
+    from .baselines import occlusion
+    from .sanity import cascading_randomization
+
+    n = min(int(n_images), sh.n_eval)
+    x = sh.test.images_at(torch.arange(n))
+    pred = d.logits_test[:n].argmax(1)
+    size = tuple(x.shape[-2:])
+    patch = max(1, size[0] // 8)
+    km_levels = [lv for lv in ("B4", "B234") if lv in d.clfs]
+    mus, rand_mus = {}, {}
+    g = torch.Generator().manual_seed(d.seed)
+    for lv in km_levels:
+        clf = d.clfs[lv]
+        _, index = clf.best_prototype_per_class(d.Z_test[lv][:n])
+        col = clf.class_columns(pred, n=n).to(index.device)
+        P = clf.prototypes_.detach().cpu().float()
+        mus[lv] = P[index.gather(1, col[:, None])[:, 0].cpu()]
+        rand_mus[lv] = P.mean(0) + P.std(0) * torch.randn(n, P.shape[1], generator=g)
+
+    def all_maps(model: Any, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        protos = mus if model is d.model else rand_mus  # a randomised network gets random prototypes
+        out = {f"{lv}/kmeans": _fixed_kmeans_map(model, d.lfs[lv], protos[lv], x) for lv in km_levels}
+        out["B4/cam"] = cam(model, x, target=pred, size=size).float().cpu()
+        out["B3/gradcam"] = grad_cam_block(model, x, pred, block="B3", size=size).float().cpu()
+        out["pixel/occlusion"] = occlusion(model, x, pred, patch=patch, stride=patch)
+        return out
+
+    for r in cascading_randomization(d.model, all_maps, x, random_state=d.seed):
+        lv, method = r.method.split("/")
+        rec.add(d.seed, lv, method, "sanity_spearman", r.spearman, int(np.isfinite(r.per_image).sum()),
+                param=r.step, note=r.stage)
+
+
+def deciding_part(class_names: Sequence[str], part_names: Sequence[str], c1: int, c2: int) -> int:
+    """Part label that decides between classes ``c1`` and ``c2``, or ``-1``.
+
+    For the generated creatures (class names ``"<head colour>-<tail type>-<marking>"``, see
+    :mod:`kmexplain_utils.data.parts`): when the two classes differ in exactly one attribute, the
+    part carrying it (``"head"``, ``"tail"`` or ``"marking"``); otherwise ``-1``.
+
+    Example
+    -------
+    >>> deciding_part(["red-pointed-striped", "red-round-striped"],
+    ...               ["background", "body", "head", "tail", "legs", "marking"], 0, 1)
+    3
+    """
+    a, b = str(class_names[int(c1)]).split("-"), str(class_names[int(c2)]).split("-")
+    attrs = ("head", "tail", "marking")
+    if len(a) != 3 or len(b) != 3 or not set(attrs) <= set(part_names):
+        return -1
+    diff = [attrs[i] for i in range(3) if a[i] != b[i]]
+    return list(part_names).index(diff[0]) if len(diff) == 1 else -1
+
+
+def _contrastive_maps(d: SeedData, x: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> dict:
+    from . import metrics
+    from .attribution import cam
+    from .baselines import grad_cam as grad_cam_block
+
+    size = tuple(x.shape[-2:])
+    out = {}
+    for lv in ("B4", "B234"):
+        if lv in d.clfs:
+            out[(lv, "kmeans")] = _kmeans_maps(d, lv, x, c1)[0] - _kmeans_maps(d, lv, x, c2)[0]
+    out[("B4", "cam")] = (cam(d.model, x, target=c1, size=size) - cam(d.model, x, target=c2, size=size)).float().cpu()
+    out[("B3", "gradcam")] = (grad_cam_block(d.model, x, c1, block="B3", size=size)
+                              - grad_cam_block(d.model, x, c2, block="B3", size=size)).float().cpu()
+    out[("pixel", "random")] = metrics.random_maps(x.shape[0], size, random_state=d.seed) - 0.5
+    return out
+
+
+def measure_contrastive(sh: SharedData, d: SeedData, rec: Recorder, *, max_images: int = 200) -> None:
+    """Contrastive maps ("why c1 rather than c2") scored against the ground-truth deciding part.
+
+    Test images whose network's top two classes ``c1, c2`` differ in exactly one attribute (the
+    first ``max_images`` of them); every method explains the same pair: the k-means Δ at B4 and
+    B234 (best prototype of c1 minus best of c2), the CAM difference ``s_c1 - s_c2``, the Grad-CAM
+    difference at B3 and a random map centred on 0. Overall records and one per deciding part
+    (column ``part``).
+    """
+    from . import metrics
+
+    names = list(getattr(sh.test, "class_names", []) or [])
+    if not names:
+        return
+    top2 = d.logits_test.topk(2, dim=1).indices
+    dec = torch.tensor([deciding_part(names, sh.part_names, int(a), int(b)) for a, b in top2.tolist()])
+    idx = (dec >= 0).nonzero()[:, 0][: int(max_images)]
+    if idx.numel() == 0:
+        return
+    x, parts, dp = sh.test.images_at(idx), sh.parts_test[idx], dec[idx]
+    counts = {sh.part_names[j]: int((dp == j).sum()) for j in torch.unique(dp).tolist()}
+    note = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    for (lv, method), maps in _contrastive_maps(d, x, top2[idx, 0], top2[idx, 1]).items():
+        s = metrics.deciding_part_scores(maps, parts, dp)
+        for part, sel in [(None, np.ones(len(dp), bool))] + [(sh.part_names[j], (dp == j).numpy()) for j in
+                                                             torch.unique(dp).tolist()]:
+            for metric, v in (("contrastive_mass", s.mass), ("contrastive_peak", s.peak.astype(float)),
+                              ("contrastive_part_share", s.part_share)):
+                vals = v[sel]
+                rec.add(d.seed, lv, method, metric, float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
+                        int(sel.sum()), part=part, note=note)
+
+
 # ----------------------------------------------------------------------------- the evaluation
+def _seed_list(prof: Profile, seeds: Sequence[int] | int | None) -> list[int]:
+    if seeds is None:
+        out = list(prof.seeds)
+    elif isinstance(seeds, (int, np.integer)):
+        if int(seeds) < 1:
+            raise ValueError(f"seeds must be >= 1 when given as a count, got {seeds}")
+        top = max(prof.seeds, default=-1) + 1
+        out = (list(prof.seeds) + list(range(top, top + int(seeds))))[: int(seeds)]
+    else:
+        out = [int(s) for s in seeds]
+    if not out:
+        raise ValueError("no seeds to evaluate")
+    return out
+
+
+def _examples(sh: SharedData, d: SeedData, example_indices: Sequence[int] | None, batch_size: int) -> dict:
+    """The showcase images with all their maps (concepts also coloured by their train-fitted part)."""
+    test = sh.test
+    if example_indices is None:
+        idx = [int((test.labels == c).nonzero()[0]) for c in torch.unique(test.labels)[:8].tolist()]
+    else:
+        idx = [int(i) for i in example_indices if 0 <= int(i) < len(test)]
+    x = test.images_at(idx)
+    att = _attribution_set(d, x, batch_size=batch_size)
+    K = sh.profile.n_concepts
+    keys = [k for k in d.cms if k[1] == K and not k[2] and d.spec(k[0]).registration == "exact"]
+    cmaps = {d.spec(k[0]).label: d.up(d.cmaps_test[k][idx], k[0], sh.size).numpy().astype(np.int64) for k in keys}
+    cparts = {d.spec(k[0]).label: d.mappings[k][cmaps[d.spec(k[0]).label]] for k in keys if k in d.mappings}
+    return {
+        "index": np.asarray(idx), "images": x.numpy(), "parts": sh.parts_test[idx].numpy(),
+        "objects": sh.objects_test[idx].numpy(), "labels": test.labels[idx].numpy(),
+        "target": att[("B4", "cam")][1].numpy(), "part_names": sh.part_names,
+        "class_names": list(getattr(test, "class_names", []) or []), "concept_maps": cmaps, "concept_parts": cparts,
+        "attributions": {f"{lv}/{m}": v[0].numpy() for (lv, m), v in att.items() if m != "kmeans-cell"},
+        "explained": {f"{lv}/{m}": v[1].numpy() for (lv, m), v in att.items() if m != "kmeans-cell"},
+        "seed": d.seed,
+    }
+
+
+def _measure_seed(sh: SharedData, d: SeedData, rec: Recorder, curves: list, tick: Any, *, first: bool,
+                  sweeps: bool, attribution: bool, extras: bool, steps: int, baseline: Any,
+                  example_indices: Any, batch_size: int) -> dict:
+    """Every measurement of one prepared seed; returns the showcase maps on the first seed ({} otherwise)."""
+    examples: dict = {}
+    t = time.perf_counter()
+    measure_accuracy(sh, d, rec, sweep=sweeps and first)
+    measure_representativeness(sh, d, rec)
+    t = tick("classifiers", t)
+    measure_concepts(sh, d, rec)
+    t = tick("concepts", t)
+    if extras:
+        measure_concept_references(sh, d, rec)
+        t = tick("concept references", t)
+    if attribution and sh.n_eval > 0:
+        measure_attribution(sh, d, rec, curves, steps=steps, baseline=baseline, batch_size=batch_size)
+        if first:
+            examples = _examples(sh, d, example_indices, batch_size)
+        t = tick("attribution", t)
+    if extras:
+        if first and sh.n_eval > 0:
+            measure_sanity(sh, d, rec)
+            t = tick("sanity", t)
+        measure_contrastive(sh, d, rec)
+        tick("contrastive", t)
+    return examples
+
+
 def run_evaluation(
     profile: str | Profile | None = "quick",
     seeds: Sequence[int] | int | None = None,
@@ -342,322 +931,200 @@ def run_evaluation(
     device: str | torch.device = "auto",
     include_sweeps: bool = True,
     include_attribution: bool = True,
+    include_extras: bool = True,
     deletion_steps: int = 10,
     deletion_baseline: str | float = "blur",
     n_fit_images: int = 500,
-    sweep_levels: Sequence[str] | None = None,
     example_indices: Sequence[int] | None = None,
     batch_size: int = 200,
+    shared: SharedData | None = None,
+    prepared: dict[int, SeedData] | None = None,
 ) -> pandas.DataFrame:  # noqa: F821
-    """Run the whole evaluation of METHOD section 6 and return tidy records.
+    """Run the evaluation of METHOD section 6 and return tidy records.
 
     Parameters
     ----------
     profile : str or Profile, default "quick"
-        Which profile (``None``: ``KMEX_PROFILE``). Sizes come from it:
-        ``n_train``/``n_test`` images, ``k_per_class``, ``n_concepts``,
-        ``positions_per_image``, ``n_eval_images``, ``k_sweep``,
-        ``concept_sweep``.
+        Which profile (``None``: ``KMEX_PROFILE``); sizes come from it.
     seeds : sequence of int or int, optional
-        Seeds (model training and k-means); an int ``n`` means the first
-        ``n`` of ``profile.seeds`` (then ``0, 1, ...``). Default ``profile.seeds``.
+        Seeds (model and k-means); an int ``n`` = the first ``n`` of ``profile.seeds``.
     levels : sequence of str, optional
-        Default ``profile.levels``. Every multi-block level that contains B4
-        also gets its resolution control ``"B4@<level>-grid"``.
+        Default ``profile.levels``; multi-block levels with B4 get their resolution control,
+        every block level its cell-registration twin.
     device : str or torch.device, default "auto"
-        Where the model and k-means run.
     include_sweeps : bool, default True
-        Run the sensitivity sweeps (on the first seed).
+        On the first seed: the sweep over prototypes per class and the concept ablation
+        (number of concepts, per-class concepts).
     include_attribution : bool, default True
-        Run the attribution metrics.
+        Attribution metrics (and the showcase maps).
+    include_extras : bool, default True
+        The concept references, the sanity check and the contrastive scores (first seed for the
+        sanity check, every seed otherwise).
     deletion_steps : int, default 10
-        Steps of the deletion / insertion curves.
     deletion_baseline : {"blur", "mean"} or float, default "blur"
-        What removed pixels become (see :func:`kmexplain_utils.metrics.deletion_insertion`).
     n_fit_images : int, default 500
-        Training images (the first ones) used to fit the concepts
-        (``positions_per_image`` positions each) and the concept-to-part
-        mapping. The k-means classifiers use all training images. The first 256 of them fit ``sigma_b``.
-    sweep_levels : sequence of str, optional
-        Levels of the concept sweep (default B4, B234 and B4@B234-grid, when
-        evaluated).
+        Training images that fit the concepts and the concept-to-part mapping.
     example_indices : sequence of int, optional
-        Test images kept, with all their maps, for the qualitative figure
-        (first seed). Default: the first test image of each class (at most
-        8), the images the earlier chapters show.
+        Showcase test images (default: the first of each class, at most 8).
     batch_size : int, default 200
-        Images per forward pass.
+    shared : SharedData, optional
+        The output of :func:`load_data` for this profile (reused instead of loading again).
+    prepared : dict of int to SeedData, optional
+        Seeds already through :func:`prepare_seed` (with the same levels; the first seed with
+        ``ablation=include_sweeps``), reused instead of recomputed.
 
     Returns
     -------
     pandas.DataFrame
-        One row per measurement, columns :data:`COLUMNS` (see the module
-        docstring). ``df.attrs`` holds
-
-        - ``"curves"``: a DataFrame of mean deletion / insertion curves,
-          columns ``profile, seed, level, method, curve, fraction, value``;
-        - ``"examples"``: numpy arrays for the qualitative figure
-          (``images``, ``parts``, ``objects``, ``labels``, ``target``,
-          ``concept_maps`` {level: (n, H, W)}, ``attributions``
-          {"level/method": (n, H, W)}, ``part_names``, ``class_names``);
-        - ``"info"``: profile, seeds, deletion baseline, timings (s) and
-          sample sizes.
-
-    Notes
-    -----
-    The attribution maps all explain the **network's predicted class** and
-    deletion/insertion track the network's softmax probability of it: CAM
-    and Grad-CAM of that class, the k-means map of the best prototype of
-    that class (the winning prototype whenever the k-means classifier agrees
-    with the network), and a uniform random map.
+        Records with the columns :data:`COLUMNS`; ``df.attrs`` holds ``"curves"`` (mean
+        deletion / insertion curves), ``"examples"`` (the showcase maps) and ``"info"``.
     """
     import pandas as pd
 
-    from . import metrics
-    from .classifier import KMeansClassifier
-    from .concepts import ConceptModel, upsample_labels
-    from .data import load_dataset
-    from .features import LevelFeatures
-    from .prototypes import prototype_representativeness
-    from .sem import linear_prototypes
-    from .training import DATA_SEED, get_trained_model
-
     t_start = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
-    if seeds is None:
-        seed_list = list(prof.seeds)
-    elif isinstance(seeds, (int, np.integer)):
-        n_seeds = int(seeds)
-        if n_seeds < 1:
-            raise ValueError(f"seeds must be >= 1 when given as a count, got {seeds}")
-        extra = range(max(prof.seeds, default=-1) + 1, max(prof.seeds, default=-1) + 1 + n_seeds)
-        seed_list = (list(prof.seeds) + list(extra))[:n_seeds]
-    else:
-        seed_list = [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError("no seeds to evaluate")
+    seed_list = _seed_list(prof, seeds)
     level_list = list(prof.levels if levels is None else levels)
     if not level_list:
         raise ValueError("levels is empty; use e.g. ['logits', 'B4', 'B234']")
-    specs = _specs(level_list)
-    spec_names = [sp.name for sp in specs if sp.concepts]
-    if sweep_levels is None:
-        sweep_names = [n for n in ("B4", "B234", _CONTROL_FMT.format("B234")) if n in spec_names] or spec_names
-    else:
-        sweep_names = list(sweep_levels)
-        unknown = [n for n in sweep_names if n not in spec_names]
-        if unknown:
-            raise ValueError(f"sweep_levels {unknown} are not evaluated block levels; choose among {spec_names}")
+    specs = evaluation_specs(level_list)
     dev = resolve_device(device)
-    rec = _Recorder(prof.name)
-    curves_rows: list[dict[str, Any]] = []
-    examples: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-    baseline_doc: str | None = None
+    rec, curves, examples, timings = Recorder(prof.name), [], {}, {}
 
     def tick(key: str, t0: float) -> float:
         t1 = time.perf_counter()
         timings[key] = timings.get(key, 0.0) + (t1 - t0)
         return t1
 
-    stages = ["model", "fit levels and concepts", "features", "classifiers", "concept metrics", "attribution"]
-    bar = progress(total=len(seed_list) * len(stages), desc="evaluation")
+    bar = progress(total=len(seed_list), desc="evaluation")
     previous = getattr(config, "_progress_override", None)
     set_progress(False)  # the inner bars of the package stay quiet under this one
     try:
         t = time.perf_counter()
-        train = load_dataset(prof.dataset, "train", prof, seed=DATA_SEED)
-        test = load_dataset(prof.dataset, "test", prof, seed=DATA_SEED)
-        n_fit = min(int(n_fit_images), len(train))
-        n_scale = min(n_fit, 256)
-        x_fit = train.images_at(torch.arange(n_fit))
-        parts_fit, _, part_names = _ground_truth(train, torch.arange(n_fit))
-        parts_test, objects_test, _ = _ground_truth(test, torch.arange(len(test)))
-        H, W = parts_test.shape[-2:]
-        n_eval = min(int(prof.n_eval_images), len(test))
+        sh = shared if shared is not None else load_data(prof, n_fit_images)
         t = tick("data", t)
-
         for si, seed in enumerate(seed_list):
-            sweep_seed = include_sweeps and si == 0
-            # -- 1. model
-            bar.set_description(f"seed {seed}: model")
-            model, _info = get_trained_model(prof, seed, device=dev)
-            model.eval()
-            t = tick("model", t)
-            bar.update(1)
-
-            # -- 2. levels and concepts
-            bar.set_description(f"seed {seed}: fit levels and concepts")
-            lfs: dict[str, LevelFeatures] = {}
-            cms: dict[tuple[str, int], ConceptModel] = {}
-            for sp in specs:
-                # sigma_b is one number per block: the first n_scale fitting images estimate it well
-                lfs[sp.name] = LevelFeatures(sp.level, grid=sp.grid, batch_size=batch_size).fit(model, x_fit[:n_scale])
-                if sp.concepts:
-                    cm = ConceptModel(prof.n_concepts, level=sp.level, positions_per_image=prof.positions_per_image,
-                                      random_state=seed, device=dev)
-                    cm.fit(model, x_fit, level_features=lfs[sp.name])
-                    cms[(sp.name, prof.n_concepts)] = cm
-                    if sweep_seed and sp.name in sweep_names:
-                        for K in prof.concept_sweep:
-                            if K != prof.n_concepts:
-                                cms[(sp.name, K)] = ConceptModel(
-                                    K, level=sp.level, positions_per_image=prof.positions_per_image,
-                                    random_state=seed, device=dev,
-                                ).fit(model, x_fit, level_features=lfs[sp.name], sample=cm.sample_)
-            t = tick("fit levels and concepts", t)
-            bar.update(1)
-
-            # -- 3. one forward pass per batch for every level: pooled embeddings and concept maps
-            bar.set_description(f"seed {seed}: features")
-
-            Z_train, _, cmaps_train = _features_pass(model, train, specs, lfs, cms, n_fit, batch_size)
-            Z_test, logits_test, cmaps_test = _features_pass(model, test, specs, lfs, cms, len(test), batch_size)
-            t = tick("features", t)
-            bar.update(1)
-
-            # -- 4. classifiers, agreement, representativeness, k sweep
-            bar.set_description(f"seed {seed}: classifiers")
-            y_train, y_test = train.labels, test.labels
-            n_test = len(y_test)
-            linear_pred = logits_test.argmax(1)
-            rec.add(seed, "B4", "linear", "accuracy", float((linear_pred == y_test).double().mean()), n_test)
-            clfs: dict[str, KMeansClassifier] = {}
-            for sp in specs:
-                if not sp.classify:
-                    continue
-                ks = sorted(set(prof.k_sweep) | {prof.k_per_class}) if sweep_seed else [prof.k_per_class]
-                for k in ks:
-                    clf = KMeansClassifier(k, random_state=seed, device=dev).fit(Z_train[sp.name], y_train)
-                    pred = torch.as_tensor(clf.predict(Z_test[sp.name])).cpu()
-                    acc = float((pred == y_test).double().mean())
-                    if k == prof.k_per_class:
-                        clfs[sp.name] = clf
-                        rec.add(seed, sp.name, "kmeans", "accuracy", acc, n_test, param=k)
-                        rec.add(seed, sp.name, "kmeans", "agreement", float((pred == linear_pred).double().mean()),
-                                n_test, param=k)
-                    if sweep_seed:
-                        rec.add(seed, sp.name, "kmeans", "accuracy", acc, n_test, sweep="k_per_class", param=k)
-            if "B4" in clfs:
-                # the linear head acts on the raw pooled B4 features: undo the level's 1/sigma
-                sigma = float(lfs["B4"].sigma_["B4"])
-                Zb4 = Z_train["B4"].double() * sigma
-                Wl, _b = linear_prototypes(model)
-                r_lin = prototype_representativeness(Wl.detach().double().cpu(), Zb4, rescale=True)
-                r_km = prototype_representativeness(clfs["B4"].prototypes_.detach().double().cpu() * sigma, Zb4)
-                n_c = Wl.shape[0]
-                rec.add(seed, "B4", "linear", "prototype_nn_ratio", float(r_lin.ratio.mean()), n_c)
-                rec.add(seed, "B4", "linear-rescaled", "prototype_nn_ratio", float(r_lin.rescaled_ratio.mean()), n_c)
-                rec.add(seed, "B4", "kmeans", "prototype_nn_ratio", float(r_km.ratio.mean()),
-                        clfs["B4"].prototypes_.shape[0], param=prof.k_per_class)
-            t = tick("classifiers", t)
-            bar.update(1)
-
-            # -- 5. concept maps vs parts
-            bar.set_description(f"seed {seed}: concept metrics")
-
-            def up(maps: torch.Tensor, name: str) -> torch.Tensor:  # grid -> pixels (nearest registered position)
-                return upsample_labels(maps, (H, W), lfs[name].grid_geometry_)
-
-            for (name, K) in cms:
-                main_k = K == prof.n_concepts
-                if main_k:
-                    _concept_records(
-                        rec, seed, name, K, up(cmaps_train[(name, K)], name), parts_fit, up(cmaps_test[(name, K)], name),
-                        parts_test, objects_test, part_names, sweep=None, full=True,
-                    )
-                if sweep_seed and name in sweep_names:
-                    _concept_records(
-                        rec, seed, name, K, up(cmaps_train[(name, K)], name), parts_fit, up(cmaps_test[(name, K)], name),
-                        parts_test, objects_test, part_names, sweep="n_concepts", full=False,
-                    )
-            t = tick("concept metrics", t)
-            bar.update(1)
-
-            # -- 6. attribution maps
-            bar.set_description(f"seed {seed}: attribution")
-            if include_attribution and n_eval > 0:
-                x_eval = test.images_at(torch.arange(n_eval))
-                obj_eval = objects_test[:n_eval]
-                target = linear_pred[:n_eval]
-                att = _attribution_maps(model, x_eval, target, specs, lfs, clfs, batch_size=batch_size,
-                                        random_state=seed)
-                for (lv, method), maps in att.items():
-                    di = metrics.deletion_insertion(
-                        model, x_eval, maps, target, steps=deletion_steps, baseline=deletion_baseline,
-                        batch_size=max(batch_size, deletion_steps + 1) * 2, random_state=seed,
-                    )
-                    rec.add(seed, lv, method, "deletion_auc", float(di.deletion_auc.mean()), n_eval, note=di.baseline)
-                    rec.add(seed, lv, method, "insertion_auc", float(di.insertion_auc.mean()), n_eval, note=di.baseline)
-                    hits = metrics.pointing_game(maps, obj_eval)
-                    rec.add(seed, lv, method, "pointing_game", float(hits.mean()), n_eval)
-                    energy = metrics.energy_in_mask(maps, obj_eval)
-                    rec.add(seed, lv, method, "energy_in_mask", float(np.nanmean(energy)),
-                            int(np.isfinite(energy).sum()))
-                    for curve, values in (("deletion", di.deletion), ("insertion", di.insertion)):
-                        for f, v in zip(di.fractions, values.mean(0)):
-                            curves_rows.append({"profile": prof.name, "seed": seed, "level": lv, "method": method,
-                                                "curve": curve, "fraction": float(f), "value": float(v)})
-                    baseline_doc = di.baseline
-                if si == 0:
-                    # the qualitative figure: the images of the earlier chapters (first test image of each class)
-                    if example_indices is None:
-                        idx = [int((test.labels == c).nonzero()[0]) for c in torch.unique(test.labels)[:8].tolist()]
-                    else:
-                        idx = [int(i) for i in example_indices if 0 <= int(i) < len(test)]
-                    x_ex = test.images_at(idx)
-                    t_ex = linear_pred[idx]
-                    att_ex = _attribution_maps(model, x_ex, t_ex, specs, lfs, clfs, batch_size=batch_size,
-                                               random_state=seed)
-                    examples = {
-                        "index": np.asarray(idx),
-                        "images": x_ex.numpy(),
-                        "parts": parts_test[idx].numpy(),
-                        "objects": objects_test[idx].numpy(),
-                        "labels": test.labels[idx].numpy(),
-                        "target": t_ex.numpy(),
-                        "part_names": part_names,
-                        "class_names": list(getattr(test, "class_names", []) or []),
-                        "concept_maps": {name: up(cmaps_test[(name, K)][idx], name).numpy().astype(np.int64)
-                                         for (name, K) in cms if K == prof.n_concepts},
-                        "attributions": {f"{lv}/{method}": m.numpy() for (lv, method), m in att_ex.items()},
-                        "seed": seed,
-                    }
-            t = tick("attribution", t)
+            first = si == 0
+            bar.set_description(f"seed {seed}")
+            d = (prepared or {}).get(seed) or prepare_seed(sh, seed, specs, device=dev,
+                                                           ablation=include_sweeps and first, batch_size=batch_size)
+            t = tick("prepare (model, fits, features)", t)
+            examples = _measure_seed(sh, d, rec, curves, tick, first=first, sweeps=include_sweeps,
+                                     attribution=include_attribution, extras=include_extras, steps=deletion_steps,
+                                     baseline=deletion_baseline, example_indices=example_indices,
+                                     batch_size=batch_size) or examples
+            t = time.perf_counter()
             bar.update(1)
     finally:
         set_progress(previous)
         bar.close()
-
     df = pd.DataFrame(rec.rows, columns=list(COLUMNS))
-    info = {
-        "profile": prof.as_dict(),
-        "seeds": seed_list,
-        "levels": [sp.name for sp in specs],
-        "device": str(dev),
-        "deletion_baseline": baseline_doc,
-        "deletion_steps": int(deletion_steps),
-        "n_fit_images": n_fit,
-        "n_scale_images": n_scale,
-        "sweep_levels": sweep_names if include_sweeps else [],
-        "n_test_images": len(test),
-        "n_eval_images": n_eval,
+    df.attrs["curves"] = pd.DataFrame(curves, columns=["profile", "seed", "level", "method", "curve", "fraction",
+                                                       "value"])
+    df.attrs["examples"] = examples
+    notes = df.loc[df["metric"] == "deletion_auc", "note"].dropna()
+    df.attrs["info"] = {
+        "profile": prof.as_dict(), "seeds": seed_list, "levels": list(dict.fromkeys(sp.label for sp in specs)),
+        "device": str(dev), "deletion_baseline": notes.iloc[0].split(";")[0] if len(notes) else None,
+        "deletion_steps": int(deletion_steps), "n_fit_images": int(sh.x_fit.shape[0]),
+        "n_test_images": len(sh.test), "n_eval_images": sh.n_eval, "learned_accuracy": LEARNED_ACCURACY,
         "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
         "seconds": round(time.perf_counter() - t_start, 2),
     }
-    df.attrs["curves"] = pd.DataFrame(curves_rows, columns=["profile", "seed", "level", "method", "curve",
-                                                            "fraction", "value"])
-    df.attrs["examples"] = examples
-    df.attrs["info"] = info
     return df
 
 
-# ----------------------------------------------------------------------------- tables and figures
+def fewer_data_profile(profile: Profile, fraction: int = 4) -> Profile:
+    """The profile with ``1 / fraction`` of the training images and ``fraction`` times the epochs.
+
+    The number of optimisation steps (images seen) stays the same, so that a worse network means
+    "less data", not "less training". A profile with ``n_train = 0`` (the dataset's own split, the
+    paper profile) gets ``len(train) // fraction`` images.
+    """
+    from .data import load_dataset
+    from .training import DATA_SEED
+
+    if int(fraction) < 1:
+        raise ValueError(f"fraction must be >= 1, got {fraction}")
+    n = int(profile.n_train) or len(load_dataset(profile.dataset, "train", profile, seed=DATA_SEED))
+    return profile.replace(n_train=max(1, n // int(fraction)), epochs=int(profile.epochs) * int(fraction))
+
+
+# ----------------------------------------------------------------------------- the claims, measured
+def _m(df: Any, level: str, method: str, metric: str, **eq: Any) -> float:
+    sel = (df["level"] == level) & (df["method"] == method) & (df["metric"] == metric)
+    sel &= df["sweep"].isna() if "sweep" not in eq else (df["sweep"] == eq.pop("sweep"))
+    for k, v in eq.items():
+        sel &= df[k] == v
+    v = df.loc[sel, "value"]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def claims_table(df: pandas.DataFrame) -> pandas.DataFrame:  # noqa: F821
+    """The paper's claims, what this evaluation measured, and a verdict (one row per claim).
+
+    Verdicts follow fixed rules (stated in the chapter): the head's accuracy holds within 1.5
+    points; "more faithful" holds when B234 beats B4 on object-pixel AMI *and* the resolution
+    control B4@B234-grid stays below B234; "finer maps" when B234's pointing game beats both B4
+    and the control; the accuracy cost holds only when B234 is below B4 on every seed by more than
+    half a point; the maps are faithful when the k-means maps beat the random map on deletion on
+    their own model.
+    """
+    import pandas as pd
+
+    acc_lin, acc_b4, acc_b234 = (_m(df, "B4", "linear", "accuracy"), _m(df, "B4", "kmeans", "accuracy"),
+                                 _m(df, "B234", "kmeans", "accuracy"))
+    per_seed = (df[(df["metric"] == "accuracy") & (df["method"] == "kmeans") & df["sweep"].isna()]
+                .pivot_table(index="seed", columns="level", values="value"))
+    diff = (per_seed["B234"] - per_seed["B4"]) if {"B4", "B234"} <= set(per_seed.columns) else pd.Series(dtype=float)
+    ami = {lv: _m(df, lv, "concepts", "ami_object") for lv in ("B4", "B234", "B4@B234-grid")}
+    ceil = _m(df, "B234", "ceiling", "ami_object")
+    pg = {lv: _m(df, lv, "kmeans", "pointing_game") for lv in ("B4", "B234", "B4@B234-grid")}
+    dele = {k: _m(df, *k, "deletion_auc") for k in [("B4", "kmeans"), ("B234", "kmeans"), ("B234", "random"),
+                                                       ("B4", "cam"), ("pixel", "random")]}
+    rows = [
+        ("A k-means head costs no accuracy",
+         f"k-means B4 {100 * acc_b4:.1f} % vs linear head {100 * acc_lin:.1f} %",
+         "holds" if abs(acc_b4 - acc_lin) <= 0.015 else "does not hold"),
+        ("k-means prototypes represent the data (the linear head's do not)",
+         f"nearest-embedding ratio {_m(df, 'B4', 'kmeans', 'prototype_nn_ratio'):.2f} (k-means) vs "
+         f"{_m(df, 'B4', 'linear-rescaled', 'prototype_nn_ratio'):.2f} (linear, best rescaled)",
+         "holds" if _m(df, "B4", "kmeans", "prototype_nn_ratio") < _m(df, "B4", "linear-rescaled",
+                                                                      "prototype_nn_ratio") else "does not hold"),
+        ("B234 concepts are semantically more faithful than B4",
+         f"object-pixel AMI {ami['B4']:.3f} (B4) → {ami['B234']:.3f} (B234); control B4@B234-grid "
+         f"{ami['B4@B234-grid']:.3f}; ceiling of the grid {ceil:.3f}",
+         "holds" if ami["B234"] > ami["B4"] and ami["B4@B234-grid"] < ami["B234"] else "not supported"),
+        ("B234 attribution maps localise better (finer maps)",
+         f"pointing game {pg['B4']:.2f} (B4), {pg['B234']:.2f} (B234), {pg['B4@B234-grid']:.2f} (control)",
+         "holds" if pg["B234"] > max(pg["B4"], pg["B4@B234-grid"]) else "not supported"),
+        ("B234 costs a slight loss of accuracy",
+         f"B234 − B4 = {100 * diff.mean():+.1f} points (per seed: "
+         + ", ".join(f"{100 * v:+.1f}" for v in diff) + ")",
+         "holds" if len(diff) and (diff < -0.005).all() else "not observed"),
+        ("Gradient-free k-means maps are faithful to the model they explain",
+         f"deletion AUC {dele[('B4', 'kmeans')]:.3f} (B4), {dele[('B234', 'kmeans')]:.3f} (B234) vs random "
+         f"{dele[('B234', 'random')]:.3f} on the same k-means model; CAM {dele[('B4', 'cam')]:.3f} vs random "
+         f"{dele[('pixel', 'random')]:.3f} on the linear head",
+         "holds" if max(dele[("B4", "kmeans")], dele[("B234", "kmeans")]) < dele[("B234", "random")]
+         else "partly"),
+    ]
+    return pd.DataFrame(rows, columns=["the paper's claim", "measured here", "verdict"])
+
+
+# ----------------------------------------------------------------------------- tables
 def method_label(level: str, method: str) -> str:
-    """Readable name of an attribution method: ``"k-means B234"``, ``"CAM"``, ``"Grad-CAM"``, ``"random"``."""
+    """Readable name of a method: ``"k-means B234"``, ``"CAM"``, ``"Grad-CAM B3"``, ``"random map"``..."""
+    suffix = " (on the linear head)" if method.endswith("_transfer") else ""
+    method = method.removesuffix("_transfer")
     if method == "kmeans":
-        return f"k-means {level}"
-    return {"cam": "CAM", "gradcam": "Grad-CAM", "random": "random map", "linear": "linear head"}.get(method, method)
+        return f"k-means {level}{suffix}"
+    if method == "kmeans-cell":
+        return f"k-means {level} (cell registration){suffix}"
+    if method == "gradcam":
+        return f"Grad-CAM {level}" if level != "B4" else "Grad-CAM"
+    return {"cam": "CAM", "random": "random map", "linear": "linear head", "occlusion": "occlusion"}.get(method, method) + (
+        f" (on k-means {level})" if method == "random" and level != "pixel" else "")
 
 
 def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,  # noqa: F821
@@ -696,185 +1163,6 @@ def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,
 def _mean_std(df: pandas.DataFrame, level: str, method: str, metric: str) -> tuple[float, float]:  # noqa: F821
     v = df[(df["level"] == level) & (df["method"] == method) & (df["metric"] == metric) & df["sweep"].isna()]["value"]
     return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0) if len(v) else (float("nan"), float("nan"))
-
-
-def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_object",  # noqa: F821
-                  controls: bool = True):
-    """Accuracy of the k-means classifier vs semantic fidelity of its concept maps, per level.
-
-    Points are the mean over seeds, bars one standard deviation; the linear
-    head's accuracy is the horizontal band. Resolution controls (which have
-    no classifier of their own) are drawn at B4's accuracy, hollow.
-
-    Parameters
-    ----------
-    df : DataFrame
-        Records of :func:`run_evaluation`.
-    ax : Axes, optional
-    fidelity : str, default "nmi_object"
-        Concept metric on the x axis (``"miou"``, ``"nmi_object"``, ...).
-    controls : bool
-        Also draw the resolution controls.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    from .plotting import concept_colors
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.5, 4.0), layout="constrained")
-    else:
-        fig = ax.figure
-    acc_lin, sd_lin = _mean_std(df, "B4", "linear", "accuracy")
-    if np.isfinite(acc_lin):
-        ax.axhline(100 * acc_lin, color="0.3", lw=1, ls="--", label="linear head")
-        ax.axhspan(100 * (acc_lin - sd_lin), 100 * (acc_lin + sd_lin), color="0.85", zorder=0)
-    names = [n for n in dict.fromkeys(df[(df["method"] == "concepts") & (df["metric"] == fidelity)]["level"])]
-    levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
-    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
-    for name in names:
-        is_control = name.startswith("B4@")
-        if is_control and not controls:
-            continue
-        # a control B4@S-grid takes the colour of S, hollow
-        color = colors.get(name[3:-5] if is_control else name, "0.5")
-        fx, fsd = _mean_std(df, name, "concepts", fidelity)
-        ay, asd = _mean_std(df, "B4" if is_control else name, "kmeans", "accuracy")
-        ax.errorbar(fx, 100 * ay, xerr=fsd, yerr=100 * asd, fmt="o", ms=7, capsize=3, color=color,
-                    mfc="white" if is_control else color, mew=1.5, label=name)
-    ax.set_xlabel(f"semantic fidelity: {fidelity.replace('_', ' ')} of concepts vs parts")
-    ax.set_ylabel("test accuracy of the k-means classifier (%)")
-    ax.set_title("Accuracy vs semantic fidelity, per level")
-    ax.legend(fontsize="small", loc="best")
-    return fig
-
-
-def plot_curves(curves: pandas.DataFrame, ax: Any = None, *, curve: str = "deletion"):  # noqa: F821
-    """Mean deletion or insertion curve of every map (averaged over images and seeds).
-
-    Parameters
-    ----------
-    curves : DataFrame
-        ``df.attrs["curves"]`` from :func:`run_evaluation`.
-    ax : Axes, optional
-    curve : {"deletion", "insertion"}
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    if curve not in ("deletion", "insertion"):
-        raise ValueError(f"curve must be 'deletion' or 'insertion', got {curve!r}")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 3.5), layout="constrained")
-    else:
-        fig = ax.figure
-    sub = curves[curves["curve"] == curve]
-    mean = sub.groupby(["level", "method", "fraction"], sort=False)["value"].mean().reset_index()
-    for (lv, method), g in mean.groupby(["level", "method"], sort=False):
-        label = method_label(lv, method)
-        ls = "-" if method == "kmeans" else ("--" if method != "random" else ":")
-        ax.plot(100 * g["fraction"], g["value"], ls, label=label)
-    ax.set_xlabel(f"pixels {'removed' if curve == 'deletion' else 'inserted'} (%)")
-    ax.set_ylabel("probability of the explained class")
-    ax.set_title(f"{curve.capitalize()} curves")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize="small")
-    return fig
-
-
-def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
-    """Sensitivity: accuracy vs prototypes per class, and mIoU / object NMI vs number of concepts.
-
-    Parameters
-    ----------
-    df : DataFrame
-        Records of :func:`run_evaluation` (with ``include_sweeps=True``).
-    axes : sequence of 3 Axes, optional
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), layout="constrained")
-    else:
-        fig = axes[0].figure
-    from .plotting import concept_colors
-
-    levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
-    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
-    panels = [("k_per_class", "accuracy", "prototypes per class K", "k-means test accuracy (%)", 100.0),
-              ("n_concepts", "miou", "number of concepts K'", "mIoU (test)", 1.0),
-              ("n_concepts", "nmi_object", "number of concepts K'", "object-pixel NMI (test)", 1.0)]
-    for ax, (sweep, metric, xlabel, ylabel, scale) in zip(axes, panels):
-        sub = df[(df["sweep"] == sweep) & (df["metric"] == metric)]
-        for lv, g in sub.groupby("level", sort=False):
-            g = g.sort_values("param")
-            color = colors.get(lv[3:-5] if lv.startswith("B4@") else lv, "0.5")
-            ax.plot(g["param"], scale * g["value"], "o-", label=lv, color=color,
-                    mfc="white" if lv.startswith("B4@") else color)
-        ax.set_xscale("log", base=2)
-        ticks = sorted({int(v) for v in sub["param"].dropna()})
-        if ticks:
-            ax.set_xticks(ticks, [str(t) for t in ticks])
-            ax.minorticks_off()
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(ylabel.split(" (")[0] + " vs " + xlabel.split(" K")[0])
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small", loc="best")
-    return fig
-
-
-def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25):
-    """The same test images under every level and baseline, beside the ground-truth parts.
-
-    Rows are images; columns: the image, its part map, the concept map of
-    every level (and resolution control), then every attribution map.
-
-    Parameters
-    ----------
-    examples : dict
-        ``df.attrs["examples"]`` from :func:`run_evaluation`.
-    size : float
-        Inches per panel.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    from .plotting import show_heatmap, show_image, show_label_map
-
-    if not examples:
-        raise ValueError("no examples: run_evaluation(..., include_attribution=True) keeps them")
-    images = examples["images"]
-    cmaps = examples["concept_maps"]
-    atts = examples["attributions"]
-    cols = (["image", "parts"] + [f"concepts\n{k.replace('-grid', ' grid')}" for k in cmaps]
-            + [method_label(*k.split("/")).replace(" ", "\n", 1) for k in atts])
-    n = len(images)
-    fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols), size * n + 0.4), squeeze=False,
-                             layout="constrained")
-    for i in range(n):
-        show_image(images[i], ax=axes[i, 0])
-        show_label_map(images[i], examples["parts"][i], ax=axes[i, 1])
-        for j, m in enumerate(cmaps.values()):
-            show_label_map(images[i], m[i], ax=axes[i, 2 + j], background=False, alpha=0.6)
-        for j, m in enumerate(atts.values()):
-            show_heatmap(images[i], m[i], ax=axes[i, 2 + len(cmaps) + j])
-    for j, c in enumerate(cols):
-        axes[0, j].set_title(c, fontsize="small")
-    return fig
 
 
 # ----------------------------------------------------------------------------- JSON and command line

@@ -36,19 +36,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .resample import GridGeometry
+from .resample import GridGeometry
 
 __all__ = [
     "DecidingPartScores",
     "DeletionInsertion",
     "ami",
+    "baseline_images",
     "deciding_part_scores",
     "deletion_insertion",
     "energy_in_mask",
@@ -216,7 +216,8 @@ def ami(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) ->
     return float(adjusted_mutual_info_score(p, c))
 
 
-def pool_labels(parts: ArrayLike, grid: tuple[int, int], geometry: "GridGeometry | None" = None) -> torch.Tensor:
+def pool_labels(parts: ArrayLike, grid: tuple[int, int], geometry: GridGeometry | None = None, *,
+                object_majority: bool = False) -> torch.Tensor:
     """The part map pooled to a feature grid and resampled back: the resolution ceiling.
 
     Every pixel belongs to the grid position whose registered centre is
@@ -234,6 +235,10 @@ def pool_labels(parts: ArrayLike, grid: tuple[int, int], geometry: "GridGeometry
     geometry : GridGeometry, optional
         Where the grid's positions sit (``LevelFeatures.grid_geometry_``);
         default stride ``H / h``, offset 0.
+    object_majority : bool, default False
+        Take the majority among the *object* parts (labels > 0) of a position
+        whenever it has object pixels: the ceiling of the object-pixel scores
+        (on object pixels, a position's background majority says nothing).
 
     Returns
     -------
@@ -261,6 +266,9 @@ def pool_labels(parts: ArrayLike, grid: tuple[int, int], geometry: "GridGeometry
     flat = p.reshape(n, -1)
     key = (torch.arange(n)[:, None] * (h * w) + pos[None, :]) * n_parts + flat
     counts = torch.bincount(key.reshape(-1), minlength=n * h * w * n_parts).view(n, h * w, n_parts)
+    if object_majority:
+        has_object = counts[..., 1:].sum(2) > 0
+        counts[..., 0] = torch.where(has_object, torch.zeros_like(counts[..., 0]), counts[..., 0])
     pooled = counts.argmax(dim=2)  # (n, h*w): majority part (ties: the smaller label)
     return pooled.gather(1, pos.expand(n, -1)).view(n, H, W)
 
@@ -500,6 +508,23 @@ def _baseline_images(images: torch.Tensor, baseline: str | float) -> tuple[torch
         raise ValueError(f"baseline must be 'blur', 'mean' or a number in [0, 1], got {baseline!r}")
     value = float(baseline)
     return torch.full_like(images, value), f"constant {value:g}"
+
+
+def baseline_images(images: torch.Tensor, baseline: Literal["blur", "mean"] | float = "blur") -> tuple[torch.Tensor, str]:
+    """The images that removed pixels become in :func:`deletion_insertion`, and a description.
+
+    Parameters
+    ----------
+    images : Tensor, shape (N, 3, H, W)
+    baseline : {"blur", "mean"} or float, default "blur"
+        See :func:`deletion_insertion`.
+
+    Returns
+    -------
+    baseline : Tensor, shape (N, 3, H, W)
+    description : str
+    """
+    return _baseline_images(images, baseline)
 
 
 def deletion_insertion(

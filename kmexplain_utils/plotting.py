@@ -41,8 +41,12 @@ __all__ = [
     "plot_block_scaling",
     "plot_concept_contributions",
     "plot_concept_patches",
+    "plot_curves",
     "plot_dataset_gallery",
     "plot_explanations",
+    "plot_qualitative",
+    "plot_sweeps",
+    "plot_tradeoff",
     "plot_training_history",
     "set_book_style",
     "short_label",
@@ -1159,4 +1163,193 @@ def plot_block_centres(
         _clean(ax, title)
         ax.title.set_fontsize(7)
     axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0.0)
+    return fig
+
+
+# ----------------------------------------------------------------------------- figures of the evaluation
+def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_object",  # noqa: F821
+                  controls: bool = True):
+    """Accuracy of the k-means classifier vs semantic fidelity of its concept maps, per level.
+
+    Points are the mean over seeds, bars one standard deviation; the linear
+    head's accuracy is the horizontal band. Resolution controls (which have
+    no classifier of their own) are drawn at B4's accuracy, hollow.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Records of :func:`run_evaluation`.
+    ax : Axes, optional
+    fidelity : str, default "nmi_object"
+        Concept metric on the x axis (``"miou"``, ``"nmi_object"``, ...).
+    controls : bool
+        Also draw the resolution controls.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 4.0), layout="constrained")
+    else:
+        fig = ax.figure
+    from .evaluate import _mean_std
+
+    acc_lin, sd_lin = _mean_std(df, "B4", "linear", "accuracy")
+    if np.isfinite(acc_lin):
+        ax.axhline(100 * acc_lin, color="0.3", lw=1, ls="--", label="linear head")
+        ax.axhspan(100 * (acc_lin - sd_lin), 100 * (acc_lin + sd_lin), color="0.85", zorder=0)
+    names = [n for n in dict.fromkeys(df[(df["method"] == "concepts") & (df["metric"] == fidelity)]["level"])]
+    levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
+    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
+    for name in names:
+        is_control = name.startswith("B4@")
+        if is_control and not controls:
+            continue
+        # a control B4@S-grid takes the colour of S, hollow
+        color = colors.get(name[3:-5] if is_control else name, "0.5")
+        fx, fsd = _mean_std(df, name, "concepts", fidelity)
+        ay, asd = _mean_std(df, "B4" if is_control else name, "kmeans", "accuracy")
+        ax.errorbar(fx, 100 * ay, xerr=fsd, yerr=100 * asd, fmt="o", ms=7, capsize=3, color=color,
+                    mfc="white" if is_control else color, mew=1.5, label=name)
+    ax.set_xlabel(f"semantic fidelity: {fidelity.replace('_', ' ')} of concepts vs parts")
+    ax.set_ylabel("test accuracy of the k-means classifier (%)")
+    ax.set_title("Accuracy vs semantic fidelity, per level")
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def plot_curves(curves: pandas.DataFrame, ax: Any = None, *, curve: str = "deletion"):  # noqa: F821
+    """Mean deletion or insertion curve of every map (averaged over images and seeds).
+
+    Parameters
+    ----------
+    curves : DataFrame
+        ``df.attrs["curves"]`` from :func:`run_evaluation`.
+    ax : Axes, optional
+    curve : {"deletion", "insertion"}
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from .evaluate import method_label
+
+    if curve not in ("deletion", "insertion"):
+        raise ValueError(f"curve must be 'deletion' or 'insertion', got {curve!r}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 3.5), layout="constrained")
+    else:
+        fig = ax.figure
+    sub = curves[curves["curve"] == curve]
+    mean = sub.groupby(["level", "method", "fraction"], sort=False)["value"].mean().reset_index()
+    for (lv, method), g in mean.groupby(["level", "method"], sort=False):
+        label = method_label(lv, method)
+        ls = "-" if method == "kmeans" else ("--" if method != "random" else ":")
+        ax.plot(100 * g["fraction"], g["value"], ls, label=label)
+    ax.set_xlabel(f"pixels {'removed' if curve == 'deletion' else 'inserted'} (%)")
+    ax.set_ylabel("probability of the explained class")
+    ax.set_title(f"{curve.capitalize()} curves")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
+    """Sensitivity: accuracy vs prototypes per class, and mIoU / object NMI vs number of concepts.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Records of :func:`run_evaluation` (with ``include_sweeps=True``).
+    axes : sequence of 3 Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), layout="constrained")
+    else:
+        fig = axes[0].figure
+    
+    levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
+    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
+    panels = [("k_per_class", "accuracy", "prototypes per class K", "k-means test accuracy (%)", 100.0),
+              ("n_concepts", "miou", "number of concepts K'", "mIoU (test)", 1.0),
+              ("n_concepts", "nmi_object", "number of concepts K'", "object-pixel NMI (test)", 1.0)]
+    for ax, (sweep, metric, xlabel, ylabel, scale) in zip(axes, panels):
+        sub = df[(df["sweep"] == sweep) & (df["metric"] == metric)]
+        for lv, g in sub.groupby("level", sort=False):
+            g = g.sort_values("param")
+            color = colors.get(lv[3:-5] if lv.startswith("B4@") else lv, "0.5")
+            ax.plot(g["param"], scale * g["value"], "o-", label=lv, color=color,
+                    mfc="white" if lv.startswith("B4@") else color)
+        ax.set_xscale("log", base=2)
+        ticks = sorted({int(v) for v in sub["param"].dropna()})
+        if ticks:
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(ylabel.split(" (")[0] + " vs " + xlabel.split(" K")[0])
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25):
+    """The same test images under every level and baseline, beside the ground-truth parts.
+
+    Rows are images; columns: the image, its part map, the concept map of
+    every level (and resolution control), then every attribution map. Each
+    concept is drawn in the colour of the part it was mapped to on the
+    *training* images (``examples["concept_parts"]``, the mapping mIoU uses),
+    so that the concept columns read like the part column.
+
+    Parameters
+    ----------
+    examples : dict
+        ``df.attrs["examples"]`` from :func:`run_evaluation`.
+    size : float
+        Inches per panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from .evaluate import method_label
+
+    if not examples:
+        raise ValueError("no examples: run_evaluation(..., include_attribution=True) keeps them")
+    images = examples["images"]
+    cmaps = examples.get("concept_parts") or examples["concept_maps"]
+    as_parts = "concept_parts" in examples
+    atts = examples["attributions"]
+    cols = (["image", "parts"] + [f"concepts\n{k.replace('-grid', ' grid')}" for k in cmaps]
+            + [method_label(*k.split("/")).replace(" ", "\n", 1) for k in atts])
+    n = len(images)
+    fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols), size * n + 0.4), squeeze=False,
+                             layout="constrained")
+    for i in range(n):
+        show_image(images[i], ax=axes[i, 0])
+        show_label_map(images[i], examples["parts"][i], ax=axes[i, 1])
+        for j, m in enumerate(cmaps.values()):
+            if as_parts:
+                show_label_map(images[i], m[i], ax=axes[i, 2 + j])
+            else:
+                show_label_map(images[i], m[i], ax=axes[i, 2 + j], background=False, alpha=0.6)
+        for j, m in enumerate(atts.values()):
+            show_heatmap(images[i], m[i], ax=axes[i, 2 + len(cmaps) + j])
+    for j, c in enumerate(cols):
+        axes[0, j].set_title(c, fontsize="small")
     return fig

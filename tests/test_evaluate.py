@@ -52,19 +52,46 @@ def test_json_schema_and_every_level_and_metric(cli_result):
             assert present(lv, "concepts", m), (lv, m)
     assert not (main["level"] == "B4@B4-grid").any()
     attribution = ["deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask"]
-    for lv, method in [("B4", "kmeans"), ("B234", "kmeans"), ("B4", "cam"), ("B4", "gradcam"), ("pixel", "random")]:
+    for lv, method in [("B4", "kmeans"), ("B234", "kmeans"), ("B4@B234-grid", "kmeans"), ("B4", "cam"),
+                       ("B3", "gradcam"), ("pixel", "occlusion"), ("pixel", "random")]:
         for m in attribution:
             assert present(lv, method, m), (lv, method, m)
-    # the deletion baseline is stated beside the AUCs
-    assert main[main["metric"] == "deletion_auc"]["note"].str.startswith("blur").all()
+    # the deletion baseline is stated beside the AUCs, and the model each map is scored on
+    dele = main[main["metric"] == "deletion_auc"]
+    assert dele["note"].str.startswith("blur").all()
+    assert (dele[dele["method"] == "kmeans"]["note"].str.contains("on k-means")).all()
+    assert (dele[dele["method"] == "cam"]["note"].str.endswith("on linear head")).all()
+    for lv in ("B4", "B234"):  # the transfer column: the k-means maps on the linear head
+        assert present(lv, "kmeans", "deletion_auc_transfer") and present(lv, "kmeans", "insertion_auc_transfer")
+        assert present(lv, "kmeans-cell", "pointing_game") and present(lv, "concepts-cell", "nmi_object")
+        assert present(lv, "ceiling", "ami_object") and present(lv, "nmf", "ami_object")
+        assert present(lv, "concepts", "ami_object")
+    assert present("B234", "random", "deletion_auc")  # the random map on the k-means classifier too
+    for method in ("kmeans-rgb", "kmeans-rgbxy"):
+        assert present("pixel", method, "miou")
+    # Grad-CAM at B4 is ReLU(CAM - b) / |P|: recorded as an identity, not scored as a baseline
+    err = main[main["metric"] == "gradcam_identity_error"]["value"]
+    assert len(err) == 1 and float(err.iloc[0]) < 1e-4
+    assert not present("B4", "gradcam", "deletion_auc")
+    # sanity check: every method at every stage; contrastive scores for every method
+    sanity = df[df["metric"] == "sanity_spearman"]
+    assert set(zip(sanity["level"], sanity["method"])) == {("B4", "kmeans"), ("B234", "kmeans"), ("B4", "cam"),
+                                                           ("B3", "gradcam"), ("pixel", "occlusion")}
+    assert "head" in set(sanity["note"]) and sanity["param"].min() == 1
+    contrast = main[(main["metric"] == "contrastive_mass") & main["part"].isna()]
+    assert set(zip(contrast["level"], contrast["method"])) == {("B4", "kmeans"), ("B234", "kmeans"), ("B4", "cam"),
+                                                               ("B3", "gradcam"), ("pixel", "random")}
     # sweeps: every k of the profile and every K' of the profile
     acc_sweep = df[df["sweep"] == "k_per_class"]
     assert sorted(acc_sweep[acc_sweep["level"] == "B4"]["param"]) == [1, 2]
     con_sweep = df[(df["sweep"] == "n_concepts") & (df["metric"] == "miou")]
     assert sorted(con_sweep[con_sweep["level"] == "B234"]["param"]) == [3, 4]
+    per_class = df[(df["sweep"] == "per_class") & (df["metric"] == "miou")]
+    assert set(per_class["level"]) == {"B4", "B234"} and set(per_class["method"]) == {"concepts-per-class"}
     # values in range
     bounded = df[df["metric"].isin(["accuracy", "agreement", "nmi", "purity", "nmi_object", "purity_object", "miou",
-                                    "miou_floor", "iou", "pointing_game", "energy_in_mask"])]["value"].dropna()
+                                    "miou_floor", "iou", "pointing_game", "energy_in_mask",
+                                    "contrastive_mass", "contrastive_peak"])]["value"].dropna()
     assert ((bounded >= 0) & (bounded <= 1 + 1e-9)).all()
     # curves: S + 1 points per (level, method, curve)
     curves = pd.DataFrame(r["curves"])
@@ -77,13 +104,15 @@ def test_examples_are_the_first_test_image_of_each_class():
     from kmexplain_utils.data import load_dataset
     from kmexplain_utils.training import DATA_SEED
 
-    df = evaluate.run_evaluation("smoke", [0], levels=["B4"], include_sweeps=False, deletion_steps=2)
+    df = evaluate.run_evaluation("smoke", [0], levels=["B4"], include_sweeps=False, include_extras=False,
+                                 deletion_steps=2)
     ex = df.attrs["examples"]
     test = load_dataset("parts", "test", "smoke", seed=DATA_SEED)
     first = [int((test.labels == c).nonzero()[0]) for c in range(test.n_classes)][:8]
     assert ex["index"].tolist() == first
     np.testing.assert_array_equal(ex["images"], test.images[first].numpy())
-    assert set(ex["attributions"]) == {"B4/kmeans", "B4/cam", "B4/gradcam", "pixel/random"}
+    assert set(ex["attributions"]) == {"B4/kmeans", "B4/cam", "B3/gradcam", "pixel/occlusion", "pixel/random"}
+    assert set(ex["concept_parts"]) == {"B4"} and ex["concept_parts"]["B4"].max() < len(ex["part_names"])
     assert all(m.shape == ex["parts"].shape for m in ex["attributions"].values())
     assert set(ex["concept_maps"]) == {"B4"}
 
@@ -102,10 +131,12 @@ def test_linear_accuracy_matches_training_accuracy(cli_result):
     assert floor == pytest.approx(bg / len(torch.unique(test.parts)))
 
 
-def test_specs_add_resolution_controls():
-    names = [s.name for s in evaluate._specs(["logits", "B4", "B34", "B234"])]
+def test_specs_add_resolution_controls_and_cell_twins():
+    names = [s.name for s in evaluate._specs(["logits", "B4", "B34", "B234"], cell=False)]
     assert names == ["logits", "B4", "B34", "B234", "B4@B34-grid", "B4@B234-grid"]
-    ctrl = evaluate._specs(["B234"])[-1]
+    cell = [s for s in evaluate._specs(["logits", "B4", "B234"]) if s.registration == "cell"]
+    assert [(s.name, s.label) for s in cell] == [("B4|cell", "B4"), ("B234|cell", "B234")]
+    ctrl = next(s for s in evaluate._specs(["B234"]) if s.name == "B4@B234-grid")
     assert (ctrl.level, ctrl.grid, ctrl.classify, ctrl.concepts) == ("B4", "B234", False, True)
 
 
@@ -201,11 +232,6 @@ def test_plot_qualitative_has_a_column_per_level_and_map():
         evaluate.plot_qualitative({})
 
 
-def test_sweep_levels_are_validated():
-    with pytest.raises(ValueError, match="sweep_levels"):
-        evaluate.run_evaluation("smoke", 1, levels=["B4"], sweep_levels=["B234"])
-
-
 def test_ground_truth_falls_back_to_object_masks():
     from kmexplain_utils.data.base import ImageSet
 
@@ -217,3 +243,80 @@ def test_ground_truth_falls_back_to_object_masks():
     assert torch.equal(parts, objects.long()) and torch.equal(obj, objects)
     with pytest.raises(ValueError, match="neither part maps nor object masks"):
         evaluate._ground_truth(ImageSet(torch.rand(2, 3, 4, 4), torch.tensor([0, 1])), torch.arange(2))
+
+
+def _square_task(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images with a bright square in the left (class 0) or right (class 1) half."""
+    x = 0.3 * torch.rand(n, 3, 32, 32, generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    for i in range(n):
+        r = int(torch.randint(2, 22, (1,), generator=g))
+        c = int(torch.randint(2, 8, (1,), generator=g)) + 16 * int(y[i])
+        x[i, :, r:r + 8, c:c + 8] = 1.0
+    return x, y
+
+
+def test_kmeans_maps_beat_a_random_map_on_deletion_on_a_model_that_learned():
+    """A direction, not a restatement: on a network that learned, k-means maps delete faster than chance."""
+    from kmexplain_utils import metrics
+    from kmexplain_utils.baselines import KMeansScoreModel
+    from kmexplain_utils.classifier import KMeansClassifier
+    from kmexplain_utils.features import LevelFeatures
+    from kmexplain_utils.models import TinyResNet
+
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    x, y = _square_task(512, g)
+    model = TinyResNet(n_classes=2, width=8)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(80):
+        idx = torch.randint(0, 512, (64,), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x_test, y_test = _square_task(64, g)
+    with torch.no_grad():
+        assert float((model(x_test).argmax(1) == y_test).float().mean()) >= 0.9  # the network learned
+    lf = LevelFeatures("B34").fit(model, x)
+    clf = KMeansClassifier(2, random_state=0, device="cpu").fit(lf.pooled(model, x), y)
+    d = evaluate.SeedData(0, model, evaluate.evaluation_specs(["B34"]), {"B34": lf}, {}, {}, {"B34": clf},
+                          {}, {}, torch.zeros(0), {}, {}, False)
+    maps, explained = evaluate._kmeans_maps(d, "B34", x_test)
+    scorer = KMeansScoreModel(model, lf, clf)
+    kw = dict(steps=8, random_state=0, baseline=0.0)  # removed pixels become black: the square is gone
+    km = metrics.deletion_insertion(scorer, x_test, maps, explained, **kw)
+    rnd = metrics.deletion_insertion(scorer, x_test, metrics.random_maps(64, (32, 32)), explained, **kw)
+    assert km.deletion_auc.mean() < rnd.deletion_auc.mean() - 0.02
+    assert km.insertion_auc.mean() > rnd.insertion_auc.mean()
+
+
+def test_fewer_data_profile_keeps_the_number_of_steps():
+    prof = evaluate.get_profile("smoke")
+    fewer = evaluate.fewer_data_profile(prof, 4)
+    assert fewer.n_train == prof.n_train // 4 and fewer.epochs == 4 * prof.epochs
+    assert fewer.n_train * fewer.epochs == pytest.approx(prof.n_train * prof.epochs, rel=0.01)
+    with pytest.raises(ValueError):
+        evaluate.fewer_data_profile(prof, 0)
+
+
+def test_deciding_part_only_for_one_differing_attribute():
+    from kmexplain_utils.data.parts import CLASS_NAMES, PART_NAMES
+
+    names = list(CLASS_NAMES)
+    for c1 in range(len(names)):
+        for c2 in range(len(names)):
+            a, b = names[c1].split("-"), names[c2].split("-")
+            diff = [i for i in range(3) if a[i] != b[i]]
+            want = PART_NAMES.index(("head", "tail", "marking")[diff[0]]) if len(diff) == 1 else -1
+            assert evaluate.deciding_part(names, PART_NAMES, c1, c2) == want
+    assert evaluate.deciding_part(["a", "b"], PART_NAMES, 0, 1) == -1
+
+
+def test_claims_table_has_a_verdict_per_claim(cli_result):
+    df = pd.DataFrame(cli_result["records"])
+    table = evaluate.claims_table(df)
+    assert list(table.columns) == ["the paper's claim", "measured here", "verdict"]
+    assert len(table) == 6 and table["verdict"].isin(["holds", "does not hold", "not supported", "not observed",
+                                                      "partly"]).all()
