@@ -33,6 +33,7 @@ __all__ = [
     "elapsed_seconds",
     "reading_minutes",
     "glue_chapter_times",
+    "glue",
 ]
 
 #: Glue keys of a chapter's header (see :func:`glue_chapter_times`).
@@ -285,3 +286,42 @@ def glue_chapter_times(ctx: NotebookContext, notebook: str | Path | None = None)
     if "reading_time" in out:
         glue(READING_TIME_KEY, Markdown(out["reading_time"]), display=False)
     return out
+
+
+def glue(name: str, value: object, *, display: bool = False) -> bool:
+    """Glue ``value`` under ``name`` for the book's pages (``{glue:md}`name```), where that is possible.
+
+    In a Jupyter Book build (``myst_nb`` installed) this is ``myst_nb.glue``; elsewhere (Colab,
+    a plain Jupyter) nothing is glued and, with ``display=True``, the value is only displayed.
+    Chapters call this instead of importing ``myst_nb`` themselves, so that they run where
+    ``myst_nb`` is not installed.
+
+    Parameters
+    ----------
+    name : str
+        The glue key.
+    value : object
+        What to glue (e.g. ``IPython.display.Markdown``, a figure, a number).
+    display : bool
+        Also display it in the notebook.
+
+    Returns
+    -------
+    bool
+        Whether it was glued.
+
+    Examples
+    --------
+    >>> isinstance(glue("kmex_example", 1.5), bool)
+    True
+    """
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        if display:
+            from IPython.display import display as _display
+
+            _display(value)
+        return False
+    _glue(name, value, display=display)
+    return True
