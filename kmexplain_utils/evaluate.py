@@ -156,6 +156,8 @@ METRICS: dict[str, str] = {
 }
 
 _CONTROL_FMT = "B4@{}-grid"
+#: the k-means maps whose deletion / insertion curves are measured (pointing and energy: every level)
+_DELETION_LEVELS = ("B4", "B234", "B4@B234-grid")
 _CELL = "|cell"
 
 
@@ -193,8 +195,8 @@ class FeatureSpace:
 def evaluation_specs(levels: Sequence[str]) -> list[FeatureSpace]:
     """The feature spaces :func:`run_evaluation` evaluates for ``levels`` (for :func:`prepare_seed`).
 
-    Every level; the resolution control ``B4@<level>-grid`` of each multi-block level with B4 (only
-    ``B4@B234-grid`` also gets attribution maps); every block level under the cell registration.
+    Every level; the resolution control ``B4@B234-grid`` (``B4@<level>-grid`` of every multi-block
+    level with B4 when B234 is not evaluated); every block level under the cell registration.
     """
     return [dataclasses.replace(sp, attribution=sp.attribution and sp.grid in (None, "B234"))
             for sp in _specs(levels)]
@@ -206,11 +208,11 @@ def _specs(levels: Sequence[str], cell: bool = True) -> list[FeatureSpace]:
     blocks_of = {lv: parse_level(lv) for lv in levels}
     spatial = [lv for lv in levels if blocks_of[lv] != ("logits",)]
     specs = [FeatureSpace(lv, lv, None, "exact", True, lv in spatial, lv in spatial) for lv in levels]
-    for lv in spatial:
-        if len(blocks_of[lv]) > 1 and "B4" in blocks_of[lv]:
-            specs.append(FeatureSpace(_CONTROL_FMT.format(lv), "B4", lv, "exact", False, True, True))
+    with_b4 = [lv for lv in spatial if len(blocks_of[lv]) > 1 and "B4" in blocks_of[lv]]
+    for lv in (["B234"] if "B234" in with_b4 else with_b4):  # the control the book reads: beside B234
+        specs.append(FeatureSpace(_CONTROL_FMT.format(lv), "B4", lv, "exact", False, True, True))
     if cell:
-        specs += [FeatureSpace(lv + _CELL, lv, None, "cell", True, True, True) for lv in spatial]
+        specs += [FeatureSpace(lv + _CELL, lv, None, "cell", False, True, True) for lv in spatial]
     return specs
 
 
@@ -323,6 +325,14 @@ class SeedData:
     cmaps_test: dict[tuple[str, int, bool], torch.Tensor]
     ablation: bool
     mappings: dict[tuple[str, int, bool], np.ndarray] = dataclasses.field(default_factory=dict)
+    temperatures: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def scorer(self, name: str) -> Any:
+        """The k-means classifier of a level as a model (images -> class scores / its fitted temperature)."""
+        from .baselines import KMeansScoreModel
+
+        return KMeansScoreModel(self.model, self.lfs[name], self.clfs[name],
+                                temperature=self.temperatures.get(name, 1.0))
 
     def spec(self, name: str) -> FeatureSpace:
         return next(sp for sp in self.specs if sp.name == name)
@@ -350,10 +360,13 @@ def load_data(profile: Profile, n_fit_images: int = 500) -> SharedData:
 
 def _concept_settings(prof: Profile, sp: FeatureSpace, ablation: bool) -> list[tuple[int, bool]]:
     """(K', per_class) of the concept models fitted for a spec."""
+    from .features import parse_level
+
     out = [(prof.n_concepts, False)]
     if ablation and sp.registration == "exact" and sp.grid is None:
         out += [(K, False) for K in prof.concept_sweep if K != prof.n_concepts]
-        out.append((max(2, prof.n_concepts // 2), True))
+        if len(parse_level(sp.level)) > 2:  # per-class concepts where the fine grids are
+            out.append((max(2, prof.n_concepts // 2), True))
     return out
 
 
@@ -376,9 +389,9 @@ def _fit_concepts(prof: Profile, sh: SharedData, model: Any, specs: Sequence[Fea
             cm.fit(model, (sh.x_fit, y_fit), level_features=lfs[sp.name], sample=None if base is None else base)
             base = base or cm.sample_
             cms[(sp.name, K, per_class)] = cm
-        if sp.name in ("B4", "B234"):  # the concept baseline of the literature (Deep Feature Factorization)
+        if ablation and sp.name in ("B4", "B234"):  # the concept baseline of the literature (Deep Feature Factorization)
             V = base.vectors.double().clamp_min(0).cpu().numpy()
-            nmf[sp.name] = NMF(prof.n_concepts, init="nndsvda", max_iter=400, random_state=seed).fit(V)
+            nmf[sp.name] = NMF(prof.n_concepts, init="nndsvda", max_iter=200, random_state=seed).fit(V)
     return cms, nmf
 
 
@@ -443,6 +456,7 @@ def prepare_seed(sh: SharedData, seed: int, specs: Sequence[FeatureSpace], *, de
     training images; concept models on the first ``n_fit`` training images (the first 256 fit
     ``sigma_b``); ``ablation`` adds the concept sweep and per-class concepts (first seed).
     """
+    from .baselines import fit_temperature
     from .classifier import KMeansClassifier
     from .features import LevelFeatures
     from .training import get_trained_model
@@ -459,8 +473,10 @@ def prepare_seed(sh: SharedData, seed: int, specs: Sequence[FeatureSpace], *, de
                                                   len(sh.test), batch_size)
     clfs = {name: KMeansClassifier(prof.k_per_class, random_state=seed, device=device).fit(Z, sh.train.labels)
             for name, Z in Z_train.items()}
+    temps = {name: fit_temperature(torch.as_tensor(clf.class_scores(Z_train[name])).cpu(),
+                                   clf.class_columns(sh.train.labels).cpu()) for name, clf in clfs.items()}
     return SeedData(seed, model, list(specs), lfs, cms, nmf, clfs, Z_train, Z_test, logits_test, cm_train,
-                    cm_test, ablation)
+                    cm_test, ablation, temperatures=temps)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -525,13 +541,14 @@ def measure_concepts(sh: SharedData, d: SeedData, rec: Recorder) -> None:
         method = "concepts-per-class" if per_class else ("concepts-cell" if sp.registration == "cell" else "concepts")
         sweep = None if main_setting else ("per_class" if per_class else "n_concepts")
         K_total = d.cms[key].n_concepts_total_
+        start = len(rec.rows)
         d.mappings[key] = _score_labels(
             rec, d.seed, sp.label, method, K_total, d.up(d.cmaps_train[key], name, sh.size),
             d.up(d.cmaps_test[key], name, sh.size), sh, sweep=sweep, full=main_setting)
         if main_setting and d.ablation and sp.registration == "exact" and sp.grid is None:
-            d.mappings[key] = _score_labels(  # the main setting is also a point of the K' sweep
-                rec, d.seed, sp.label, method, K_total, d.up(d.cmaps_train[key], name, sh.size),
-                d.up(d.cmaps_test[key], name, sh.size), sh, sweep="n_concepts", full=False)
+            sweep_metrics = ("miou", "nmi_object", "ami_object", "parts_without_concept", "iou")
+            rec.rows += [{**r, "sweep": "n_concepts"} for r in rec.rows[start:]  # also a point of the K' sweep
+                         if r["metric"] in sweep_metrics]
 
 
 def _pixel_kmeans(sh: SharedData, K: int, seed: int, xy: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -562,7 +579,11 @@ def _pixel_kmeans(sh: SharedData, K: int, seed: int, xy: bool) -> tuple[torch.Te
 
 
 def measure_concept_references(sh: SharedData, d: SeedData, rec: Recorder) -> None:
-    """Reference points of the concept scores: resolution ceilings, RGB(+xy) k-means, NMF."""
+    """Reference points of the concept scores: resolution ceilings, RGB(+xy) k-means, NMF.
+
+    :func:`run_evaluation` measures them on the first seed only: the ceilings do not depend on the
+    seed at all, and the pixel baselines only through their k-means initialisation.
+    """
     from . import metrics
 
     K, n_parts = sh.profile.n_concepts, len(sh.part_names)
@@ -630,12 +651,14 @@ def _kmeans_maps(d: SeedData, name: str, x: torch.Tensor, target: Any = None, *,
                  batch_size: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """k-means maps at image size of spec ``name`` for classes ``target`` (default: its own prediction).
 
-    Returns ``(maps (N, H, W), explained class labels (N,))``. A resolution control uses B4's classifier.
+    Returns ``(maps (N, H, W), explained class labels (N,))``. A resolution control uses B4's classifier,
+    a cell-registration twin the classifier of its level (the pooled features barely depend on the
+    registration; its maps are resampled with the cell convention).
     """
     from .attribution import attribution_map
 
     sp = d.spec(name)
-    clf, lf = d.clfs[name if sp.classify else "B4"], d.lfs[name]
+    clf, lf = d.clfs[name if sp.classify else (sp.level if sp.grid is None else "B4")], d.lfs[name]
     maps, labels = [], []
     for s in range(0, x.shape[0], batch_size):
         feats = lf.position_features(d.model, x[s:s + batch_size])
@@ -666,8 +689,8 @@ def _attribution_set(d: SeedData, x: torch.Tensor, *, batch_size: int = 200) -> 
                      ) if x.shape[0] else torch.zeros(0, dtype=torch.long)
     out[("B4", "cam")] = (cam(d.model, x.to(mdev), target=pred.to(mdev), size=size).float().cpu(), pred, None)
     out[("B3", "gradcam")] = (grad_cam_block(d.model, x.to(mdev), pred, block="B3", size=size).float().cpu(), pred, None)
-    patch = max(1, size[0] // 8)
-    out[("pixel", "occlusion")] = (occlusion(d.model, x, pred, patch=patch, stride=patch), pred, None)
+    out[("pixel", "occlusion")] = (occlusion(d.model, x, pred, patch=max(1, size[0] // 4), stride=max(1, size[0] // 8)),
+                                   pred, None)
     out[("pixel", "random")] = (metrics.random_maps(x.shape[0], size, random_state=d.seed), pred, None)
     return out
 
@@ -691,13 +714,14 @@ def measure_attribution(sh: SharedData, d: SeedData, rec: Recorder, curves: list
     """Faithfulness and localisation of every map on the first ``n_eval`` test images; returns the maps.
 
     Deletion / insertion track the softmax of the model each map explains: a k-means map its level's
-    k-means classifier (:class:`~kmexplain_utils.baselines.KMeansScoreModel`; the resolution control
-    B4's), every other map the network; the k-means maps are tracked on the network too
-    (``*_transfer``), and the random map on the k-means classifier of B234 as well. The cell-registered
-    maps get the pointing game and the energy only.
+    k-means classifier (:class:`~kmexplain_utils.baselines.KMeansScoreModel`, its scores divided by
+    the temperature fitted on the training embeddings; the resolution control B4's), every other map
+    the network; the k-means maps of B4 and B234 are tracked on the network
+    too (``*_transfer``), and the random map on the k-means classifier of B234 as well. Deletion and
+    insertion are measured for the k-means maps of B4, B234 and B4@B234-grid; the other levels and
+    the cell-registered maps get the pointing game and the energy.
     """
     from . import metrics
-    from .baselines import KMeansScoreModel
 
     n = sh.n_eval
     x, obj = sh.test.images_at(torch.arange(n)), sh.objects_test[:n]
@@ -706,21 +730,21 @@ def measure_attribution(sh: SharedData, d: SeedData, rec: Recorder, curves: list
     kw = dict(steps=steps, baseline=baseline, batch_size=max(batch_size, steps + 1) * 2, random_state=d.seed)
     jobs = []
     for (lv, method), (maps, target, name) in att.items():
-        if method == "kmeans":
+        if method == "kmeans" and lv in _DELETION_LEVELS:
             sp = d.spec(name)
-            jobs.append((lv, method, maps, target, KMeansScoreModel(d.model, d.lfs[sp.name if sp.classify else "B4"],
-                         d.clfs[sp.name if sp.classify else "B4"]), ""))
-            jobs.append((lv, method, maps, target, d.model, "_transfer"))
-        elif method != "kmeans-cell":
+            own = sp.name if sp.classify else "B4"
+            jobs.append((lv, method, maps, target, d.scorer(own), ""))
+            if sp.classify:
+                jobs.append((lv, method, maps, target, d.model, "_transfer"))
+        elif method not in ("kmeans", "kmeans-cell"):
             jobs.append((lv, method, maps, target, d.model, ""))
         rec.add(d.seed, lv, method, "pointing_game", float(metrics.pointing_game(maps, obj).mean()), n)
         energy = metrics.energy_in_mask(maps, obj)
         rec.add(d.seed, lv, method, "energy_in_mask", float(np.nanmean(energy)), int(np.isfinite(energy).sum()))
     if "B234" in d.clfs:
         maps, target, _ = att[("pixel", "random")]
-        km_target = torch.as_tensor(np.asarray(d.clfs["B234"].classes_))[
-            KMeansScoreModel(d.model, d.lfs["B234"], d.clfs["B234"])(x).argmax(1).cpu()]
-        jobs.append(("B234", "random", maps, km_target, KMeansScoreModel(d.model, d.lfs["B234"], d.clfs["B234"]), ""))
+        km_target = torch.as_tensor(np.asarray(d.clfs["B234"].classes_))[d.scorer("B234")(x).argmax(1).cpu()]
+        jobs.append(("B234", "random", maps, km_target, d.scorer("B234"), ""))
     for lv, method, maps, target, scorer, suffix in jobs:
         di = metrics.deletion_insertion(scorer, x, maps, target, **kw)
         on = "linear head" if scorer is d.model else f"k-means {lv if lv != 'B4@B234-grid' else 'B4'}"
@@ -758,7 +782,7 @@ def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int 
     x = sh.test.images_at(torch.arange(n))
     pred = d.logits_test[:n].argmax(1)
     size = tuple(x.shape[-2:])
-    patch = max(1, size[0] // 8)
+    patch, stride = max(1, size[0] // 4), max(1, size[0] // 8)
     km_levels = [lv for lv in ("B4", "B234") if lv in d.clfs]
     mus, rand_mus = {}, {}
     g = torch.Generator().manual_seed(d.seed)
@@ -775,7 +799,7 @@ def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int 
         out = {f"{lv}/kmeans": _fixed_kmeans_map(model, d.lfs[lv], protos[lv], x) for lv in km_levels}
         out["B4/cam"] = cam(model, x, target=pred, size=size).float().cpu()
         out["B3/gradcam"] = grad_cam_block(model, x, pred, block="B3", size=size).float().cpu()
-        out["pixel/occlusion"] = occlusion(model, x, pred, patch=patch, stride=patch)
+        out["pixel/occlusion"] = occlusion(model, x, pred, patch=patch, stride=stride)
         return out
 
     for r in cascading_randomization(d.model, all_maps, x, random_state=d.seed):
@@ -906,7 +930,7 @@ def _measure_seed(sh: SharedData, d: SeedData, rec: Recorder, curves: list, tick
     t = tick("classifiers", t)
     measure_concepts(sh, d, rec)
     t = tick("concepts", t)
-    if extras:
+    if extras and first:
         measure_concept_references(sh, d, rec)
         t = tick("concept references", t)
     if attribution and sh.n_eval > 0:
@@ -921,6 +945,27 @@ def _measure_seed(sh: SharedData, d: SeedData, rec: Recorder, curves: list, tick
         measure_contrastive(sh, d, rec)
         tick("contrastive", t)
     return examples
+
+
+def _result_frame(rec: Recorder, curves: list, examples: dict, prof: Profile, seed_list: list, specs: list,
+                  dev: Any, sh: SharedData, deletion_steps: int, timings: dict, t_start: float) -> Any:
+    """The records as a DataFrame with ``attrs`` curves, examples and info."""
+    import pandas as pd
+
+    df = pd.DataFrame(rec.rows, columns=list(COLUMNS))
+    df.attrs["curves"] = pd.DataFrame(curves, columns=["profile", "seed", "level", "method", "curve", "fraction",
+                                                       "value"])
+    df.attrs["examples"] = examples
+    notes = df.loc[df["metric"] == "deletion_auc", "note"].dropna()
+    df.attrs["info"] = {
+        "profile": prof.as_dict(), "seeds": seed_list, "levels": list(dict.fromkeys(sp.label for sp in specs)),
+        "device": str(dev), "deletion_baseline": notes.iloc[0].split(";")[0] if len(notes) else None,
+        "deletion_steps": int(deletion_steps), "n_fit_images": int(sh.x_fit.shape[0]),
+        "n_test_images": len(sh.test), "n_eval_images": sh.n_eval, "learned_accuracy": LEARNED_ACCURACY,
+        "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    return df
 
 
 def run_evaluation(
@@ -958,8 +1003,8 @@ def run_evaluation(
     include_attribution : bool, default True
         Attribution metrics (and the showcase maps).
     include_extras : bool, default True
-        The concept references, the sanity check and the contrastive scores (first seed for the
-        sanity check, every seed otherwise).
+        The concept references and the sanity check (first seed) and the contrastive scores
+        (every seed).
     deletion_steps : int, default 10
     deletion_baseline : {"blur", "mean"} or float, default "blur"
     n_fit_images : int, default 500
@@ -979,8 +1024,6 @@ def run_evaluation(
         Records with the columns :data:`COLUMNS`; ``df.attrs`` holds ``"curves"`` (mean
         deletion / insertion curves), ``"examples"`` (the showcase maps) and ``"info"``.
     """
-    import pandas as pd
-
     t_start = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     seed_list = _seed_list(prof, seeds)
@@ -1018,20 +1061,7 @@ def run_evaluation(
     finally:
         set_progress(previous)
         bar.close()
-    df = pd.DataFrame(rec.rows, columns=list(COLUMNS))
-    df.attrs["curves"] = pd.DataFrame(curves, columns=["profile", "seed", "level", "method", "curve", "fraction",
-                                                       "value"])
-    df.attrs["examples"] = examples
-    notes = df.loc[df["metric"] == "deletion_auc", "note"].dropna()
-    df.attrs["info"] = {
-        "profile": prof.as_dict(), "seeds": seed_list, "levels": list(dict.fromkeys(sp.label for sp in specs)),
-        "device": str(dev), "deletion_baseline": notes.iloc[0].split(";")[0] if len(notes) else None,
-        "deletion_steps": int(deletion_steps), "n_fit_images": int(sh.x_fit.shape[0]),
-        "n_test_images": len(sh.test), "n_eval_images": sh.n_eval, "learned_accuracy": LEARNED_ACCURACY,
-        "timings_s": {k: round(float(v), 2) for k, v in timings.items()},
-        "seconds": round(time.perf_counter() - t_start, 2),
-    }
-    return df
+    return _result_frame(rec, curves, examples, prof, seed_list, specs, dev, sh, deletion_steps, timings, t_start)
 
 
 def fewer_data_profile(profile: Profile, fraction: int = 4) -> Profile:
@@ -1066,7 +1096,7 @@ def claims_table(df: pandas.DataFrame) -> pandas.DataFrame:  # noqa: F821
     Verdicts follow fixed rules (stated in the chapter): the head's accuracy holds within 1.5
     points; "more faithful" holds when B234 beats B4 on object-pixel AMI *and* the resolution
     control B4@B234-grid stays below B234; "finer maps" when B234's pointing game beats both B4
-    and the control; the accuracy cost holds only when B234 is below B4 on every seed by more than
+    and the control on every seed ("on average only" when it does so on the mean); the accuracy cost holds only when B234 is below B4 on every seed by more than
     half a point; the maps are faithful when the k-means maps beat the random map on deletion on
     their own model.
     """
@@ -1080,6 +1110,10 @@ def claims_table(df: pandas.DataFrame) -> pandas.DataFrame:  # noqa: F821
     ami = {lv: _m(df, lv, "concepts", "ami_object") for lv in ("B4", "B234", "B4@B234-grid")}
     ceil = _m(df, "B234", "ceiling", "ami_object")
     pg = {lv: _m(df, lv, "kmeans", "pointing_game") for lv in ("B4", "B234", "B4@B234-grid")}
+    pg_seed = (df[(df["metric"] == "pointing_game") & (df["method"] == "kmeans") & df["sweep"].isna()]
+               .pivot_table(index="seed", columns="level", values="value"))
+    pg_wins = bool(len(pg_seed)) and {"B4", "B234", "B4@B234-grid"} <= set(pg_seed.columns) and bool(
+        ((pg_seed["B234"] > pg_seed["B4"]) & (pg_seed["B234"] > pg_seed["B4@B234-grid"])).all())
     dele = {k: _m(df, *k, "deletion_auc") for k in [("B4", "kmeans"), ("B234", "kmeans"), ("B234", "random"),
                                                        ("B4", "cam"), ("pixel", "random")]}
     rows = [
@@ -1097,7 +1131,8 @@ def claims_table(df: pandas.DataFrame) -> pandas.DataFrame:  # noqa: F821
          "holds" if ami["B234"] > ami["B4"] and ami["B4@B234-grid"] < ami["B234"] else "not supported"),
         ("B234 attribution maps localise better (finer maps)",
          f"pointing game {pg['B4']:.2f} (B4), {pg['B234']:.2f} (B234), {pg['B4@B234-grid']:.2f} (control)",
-         "holds" if pg["B234"] > max(pg["B4"], pg["B4@B234-grid"]) else "not supported"),
+         "holds" if pg_wins else ("on average only" if pg["B234"] > max(pg["B4"], pg["B4@B234-grid"])
+                                  else "not supported")),
         ("B234 costs a slight loss of accuracy",
          f"B234 − B4 = {100 * diff.mean():+.1f} points (per seed: "
          + ", ".join(f"{100 * v:+.1f}" for v in diff) + ")",
