@@ -228,6 +228,9 @@ class Explainer:
         Their names, when known.
     registration_ : dict of str to BlockRegistration
         Grid, stride and offset of the level's blocks at the fitting image size.
+    temperature_ : float
+        Temperature of the class scores' softmax, fitted on the training embeddings (see
+        :meth:`score_model`).
     """
 
     def __init__(
@@ -389,6 +392,10 @@ class Explainer:
         self.classifier_ = KMeansClassifier(
             self.n_prototypes, random_state=self.random_state, device=self.device).fit(Z, y)
         self.classes_ = self.classifier_.classes_
+        from .baselines import fit_temperature
+
+        # softmax(scores / T) calibrated on the training embeddings: the model deletion/insertion track
+        self.temperature_ = fit_temperature(self.classifier_.class_scores(Z), self.classifier_.class_columns(y))
         self.concepts_ = None
         if sample is not None:
             self.concepts_ = ConceptModel(
@@ -418,6 +425,43 @@ class Explainer:
     def score(self, x: torch.Tensor, y: Any) -> float:
         """Accuracy of :meth:`predict` on images ``x`` with labels ``y``."""
         return float(self.classifier_.score(self.transform(x), y))
+
+    def score_model(self, network: nn.Module | None = None) -> nn.Module:
+        """The k-means classifier as a model, images ``(N, 3, H, W)`` -> class scores ``(N, C)``.
+
+        This is the model a k-means map explains: pass it to
+        :func:`kmexplain_utils.metrics.deletion_insertion`. Scores are divided by
+        ``temperature_`` (fitted on the training embeddings), so that their softmax is a
+        calibrated classifier; the ranking of the classes is unchanged.
+
+        Parameters
+        ----------
+        network : nn.Module, optional
+            Run this network instead of ``model`` (e.g. a randomised copy), with the fitted
+            level and prototypes.
+
+        Returns
+        -------
+        kmexplain_utils.baselines.KMeansScoreModel
+        """
+        from .baselines import KMeansScoreModel
+
+        self._check_fitted()
+        return KMeansScoreModel(self.model if network is None else network, self.level_features_,
+                                self.classifier_, temperature=self.temperature_)
+
+    def with_model(self, network: nn.Module) -> "Explainer":
+        """A copy that runs ``network`` (same architecture) with this explainer's fitted level, prototypes and concepts.
+
+        Used by the model-randomisation sanity check: the explanation of a randomised network
+        with the prototypes fitted on the trained one.
+        """
+        import copy
+
+        self._check_fitted()
+        twin = copy.copy(self)
+        twin.model = network
+        return twin
 
     def target_columns(self, target: Any, n: int) -> torch.Tensor:
         """Columns of ``classes_`` for ``target``: a label, a class name, or a sequence of either (one per image).

@@ -41,7 +41,6 @@ from torch import nn
 
 __all__ = [
     "RandomizationRecord", "spearman_maps", "randomization_stages", "reinitialize", "cascading_randomization",
-    "KMeansScores",
 ]
 
 
@@ -288,54 +287,3 @@ def cascading_randomization(
                                                float(np.nanmean(rho_abs)) if np.isfinite(rho_abs).any()
                                                else float("nan"), rho))
     return records
-
-
-class KMeansScores(nn.Module):
-    """The k-means classifier of a fitted :class:`~kmexplain_utils.Explainer` as a model: images -> class scores.
-
-    ``forward(x)`` returns ``(N, C)``: the best prototype score
-    ``2 mu . z - ||mu||^2`` of every class (columns: ``explainer.classes_``).
-    This is the model a k-means map explains: pass it to
-    :func:`kmexplain_utils.metrics.deletion_insertion` (its default score is
-    then the softmax over these scores). ``network`` replaces the explainer's
-    network (e.g. a randomised copy) while keeping its fitted centroids.
-
-    Parameters
-    ----------
-    explainer : Explainer
-        Fitted.
-    network : nn.Module, optional
-        The network to run (default ``explainer.model``).
-
-    Example
-    -------
-    >>> import torch, torchvision
-    >>> from kmexplain_utils import Explainer
-    >>> net = torchvision.models.resnet18(weights=None, num_classes=2).eval()
-    >>> x, y = torch.rand(8, 3, 64, 64), torch.tensor([0, 1] * 4)
-    >>> ex = Explainer(net, level="B4", n_prototypes=1, n_concepts=2, device="cpu").fit(x, y)
-    >>> KMeansScores(ex)(x[:3]).shape
-    torch.Size([3, 2])
-    """
-
-    def __init__(self, explainer: Any, network: nn.Module | None = None) -> None:
-        super().__init__()
-        import copy as _copy
-
-        if not hasattr(explainer, "classifier_"):
-            raise ValueError("the explainer is not fitted: call explainer.fit(images, labels) first")
-        self.network = explainer.model if network is None else network
-        ex = _copy.copy(explainer)
-        ex.model = self.network
-        object.__setattr__(self, "_explainer", ex)
-        self.training = self.network.training   # a new Module is in training mode: never switch the network to it
-
-    @property
-    def explainer(self) -> Any:
-        """The explainer, running ``network``."""
-        return self._explainer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> ``(N, C)`` best prototype score per class."""
-        ex = self._explainer
-        return ex.classifier_.best_prototype_per_class(ex.transform(x))[0]

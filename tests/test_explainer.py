@@ -183,3 +183,25 @@ def test_plot(fitted: Explainer, data) -> None:
     plt.close(fig)
     with pytest.raises(IndexError, match="not in this explanation"):
         e.plot(5)
+
+
+def test_score_model_and_with_model(fitted: Explainer, data) -> None:
+    import copy
+
+    x, _ = data
+    sm = fitted.score_model()
+    with torch.no_grad():
+        scores = sm(x)
+    # the model a k-means map explains: its arg-max is the k-means prediction, its scores the class scores / T
+    assert torch.equal(torch.as_tensor(fitted.classes_)[scores.argmax(1)], torch.as_tensor(fitted.predict(x)))
+    e = fitted.explain(x[:3])
+    assert torch.allclose(scores[:3] * fitted.temperature_, e.class_scores, rtol=1e-5, atol=1e-5)
+    assert fitted.temperature_ > 0
+    same = fitted.with_model(copy.deepcopy(fitted.model)).explain(x[:3])
+    assert torch.allclose(same.attribution, e.attribution)
+    noisy = copy.deepcopy(fitted.model)
+    with torch.no_grad():
+        for p in noisy.layer4.parameters():
+            p.normal_()
+    assert not torch.allclose(fitted.with_model(noisy).explain(x[:3]).attribution, e.attribution)
+    assert fitted.model is not noisy  # the original is untouched
