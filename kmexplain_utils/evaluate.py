@@ -481,7 +481,7 @@ def prepare_seed(sh: SharedData, seed: int, specs: Sequence[FeatureSpace], *, de
 
 # ----------------------------------------------------------------------------- measurements
 class Recorder:
-    """The records of one evaluation: :meth:`add` appends one row with the columns of :data:`COLUMNS`."""
+    """The records of one evaluation: ``add(...)`` appends one row with the columns of :data:`COLUMNS`."""
 
     def __init__(self, profile: str) -> None:
         self.profile = profile
