@@ -797,6 +797,9 @@ def deciding_part_scores(maps: ArrayLike, parts: ArrayLike, deciding_part: Array
     d = torch.as_tensor(_to_numpy(deciding_part, "deciding_part")).long().reshape(-1)
     if d.numel() != p.shape[0]:
         raise ValueError(f"deciding_part must have shape (N,) = ({p.shape[0]},), got {tuple(d.shape)}")
+    if p.shape[0] == 0:  # no image has a deciding part (e.g. no class pair differs in one attribute)
+        empty = np.zeros(0, dtype=np.float64)
+        return DecidingPartScores(mass=empty, peak=np.zeros(0, dtype=bool), part_share=empty.copy())
     on = (p == d[:, None, None]).reshape(p.shape[0], -1)
     flat = m.reshape(m.shape[0], -1)
     pos = flat.clamp_min(0)
