@@ -328,3 +328,11 @@ def test_rank_correlation_matches_scipy():
     for i in range(4):
         assert r[i] == pytest.approx(spearmanr(a[i].reshape(-1), b[i].reshape(-1)).statistic)
     assert np.isnan(metrics.rank_correlation(a, torch.zeros_like(a))).all()
+
+
+def test_deciding_part_scores_on_no_image() -> None:
+    """Data without deciding parts (e.g. CUB) give empty scores, not a crash."""
+    from kmexplain_utils.metrics import deciding_part_scores
+
+    out = deciding_part_scores(torch.zeros(0, 4, 4), torch.zeros(0, 4, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    assert out.mass.shape == (0,) and out.peak.shape == (0,) and out.part_share.shape == (0,)
