@@ -124,7 +124,11 @@ def test_linear_accuracy_matches_training_accuracy(cli_result):
     model, _ = get_trained_model("smoke", 0, device="cpu")  # cached by the fixture
     test = load_dataset("parts", "test", "smoke", seed=DATA_SEED)
     rec = [r for r in cli_result["records"] if r["method"] == "linear" and r["metric"] == "accuracy"]
-    assert rec[0]["value"] == pytest.approx(accuracy(model, test), abs=1e-6)
+    # the smoke network is barely trained (about 30 % on 8 classes): its logits are near ties, so a
+    # different batching or thread count flips a few of the 160 test images; a wrong split, subset or
+    # head would be off by far more than 5 points
+    assert rec[0]["value"] == pytest.approx(accuracy(model, test), abs=0.05)
+    assert rec[0]["n"] == len(test)
     # the floor is background IoU / number of parts present
     floor = next(r for r in cli_result["records"] if r["metric"] == "miou_floor")["value"]
     bg = float((test.parts == 0).double().mean())
