@@ -63,8 +63,7 @@ test: install widgets
 	$(call pytest_stage,notebooks (smoke profile),-q -m notebooks -n $(NB_WORKERS))
 	$(call pytest_stage,notebooks (paper profile's code path on stand-ins),-q -m paper_smoke -n $(NB_WORKERS))
 	$(MAKE) --no-print-directory book BOOK_PROFILE=quick
-	$(MAKE) --no-print-directory book-student
-	$(call pytest_stage,built sites (browser: the book and the student site),-q -m book)
+	$(call pytest_stage,built site (browser),-q -m book)
 
 test-unit: install
 	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book")
@@ -116,7 +115,7 @@ book-student: install widgets
 
 # the browser test of the student site (no solution visible on any page)
 test-student-site: install
-	$(call pytest_stage,student site (browser),-q -m book tests/test_student_site.py)
+	$(call pytest_stage,student site (browser),-q -m student_site tests/test_student_site.py)
 
 clean:
 	rm -rf _build

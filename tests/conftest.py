@@ -16,3 +16,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "kmex_cache"
     monkeypatch.setenv("KMEX_CACHE", str(cache))
     yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "student_site: needs the student site (make book-student)")

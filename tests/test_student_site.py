@@ -64,7 +64,7 @@ def _solution_lines(nb: nbformat.NotebookNode) -> list[str]:
     return lines
 
 
-@pytest.mark.book
+@pytest.mark.student_site
 @pytest.mark.parametrize("chapter", [pytest.param(c, id=c.stem) for c in CHAPTERS])
 def test_no_solution_on_the_student_pages(chapter):
     if not (SITE / "index.html").is_file():
