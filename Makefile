@@ -58,7 +58,7 @@ book: install widgets
 	@echo "==> book: $(CURDIR)/_build/html/index.html"
 
 test: install widgets
-	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book")
+	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book and not student_site")
 	$(call pytest_stage,unit (docstring examples),$(DOCTESTS))
 	$(call pytest_stage,notebooks (smoke profile),-q -m notebooks -n $(NB_WORKERS))
 	$(call pytest_stage,notebooks (paper profile's code path on stand-ins),-q -m paper_smoke -n $(NB_WORKERS))
@@ -66,7 +66,7 @@ test: install widgets
 	$(call pytest_stage,built site (browser),-q -m book)
 
 test-unit: install
-	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book")
+	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book and not student_site")
 	$(call pytest_stage,unit (docstring examples),$(DOCTESTS))
 
 test-notebooks: install
