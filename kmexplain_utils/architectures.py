@@ -49,6 +49,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .resample import as_size
 from .sem import GapHead, UnsupportedModelError, find_gap_linear_head
 
 __all__ = [
@@ -591,18 +592,6 @@ def _block_geometries(
     return out
 
 
-def _as_size(image_size: Any) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        return (image_size, image_size)
-    try:
-        h, w = (int(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be an int or a pair (H, W), got {image_size!r}") from None
-    if min(h, w) < 1:
-        raise ValueError(f"image_size must be positive, got {(h, w)}")
-    return (h, w)
-
-
 def registration(
     model: nn.Module, image_size: Any, blocks: Any = None, *, head: Any = None
 ) -> dict[str, BlockRegistration]:
@@ -635,4 +624,4 @@ def registration(
     [('B1', 56, 4.0, 0.0), ('B2', 28, 8.0, 0.0), ('B3', 14, 16.0, 0.0), ('B4', 7, 32.0, 0.0)]
     """
     adapter = blocks if isinstance(blocks, Adapter) else adapt(model, blocks, head)
-    return _block_geometries(model, adapter, _as_size(image_size))
+    return _block_geometries(model, adapter, as_size(image_size, name="image_size"))
