@@ -64,6 +64,8 @@ test: install widgets
 	$(call pytest_stage,notebooks (paper profile's code path on stand-ins),-q -m paper_smoke -n $(NB_WORKERS))
 	$(MAKE) --no-print-directory book BOOK_PROFILE=quick
 	$(call pytest_stage,built site (browser),-q -m book)
+	$(MAKE) --no-print-directory book-student
+	$(call pytest_stage,student site (browser),-q -m student_site tests/test_student_site.py)
 
 test-unit: install
 	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book and not student_site")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -36,6 +37,69 @@ msn = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(msn)
 
 LINKS = ("kmexplain_utils", "_widgets_js", "pyproject.toml")
+
+
+GLUE_CELL_SOURCE = "# the values this page glues (header times, tables), as the full build computed them"
+
+
+def restore_glue(nb: nbformat.NotebookNode, glue_file: Path) -> list[str]:
+    """Give ``nb`` back the glue outputs that the full build extracted into ``glue_file``.
+
+    When myst-nb executes a notebook it takes each glued value out of the cell's outputs and
+    writes it to ``<chapter>.glue.json`` beside the executed notebook; the executed ``.ipynb``
+    no longer carries it. The student build executes nothing, so without this its
+    ``{glue:md}`` references (the header's compute and reading times, chapter 5's claims table
+    that the introduction shows) would have nothing to paste. The values are put back, as the
+    display outputs ``myst_nb.glue`` makes, in one removed cell appended to the notebook.
+
+    Parameters
+    ----------
+    nb : NotebookNode
+        The student notebook, modified in place.
+    glue_file : Path
+        The ``.glue.json`` of the full build (a missing file means the page glues nothing).
+
+    Returns
+    -------
+    list of str
+        The glue keys restored (those still in a cell's outputs, glued with ``display=True``,
+        are left where they are).
+
+    Raises
+    ------
+    SystemExit
+        If ``glue_file`` is not the JSON object myst-nb writes.
+    """
+    if not glue_file.is_file():
+        return []
+    try:
+        data = json.loads(glue_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"make_student_site: {glue_file} is not valid JSON ({err}): rebuild the full book") from err
+    if not isinstance(data, dict):
+        raise SystemExit(f"make_student_site: {glue_file} is not a JSON object of glued outputs: rebuild the full book")
+    present = {o["metadata"]["scrapbook"].get("name") for c in nb.cells if c.cell_type == "code"
+               for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
+    outputs = []
+    for key, output in data.items():
+        if key in present:  # a displayed glue (``display=True``) stays in its cell's outputs
+            continue
+        meta = dict(output.get("metadata", {}))
+        scrap = dict(meta.get("scrapbook", {}))
+        prefix = scrap.get("mime_prefix", "")
+        scrap["name"] = key
+        meta["scrapbook"] = scrap
+        outputs.append(nbformat.v4.new_output(
+            "display_data",
+            data={prefix + mime: value for mime, value in output.get("data", {}).items()},
+            metadata=meta,
+        ))
+    if outputs:
+        cell = nbformat.v4.new_code_cell(GLUE_CELL_SOURCE)
+        cell.metadata["tags"] = ["remove-cell"]
+        cell.outputs = outputs
+        nb.cells.append(cell)
+    return [o.metadata["scrapbook"]["name"] for o in outputs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     for chapter in chapters:
         nb = nbformat.read(args.executed / chapter.name, as_version=4)
         student = msn.make_student_notebook(nb, keep_outputs=True)
+        glued = restore_glue(student, args.executed / f"{chapter.stem}.glue.json")
+        if glued:
+            print(f"{chapter.name}: glued values restored: {', '.join(glued)}")
         nbformat.validate(student)
         nbformat.write(student, book / chapter.name)
         n = sum(msn.SOLUTION_TAG in c.get("metadata", {}).get("tags", []) for c in nb.cells)

@@ -80,3 +80,18 @@ def test_no_solution_on_the_student_pages(chapter):
     n_solutions = sum(c.cell_type == "code" and "solution" in c.metadata.get("tags", []) for c in nb.cells)
     assert compact.count("NotImplementedError") >= n_solutions, f"{page.name}: a coding exercise lost its stub"
     assert "kmex_compute_time" not in compact, f"{page.name}: the header's glued compute time is not rendered"
+
+
+@pytest.mark.student_site
+def test_student_intro_shows_the_claims_table():
+    """The introduction pastes chapter 5's claims table (glued across pages): it must be there."""
+    page = SITE / "intro.html"
+    if not page.is_file():
+        page = SITE / "book" / "intro.html"
+    if not (SITE / "index.html").is_file():
+        _skip_or_fail(f"{SITE} is missing: build the student site first (make book-student)")
+    assert page.is_file(), f"the student site has no introduction page under {SITE}"
+    dom = _dom(page)
+    text = re.sub(r"\s+", " ", _text(dom))
+    assert "claims_table" not in text, "the introduction's glued claims table is not rendered"
+    assert "<table" in dom, "the introduction shows no table: the claims table glued from chapter 5 is missing"
