@@ -2,7 +2,8 @@
 
 An :class:`ImageSet` is a :class:`torch.utils.data.Dataset` of RGB images in
 ``[0, 1]`` with integer labels and, where the dataset knows them, a per-pixel
-part label map (``0`` = background) and an object mask. Two flavours:
+part label map (``0`` = background), an object mask and part keypoints
+(:meth:`ImageSet.keypoints_at`). Two flavours:
 
 - in memory (generated ``parts``, ``mnist``, or any tensors you pass to
   :class:`ImageSet`): the tensors are exposed as ``.images``, ``.parts`` and
@@ -111,11 +112,18 @@ class ImageSet(Dataset):
         Per-image metadata that does not define the class (for the generated set: the
         generator's nuisance variables, e.g. ``"facing"``, ``"legs"``, ``"body_colour"``);
         kept by :meth:`subset`.
+    keypoints : list of (P_i, 3) arrays, optional
+        One array per image of part keypoints ``(x, y, part label)`` in pixels of
+        the images (pixel ``(r, c)`` covers ``[c, c + 1) x [r, r + 1)``), labels
+        in ``[1, len(part_names))``; ``(0, 3)`` for an image without any. Requires
+        ``part_names``; kept by :meth:`subset`.
 
     Attributes
     ----------
     images, labels, parts, objects : torch.Tensor or None
         The tensors above (``labels`` int64, ``parts`` int64, ``objects`` bool).
+    keypoints : list of numpy.ndarray or None
+        The ``(P_i, 3)`` float64 keypoints above.
     class_names, part_names : list of str (``part_names`` may be None)
     attributes : dict of str -> numpy.ndarray
         ``(N,)`` per-image metadata (empty when none is known).
@@ -140,6 +148,7 @@ class ImageSet(Dataset):
         part_names: Sequence[str] | None = None,
         name: str = "images",
         attributes: Mapping[str, Any] | None = None,
+        keypoints: Sequence[Any] | None = None,
     ) -> None:
         images = check_rgb_images(images, name="images")
         n, _, h, w = images.shape
@@ -174,6 +183,13 @@ class ImageSet(Dataset):
         self.parts = parts
         self.objects = objects
         self.part_names = list(part_names) if part_names is not None else None
+        self.keypoints: list[np.ndarray] | None = None
+        if keypoints is not None:
+            from ..keypoints import check_keypoints
+
+            if part_names is None:
+                raise ValueError("part_names is required with keypoints (their labels index part_names)")
+            self.keypoints = check_keypoints(keypoints, n, n_parts=len(part_names), image_size=(h, w))
         self.name = name
         self.attributes: dict[str, np.ndarray] = {}
         for key, values in (attributes or {}).items():
@@ -212,6 +228,11 @@ class ImageSet(Dataset):
         """Whether part label maps are known."""
         return self.part_names is not None
 
+    @property
+    def has_keypoints(self) -> bool:
+        """Whether part keypoints are known (:meth:`keypoints_at` returns arrays, not None)."""
+        return self.keypoints is not None
+
     # ---------------------------------------------------------------- access
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         i = int(i)
@@ -231,6 +252,38 @@ class ImageSet(Dataset):
         """Object masks ``(n, H, W)`` bool, or ``None`` if unknown."""
         return None if self.objects is None else self.objects[as_index(idx, len(self))]
 
+    def keypoints_at(self, idx: Index) -> list[np.ndarray] | None:
+        """Part keypoints of the items at ``idx``, or ``None`` if the set has none.
+
+        Parameters
+        ----------
+        idx : int, slice, sequence, array or tensor
+            Which items (as for :meth:`images_at`).
+
+        Returns
+        -------
+        list of numpy.ndarray or None
+            One float64 array ``(P_i, 3)`` per item: ``(x, y, part label)``
+            with ``x, y`` continuous pixel coordinates of the returned images
+            (pixel ``(r, c)`` covers ``[c, c + 1) x [r, r + 1)``, so it holds
+            the keypoints with ``floor(y) = r`` and ``floor(x) = c``) and labels
+            ``>= 1`` indexing ``part_names``. Copies: changing them changes
+            nothing in the set.
+
+        Example
+        -------
+        >>> import numpy as np, torch
+        >>> ds = ImageSet(torch.zeros(2, 3, 8, 8), [0, 1], part_names=["background", "head"],
+        ...               keypoints=[np.array([[2.5, 6.0, 1]]), np.zeros((0, 3))])
+        >>> [k.tolist() for k in ds.keypoints_at([1, 0])]
+        [[], [[2.5, 6.0, 1.0]]]
+        >>> ds.subset([0]).keypoints_at(0)[0].shape, ds.has_keypoints
+        ((1, 3), True)
+        """
+        if self.keypoints is None:
+            return None
+        return [self.keypoints[int(i)].copy() for i in as_index(idx, len(self))]
+
     def subset(self, idx: Index) -> ImageSet:
         """A new set holding the items at ``idx`` (tensors are indexed, not shared views)."""
         i = as_index(idx, len(self))
@@ -243,6 +296,7 @@ class ImageSet(Dataset):
             part_names=self.part_names,
             name=self.name,
             attributes={k: v[i.numpy()] for k, v in self.attributes.items()},
+            keypoints=self.keypoints_at(i),
         )
 
     def class_counts(self) -> torch.Tensor:
@@ -276,6 +330,8 @@ class LazyImageSet(ImageSet):
         Short name.
     has_objects : bool
         Whether ``_load`` returns object masks.
+    has_keypoints : bool
+        Whether ``_keypoints(j)`` returns part keypoints.
     """
 
     def __init__(
@@ -287,6 +343,7 @@ class LazyImageSet(ImageSet):
         image_size: int,
         name: str,
         has_objects: bool = True,
+        has_keypoints: bool = False,
     ) -> None:
         self._all_labels = torch.as_tensor(labels).to(torch.int64).reshape(-1)
         self._index = torch.arange(self._all_labels.shape[0])
@@ -294,11 +351,20 @@ class LazyImageSet(ImageSet):
         self.part_names = list(part_names) if part_names is not None else None
         self._image_size = int(image_size)
         self._has_objects = bool(has_objects)
+        self._has_keypoints = bool(has_keypoints)
         self.name = name
 
     def _load(self, j: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Image ``(3, S, S)``, parts ``(S, S)`` int64 or None, object ``(S, S)`` bool or None."""
         raise NotImplementedError
+
+    def _keypoints(self, j: int) -> np.ndarray:
+        """Keypoints ``(P, 3)`` float64 of underlying item ``j`` in output pixels (with ``has_keypoints``)."""
+        raise NotImplementedError
+
+    @property
+    def has_keypoints(self) -> bool:  # type: ignore[override]
+        return self._has_keypoints
 
     @property
     def labels(self) -> torch.Tensor:  # type: ignore[override]
@@ -352,6 +418,18 @@ class LazyImageSet(ImageSet):
     def objects(self) -> torch.Tensor | None:  # type: ignore[override]
         return self.objects_at(slice(None))
 
+    def keypoints_at(self, idx: Index) -> list[np.ndarray] | None:
+        """Part keypoints of the items at ``idx`` (see :meth:`ImageSet.keypoints_at`), or ``None``."""
+        if not self._has_keypoints:
+            return None
+        return [np.array(self._keypoints(int(self._index[i])), dtype=np.float64).reshape(-1, 3)
+                for i in as_index(idx, len(self))]
+
+    @property
+    def keypoints(self) -> list[np.ndarray] | None:  # type: ignore[override]
+        """All keypoints, computed now (see :meth:`keypoints_at`)."""
+        return self.keypoints_at(slice(None))
+
     def subset(self, idx: Index) -> LazyImageSet:
         """A lazy view of the items at ``idx`` (no image is read)."""
         import copy
@@ -371,4 +449,5 @@ class LazyImageSet(ImageSet):
             objects=self.objects_at(slice(None)),
             part_names=self.part_names,
             name=self.name,
+            keypoints=self.keypoints_at(slice(None)),
         )

@@ -24,7 +24,10 @@ order of ``parts.txt``. Each *visible* keypoint becomes a disc of radius
 output image; the whole image without boxes), and a pixel covered by several
 discs takes the part of the nearest keypoint. With segmentations, parts are
 cut to the object mask. The part maps are thus coarse, documented
-approximations of the real part extents.
+approximations of the real part extents; the keypoints themselves, mapped the
+same way, are returned by ``CubImageSet.keypoints_at`` (visible ones inside
+the crop only; see :meth:`kmexplain_utils.data.base.ImageSet.keypoints_at`),
+for keypoint-based measurements (:mod:`kmexplain_utils.keypoints`).
 
 Object masks are ``segmentation >= 128`` (CUB's masks are soft), else the
 bounding box (the whole image for an item that has neither while others
@@ -167,6 +170,7 @@ class CubImageSet(LazyImageSet):
             image_size=image_size,
             name=f"cub-{split}",
             has_objects=has_objects,
+            has_keypoints=part_names is not None,
         )
         self.root = root
         self.records = records
@@ -177,12 +181,34 @@ class CubImageSet(LazyImageSet):
         """File of underlying item ``j``."""
         return self.root / "images" / self.records[j]["path"]
 
+    def _crop_box(self, j: int, image_wh: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The square crop box of underlying item ``j`` (original pixels) for an image of size ``(W, H)``."""
+        bbox = self.records[j].get("bbox")
+        return square_box(*image_wh, bbox=bbox if self.crop == "bbox" else None)
+
+    def _keypoints(self, j: int) -> np.ndarray:
+        """Visible keypoints of item ``j`` mapped into the output image; those outside the crop dropped."""
+        kp = self.records[j].get("keypoints")
+        if kp is None or len(kp) == 0:
+            return np.zeros((0, 3), dtype=np.float64)
+        from PIL import Image
+
+        path = self.image_path(j)
+        if not path.is_file():
+            open_rgb(path)  # raises the package's FileNotFoundError, naming the fix
+        with Image.open(path) as img:  # the header only: the size
+            wh = img.size
+        s = self.image_size
+        pts = map_points(kp[:, :2], self._crop_box(j, wh), s)
+        keep = np.all((pts >= 0) & (pts < s), axis=1)
+        return np.column_stack([pts[keep], kp[keep, 2]]).astype(np.float64)
+
     def _load(self, j: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         rec, s = self.records[j], self.image_size
         path = self.image_path(j)
         img = open_rgb(path)
         bbox = rec.get("bbox")
-        box = square_box(*img.size, bbox=bbox if self.crop == "bbox" else None)
+        box = self._crop_box(j, img.size)
         image = to_image_tensor(crop_resize(img, box, s))
         obj = None
         if rec.get("seg") is not None:
