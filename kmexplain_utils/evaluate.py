@@ -93,6 +93,7 @@ __all__ = [
     "deciding_part",
     "evaluation_specs",
     "fewer_data_profile",
+    "format_mean_std",
     "grad_cam",
     "load_data",
     "main",
@@ -1162,11 +1163,39 @@ def method_label(level: str, method: str) -> str:
         f" (on k-means {level})" if method == "random" and level != "pixel" else "")
 
 
+_PM = "\u202f±\u202f"  # the ± of a table cell, between narrow no-break spaces (never wrapped)
+
+
+def format_mean_std(mean: float, std: float | None = None, digits: int = 3) -> str:
+    """``"0.071 ± 0.007"``: a mean and its standard deviation as one unbreakable table cell.
+
+    The ``±`` sits between narrow no-break spaces (U+202F), so the
+    cell is compact and a browser never wraps it; without a finite ``std``
+    (one seed) only the mean is written, and a missing mean gives ``""``.
+
+    Examples
+    --------
+    >>> format_mean_std(0.0712, 0.0071).replace("\\u202f", " ")
+    '0.071 ± 0.007'
+    >>> format_mean_std(0.5, None, digits=2)
+    '0.50'
+    """
+    if mean is None or not np.isfinite(mean):
+        return ""
+    if std is None or not np.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f}{_PM}{std:.{digits}f}"
+
+
 def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,  # noqa: F821
                   digits: int = 3) -> pandas.DataFrame:  # noqa: F821
     """Mean ± standard deviation over seeds, one row per (level, method), one column per metric.
 
-    Sweep rows and per-part IoUs are left out.
+    Sweep rows and per-part IoUs are left out. Each cell is written compactly,
+    ``"0.071 ± 0.007"`` with narrow no-break spaces (U+202F, see
+    :func:`format_mean_std`) around the ``±``, so a browser never breaks a value
+    over several lines. For a readable page, show a handful of metrics per
+    table (several calls, one per group of metrics) rather than all of them.
 
     Parameters
     ----------
@@ -1186,9 +1215,7 @@ def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,
     g = main.groupby(["level", "method", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
 
     def fmt(r: Any) -> str:
-        if r["count"] > 1 and np.isfinite(r["std"]):
-            return f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}"
-        return f"{r['mean']:.{digits}f}"
+        return format_mean_std(r["mean"], r["std"] if r["count"] > 1 else None, digits)
 
     cells = g.apply(fmt, axis=1).unstack("metric")
     cols = [m for m in (metrics or METRICS) if m in cells.columns]

@@ -7,6 +7,12 @@ renders, every image has loaded, math is typeset, no output shows a traceback or
 placeholder, every embedded widget has been drawn, the Colab link of each chapter is right and
 internal links resolve. Screenshots go to ``_build/screenshots/``.
 
+The pages with results (chapter 5 and the introduction's claims table) are also opened at a desktop
+width (1280 x 900) and a phone width (390 x 844, device scale 3, mobile): no "mean ± sd" cell of a
+result table wraps, a table wider than the text column scrolls inside its own box, the page never
+scrolls sideways, and figures are not shrunk to thumbnails (``test_results_are_readable``; its
+screenshots are ``_build/screenshots/readable__*.png``).
+
 Without ``_build/html`` (or without Chromium) the tests are skipped with the reason, except in CI
 (``CI=true``), where they fail.
 """
@@ -47,6 +53,12 @@ WIDGET_PLACEHOLDERS = re.compile(
     r"|\binteractive\(children=|\bTab\(children=|\bStack\(children="
 )
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|^\s*\w+(?:Error|Exception): ", re.M)
+VIEWPORTS = {
+    "default": {"width": 1280, "height": 1400, "scale": 1, "mobile": False},  # test_page_as_a_reader_sees_it
+    "desktop": {"width": 1280, "height": 900, "scale": 1, "mobile": False},
+    "phone": {"width": 390, "height": 844, "scale": 3, "mobile": True},
+}
+RESULT_PAGES = ["book/05_evaluation.html", "book/intro.html"]  # result tables and figures (issue #16)
 
 
 # --------------------------------------------------------------------------- pages and skipping
@@ -119,8 +131,12 @@ class Chromium:
         self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for method in ("Page.enable", "Runtime.enable"):
             self.call(method, session=True)
+        self.set_viewport(**VIEWPORTS["default"])
+
+    def set_viewport(self, width: int, height: int, scale: float = 1, mobile: bool = False) -> None:
+        """Emulate a screen: CSS pixels, device pixel ratio, and a phone (meta viewport honoured)."""
         self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": 1280, "height": 1400, "deviceScaleFactor": 1, "mobile": False}, session=True)
+                  {"width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile}, session=True)
 
     def _read_message(self, deadline: float) -> dict:
         while b"\0" not in self._buf:
@@ -177,8 +193,12 @@ class Chromium:
         self.call("Page.navigate", {"url": url}, session=True)
         self.wait_event("Page.loadEventFired")
 
-    def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", {"format": "png"}, session=True)["data"]
+    def screenshot(self, path: Path, clip: dict | None = None) -> None:
+        """The viewport, or the page region ``clip`` ({x, y, width, height} in CSS px of the page)."""
+        params = {"format": "png"}
+        if clip:
+            params.update(clip={**clip, "scale": 1}, captureBeyondViewport=True)
+        data = self.call("Page.captureScreenshot", params, session=True)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
 
@@ -376,6 +396,193 @@ def test_the_browser_checks_can_fail(tmp_path):
     assert seen["widgetViews"] == 1 and seen["widgetViewsRendered"] == 0
     assert TRACEBACK.search(seen["outputText"])
     assert WIDGET_PLACEHOLDERS.search(seen["outputText"]).group(0) == "IntSlider("
+    assert (tmp_path / "bad.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- results, readable
+
+# Result tables and figures as laid out at the current viewport: mean ± sd values that wrap, tables
+# wider than the text column outside a scroll box of their own, sideways scrolling of the page,
+# figures shrunk to a fraction of their pixel width; and where to take the screenshots.
+READABLE_JS = r"""
+(() => {
+  const root = document.documentElement;
+  const article = document.querySelector(".bd-article") || document.querySelector("main article, article, main") || document.body;
+  const acs = getComputedStyle(article), abox = article.getBoundingClientRect();
+  const colLeft = abox.left + parseFloat(acs.paddingLeft), colRight = abox.right - parseFloat(acs.paddingRight);
+  const scrollBox = (el) => {  // the nearest ancestor that scrolls sideways (inside the article)
+    for (let p = el.parentElement; p && p !== article && p !== document.body; p = p.parentElement) {
+      const o = getComputedStyle(p).overflowX;
+      if (o === "auto" || o === "scroll") return p;
+    }
+    return null;
+  };
+  const lines = (range) => new Set([...range.getClientRects()].filter((q) => q.width > 0.5)
+    .map((q) => Math.round((q.top + q.bottom) / 2 / 4))).size;  // distinct line boxes (4 px bins)
+  const PM = /[-+\u2212]?\d[\d.]*[\s\u00a0\u2009\u202f]*±[\s\u00a0\u2009\u202f]*\d[\d.]*/g;
+  const out = {column: Math.round(colRight - colLeft), tables: 0, pmValues: 0, wrapped: [], multiline: [],
+               unscrolled: [], images: [], shots: [], cellOutputs: document.querySelectorAll(".cell_output").length};
+  const page = (r) => ({x: Math.max(0, r.left + scrollX - 4), y: Math.max(0, r.top + scrollY - 4),
+                        width: Math.min(r.width + 8, root.clientWidth), height: Math.min(r.height + 8, 4000)});
+  const tables = [...new Set(article.querySelectorAll(".output table, .cell_output table"))];
+  tables.forEach((t, k) => {
+    out.tables++;
+    const tb = t.getBoundingClientRect();
+    const box = scrollBox(t);
+    const boxRight = box ? box.getBoundingClientRect().right : Infinity;
+    if (tb.right > colRight + 1 && !(box && boxRight <= colRight + 1)) {
+      out.unscrolled.push({table: k, right: Math.round(tb.right), column: Math.round(colRight)});
+    }
+    let values = 0;
+    for (const cell of t.querySelectorAll("td, th")) {
+      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        for (const m of n.data.matchAll(PM)) {
+          values++;
+          const r = document.createRange();
+          r.setStart(n, m.index);
+          r.setEnd(n, m.index + m[0].length);
+          if (lines(r) > 1) out.wrapped.push({table: k, text: m[0]});
+        }
+      }
+      const text = cell.textContent.trim();
+      if (text && text.replace(PM, "") === "" && text.includes("±")) {  // a cell that is a mean ± sd value
+        const r = document.createRange();
+        r.selectNodeContents(cell);
+        if (lines(r) > 1) out.multiline.push({table: k, text, height: Math.round(cell.getBoundingClientRect().height)});
+      }
+    }
+    out.pmValues += values;
+    const shown = (box || t).getBoundingClientRect();
+    if (out.shots.length < 12) out.shots.push({name: `table${String(k).padStart(2, "0")}`, clip: page(shown)});
+  });
+  for (const img of article.querySelectorAll(".cell_output img, .output img")) {
+    const r = img.getBoundingClientRect();
+    out.images.push({src: (img.getAttribute("src") || "").slice(-60), natural: img.naturalWidth, shown: Math.round(r.width)});
+  }
+  const area = (i) => i.naturalWidth * i.naturalHeight;
+  const largest = [...article.querySelectorAll(".cell_output img")].sort((a, b) => area(b) - area(a))[0];
+  if (largest) out.shots.push({name: "largest_figure", clip: page(largest.getBoundingClientRect())});
+  // sideways scrolling of the page, and what sticks out (outside scroll boxes and hidden drawers)
+  out.pageOverflow = Math.max(root.scrollWidth, document.body.scrollWidth) - root.clientWidth;
+  out.viewport = [root.clientWidth, innerWidth];
+  out.offenders = [];
+  if (out.pageOverflow > 1) {
+    for (const e of document.body.querySelectorAll("*")) {
+      const r = e.getBoundingClientRect(), st = getComputedStyle(e);
+      if (r.width === 0 || r.right <= root.clientWidth + 1 || st.visibility === "hidden" || scrollBox(e)) continue;
+      if (e.closest(".bd-sidebar-primary, .bd-sidebar-secondary")) continue;  // off-canvas drawers
+      out.offenders.push(`${e.tagName.toLowerCase()}.${String(e.className).split(" ")[0]} ` +
+                         `"${(e.textContent || "").trim().slice(0, 50)}" right=${Math.round(r.right)}`);
+      if (out.offenders.length >= 8) break;
+    }
+  }
+  return out;
+})()
+"""
+MIN_COLUMN_AT_1280 = 720  # px of text column at 1280 px (688 with the theme's defaults; book/_static/kmex.css)
+MIN_FIGURE_SCALE = 0.5  # a figure shown at under half its pixel width has too many columns to read
+
+
+def _readability_problems(seen: dict, viewport: str) -> list[str]:
+    problems = []
+    if seen["wrapped"]:
+        problems.append(f"{len(seen['wrapped'])} mean ± sd values break over lines: {seen['wrapped'][:4]}")
+    if seen["multiline"]:
+        problems.append(f"{len(seen['multiline'])} mean ± sd cells take several lines: {seen['multiline'][:4]}")
+    if seen["unscrolled"]:
+        problems.append(f"tables wider than the text column outside a sideways-scrolling box: {seen['unscrolled']}")
+    if seen["pageOverflow"] > 1 or seen["viewport"][1] > seen["viewport"][0] + 1:
+        problems.append(f"the page scrolls sideways by {seen['pageOverflow']} px (viewport {seen['viewport']}); "
+                        f"sticking out: {seen['offenders']}")
+    if viewport == "desktop":
+        if seen["column"] < MIN_COLUMN_AT_1280:
+            problems.append(f"text column {seen['column']} px < {MIN_COLUMN_AT_1280} px at 1280 px "
+                            "(is book/_static/kmex.css loaded?)")
+        small = [i for i in seen["images"] if i["natural"] and i["shown"] < MIN_FIGURE_SCALE * i["natural"]]
+        if small:
+            problems.append(f"figures shown at under {MIN_FIGURE_SCALE:.0%} of their width (too many columns): {small}")
+    return problems
+
+
+def _executed(site: Path) -> bool:
+    """Whether the site was built with outputs (KMEX_BOOK_EXECUTE=off leaves chapter 5 without any)."""
+    page = site / "book" / "05_evaluation.html"
+    return page.is_file() and 'class="cell_output' in page.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.mark.book
+@pytest.mark.slow
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+@pytest.mark.parametrize("name", RESULT_PAGES)
+def test_results_are_readable(name, viewport, browser):
+    """Result tables and figures at 1280 x 900 and at a phone's 390 x 844 (screenshots: readable__*.png)."""
+    page = SITE / name
+    assert page.is_file(), f"{name} is missing from the site"
+    if not _executed(SITE):
+        reason = f"{SITE} was built without executing the chapters: no results to lay out"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    browser.set_viewport(**VIEWPORTS[viewport])
+    try:
+        browser.open(page.as_uri())
+        browser.evaluate(SETTLE_JS, timeout=60)
+        seen = browser.evaluate(READABLE_JS)
+        stem = f"readable__{name.replace('/', '__').removesuffix('.html')}__{viewport}"
+        browser.screenshot(SHOTS / f"{stem}.png")
+        for shot in seen["shots"]:
+            browser.screenshot(SHOTS / f"{stem}__{shot['name']}.png", clip=shot["clip"])
+    finally:
+        browser.set_viewport(**VIEWPORTS["default"])
+    problems = _readability_problems(seen, viewport)
+    if name == "book/05_evaluation.html" and not seen["pmValues"]:
+        problems.append("no mean ± sd table on the page (the summary tables of the evaluation are missing)")
+    if name == "book/intro.html" and not seen["tables"]:
+        problems.append("the claims table glued from chapter 5 is missing")
+    assert not problems, f"{name} at {viewport} width: " + "; ".join(problems)
+
+
+def test_the_readability_checks_can_fail(tmp_path):
+    """A wrapping mean ± sd, a wide table outside a scroll box, a shrunk figure: each is seen; the fix passes."""
+    exe = _chromium()
+    wide_svg = "data:image/svg+xml," + "%3Csvg xmlns='http://www.w3.org/2000/svg' width='2000' height='40'/%3E"
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        '<html><head><meta name="viewport" content="width=device-width"></head><body>'
+        '<article class="bd-article" style="max-width:600px">'
+        '<div class="output text_html"><table class="dataframe"><tr>'
+        '<td style="width:30px">0.071 ± 0.007</td><td>fine</td></tr></table></div>'
+        '<div class="output text_html"><table style="width:1500px"><tr><td>0.1</td></tr></table></div>'
+        f'<div class="cell_output"><img src="{wide_svg}" style="max-width:100%"></div>'
+        "</article></body></html>", encoding="utf-8")
+    good = tmp_path / "good.html"
+    good.write_text(
+        '<html><head><meta name="viewport" content="width=device-width"></head><body>'
+        '<article class="bd-article" style="max-width:600px">'
+        '<div class="output text_html" style="overflow-x:auto"><table class="dataframe"><tr>'
+        '<td style="width:30px;white-space:nowrap">0.071\u202f±\u202f0.007</td></tr></table>'
+        '<table style="width:1500px"><tr><td>0.1</td></tr></table></div>'
+        "</article></body></html>", encoding="utf-8")
+    chrome = Chromium(exe)
+    try:
+        chrome.set_viewport(**VIEWPORTS["phone"])
+        chrome.open(bad.as_uri())
+        seen_bad = chrome.evaluate(READABLE_JS)
+        chrome.screenshot(tmp_path / "bad.png", clip=seen_bad["shots"][0]["clip"])
+        chrome.open(good.as_uri())
+        seen_good = chrome.evaluate(READABLE_JS)
+    finally:
+        chrome.close()
+    assert [w["text"] for w in seen_bad["wrapped"]] == ["0.071 ± 0.007"]
+    assert [m["text"] for m in seen_bad["multiline"]] == ["0.071 ± 0.007"]
+    assert [u["table"] for u in seen_bad["unscrolled"]] == [1]
+    assert seen_bad["pageOverflow"] > 1000 and any("table" in o for o in seen_bad["offenders"])
+    assert seen_bad["images"][0]["natural"] == 2000
+    problems = _readability_problems(seen_bad, "desktop")
+    assert len(problems) == 6, problems  # wrapped, multiline, unscrolled, page, column, figure
+    assert seen_good["pmValues"] == 1 and seen_good["tables"] == 2
+    assert _readability_problems(seen_good, "phone") == [], seen_good
     assert (tmp_path / "bad.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

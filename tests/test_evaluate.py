@@ -167,10 +167,22 @@ def _fake_records() -> pd.DataFrame:
 
 def test_summary_table_mean_and_std_without_sweeps():
     table = evaluate.summary_table(_fake_records(), digits=2)
-    assert table.loc[("B4", "linear"), "accuracy"] == "0.85 ± 0.07"
-    assert table.loc[("B4", "kmeans"), "accuracy"] == "0.75 ± 0.07"  # the sweep row (0.5) is left out
-    assert table.loc[("B4", "concepts"), "nmi_object"] == "0.20 ± 0.00"
+    nb = "\u202f"  # narrow no-break space: a browser cannot wrap "0.85 ± 0.07"
+    assert table.loc[("B4", "linear"), "accuracy"] == f"0.85{nb}±{nb}0.07"
+    assert table.loc[("B4", "kmeans"), "accuracy"] == f"0.75{nb}±{nb}0.07"  # the sweep row (0.5) is left out
+    assert table.loc[("B4", "concepts"), "nmi_object"] == f"0.20{nb}±{nb}0.00"
     assert list(table.columns) == ["accuracy", "nmi_object"]
+    assert not any(" " in cell or "\n" in cell for cell in table.to_numpy().ravel())  # no break opportunity
+    one_seed = evaluate.summary_table(_fake_records().query("seed == 0"), ["nmi_object", "accuracy"])
+    assert list(one_seed.columns) == ["nmi_object", "accuracy"]
+    assert one_seed.loc[("B4", "linear"), "accuracy"] == "0.900"  # one seed: the mean alone
+
+
+def test_format_mean_std_is_compact_and_unbreakable():
+    assert evaluate.format_mean_std(0.0712, 0.0071) == "0.071\u202f±\u202f0.007"
+    assert evaluate.format_mean_std(0.0712, 0.0071, digits=2) == "0.07\u202f±\u202f0.01"
+    assert evaluate.format_mean_std(0.5) == evaluate.format_mean_std(0.5, float("nan")) == "0.500"
+    assert evaluate.format_mean_std(float("nan"), 0.1) == ""
 
 
 def test_to_json_turns_nan_into_null(tmp_path):
@@ -213,28 +225,6 @@ def test_grad_cam_shapes_and_range():
     assert not model.training
     with pytest.raises(ValueError, match=r"\(N,\)"):
         evaluate.grad_cam(model, x, torch.tensor([0]))
-
-
-def test_plot_qualitative_has_a_column_per_level_and_map():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    g = np.random.default_rng(0)
-    examples = {
-        "images": g.random((2, 3, 8, 8)).astype(np.float32),
-        "parts": g.integers(0, 3, (2, 8, 8)),
-        "concept_maps": {"B4": g.integers(0, 4, (2, 8, 8)), "B4@B234-grid": g.integers(0, 4, (2, 8, 8))},
-        "attributions": {"B4/kmeans": g.random((2, 8, 8)), "B4/cam": g.random((2, 8, 8))},
-    }
-    fig = evaluate.plot_qualitative(examples)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["image", "parts", "concepts\nB4", "concepts\nB4@B234 grid", "k-means\nB4", "CAM"]
-    assert len(fig.axes) == 2 * 6
-    plt.close(fig)
-    with pytest.raises(ValueError, match="no examples"):
-        evaluate.plot_qualitative({})
 
 
 def test_ground_truth_falls_back_to_object_masks():
