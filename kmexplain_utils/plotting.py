@@ -1305,25 +1305,53 @@ def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
     return fig
 
 
-def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25):
+def _balanced_chunks(items: list, size: int) -> list[list]:
+    """``items`` cut into the fewest runs of at most ``size``, as even as possible (7, 3 -> 3, 2, 2)."""
+    if not items:
+        return []
+    n = -(-len(items) // size)
+    base, extra = divmod(len(items), n)
+    out, i = [], 0
+    for b in range(n):
+        step = base + (b < extra)
+        out.append(items[i:i + step])
+        i += step
+    return out
+
+
+def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: int = 7):
     """The same test images under every level and baseline, beside the ground-truth parts.
 
-    Rows are images; columns: the image, its part map, the concept map of
-    every level (and resolution control), then every attribution map. Each
-    concept is drawn in the colour of the part it was mapped to on the
-    *training* images (``examples["concept_parts"]``, the mapping mIoU uses),
-    so that the concept columns read like the part column.
+    One figure in stacked sections, each a grid with one row per image and at
+    most ``max_cols`` columns, so that no panel shrinks to a thumbnail on the
+    page: *concept maps* (the part map, then the concept map of every level and
+    resolution control), *k-means attribution maps* (one per level) and
+    *baseline attribution maps* (CAM, Grad-CAM, occlusion, random...). Each
+    section starts with the image itself, and a section with more panels than
+    fit in ``max_cols`` columns is wrapped into several grids (each repeating the
+    image column and the column titles). Each concept is drawn in the colour of
+    the part it was mapped to on the *training* images
+    (``examples["concept_parts"]``, the mapping mIoU uses), so that the
+    concept columns read like the part column.
 
     Parameters
     ----------
     examples : dict
-        ``df.attrs["examples"]`` from :func:`run_evaluation`.
+        ``df.attrs["examples"]`` from :func:`~kmexplain_utils.evaluate.run_evaluation`.
     size : float
         Inches per panel.
+    max_cols : int
+        Most columns in a grid, the image column included (at least 2).
 
     Returns
     -------
     matplotlib.figure.Figure
+        One sub-figure per grid (``fig.subfigs``), titled by its section.
+
+    Raises
+    ------
+    ValueError
+        Without examples, or with ``max_cols < 2``.
     """
     import matplotlib.pyplot as plt
 
@@ -1331,25 +1359,55 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25):
 
     if not examples:
         raise ValueError("no examples: run_evaluation(..., include_attribution=True) keeps them")
+    if max_cols < 2:
+        raise ValueError(f"max_cols must be at least 2 (the image and one map), got {max_cols}")
     images = examples["images"]
     cmaps = examples.get("concept_parts") or examples["concept_maps"]
     as_parts = "concept_parts" in examples
     atts = examples["attributions"]
-    cols = (["image", "parts"] + [f"concepts\n{k.replace('-grid', ' grid')}" for k in cmaps]
-            + [method_label(*k.split("/")).replace(" ", "\n", 1) for k in atts])
     n = len(images)
-    fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols), size * n + 0.4), squeeze=False,
-                             layout="constrained")
-    for i in range(n):
-        show_image(images[i], ax=axes[i, 0])
-        show_label_map(images[i], examples["parts"][i], ax=axes[i, 1])
-        for j, m in enumerate(cmaps.values()):
-            if as_parts:
-                show_label_map(images[i], m[i], ax=axes[i, 2 + j])
-            else:
-                show_label_map(images[i], m[i], ax=axes[i, 2 + j], background=False, alpha=0.6)
-        for j, m in enumerate(atts.values()):
-            show_heatmap(images[i], m[i], ax=axes[i, 2 + len(cmaps) + j])
-    for j, c in enumerate(cols):
-        axes[0, j].set_title(c, fontsize="small")
+
+    # (title, draw(i, ax)) per panel, in sections
+    def concept(m):
+        if as_parts:
+            return lambda i, ax: show_label_map(images[i], m[i], ax=ax)
+        return lambda i, ax: show_label_map(images[i], m[i], ax=ax, background=False, alpha=0.6)
+
+    def heat(m):
+        return lambda i, ax: show_heatmap(images[i], m[i], ax=ax)
+
+    def att_title(key: str) -> str:  # two short lines: "k-means\nB4", "random map\n(on k-means B234)"
+        label = method_label(*key.split("/"))
+        return label.replace(" (", "\n(", 1) if " (" in label else label.replace(" ", "\n", 1)
+
+    concepts = [("parts", lambda i, ax: show_label_map(images[i], examples["parts"][i], ax=ax))]
+    concepts += [(f"concepts\n{k.replace('-grid', ' grid')}", concept(m)) for k, m in cmaps.items()]
+    is_kmeans = {k: k.split("/")[1].startswith("kmeans") for k in atts}
+    sections = [
+        ("Concept maps" + (" (each concept in the colour of its part)" if as_parts else ""), concepts),
+        ("k-means attribution maps", [(att_title(k), heat(m)) for k, m in atts.items() if is_kmeans[k]]),
+        ("Baseline attribution maps", [(att_title(k), heat(m)) for k, m in atts.items() if not is_kmeans[k]]),
+    ]
+    grids = []
+    for name, panels in sections:
+        chunks = _balanced_chunks(panels, max_cols - 1)
+        for c, chunk in enumerate(chunks):
+            suffix = f" ({c + 1}/{len(chunks)})" if len(chunks) > 1 else ""
+            grids.append((name + suffix, [("image", lambda i, ax: show_image(images[i], ax=ax))] + chunk))
+    width = max(len(panels) for _, panels in grids)
+    heights = [size * n + 0.55 for _ in grids]  # the rows, the column titles and the section title
+    fig = plt.figure(figsize=(size * width, sum(heights)), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(grids), 1, height_ratios=heights, hspace=0.02))
+    for sub, (name, panels) in zip(subfigs, grids):
+        # every grid has `width` columns of the same size; unused ones at the right stay empty
+        axes = sub.subplots(n, width, squeeze=False)
+        sub.suptitle(name, fontsize=10, x=0.0, ha="left")
+        for j in range(width):
+            for i in range(n):
+                if j < len(panels):
+                    panels[j][1](i, axes[i, j])
+                else:
+                    axes[i, j].remove()
+            if j < len(panels):
+                axes[0, j].set_title(panels[j][0], fontsize="small")
     return fig

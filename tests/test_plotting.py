@@ -298,3 +298,77 @@ def test_plot_concept_patches_rows_and_boxes():
     assert [axes[r, 0].get_ylabel() for r in range(3)] == ["concept 0", "concept 1", "concept 2"]
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 12 and all(len(ax.patches) == 1 for ax in shown)
+
+
+def _qualitative_examples(n: int = 3, levels=("B4", "B34", "B234", "B1234", "B4@B234-grid")) -> dict:
+    """Showcase maps shaped like run_evaluation's: concept maps per level, attributions per "level/method"."""
+    g = np.random.default_rng(0)
+    maps = lambda: {lv: g.integers(0, 4, (n, 8, 8)) for lv in levels}  # noqa: E731
+    atts = {f"{lv}/kmeans": g.random((n, 8, 8)) for lv in levels}
+    atts.update({k: g.random((n, 8, 8)) for k in ("B4/cam", "B3/gradcam", "pixel/occlusion", "pixel/random")})
+    return {"images": g.random((n, 3, 8, 8)).astype(np.float32), "parts": g.integers(0, 3, (n, 8, 8)),
+            "concept_maps": maps(), "concept_parts": maps(), "attributions": atts}
+
+
+def _grids(fig) -> list[tuple[str, list[list]]]:
+    """(section title, rows of the axes left in the grid, left to right) for every sub-figure."""
+    out = []
+    for sub in fig.subfigs:
+        rows: dict[float, list] = {}
+        for ax in sub.axes:
+            rows.setdefault(round(ax.get_position().y0, 3), []).append(ax)
+        ordered = [sorted(r, key=lambda a: a.get_position().x0) for _, r in sorted(rows.items(), reverse=True)]
+        out.append((sub.get_suptitle(), ordered))
+    return out
+
+
+@pytest.mark.parametrize("max_cols", [3, 4, 7])
+def test_plot_qualitative_wraps_into_readable_grids(max_cols):
+    ex = _qualitative_examples()
+    n, n_att = len(ex["images"]), len(ex["attributions"])
+    fig = P.plot_qualitative(ex, max_cols=max_cols)
+    assert isinstance(fig, Figure)
+    grids = _grids(fig)
+    titles = []
+    for name, rows in grids:
+        assert len(rows) == n, name  # one row per image in every grid
+        assert all(len(r) == len(rows[0]) <= max_cols for r in rows), name
+        assert rows[0][0].get_title() == "image"  # every grid starts with the image itself
+        for i, row in enumerate(rows):
+            np.testing.assert_allclose(np.asarray(row[0].images[0].get_array()),
+                                       ex["images"][i].transpose(1, 2, 0), atol=1e-6)  # row i is image i
+            assert all(ax.images for ax in row)
+        titles += [ax.get_title() for ax in rows[0][1:]]
+        assert all(not ax.get_title() for r in rows[1:] for ax in r)  # column titles once, above the grid
+    # every map of every level and method is shown, exactly once
+    assert len(titles) == len(set(titles)) == 1 + 5 + n_att
+    assert titles[0] == "parts"
+    assert {t for t in titles if t.startswith("concepts")} == {
+        "concepts\nB4", "concepts\nB34", "concepts\nB234", "concepts\nB1234", "concepts\nB4@B234 grid"}
+    assert {"k-means\nB4", "k-means\nB234", "CAM", "Grad-CAM\nB3", "occlusion", "random\nmap"} <= set(titles)
+    sections = [name.split(" (")[0] for name, _ in grids]
+    assert sections[0].startswith("Concept maps") and "k-means attribution maps" in sections
+    assert sections[-1].startswith("Baseline attribution maps")
+    # the fewest grids that fit, as even as possible: 6 concept panels, 5 k-means maps, 4 baselines
+    per_grid = max_cols - 1
+    assert len(grids) == sum(-(-k // per_grid) for k in (6, 5, 4))
+    w, h = fig.get_size_inches()
+    assert w == pytest.approx(1.25 * max(len(rows[0]) for _, rows in grids))
+    assert h > 1.25 * n * len(grids)
+
+
+def test_plot_qualitative_default_is_at_most_seven_columns_and_checks_its_input():
+    fig = P.plot_qualitative(_qualitative_examples(n=2))  # 16 columns in a single row before the split
+    assert max(len(rows[0]) for _, rows in _grids(fig)) <= 7
+    assert len(fig.subfigs) == 3 and not any("(1/" in name for name, _ in _grids(fig))
+    plain = _qualitative_examples(n=2, levels=("B4",))  # concept maps without their part colours, no baselines
+    del plain["concept_parts"]
+    plain["attributions"] = {"B4/kmeans": plain["attributions"]["B4/kmeans"]}
+    grids = _grids(P.plot_qualitative(plain))
+    assert [name for name, _ in grids] == ["Concept maps", "k-means attribution maps"]
+    assert [[ax.get_title() for ax in rows[0]] for _, rows in grids] == [["image", "parts", "concepts\nB4"],
+                                                                        ["image", "k-means\nB4"]]
+    with pytest.raises(ValueError, match="no examples"):
+        P.plot_qualitative({})
+    with pytest.raises(ValueError, match="max_cols"):
+        P.plot_qualitative(_qualitative_examples(n=1), max_cols=1)
