@@ -55,6 +55,7 @@ widgets:
 book: install widgets
 	KMEX_STRICT_CHECKS=1 KMEX_PROFILE=$(BOOK_PROFILE) KMEX_BOOK_EXECUTE=$(BOOK_EXECUTE) \
 		$(BIN)/jupyter-book build . -W -n --keep-going
+	@$(BIN)/python scripts/book_times.py --build _build
 	@echo "==> book: $(CURDIR)/_build/html/index.html"
 
 test: install widgets
