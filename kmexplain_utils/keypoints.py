@@ -21,7 +21,7 @@ against the keypoints' parts, and their contingency table.
 
 *Part consistency of prototypes* -- the consistency of EvalProtoPNet (Huang et
 al., "Evaluation and Improvement of Interpretability for Self-Explainable
-Part-Prototype Networks", CVPR 2023): on each test image of its class, a
+Part-Prototype Networks", ICCV 2023): on each test image of its class, a
 prototype's activation map is upsampled to the image and the box of
 ``72 x 72`` px (on 224 px images) around its maximum is checked for the
 visible keypoints of each part (:func:`peak_locations`, :func:`parts_in_boxes`);
@@ -61,6 +61,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ._torch import as_generator
 from ._validation import check_is_fitted
 from .classifier import KMeansClassifier
 from .metrics import ami, nmi, purity
@@ -492,12 +493,51 @@ class PartConsistency:
         ``(M,)`` bool: ``max_k frequency >= threshold`` (False without valid images).
     n_images : numpy.ndarray
         ``(M,)`` int64 number of valid images of each prototype.
+    hits : numpy.ndarray
+        ``(M, n_parts)`` int64: valid images whose box holds part ``k``.
+    counted : numpy.ndarray
+        ``(M, n_parts)`` int64: the denominator of ``frequency`` (``n_images``
+        repeated, or the valid images where part ``k`` is visible).
+    threshold : float
+        The part threshold ``consistent`` was decided with.
     """
 
     score: float
     frequency: np.ndarray
     consistent: np.ndarray
     n_images: np.ndarray
+    hits: np.ndarray
+    counted: np.ndarray
+    threshold: float
+
+    @classmethod
+    def combine(cls, results: Sequence[PartConsistency]) -> PartConsistency:
+        """The consistency over the union of disjoint image sets, from their counts.
+
+        Counts add up, so measuring a large test set in chunks and combining
+        gives exactly the result of one call on all its images.
+
+        Example
+        -------
+        >>> import numpy as np
+        >>> in_box = np.zeros((4, 1, 2), dtype=bool)
+        >>> in_box[:3, 0, 1] = True
+        >>> valid = np.ones((4, 1), dtype=bool)
+        >>> whole = part_consistency(in_box, valid, 0.7)
+        >>> halves = PartConsistency.combine([part_consistency(in_box[:2], valid[:2], 0.7),
+        ...                                   part_consistency(in_box[2:], valid[2:], 0.7)])
+        >>> halves.frequency.tolist() == whole.frequency.tolist(), halves.score
+        (True, 1.0)
+        """
+        results = list(results)
+        if not results:
+            raise ValueError("combine needs at least one PartConsistency")
+        if len({r.hits.shape for r in results}) != 1 or len({r.threshold for r in results}) != 1:
+            raise ValueError("combine needs results over the same prototypes and parts, with the same threshold")
+        hits = sum(r.hits for r in results)
+        n_images = sum(r.n_images for r in results)
+        counted = sum(r.counted for r in results)
+        return _consistency(hits, n_images, results[0].threshold, counted)
 
 
 def _consistency(hits: np.ndarray, n_images: np.ndarray, threshold: float,
@@ -513,8 +553,10 @@ def _consistency(hits: np.ndarray, n_images: np.ndarray, threshold: float,
     best = np.where(has, np.nan_to_num(freq, nan=-np.inf).max(axis=1, initial=-np.inf), -np.inf)
     consistent = has & (best >= threshold)
     score = float(consistent[has].mean()) if has.any() else float("nan")
+    counted = np.broadcast_to(d, hits.shape).astype(np.int64)
     return PartConsistency(score=score, frequency=freq.astype(np.float64), consistent=consistent,
-                           n_images=n_images.astype(np.int64))
+                           n_images=n_images.astype(np.int64), hits=hits.astype(np.int64), counted=counted,
+                           threshold=float(threshold))
 
 
 def part_consistency(in_box: Any, valid: Any, threshold: float = 0.8, *, visible: Any = None) -> PartConsistency:
@@ -651,6 +693,8 @@ def prototype_consistency(
     box_size: float | None = None,
     threshold: float = 0.8,
     denominator: Literal["valid", "visible"] = "valid",
+    peaks: Literal["max", "random"] = "max",
+    random_state: int | torch.Generator | None = None,
     batch_size: int = 64,
 ) -> PartConsistency:
     """EvalProtoPNet's consistency of every prototype of a k-means classifier.
@@ -684,6 +728,14 @@ def prototype_consistency(
     denominator : {"valid", "visible"}, default "valid"
         Divide a part's count by all the images of the class, or by those where
         the part is visible (EvalProtoPNet's code; see :func:`part_consistency`).
+    peaks : {"max", "random"}, default "max"
+        ``"max"``: the box is centred on each map's peak (the measurement).
+        ``"random"``: on a pixel drawn uniformly from the image for every
+        (image, prototype), whatever the maps say: the chance level of the
+        consistency for these keypoints and this box size.
+    random_state : int, torch.Generator or None
+        Seed of the random peaks (the package's rule,
+        :func:`kmexplain_utils._torch.as_generator`); unused with ``peaks="max"``.
     batch_size : int, default 64
         Images per batch.
 
@@ -709,9 +761,12 @@ def prototype_consistency(
         raise ValueError(f"position_features must be a tensor (N, D, h, w), got {shape}")
     if denominator not in ("valid", "visible"):
         raise ValueError(f"denominator must be 'valid' or 'visible', got {denominator!r}")
+    if peaks not in ("max", "random"):
+        raise ValueError(f"peaks must be 'max' (the maps' peaks) or 'random' (the chance level), got {peaks!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_is_fitted(classifier, ["prototypes_", "prototype_class_index_"])
+    gen = as_generator(random_state) if peaks == "random" else None
     n = position_features.shape[0]
     lab = labels if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if lab.ndim != 1 or lab.shape[0] != n:
@@ -728,8 +783,12 @@ def prototype_consistency(
         for start in range(0, n, int(batch_size)):
             sl = slice(start, start + int(batch_size))
             maps, mask, index = class_prototype_maps(position_features[sl], classifier, lab[sl])
-            peaks = peak_locations(maps, (H, W), geometry)
-            in_box = parts_in_boxes(peaks, kps[sl], int(n_parts), box, image_size=(H, W))
+            if gen is None:
+                centres = peak_locations(maps, (H, W), geometry)
+            else:  # pixel centres drawn uniformly, one per (image, slot)
+                pix = torch.randint(0, H * W, maps.shape[:2], generator=gen).numpy()
+                centres = np.stack([pix % W + 0.5, pix // W + 0.5], axis=-1).astype(np.float64)
+            in_box = parts_in_boxes(centres, kps[sl], int(n_parts), box, image_size=(H, W))
             m = mask.numpy()
             rows, imgs = index.numpy()[m], np.nonzero(m)[0]
             np.add.at(hits, rows, in_box[m])

@@ -18,6 +18,7 @@ from kmexplain_utils.keypoints import (
     keypoint_scores,
     keypoints_from_parts,
     labels_at_keypoints,
+    PartConsistency,
     part_consistency,
     parts_in_boxes,
     peak_locations,
@@ -417,3 +418,46 @@ def test_bad_inputs_name_the_problem():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prototype_consistency(torch.zeros(1, 2, 3, 3), clf, [0], kp, 2, image_size=8)  # runs quietly
+
+
+def test_combined_chunks_equal_one_call_on_all_images():
+    rng = np.random.default_rng(3)
+    in_box = rng.random((30, 4, 5)) < 0.4
+    valid = rng.random((30, 4)) < 0.7
+    valid[:, 3] = False                                     # a prototype without a valid image
+    visible = rng.random((30, 5)) < 0.8
+    in_box &= visible[:, None, :]
+    for vis in (None, visible):
+        whole = part_consistency(in_box, valid, 0.5, visible=vis)
+        chunks = [part_consistency(in_box[s], valid[s], 0.5, visible=None if vis is None else vis[s])
+                  for s in (slice(0, 7), slice(7, 19), slice(19, 30))]
+        merged = PartConsistency.combine(chunks)
+        np.testing.assert_array_equal(merged.frequency, whole.frequency)  # NaN rows included
+        assert merged.consistent.tolist() == whole.consistent.tolist()
+        assert merged.n_images.tolist() == whole.n_images.tolist() and merged.score == whole.score
+    with pytest.raises(ValueError, match="at least one"):
+        PartConsistency.combine([])
+    with pytest.raises(ValueError, match="same threshold"):
+        PartConsistency.combine([part_consistency(in_box, valid, 0.5), part_consistency(in_box, valid, 0.8)])
+
+
+def test_random_peaks_give_the_analytic_chance_level():
+    """Boxes on uniform pixels: a keypoint is boxed with probability (pixel centres within b/2) / (H W)."""
+    clf = KMeansClassifier(1, device="cpu").fit(torch.eye(2), [0, 1])
+    n, size, box = 4000, 32, 10
+    labels = np.arange(n) % 2
+    kp = [np.array([[16.0, 16.0, 1], [2.0, 2.0, 2]])] * n
+    A = torch.rand(n, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    r = prototype_consistency(A, clf, labels, kp, 3, image_size=size, box_size=box, peaks="random",
+                              random_state=0, batch_size=512)
+    centres = np.arange(size) + 0.5
+    near = lambda v: np.count_nonzero(np.abs(centres - v) <= box / 2)  # noqa: E731 (the box is clipped, not shifted)
+    expected = np.array([0, near(16.0) ** 2, near(2.0) ** 2]) / size**2
+    assert r.n_images.tolist() == [n // 2, n // 2]
+    np.testing.assert_allclose(r.frequency, np.stack([expected, expected]), atol=4 * np.sqrt(0.1 * 0.9 / (n // 2)))
+    assert r.score == 0.0                                   # chance is far from the 0.8 threshold
+    again = prototype_consistency(A.flip(0), clf, labels, kp, 3, image_size=size, box_size=box, peaks="random",
+                                  random_state=0, batch_size=512)
+    np.testing.assert_array_equal(again.hits, r.hits)       # the maps play no part, the seed does
+    with pytest.raises(ValueError, match="peaks must be 'max'"):
+        prototype_consistency(A, clf, labels, kp, 3, image_size=size, peaks="centre")
