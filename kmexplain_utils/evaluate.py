@@ -28,7 +28,12 @@ concept maps); then one function per measurement adds records:
 - :func:`measure_sanity` -- cascading model randomisation: Spearman
   correlation of every method's maps with the trained network's;
 - :func:`measure_contrastive` -- contrastive maps against the ground-truth
-  deciding part (images whose top two classes differ in one attribute).
+  deciding part (images whose top two classes differ in one attribute);
+- :func:`measure_keypoints` -- the concept maps read at the part keypoints
+  (NMI, AMI, purity: CUB-200-2011's own keypoints, or one pseudo-keypoint per
+  part on a data set with part masks only) and EvalProtoPNet's part
+  consistency of the k-means prototypes of every level, beside its chance
+  level (boxes on random pixels); skipped on a data set without parts.
 
 Records (rows of the returned DataFrame and ``"records"`` of the JSON) have
 the columns of :data:`COLUMNS`:
@@ -102,6 +107,7 @@ __all__ = [
     "measure_concept_references",
     "measure_concepts",
     "measure_contrastive",
+    "measure_keypoints",
     "measure_representativeness",
     "measure_sanity",
     "method_label",
@@ -154,6 +160,11 @@ METRICS: dict[str, str] = {
     "contrastive_mass": "share of a contrastive map's positive mass on the deciding part",
     "contrastive_peak": "share of contrastive maps whose maximum lies on the deciding part",
     "contrastive_part_share": "the deciding part's share of the pixels (a random map's expected mass)",
+    "keypoint_nmi": "NMI of the concept under each part keypoint vs the keypoint's part (source in note)",
+    "keypoint_ami": "AMI of the concept under each part keypoint vs the keypoint's part (0 = chance)",
+    "keypoint_purity": "purity of the concepts under the part keypoints",
+    "part_consistency": "share of the k-means prototypes whose box (72/224 of the side, around the peak of "
+    "their score map) holds the same part on >= 80 % of their class's test images (EvalProtoPNet)",
 }
 
 _CONTROL_FMT = "B4@{}-grid"
@@ -297,6 +308,10 @@ class SharedData:
     objects_test: torch.Tensor
     part_names: list[str]
     n_eval: int
+    #: part keypoints of every test image ((P_i, 3) arrays, :mod:`kmexplain_utils.keypoints`), or None
+    keypoints_test: list[np.ndarray] | None = None
+    #: where they come from: ``"keypoints"`` (the data set's own) or ``"part masks"`` (one per part present)
+    keypoint_source: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -355,8 +370,24 @@ def load_data(profile: Profile, n_fit_images: int = 500) -> SharedData:
     n_fit = min(int(n_fit_images), len(train))
     parts_fit, _, part_names = _ground_truth(train, torch.arange(n_fit))
     parts_test, objects_test, _ = _ground_truth(test, torch.arange(len(test)))
+    keypoints, source = _test_keypoints(test, parts_test, part_names)
     return SharedData(profile, train, test, train.images_at(torch.arange(n_fit)), parts_fit, parts_test,
-                      objects_test, part_names, min(int(profile.n_eval_images), len(test)))
+                      objects_test, part_names, min(int(profile.n_eval_images), len(test)), keypoints, source)
+
+
+def _test_keypoints(test: Any, parts_test: torch.Tensor, part_names: list[str]) -> tuple[list | None, str | None]:
+    """The test set's own keypoints; else one pseudo-keypoint per part of its part masks; else none.
+
+    A set whose ground truth is only an object mask (``["background", "object"]``) has no parts to
+    point at: no keypoints.
+    """
+    from .keypoints import keypoints_from_parts
+
+    if getattr(test, "has_keypoints", False):
+        return test.keypoints_at(torch.arange(len(test))), "keypoints"
+    if list(part_names) != ["background", "object"]:
+        return keypoints_from_parts(parts_test, len(part_names)), "part masks"
+    return None, None
 
 
 def _concept_settings(prof: Profile, sp: FeatureSpace, ablation: bool) -> list[tuple[int, bool]]:
@@ -880,6 +911,58 @@ def measure_contrastive(sh: SharedData, d: SeedData, rec: Recorder, *, max_image
                         int(sel.sum()), part=part, note=note)
 
 
+# ----------------------------------------------------------------------------- keypoints
+def measure_keypoints(sh: SharedData, d: SeedData, rec: Recorder, *, batch_size: int = 200) -> None:
+    """Concepts at the part keypoints, and the part consistency of the k-means prototypes.
+
+    - ``keypoint_nmi`` / ``keypoint_ami`` / ``keypoint_purity`` of the main concept setting of every
+      level (and resolution control): the concept map at image size read under every keypoint of
+      the test images, against the keypoint's part (:func:`kmexplain_utils.keypoints.keypoint_scores`);
+    - ``part_consistency`` of the k-means classifier of every level on the first ``n_eval`` test
+      images (:func:`kmexplain_utils.keypoints.prototype_consistency`, EvalProtoPNet's box of 72/224
+      of the side and threshold 0.8, each image scored with the prototypes of its true class), and
+      the same with boxes on uniformly random pixels (method ``random``): the chance level.
+
+    The records' ``note`` names the keypoints' source (``sh.keypoint_source``). Nothing is
+    recorded without keypoints (a data set with object masks only).
+    """
+    from .keypoints import PartConsistency, keypoint_scores, prototype_consistency
+
+    if sh.keypoints_test is None:
+        return
+    prof, note = sh.profile, f"keypoints from {sh.keypoint_source}"
+    for key in d.cms:
+        name, K, per_class = key
+        sp = d.spec(name)
+        if K != prof.n_concepts or per_class or sp.registration != "exact":
+            continue
+        res = keypoint_scores(d.up(d.cmaps_test[key], name, sh.size), sh.keypoints_test)
+        for metric, v in (("keypoint_nmi", res.nmi), ("keypoint_ami", res.ami), ("keypoint_purity", res.purity)):
+            rec.add(d.seed, sp.label, "concepts", metric, v, res.n_keypoints, param=d.cms[key].n_concepts_total_,
+                    note=note)
+    n = sh.n_eval
+    if n == 0:
+        return
+    labels, kps, n_parts = sh.test.labels[:n], sh.keypoints_test[:n], len(sh.part_names)
+    for sp in d.specs:
+        if not sp.classify or sp.registration != "exact" or sp.level == "logits":  # logits: no map
+            continue
+        lf, clf = d.lfs[sp.name], d.clfs[sp.name]
+        measured: dict[str, list] = {"max": [], "random": []}
+        gen = torch.Generator().manual_seed(d.seed)
+        for s in range(0, n, batch_size):
+            x = sh.test.images_at(torch.arange(s, min(n, s + batch_size)))
+            feats = lf.position_features(d.model, x)
+            for peaks in measured:
+                measured[peaks].append(prototype_consistency(
+                    feats, clf, labels[s:s + batch_size], kps[s:s + batch_size], n_parts, image_size=sh.size,
+                    geometry=lf.grid_geometry_, peaks=peaks, random_state=gen, batch_size=batch_size))
+        for peaks, method in (("max", "kmeans"), ("random", "random")):
+            res = PartConsistency.combine(measured[peaks])
+            rec.add(d.seed, sp.label, method, "part_consistency", res.score, int((res.n_images > 0).sum()),
+                    param=prof.k_per_class, note=note + ("; boxes on random pixels" if peaks == "random" else ""))
+
+
 # ----------------------------------------------------------------------------- the evaluation
 def _seed_list(prof: Profile, seeds: Sequence[int] | int | None) -> list[int]:
     if seeds is None:
@@ -944,7 +1027,9 @@ def _measure_seed(sh: SharedData, d: SeedData, rec: Recorder, curves: list, tick
             measure_sanity(sh, d, rec)
             t = tick("sanity", t)
         measure_contrastive(sh, d, rec)
-        tick("contrastive", t)
+        t = tick("contrastive", t)
+        measure_keypoints(sh, d, rec, batch_size=batch_size)
+        tick("keypoints", t)
     return examples
 
 

@@ -88,10 +88,20 @@ def test_json_schema_and_every_level_and_metric(cli_result):
     assert sorted(con_sweep[con_sweep["level"] == "B234"]["param"]) == [3, 4]
     per_class = df[(df["sweep"] == "per_class") & (df["metric"] == "miou")]
     assert set(per_class["level"]) == {"B234"} and set(per_class["method"]) == {"concepts-per-class"}
+    # keypoints (pseudo-keypoints from the generated part masks): concepts at keypoints, part consistency
+    for lv in ["B4", "B234", "B4@B234-grid"]:
+        for m in ("keypoint_nmi", "keypoint_ami", "keypoint_purity"):
+            assert present(lv, "concepts", m), (lv, m)
+    for lv in ["B4", "B234"]:
+        assert present(lv, "kmeans", "part_consistency") and present(lv, "random", "part_consistency")
+    kp = main[main["metric"].str.startswith("keypoint_") | (main["metric"] == "part_consistency")]
+    assert kp["note"].str.startswith("keypoints from part masks").all()
+    assert not (kp["level"] == "logits").any()
     # values in range
     bounded = df[df["metric"].isin(["accuracy", "agreement", "nmi", "purity", "nmi_object", "purity_object", "miou",
                                     "miou_floor", "iou", "pointing_game", "energy_in_mask",
-                                    "contrastive_mass", "contrastive_peak"])]["value"].dropna()
+                                    "contrastive_mass", "contrastive_peak", "keypoint_nmi", "keypoint_purity",
+                                    "part_consistency"])]["value"].dropna()
     assert ((bounded >= 0) & (bounded <= 1 + 1e-9)).all()
     # curves: S + 1 points per (level, method, curve)
     curves = pd.DataFrame(r["curves"])
@@ -238,6 +248,24 @@ def test_ground_truth_falls_back_to_object_masks():
     assert torch.equal(parts, objects.long()) and torch.equal(obj, objects)
     with pytest.raises(ValueError, match="neither part maps nor object masks"):
         evaluate._ground_truth(ImageSet(torch.rand(2, 3, 4, 4), torch.tensor([0, 1])), torch.arange(2))
+
+
+def test_keypoints_of_the_test_set_come_from_its_keypoints_else_its_part_masks():
+    from kmexplain_utils.data.base import ImageSet
+
+    parts = torch.zeros(2, 4, 4, dtype=torch.long)
+    parts[:, :2], parts[:, 2:] = 1, 2
+    names = ["background", "head", "body"]
+    kp, source = evaluate._test_keypoints(ImageSet(torch.rand(2, 3, 4, 4), torch.tensor([0, 1]), parts=parts,
+                                                   part_names=names), parts, names)
+    assert source == "part masks" and [k[:, 2].tolist() for k in kp] == [[1.0, 2.0], [1.0, 2.0]]
+    own = [np.array([[0.5, 0.5, 2.0]]), np.zeros((0, 3))]
+    ds = ImageSet(torch.rand(2, 3, 4, 4), torch.tensor([0, 1]), parts=parts, part_names=names, keypoints=own)
+    kp, source = evaluate._test_keypoints(ds, parts, names)
+    assert source == "keypoints" and kp[0].tolist() == [[0.5, 0.5, 2.0]] and kp[1].shape == (0, 3)
+    objects = parts > 0
+    assert evaluate._test_keypoints(ImageSet(torch.rand(2, 3, 4, 4), torch.tensor([0, 1]), objects=objects),
+                                    objects.long(), ["background", "object"]) == (None, None)
 
 
 def _square_task(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
