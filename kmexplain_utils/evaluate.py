@@ -310,7 +310,7 @@ class SharedData:
     n_eval: int
     #: part keypoints of every test image ((P_i, 3) arrays, :mod:`kmexplain_utils.keypoints`), or None
     keypoints_test: list[np.ndarray] | None = None
-    #: where they come from: ``"keypoints"`` (the data set's own) or ``"part masks"`` (one per part present)
+    #: The keypoints' source, ``"keypoints"`` (the data set's own) or ``"part masks"`` (one per part present)
     keypoint_source: str | None = None
 
     @property

@@ -734,8 +734,9 @@ def prototype_consistency(
         (image, prototype), whatever the maps say: the chance level of the
         consistency for these keypoints and this box size.
     random_state : int, torch.Generator or None
-        Seed of the random peaks (the package's rule,
-        :func:`kmexplain_utils._torch.as_generator`); unused with ``peaks="max"``.
+        Seed of the random peaks, by the package's rule (an int seeds a new
+        generator, a generator is used as is, ``None`` is fresh randomness);
+        unused with ``peaks="max"``.
     batch_size : int, default 64
         Images per batch.
 
