@@ -34,8 +34,15 @@ def test_every_profile_builds_what_the_chapters_need(name):
 
 
 def test_profiles_grow_from_smoke_to_paper():
-    smoke, quick, paper = (config.get_profile(n) for n in config.PROFILE_NAMES)
+    smoke, quick, paper = (config.get_profile(n) for n in ("smoke", "quick", "paper"))
     assert smoke.image_size <= quick.image_size < paper.image_size
+
+
+def test_paper_profiles_are_cub_and_pets_with_the_same_recipe():
+    paper, pets = config.get_profile("paper"), config.get_profile("paper-pets")
+    assert (paper.dataset, pets.dataset) == ("cub", "pets")
+    assert pets.replace(name="paper", dataset="cub") == paper  # only the data set differs
+    assert config.get_profile("paper-smoke").dataset == paper.dataset  # the smoke stage runs the paper's loader
 
 def test_profile_from_environment(monkeypatch):
     monkeypatch.setenv("KMEX_PROFILE", "Quick ")

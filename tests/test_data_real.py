@@ -299,8 +299,8 @@ def test_cub_missing_files_are_named(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"lacks train_test_split\.txt.*CUB_200_2011\.tgz"):
         load_dataset("cub", "train", root=root, image_size=8)
     monkeypatch.delenv("KMEX_CUB_ROOT", raising=False)
-    with pytest.raises(FileNotFoundError, match="KMEX_CUB_ROOT"):
-        load_dataset("cub", "train", image_size=8)
+    with pytest.raises(FileNotFoundError, match="KMEX_CUB_ROOT.*download=True"):
+        load_dataset("cub", "train", image_size=8, download=False)
     root2 = _make_cub(tmp_path / "other")
     (root2 / "image_class_labels.txt").write_text("1 1\n")
     with pytest.raises(ValueError, match=r"image_class_labels\.txt has no line for image id"):
@@ -384,3 +384,58 @@ def test_download_keeps_a_good_file_and_replaces_a_bad_one(tmp_path):
     dest.write_bytes(b"corrupt")
     download_file("https://example.invalid/d.bin", dest, sha256=sha, opener=opener)
     assert calls == ["https://example.invalid/d.bin"] and dest.read_bytes() == payload
+
+
+@pytest.fixture
+def cub_archive(tmp_path):
+    """A CUB_200_2011.tgz of the generated stand-in served over HTTP on localhost: (URL, MD5)."""
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    from paper_standin import make_cub_standin
+
+    src = make_cub_standin(tmp_path / "src", n_classes=2, n_train_per_class=2, n_test_per_class=1)
+    served = tmp_path / "served"
+    served.mkdir()
+    archive = served / "CUB_200_2011.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="CUB_200_2011")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/CUB_200_2011.tgz", hashlib.md5(archive.read_bytes()).hexdigest()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cub_downloads_checks_and_extracts_into_the_cache(tmp_path, monkeypatch, cub_archive):
+    from kmexplain_utils.data import cub
+
+    url, md5 = cub_archive
+    calls = []
+    real = cub.download_cub
+    monkeypatch.setattr(cub, "download_cub", lambda root=None, **kw: calls.append(root) or real(root, url=url, md5=md5))
+    monkeypatch.delenv("KMEX_CUB_ROOT", raising=False)
+    monkeypatch.setenv("KMEX_CACHE", str(tmp_path / "cache"))
+    ds = load_dataset("cub", "train", image_size=16, n=0)  # nothing anywhere: downloaded into the cache
+    assert len(ds) == 4 and ds.has_keypoints
+    assert (tmp_path / "cache" / "data" / "CUB_200_2011" / "images.txt").is_file()
+    assert not (tmp_path / "cache" / "data" / "CUB_200_2011.tgz").exists()  # the archive is removed
+    assert len(load_dataset("cub", "test", image_size=16, n=0)) == 2
+    assert len(calls) == 1  # the second split finds the extracted folder
+    assert cub.download_cub(tmp_path / "cache" / "data", url="file:///nowhere.tgz") == \
+        tmp_path / "cache" / "data" / "CUB_200_2011"  # already there: nothing fetched
+
+
+def test_cub_download_with_a_wrong_md5_names_the_way_by_hand(tmp_path, cub_archive):
+    from kmexplain_utils.data.cub import download_cub
+
+    url, _ = cub_archive
+    with pytest.raises(RuntimeError, match=r"Could not download CUB-200-2011 .*by hand.*KMEX_CUB_ROOT"):
+        download_cub(tmp_path / "dest", url=url, md5="0" * 32)

@@ -1,10 +1,13 @@
-"""CUB-200-2011 (200 bird species) from a folder you downloaded, with keypoint parts.
+"""CUB-200-2011 (200 bird species), downloaded or from a folder, with keypoint parts.
 
-CUB cannot be downloaded automatically here: get ``CUB_200_2011.tgz`` (and,
-for object masks, ``segmentations.tgz``) from the Caltech data page
-(https://www.vision.caltech.edu/datasets/cub_200_2011/), extract it, and pass
-``root=`` or set ``KMEX_CUB_ROOT`` to the ``CUB_200_2011`` folder (or to the
-folder holding it).
+Where the data come from, in order: ``root=``, else ``$KMEX_CUB_ROOT`` (the
+``CUB_200_2011`` folder or the folder holding it), else ``cache_dir()/"data"``.
+When that place holds no CUB at all and ``download=True`` (the default),
+:func:`download_cub` fetches ``CUB_200_2011.tgz`` (1.1 GB) from CaltechDATA
+(:data:`CUB_ARCHIVE_URL`), checks its MD5 and extracts it there. Object masks
+need ``segmentations.tgz`` from the Caltech data page
+(https://www.vision.caltech.edu/datasets/cub_200_2011/), extracted beside
+``CUB_200_2011``; without it the bounding boxes are the masks.
 
 Files read
 ----------
@@ -55,9 +58,24 @@ from ._imageio import (
 )
 from .base import LazyImageSet, balanced_order
 
-__all__ = ["CUB_URL", "CubImageSet", "find_cub_root", "load_cub", "merge_part_names"]
+__all__ = [
+    "CUB_ARCHIVE_MD5",
+    "CUB_ARCHIVE_URL",
+    "CUB_URL",
+    "CubImageSet",
+    "default_cub_root",
+    "download_cub",
+    "find_cub_root",
+    "load_cub",
+    "merge_part_names",
+]
 
+#: The data set's page (archives, segmentations, licence).
 CUB_URL = "https://www.vision.caltech.edu/datasets/cub_200_2011/"
+#: CaltechDATA's copy of ``CUB_200_2011.tgz`` (images, labels, split, boxes, parts).
+CUB_ARCHIVE_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
+#: MD5 of that archive.
+CUB_ARCHIVE_MD5 = "97eceeb196236b17998738112f37df78"
 _REQUIRED = ("images.txt", "image_class_labels.txt", "train_test_split.txt")
 
 
@@ -71,7 +89,7 @@ def find_cub_root(root: str | os.PathLike | None = None) -> Path:
     if not given:
         raise FileNotFoundError(
             "CUB-200-2011 needs a folder: pass root=... or set KMEX_CUB_ROOT to the extracted "
-            f"CUB_200_2011 folder (download CUB_200_2011.tgz from {CUB_URL})."
+            f"CUB_200_2011 folder (CUB_200_2011.tgz from {CUB_URL}), or load it with download=True."
         )
     path = Path(given).expanduser()
     if not (path / "images.txt").is_file() and (path / "CUB_200_2011" / "images.txt").is_file():
@@ -85,6 +103,56 @@ def find_cub_root(root: str | os.PathLike | None = None) -> Path:
             f"extracted CUB_200_2011 folder; download CUB_200_2011.tgz from {CUB_URL} and extract it."
         )
     return path
+
+
+def default_cub_root() -> Path:
+    """``cache_dir()/"data"``: where :func:`download_cub` puts ``CUB_200_2011/`` by default."""
+    from ..config import cache_dir
+
+    return cache_dir() / "data"
+
+
+def _holds_cub(path: Path) -> bool:
+    return (path / "images.txt").is_file() or (path / "CUB_200_2011" / "images.txt").is_file()
+
+
+def download_cub(
+    root: str | os.PathLike | None = None, *, url: str = CUB_ARCHIVE_URL, md5: str | None = CUB_ARCHIVE_MD5
+) -> Path:
+    """Download ``CUB_200_2011.tgz``, check its MD5, extract it into ``root``; return the ``CUB_200_2011`` folder.
+
+    Nothing is downloaded when ``root`` already holds CUB. The download and
+    the check are torchvision's (``download_and_extract_archive``); the
+    archive is deleted once extracted.
+
+    Parameters
+    ----------
+    root : path, optional
+        Folder to extract into; default :func:`default_cub_root`.
+    url, md5 : str
+        Where the archive is and its MD5 (default CaltechDATA's; ``md5=None``
+        skips the check).
+
+    Raises
+    ------
+    RuntimeError
+        If the download, the MD5 check or the extraction fails: the message
+        says how to get the archive by hand.
+    """
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    base = Path(root).expanduser() if root is not None else default_cub_root()
+    if not _holds_cub(base):
+        try:
+            download_and_extract_archive(url, download_root=str(base), filename="CUB_200_2011.tgz", md5=md5,
+                                         remove_finished=True)
+        except Exception as exc:
+            raise RuntimeError(
+                f"Could not download CUB-200-2011 from {url} into {base} ({type(exc).__name__}: {exc}). "
+                f"Download CUB_200_2011.tgz by hand ({CUB_URL}), extract it into {base}, or set KMEX_CUB_ROOT "
+                "to the extracted CUB_200_2011 folder; then call again with download=False."
+            ) from exc
+    return find_cub_root(base)
 
 
 def _table(path: Path, n_fields: int, what: str) -> dict[int, list[str]]:
@@ -254,6 +322,7 @@ def load_cub(
     root: str | os.PathLike | None = None,
     crop: str = "center",
     part_radius: float = 0.12,
+    download: bool = True,
 ) -> CubImageSet:
     """One split of CUB-200-2011 as a lazy :class:`ImageSet`.
 
@@ -268,11 +337,16 @@ def load_cub(
     seed : int, default 0
         Seed of the order.
     root : path, optional
-        The ``CUB_200_2011`` folder or its parent; default ``$KMEX_CUB_ROOT``.
+        The ``CUB_200_2011`` folder or its parent; default ``$KMEX_CUB_ROOT``,
+        else :func:`default_cub_root`.
     crop : {"center", "bbox"}
         Centred square of the image, or a square around the bird's box.
     part_radius : float, default 0.12
         Keypoint disc radius as a fraction of the box's side (geometric mean).
+    download : bool, default True
+        When that folder holds no CUB at all, :func:`download_cub` it there
+        (a folder that holds an incomplete CUB raises instead, naming the
+        missing files).
 
     Returns
     -------
@@ -282,7 +356,13 @@ def load_cub(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if crop not in ("center", "bbox"):
         raise ValueError(f"crop must be 'center' or 'bbox', got {crop!r}")
-    path = find_cub_root(root)
+    given = root if root is not None else os.environ.get("KMEX_CUB_ROOT")
+    if given is None and download:
+        given = default_cub_root()
+    if download and given is not None and not _holds_cub(Path(given).expanduser()):
+        path = download_cub(given)
+    else:
+        path = find_cub_root(given)
     images = _table(path / "images.txt", 2, "'image_id path'")
     classes = _table(path / "image_class_labels.txt", 2, "'image_id class_id'")
     is_train = _table(path / "train_test_split.txt", 2, "'image_id is_training_image'")
