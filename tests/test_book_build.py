@@ -28,6 +28,7 @@ def _make_book(tmp_path: Path, cells: list, local_js: bool = False) -> Path:
         shutil.copytree(ROOT / "_widgets_js", book / "_widgets_js")
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
     shutil.copytree(ROOT / "book" / "_ext", book / "book" / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "book" / "_static", book / "book" / "_static")  # the book's CSS (html_static_path)
     shutil.copy(ROOT / "book" / "references.bib", book / "book" / "references.bib")
     (book / "book" / "intro.md").write_text("# A throw-away book\n\nSee {doc}`chapter`.\n")
     nb = nbformat.v4.new_notebook()
