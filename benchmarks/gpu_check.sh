@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of the k-means engine: the unit tests on CUDA, then the benchmark
 # with --device cuda at 200k x 896 for k = 64 and k = 256 (plus bf16 products,
-# and a scaled-down streamed fit). About 3-5 minutes on one H100/H200.
+# and a scaled-down streamed fit), then the paper profile's chapters on a full-size CUB stand-in
+# (benchmarks/gpu_paper_chapters.py, GPU_PAPER_BUDGET seconds). About 8-10 minutes on one H100/H200.
 #
 # Run from the repository root:   bash benchmarks/gpu_check.sh
 # Results go to "$OUT/" (default /tmp/out): gpu_*.json (benchmark records),
-# gpu_pytest.txt, gpu_env.txt. Copy the gpu_*.json files into
+# gpu_paper_chapters.json (seconds per chapter), gpu_pytest.txt, gpu_env.txt. Copy the gpu_*.json files into
 # benchmarks/results/ and the appendix (book/A1_benchmarks.ipynb) shows them.
 set -u
 OUT="${OUT:-/tmp/out}"
@@ -61,6 +62,13 @@ done
 step "streamed fit, scaled down to 1M x 896 (generator batches)"
 timeout 50 "$PY" -m kmexplain_utils.bench kmeans --device cuda --stream --n 1000000 --d 896 --k 64 \
   --out "$OUT/gpu_stream_n1000000_d896_k64.json" | cut -c1-400
+
+# the paper profile's chapters on a full-size CUB stand-in (issue 17), with what is left of the budget
+# (GPU_PAPER_BUDGET seconds, default 300: chapters not started by then are listed as skipped)
+step "paper profile: every chapter on a full-size CUB stand-in (benchmarks/gpu_paper_chapters.py)"
+timeout $(( ${GPU_PAPER_BUDGET:-300} + 240 )) "$PY" benchmarks/gpu_paper_chapters.py --out "$OUT/paper" \
+  --budget "${GPU_PAPER_BUDGET:-300}" | tail -12
+cp "$OUT/paper/gpu_paper_chapters.json" "$OUT/gpu_paper_chapters.json" 2>/dev/null
 
 step "done"
 ls -l "$OUT"

@@ -60,8 +60,9 @@ def make_cub_standin(
     """
     from PIL import Image, ImageDraw
 
-    if not 1 <= n_classes <= len(CUB_CLASSES):
-        raise ValueError(f"n_classes must be in 1..{len(CUB_CLASSES)}, got {n_classes}")
+    if not 1 <= n_classes <= 200:
+        raise ValueError(f"n_classes must be in 1..200 (CUB has 200 classes), got {n_classes}")
+    folders = [_class_folder(c) for c in range(n_classes)]
     rng = np.random.default_rng(seed)
     root = Path(out) / "CUB_200_2011"
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def make_cub_standin(
     hues = rng.permutation(np.linspace(0, 1, n_classes, endpoint=False))
     images, labels, split, boxes, locs = [], [], [], [], []
     image_id = 0
-    for c, folder in enumerate(CUB_CLASSES[:n_classes]):
+    for c, folder in enumerate(folders):
         (root / "images" / folder).mkdir(exist_ok=True)
         species = folder.split(".", 1)[1]
         n_images = n_train_per_class + n_test_per_class
@@ -109,7 +110,7 @@ def make_cub_standin(
     _write(root / "image_class_labels.txt", labels)
     _write(root / "train_test_split.txt", split)
     _write(root / "bounding_boxes.txt", boxes)
-    _write(root / "classes.txt", [f"{c + 1} {name}" for c, name in enumerate(CUB_CLASSES[:n_classes])])
+    _write(root / "classes.txt", [f"{c + 1} {name}" for c, name in enumerate(folders)])
     _write(root / "parts" / "parts.txt", [f"{p} {name}" for p, name in enumerate(CUB_PARTS, 1)])
     _write(root / "parts" / "part_locs.txt", locs)
     _write(Path(out) / "attributes.txt", ["1 has_bill_shape::curved_(up_or_down)"])
@@ -133,6 +134,11 @@ def make_resnet34_weights(torch_home: str | os.PathLike, seed: int = 0) -> Path:
     return path
 
 
+def _class_folder(c: int) -> str:
+    """CUB's folder name of class ``c`` (0-based): the real first ones, then numbered stand-ins."""
+    return CUB_CLASSES[c] if c < len(CUB_CLASSES) else f"{c + 1:03d}.Standin_Species_{c + 1}"
+
+
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
     import colorsys
 
@@ -144,6 +150,9 @@ def _write(path: Path, lines: list[str]) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover - a helper for looking at the stand-in by hand
+    # python tests/paper_standin.py OUT_DIR [--full]: --full has CUB's sizes (200 classes, 30 + 29 images each)
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "cub_standin")
-    print(make_cub_standin(target))
+    full = "--full" in sys.argv[2:]
+    print(make_cub_standin(target, **({"n_classes": 200, "n_train_per_class": 30, "n_test_per_class": 29}
+                                      if full else {})))
     print(make_resnet34_weights(target / "torch"))
