@@ -15,7 +15,17 @@ __all__ = [
     "check_tensor",
     "check_rgb_images",
     "check_finite",
+    "to_numpy",
 ]
+
+
+def to_numpy(x: object, name: str) -> np.ndarray:
+    """A tensor (detached, on the CPU) or an array as a numpy array; anything else is a ``TypeError`` naming ``name``."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
 
 
 class NotFittedError(SklearnNotFittedError):

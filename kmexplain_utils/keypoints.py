@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from ._torch import as_generator
-from ._validation import check_is_fitted
+from ._validation import check_is_fitted, to_numpy
 from .classifier import KMeansClassifier
 from .metrics import ami, nmi, purity
 from .resample import GridGeometry, as_size, infer_geometry, resample_map
@@ -89,12 +89,7 @@ _BOX_FRACTION = 72 / 224
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def _numpy(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+_numpy = to_numpy  # tensors and arrays as arrays (kmexplain_utils._validation)
 
 
 def _int_maps(x: Any, name: str) -> np.ndarray:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._validation import to_numpy
 from .resample import GridGeometry
 
 __all__ = [
@@ -70,12 +71,7 @@ ArrayLike = torch.Tensor | np.ndarray
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+_to_numpy = to_numpy  # tensors and arrays as arrays (kmexplain_utils._validation)
 
 
 def _label_pair(
