@@ -49,7 +49,7 @@ $(STAMP): pyproject.toml
 widgets:
 	@bash scripts/fetch_widget_js.sh
 
-# KMEX_STRICT_CHECKS=1: a chapter's hidden check (kmexplain_utils.notebook.check) that fails
+# KMEX_STRICT_CHECKS=1: a chapter's hidden check (kmexplain_utils.chapters.notebook.check) that fails
 # raises and fails the build (elsewhere, e.g. in Colab, it only warns). book/_ext/kmex_assets.py
 # re-executes every chapter when kmexplain_utils/, pyproject.toml or the profile changed.
 book: install widgets

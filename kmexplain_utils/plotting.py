@@ -3,7 +3,7 @@
 Every helper draws on ``ax`` (or on a new figure when ``ax`` is ``None``),
 returns the :class:`matplotlib.figure.Figure`, never calls ``plt.show()``
 and never changes its input tensors. The only global change is
-:func:`set_book_style`, which :func:`kmexplain_utils.notebook.setup_notebook`
+:func:`set_book_style`, which :func:`kmexplain_utils.chapters.notebook.setup_notebook`
 calls once per chapter.
 
 Example
@@ -33,6 +33,7 @@ __all__ = [
     "image_grid",
     "image_heatmap_grid",
     "label_cmap",
+    "method_label",
     "nearest_images_grid",
     "part_colors",
     "plot_accuracy_vs_k",
@@ -756,7 +757,7 @@ def plot_accuracy_vs_k(
 
 
 def plot_training_history(history: Sequence[dict[str, float]], ax: Any = None):
-    """Loss and accuracy per epoch of :func:`kmexplain_utils.training.train_model`.
+    """Loss and accuracy per epoch of :func:`kmexplain_utils.chapters.training.train_model`.
 
     Parameters
     ----------
@@ -1167,6 +1168,25 @@ def plot_block_centres(
 
 
 # ----------------------------------------------------------------------------- figures of the evaluation
+def method_label(level: str, method: str) -> str:
+    """Readable name of a method: ``"k-means B234"``, ``"CAM"``, ``"Grad-CAM B3"``, ``"random map"``..."""
+    suffix = " (on the linear head)" if method.endswith("_transfer") else ""
+    method = method.removesuffix("_transfer")
+    if method == "kmeans":
+        return f"k-means {level}{suffix}"
+    if method == "kmeans-cell":
+        return f"k-means {level} (cell registration){suffix}"
+    if method == "gradcam":
+        return f"Grad-CAM {level}" if level != "B4" else "Grad-CAM"
+    return {"cam": "CAM", "random": "random map", "linear": "linear head", "occlusion": "occlusion"}.get(method, method) + (
+        f" (on k-means {level})" if method == "random" and level != "pixel" else "")
+
+
+def _mean_std(df: pandas.DataFrame, level: str, method: str, metric: str) -> tuple[float, float]:  # noqa: F821
+    v = df[(df["level"] == level) & (df["method"] == method) & (df["metric"] == metric) & df["sweep"].isna()]["value"]
+    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0) if len(v) else (float("nan"), float("nan"))
+
+
 def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_object",  # noqa: F821
                   controls: bool = True):
     """Accuracy of the k-means classifier vs semantic fidelity of its concept maps, per level.
@@ -1196,8 +1216,6 @@ def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_
         fig, ax = plt.subplots(figsize=(5.5, 4.0), layout="constrained")
     else:
         fig = ax.figure
-    from .evaluate import _mean_std
-
     acc_lin, sd_lin = _mean_std(df, "B4", "linear", "accuracy")
     if np.isfinite(acc_lin):
         ax.axhline(100 * acc_lin, color="0.3", lw=1, ls="--", label="linear head")
@@ -1237,8 +1255,6 @@ def plot_curves(curves: pandas.DataFrame, ax: Any = None, *, curve: str = "delet
     matplotlib.figure.Figure
     """
     import matplotlib.pyplot as plt
-
-    from .evaluate import method_label
 
     if curve not in ("deletion", "insertion"):
         raise ValueError(f"curve must be 'deletion' or 'insertion', got {curve!r}")
@@ -1337,7 +1353,7 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: 
     Parameters
     ----------
     examples : dict
-        ``df.attrs["examples"]`` from :func:`~kmexplain_utils.evaluate.run_evaluation`.
+        ``df.attrs["examples"]`` from :func:`~kmexplain_utils.evaluation.run.run_evaluation`.
     size : float
         Inches per panel.
     max_cols : int
@@ -1354,8 +1370,6 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: 
         Without examples, or with ``max_cols < 2``.
     """
     import matplotlib.pyplot as plt
-
-    from .evaluate import method_label
 
     if not examples:
         raise ValueError("no examples: run_evaluation(..., include_attribution=True) keeps them")

@@ -8,7 +8,7 @@ with invisible keypoints as ``0.0 0.0 0``, ``attributes.txt`` and ``README`` bes
 generated "birds" whose class sets the colours of the body and the head, so that the tiny model
 has something to learn. :func:`make_resnet34_weights` writes a ResNet34 ``state_dict`` under the
 file name torchvision's weight enum expects in ``$TORCH_HOME/hub/checkpoints``, so that
-:func:`kmexplain_utils.models.resnet34_classifier` loads it through the real loading code
+:func:`kmexplain_utils.chapters.models.resnet34_classifier` loads it through the real loading code
 (``ResNet34_Weights.IMAGENET1K_V1.get_state_dict``) instead of downloading.
 
 Used by the paper-profile smoke stage (``pytest -m paper_smoke``, tests/test_notebooks.py)::

@@ -25,7 +25,7 @@ COLAB_CELL = (
     'if "google.colab" in sys.modules:\n'
     f'    %pip install --quiet "kmexplain-utils[real] @ {PACKAGE_URL}"'
 )
-SETUP_CELL = "from kmexplain_utils.notebook import setup_notebook\n\ncfg = setup_notebook()"
+SETUP_CELL = "from kmexplain_utils.chapters.notebook import setup_notebook\n\ncfg = setup_notebook()"
 # line magics a chapter may use besides the install line (all harmless in Colab)
 ALLOWED_MAGICS = {"matplotlib", "time", "timeit", "config", "load_ext", "autoreload"}
 
@@ -186,7 +186,7 @@ def test_device_falls_back_to_cpu(monkeypatch):
     import torch
 
     from kmexplain_utils.config import resolve_device
-    from kmexplain_utils.notebook import setup_notebook
+    from kmexplain_utils.chapters.notebook import setup_notebook
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("KMEX_DEVICE", raising=False)

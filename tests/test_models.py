@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kmexplain_utils.config import get_profile
-from kmexplain_utils.models import (
+from kmexplain_utils.chapters.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageNetResNet,

@@ -4,7 +4,7 @@ Each chapter gets a fresh kernel, a fresh empty working directory and a fresh em
 ``KMEX_CACHE``: a chapter that reads a file written next to the notebooks, or a checkpoint that
 another chapter left in the cache, fails here. Run with ``pytest -m notebooks -n 2``.
 
-The chapters' hidden checks (``kmexplain_utils.notebook.check``) raise here, as in the book
+The chapters' hidden checks (``kmexplain_utils.chapters.notebook.check``) raise here, as in the book
 build (``KMEX_STRICT_CHECKS=1``): the checks that run in a smoke-sized profile are identities
 and shapes that hold at any size (the claims about accuracy and semantics are guarded by
 ``cfg.profile.is_smoke``), so a failing one is a bug that a warning would hide.

@@ -8,7 +8,7 @@ import torch
 
 from kmexplain_utils.config import get_profile
 from kmexplain_utils.data import load_dataset
-from kmexplain_utils.models import build_model, resnet34_weights_path
+from kmexplain_utils.chapters.models import build_model, resnet34_weights_path
 from paper_standin import CUB_PARTS, make_cub_standin, make_resnet34_weights
 
 

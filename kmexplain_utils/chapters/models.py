@@ -28,10 +28,10 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from ._validation import check_rgb_images
+from .._validation import check_rgb_images
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import Profile
+    from ..config import Profile
 
 __all__ = [
     "IMAGENET_MEAN",

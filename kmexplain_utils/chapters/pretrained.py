@@ -23,7 +23,7 @@ instead (:func:`resnet34_imagenet`, downloaded once and checked by its hash);
 
 Example
 -------
->>> from kmexplain_utils.pretrained import efficientnet_lite0
+>>> from kmexplain_utils.chapters.pretrained import efficientnet_lite0
 >>> net = efficientnet_lite0()            # checked against its SHA-256, then loaded
 >>> net.categories[285]
 'Egyptian cat'
@@ -214,7 +214,7 @@ def load_checked_state_dict(path: str | os.PathLike, sha256: str | None, *, what
     >>> load_checked_state_dict(p, "0" * 64, what="toy", hint="re-install it")
     Traceback (most recent call last):
     ...
-    kmexplain_utils.pretrained.WeightsError: the weights of toy ... have SHA-256 ... expected 0000... re-install it
+    kmexplain_utils.chapters.pretrained.WeightsError: the weights of toy ... have SHA-256 ... expected 0000... re-install it
     """
     path = Path(path)
     if not path.is_file():
@@ -383,7 +383,7 @@ def resnet34_imagenet(
     source = None
     if weights:
         if weights_path is None:
-            from .config import ensure_cache_dir
+            from ..config import ensure_cache_dir
 
             path = ensure_cache_dir("weights") / _RESNET34_FILE
             if not path.is_file():
@@ -421,7 +421,7 @@ def pretrained_name(profile: Any = None) -> str:
     >>> pretrained_name("paper"), pretrained_name("quick")
     ('resnet34', 'efficientnet_lite0')
     """
-    from .config import Profile, get_profile
+    from ..config import Profile, get_profile
 
     p = profile if isinstance(profile, Profile) else get_profile(profile)
     return "resnet34" if p.name == "paper" else "efficientnet_lite0"
