@@ -37,7 +37,7 @@ from .checkpoints import (
 from .. import __version__
 from ..config import Profile, cache_dir, get_profile, progress, resolve_device, set_seed
 from ..data import dataset_version, load_dataset
-from .models import build_model, resnet34_weights_path
+from .models import build_model
 
 __all__ = [
     "TRAINING_RECIPE_VERSION",
@@ -484,14 +484,9 @@ def _expected_metadata(profile: Profile, seed: int) -> dict[str, Any]:
     }
 
 
-def _weights_available_now(profile: Profile, metadata: dict[str, Any]) -> bool:
-    """True when a cached random-init fallback could now start from ImageNet weights."""
-    if not (profile.pretrained and profile.model == "resnet34"):
-        return False
-    if metadata.get("imagenet_weights_loaded", True):
-        return False
-
-    return Path(resnet34_weights_path()).exists()
+def _trained_without_its_weights(profile: Profile, metadata: dict[str, Any]) -> bool:
+    """True for a checkpoint of a pretrained profile that started from random weights (older versions fell back)."""
+    return bool(profile.pretrained and profile.model == "resnet34" and not metadata.get("imagenet_weights_loaded", True))
 
 
 def _load_cached(
@@ -509,10 +504,10 @@ def _load_cached(
     except CheckpointError as exc:
         warnings.warn(f"{exc} It is corrupt or mismatched: retraining.", CheckpointWarning, stacklevel=3)
         return None
-    if _weights_available_now(profile, metadata):
+    if _trained_without_its_weights(profile, metadata):
         warnings.warn(
-            f"Checkpoint {path} was trained from random weights because the ImageNet weights were "
-            "missing; they are available now: retraining.",
+            f"Checkpoint {path} was trained from random weights (the ImageNet weights were missing): "
+            "retraining from the ImageNet weights.",
             CheckpointWarning,
             stacklevel=3,
         )
