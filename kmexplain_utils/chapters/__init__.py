@@ -15,3 +15,5 @@ module             what
 ``widgets.py``     ipywidgets explorers and their static fall-backs
 =================  =====================================================================
 """
+
+__all__: list[str] = []  # a folder: its modules have the names

@@ -21,3 +21,5 @@ Command line::
 
     python -m kmexplain_utils.evaluation --profile quick --seeds 3 --out results.json
 """
+
+__all__: list[str] = []  # a folder: its modules have the names
