@@ -503,7 +503,7 @@ def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return out
 
 
-def baseline_images(images: torch.Tensor, baseline: str | float) -> tuple[torch.Tensor, str]:
+def _baseline_images(images: torch.Tensor, baseline: str | float) -> tuple[torch.Tensor, str]:
     h, w = images.shape[-2:]
     if isinstance(baseline, str):
         if baseline == "blur":
@@ -530,7 +530,7 @@ def baseline_images(images: torch.Tensor, baseline: Literal["blur", "mean"] | fl
     baseline : Tensor, shape (N, 3, H, W)
     description : str
     """
-    return baseline_images(images, baseline)
+    return _baseline_images(images, baseline)
 
 
 def deletion_insertion(
@@ -605,7 +605,7 @@ def deletion_insertion(
         device = next(model.parameters()).device
     except StopIteration:
         device = images.device
-    base, base_doc = baseline_images(images, baseline)
+    base, base_doc = _baseline_images(images, baseline)
 
     # rank of every pixel (0 = most relevant), ties broken by a seeded permutation
     gen = torch.Generator().manual_seed(int(random_state))
