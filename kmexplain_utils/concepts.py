@@ -299,7 +299,7 @@ class ConceptModel:
         if cls.numel() == 1:
             cls = cls.expand(n)
         if cls.shape != (n,):
-            raise ValueError(f"classes must be an int or have shape (N,) = ({n},), got {tuple(cls.shape)}")
+            raise ValueError(f"target must be an int or have shape (N,) = ({n},), got {tuple(cls.shape)}")
         return cls[:, None] == self.concept_classes_.to(device)[None, :]
 
     def predict(self, vectors: torch.Tensor) -> torch.Tensor:
