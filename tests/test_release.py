@@ -146,6 +146,7 @@ def test_the_site_reads_version_and_repository_from_their_one_place():
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert "url" not in cfg["repository"], "_config.yml must not repeat the repository's address (pyproject.toml)"
     assert cfg["sphinx"]["local_extensions"]["kmex_release"] == "book/_ext"
+    assert cfg["html"]["use_repository_button"] is False, "the extension switches it on, with the address"
     footer = ext.footer_html("9.9.9", "https://example.org/o/r")
     for needle in ("kmexplain 9.9.9", "https://example.org/o/r/blob/main/LICENSE", "MIT",
                    "https://creativecommons.org/licenses/by/4.0/", "CC BY 4.0", "LICENSE-CONTENT",

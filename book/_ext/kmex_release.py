@@ -5,8 +5,9 @@
   ``version`` and ``release`` and is shown in every page's footer.
 - The **repository's address** is ``Repository`` in ``pyproject.toml``'s ``[project.urls]``. It
   becomes the theme's ``repository_url``, from which sphinx-book-theme makes the repository button
-  and each chapter's Colab launch button (``_config.yml`` gives only the branch and the book's
-  path). The chapters' Colab install cell cannot read it (Colab runs the notebook as it is):
+  (switched on here: Jupyter Book refuses ``use_repository_button`` without a url in
+  ``_config.yml``) and each chapter's Colab launch button (``_config.yml`` gives only the branch
+  and the book's path). The chapters' Colab install cell cannot read it (Colab runs the notebook as it is):
   ``tests/test_release.py`` checks that the cell names the same repository.
 - The **footer** names the licences: the code under MIT (``LICENSE``), the text and figures under
   CC BY 4.0 (``LICENSE-CONTENT``), the third-party material listed in ``THIRD_PARTY.md``, and how to
@@ -109,6 +110,7 @@ def _on_config_inited(app: Sphinx, config: Config) -> None:
     if given and given != repo and "executablebooks/jupyter-book" not in given:
         logger.info("[kmex_release] repository url %s replaced by pyproject.toml's %s", given, repo)
     options["repository_url"] = repo
+    options["use_repository_button"] = True
     options["extra_footer"] = footer_html(version, repo, options.get("repository_branch") or "main")
     config.html_theme_options = options
 
