@@ -130,11 +130,10 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
         "c046": {"alt": "Large grid of the showcase images, one row each: the image, its ground-truth parts, the "
                         "concept map of every level with each concept coloured like the part it was mapped to, and "
                         "below, the k-means and baseline attribution maps of the predicted class."},
+        # no caption: the cell also displays a table, which a caption would wrap in the same figure
         "c049": {"alt": "Three line plots on the first seed, one line per level: k-means test accuracy against the "
                         "number of prototypes per class, and mIoU and object-pixel NMI against the number of "
-                        "concepts.",
-                 "caption": "Sensitivity on the first seed: accuracy against the number of prototypes per class K, "
-                            "and the concept metrics against the number of concepts K'."},
+                        "concepts."},
     },
     "06_real_network": {
         "a149e6ad": {"alt": "Real photographs (a cat, a cup of coffee, an astronaut and others) overlaid with the "
@@ -146,6 +145,9 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "bottom row, each titled with the predicted ImageNet class; B234's map is finer."},
         "875c400c": {"alt": "One row per B234 concept of the real network, each showing six real photograph patches "
                             "nearest to the concept's centroid, one per image."},
+        "e824a85a": {"alt": "For the first photograph, one figure per level (B4, then B234): the photograph, the "
+                            "attribution map of the predicted ImageNet class and the contrastive map against the "
+                            "runner-up class, red for and blue against."},
         "71c34612": {"alt": "One panel per block of the real network, each showing a photograph with the registered position centres "
                             "as dots and the grid-cell centres as crosses."},
         "5588ff0e": {"alt": "Three maps of one photograph: the B234 attribution map drawn at the registered "

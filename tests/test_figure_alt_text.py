@@ -6,7 +6,8 @@ then announces. The rule that finds the cells that draw a figure is static (the 
 executed here): a cell draws a figure when its code (comments aside) assigns ``fig =``, titles a
 figure, calls ``plt.subplots/figure/show``, one of the book's plotting helpers
 (``plotting.plot_*``, ``show_*``, ``image_grid``, ``image_heatmap_grid``, ``nearest_images_grid``),
-``views.figure(...)`` or an explanation's ``.plot(i)``. On the built site,
+``views.figure(...)``, an explanation's (or an axis's) ``.plot(...)``, ``.imshow(...)`` or a
+``.suptitle(...)``. On the built site,
 ``tests/test_site_access.py`` checks the result in Chromium, image by image.
 
 The texts live in ``scripts/figure_alt_text.py``, which writes them into the notebooks.
@@ -27,7 +28,7 @@ CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
 FIGURE_CALL = re.compile(
     r"\bfig\s*=|\bfig\.suptitle\b|\bplt\.(?:subplots|figure|show)\b"
     r"|\bplotting\.(?:plot_\w+|show_\w+|image_grid|image_heatmap_grid|nearest_images_grid)\s*\("
-    r"|\bviews\.figure\s*\(|\.plot\(\s*\d"
+    r"|\bviews\.figure\s*\(|\.plot\(|\.suptitle\(|\.imshow\("
 )
 # what a file name looks like: an image extension, a myst-nb hash, a notebook-output name
 FILE_NAME = re.compile(r"\.(?:png|jpe?g|svg|gif|webp)\b|^[0-9a-f]{16,}|_\d+_\d+|^[\w.-]+$", re.I)
@@ -81,6 +82,7 @@ def test_the_rule_finds_figures_and_bad_alt_text(tmp_path):
     assert draws_a_figure("fig, ax = plt.subplots()")
     assert draws_a_figure("views.figure('B4', 8)")
     assert draws_a_figure("e.plot(0)")
+    assert draws_a_figure("figs = [expl[lv].plot(cat) for lv in levels]")
     assert not draws_a_figure("print(df)  # fig = later")
     assert not draws_a_figure("figures = 3\nconfig = 2")
     for bad in ("", "   ", None, "0f3a9c2e4b5d6e7f8a9b.png", "output_12_0.png", "cell_3_1", "figure.svg",
