@@ -34,8 +34,9 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
         "ch00-007": {"alt": "A row of eight generated creatures of the same class: each has the same head colour, "
                             "tail shape and marking, but a different body colour, pose, number of legs, size, "
                             "position and background."},
-        "ch00-010": {"alt": "Gallery of the first test image of each class, each beside its part label map in which "
-                            "background, body, head, tail, legs and marking have one colour each."},
+        "ch00-010": {"alt": "Gallery of the first test image of each class, one row per class, each image beside the "
+                            "same image with its parts coloured: body, head, tail, legs and marking in one colour "
+                            "each, named in a legend."},
         "ch00-014": {"alt": "Four rows of class pairs from the training set: in the left pair of each row the two "
                             "creatures differ only in head colour, in the right pair only in tail shape."},
         "ch00-016": {"alt": "MNIST digits 0 to 9, one test image each in the top row, and below each digit its "

@@ -91,7 +91,7 @@ def test_wheel_builds_with_all_modules_and_metadata(tmp_path):
     """Build a real wheel from a copy of the sources (nothing is written into the repository)."""
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "kmexplain_utils", src / "kmexplain_utils", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path / "dist"
@@ -114,6 +114,11 @@ def test_wheel_builds_with_all_modules_and_metadata(tmp_path):
     missing = sorted(expected - names)
     assert not missing, f"modules missing from the wheel (packages.find?): {missing}"
     assert meta["Name"] == "kmexplain-utils"
+    import kmexplain_utils
+
+    assert meta["Version"] == kmexplain_utils.__version__, "the wheel's version comes from kmexplain_utils.__version__"
+    assert meta["License-Expression"] == "MIT"
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "LICENSE must ship in the wheel"
     core = {canonicalize_name(Requirement(r).name) for r in _pyproject()["project"]["dependencies"]}
     declared = {
         canonicalize_name(Requirement(r).name)

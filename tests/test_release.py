@@ -202,3 +202,38 @@ def test_licence_files_and_where_they_are_named():
     readme = (ROOT / "README.md").read_text()
     for name in ("LICENSE", "LICENSE-CONTENT", "THIRD_PARTY.md", "CITATION.cff", "CHANGELOG.md", "CC BY 4.0", "MIT"):
         assert name in readme, f"the README does not name {name}"
+
+
+# ---------------------------------------------------------------------------- the wheel stage
+
+def test_make_test_runs_the_wheel_stage():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\ntest-wheel: install" in makefile
+    test_recipe = makefile[makefile.index("\ntest: "):].split("\n\n")[0]
+    assert "$(MAKE) --no-print-directory test-wheel" in test_recipe, "make test must run the wheel stage"
+    stage = makefile[makefile.index("\ntest-wheel: "):].split("\n\n")[0]
+    for needle in ("-m build", "twine check --strict", "$(PYTHON) -m venv $(WHEEL_VENV)", "$(TORCH_PINS)",
+                   "mktemp -d", "env -u PYTHONPATH", "scripts/check_wheel.py", "--version $(VERSION)"):
+        assert needle in stage, f"make test-wheel lacks {needle!r}"
+    extras = _pyproject()["project"]["optional-dependencies"]["release"]
+    assert {r.split(">")[0] for r in extras} >= {"build", "twine", "setuptools"}
+    assert '-e ".[book,test,bench,release]"' in makefile
+
+
+def test_check_wheel_refuses_the_checkout(monkeypatch, tmp_path):
+    """Run against the checkout (not an installed wheel), the script stops and says why."""
+    spec = importlib.util.spec_from_file_location("check_wheel", ROOT / "scripts" / "check_wheel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import kmexplain_utils
+
+    where = Path(kmexplain_utils.__file__).resolve().parent
+    if (where.parent / "pyproject.toml").is_file():  # the usual case: the tests import the checkout
+        with pytest.raises(SystemExit, match="checkout|outside this environment"):
+            module.check_installed(kmexplain_utils.__version__)
+    section = module.readme_section(ROOT / "README.md")
+    assert section.startswith("## Use it on your own CNN") and ">>> " in section
+    bad = tmp_path / "README.md"
+    bad.write_text("# nothing here\n")
+    with pytest.raises(SystemExit, match="no section"):
+        module.readme_section(bad)
