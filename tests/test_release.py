@@ -170,6 +170,14 @@ def colab_package_url() -> str:
     return f"git+{repository_url()}@main"
 
 
+def test_every_other_address_of_the_repository_agrees():
+    repo = repository_url()
+    urls = _pyproject()["project"]["urls"]
+    assert all(u == repo or u.startswith(repo + "/") for u in urls.values()), urls
+    links = re.findall(r"^\[[^\]]+\]: (\S+)$", (ROOT / "CHANGELOG.md").read_text(), flags=re.M)
+    assert links and all(u.startswith(repo + "/") for u in links), links
+
+
 def test_every_colab_install_cell_names_the_repository():
     chapters = sorted((ROOT / "book").glob("*.ipynb"))
     assert chapters
