@@ -35,7 +35,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place of the version (pyproject.toml reads it; CHANGELOG.md, CITATION.cff follow)
 
 # public name -> sub-module that defines it (loaded lazily)
 _LAZY: dict[str, str] = {

@@ -30,6 +30,7 @@ __all__ = [
     "HEATMAP_CMAP",
     "PART_CMAP",  # noqa: F822 (built lazily by __getattr__)
     "concept_colors",
+    "method_colors",
     "image_grid",
     "image_heatmap_grid",
     "label_cmap",
@@ -79,6 +80,34 @@ _QUALITATIVE = [
     "#98df8a",
     "#ff9896",
 ]
+# Concepts have a palette of their own, so that a concept is never drawn in a part's colour
+# (a concept map beside a part map must not suggest "concept 2 = part 2"): Paul Tol's "muted"
+# scheme (colour-blind safe), then a violet chosen to stay apart from all of them and from the
+# part colours under the three simulated colour-vision deficiencies (tests/test_palettes.py).
+_CONCEPTS = [
+    "#CC6677",  # rose
+    "#332288",  # indigo
+    "#DDCC77",  # sand
+    "#117733",  # green
+    "#88CCEE",  # cyan
+    "#882255",  # wine
+    "#44AA99",  # teal
+    "#999933",  # olive
+    "#AA4499",  # purple
+    "#A578FF",  # violet
+]
+# Methods and levels (the lines and points of the evaluation's plots, matplotlib's colour cycle
+# after set_book_style): Okabe-Ito, the dark colours first, yellow (hard to see as a line) last.
+_METHODS = [
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow
+]
 # PART_CMAP (a ListedColormap: grey, then the palette) is built on first access, see __getattr__
 HEATMAP_CMAP = "inferno"
 DIVERGING_CMAP = "RdBu_r"
@@ -95,10 +124,17 @@ def set_book_style() -> None:
     """Apply the book's matplotlib / seaborn style (the only global change the package makes)."""
     import matplotlib as mpl
     import seaborn as sns
+    from cycler import cycler
 
     sns.set_theme(context="notebook", style="white", font_scale=0.95)
     mpl.rcParams.update(
         {
+            # a colour-blind safe cycle for the lines of methods and levels (see method_colors)
+            "axes.prop_cycle": cycler(color=list(_METHODS)),
+            # white paper, also in the site's dark mode (book/_static/kmex.css keeps it white)
+            "figure.facecolor": "white",
+            "savefig.facecolor": "white",
+            "savefig.transparent": False,
             "figure.figsize": (FIGURE_WIDTH, FIGURE_WIDTH * 0.45),
             "figure.dpi": 100,
             "savefig.dpi": 150,
@@ -140,7 +176,7 @@ def _extra_colors() -> list[tuple[float, float, float]]:
     import matplotlib
     from matplotlib.colors import to_rgb
 
-    taken = {tuple(round(v, 4) for v in to_rgb(c)) for c in [*_QUALITATIVE, BACKGROUND_GREY]}
+    taken = {tuple(round(v, 4) for v in to_rgb(c)) for c in [*_QUALITATIVE, *_CONCEPTS, BACKGROUND_GREY]}
     out = []
     for c in matplotlib.colormaps["tab20"].colors:  # type: ignore[attr-defined]
         rgb = tuple(float(v) for v in c[:3])
@@ -152,12 +188,46 @@ def _extra_colors() -> list[tuple[float, float, float]]:
 def concept_colors(k: int) -> list[tuple[float, float, float]]:
     """RGB colours of concepts ``0 .. k-1`` (no background: concept 0 is a real concept).
 
-    Uses the same qualitative palette as the parts, shifted so that no concept
-    is grey; stable in ``k`` (concept ``j`` keeps its colour when ``k`` grows).
+    A palette of its own (Paul Tol's "muted" colours, then a violet), never
+    one of the part colours, so that a concept map never suggests that a concept
+    is a part; stable in ``k`` (concept ``j`` keeps its colour when ``k``
+    grows). The first ten stay distinguishable under simulated deuteranopia,
+    protanopia and tritanopia; beyond ten, colours come from ``tab20`` (those
+    not used by parts or concepts) and then repeat.
+
+    Examples
+    --------
+    >>> concept_colors(2)
+    [(0.8, 0.4, 0.4666666666666667), (0.2, 0.13333333333333333, 0.5333333333333333)]
+    >>> set(concept_colors(10)) & set(part_colors(9))
+    set()
     """
+    from matplotlib.colors import to_rgb
+
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    return part_colors(k + 1)[1:]
+    extra = _extra_colors()
+    return [to_rgb(_CONCEPTS[j]) if j < len(_CONCEPTS) else extra[(j - len(_CONCEPTS)) % len(extra)]
+            for j in range(k)]
+
+
+def method_colors(n: int) -> list[tuple[float, float, float]]:
+    """RGB colours of ``n`` methods or levels (lines and points): Okabe-Ito, dark colours first.
+
+    The same colours as matplotlib's colour cycle after :func:`set_book_style`; the
+    first eight stay distinguishable under simulated colour-vision deficiencies,
+    then they repeat (tell such lines apart by their line style too).
+
+    Examples
+    --------
+    >>> method_colors(2)
+    [(0.0, 0.4470588235294118, 0.6980392156862745), (0.8352941176470589, 0.3686274509803922, 0.0)]
+    """
+    from matplotlib.colors import to_rgb
+
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return [to_rgb(_METHODS[i % len(_METHODS)]) for i in range(n)]
 
 
 def label_cmap(colors: Sequence[Any]):
@@ -1222,7 +1292,7 @@ def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_
         ax.axhspan(100 * (acc_lin - sd_lin), 100 * (acc_lin + sd_lin), color="0.85", zorder=0)
     names = [n for n in dict.fromkeys(df[(df["method"] == "concepts") & (df["metric"] == fidelity)]["level"])]
     levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
-    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
+    colors = dict(zip(levels, method_colors(max(1, len(levels)))))
     for name in names:
         is_control = name.startswith("B4@")
         if is_control and not controls:
@@ -1297,7 +1367,7 @@ def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
         fig = axes[0].figure
     
     levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
-    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
+    colors = dict(zip(levels, method_colors(max(1, len(levels)))))
     panels = [("k_per_class", "accuracy", "prototypes per class K", "k-means test accuracy (%)", 100.0),
               ("n_concepts", "miou", "number of concepts K'", "mIoU (test)", 1.0),
               ("n_concepts", "nmi_object", "number of concepts K'", "object-pixel NMI (test)", 1.0)]

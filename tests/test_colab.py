@@ -17,7 +17,8 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
-PACKAGE_URL = "git+https://github.com/kmexplain/kmexplain-book@main"
+# the repository's address lives in pyproject.toml ([project.urls] Repository); Colab installs its main branch
+PACKAGE_URL = f"git+{tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['urls']['Repository']}@main"
 COLAB_CELL = (
     "# Colab set-up: installs this book's package; does nothing elsewhere.\n"
     "import sys\n"
