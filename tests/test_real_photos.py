@@ -190,3 +190,11 @@ def test_randomization_protocol_returns_every_stage_and_method(fitted) -> None:
     assert set(t["method"]) == {"k-means attribution", "k-means contrastive", "k-means class-specific", "CAM",
                                 "Grad-CAM B3"}
     assert t["spearman"].between(-1, 1).all()
+
+
+def test_linear_probe_separates_and_sanity_can_leave_out_gradcam(fitted) -> None:
+    probe = real_photos.linear_probe(torch.tensor([[0.0, 0], [0, 1], [5, 5], [5, 6]]), [0, 0, 1, 1])
+    assert probe.score([[0.0, 0.5], [5.0, 5.5]], [0, 1]) == 1.0
+    ex, x = fitted
+    fn = real_photos.sanity_maps(ex, ex.model, x[:1], linear_target=0, gradcam_block=None)
+    assert "Grad-CAM B3" not in fn(ex.model, x[:1])
