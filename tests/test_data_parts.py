@@ -502,6 +502,14 @@ def test_load_dataset_follows_the_profile():
     assert other.images.shape == (16, 3, 20, 20)
 
 
+def test_load_dataset_passes_the_design_of_the_generated_parts():
+    v3 = load_dataset("parts", "test", "smoke", design="v3")
+    assert torch.equal(v3.images, make_parts(len(v3), v3.image_size, 0, "test", design="v3").images)
+    assert v3.scene_source.design == "v3" and v3.class_names == class_names("v3")
+    with pytest.raises(TypeError, match="only design="):
+        load_dataset("parts", "test", "smoke", colour="red")
+
+
 def test_load_dataset_errors_list_the_choices():
     with pytest.raises(ValueError, match="parts, mnist, pets, cub"):
         load_dataset("imagenet", "train", "smoke")

@@ -3,56 +3,83 @@
 Every image shows one "creature" made of five part types on a textured, noisy
 background with distractor shapes. The class is fixed by three part
 attributes, so a good explanation must look at the right *parts*, and the
-per-pixel part label map says exactly where they are.
+per-pixel part label map says exactly where they are. Two designs of the
+generator exist (``make_parts(..., design=...)``, default :data:`DEFAULT_DESIGN`);
+they share the scenes (labels, poses, shapes of body and legs, marking phase,
+distractor places) and differ in how a part looks.
 
 Parts (label map values)
 ------------------------
-=====  ==========  ==========================================================
-label  part        appearance
-=====  ==========  ==========================================================
-0      background  smooth random colour field + pixel noise + 0-3 distractors
-1      body        ellipse, colour drawn from a palette (a nuisance)
-2      head        disc at the front with a dark eye; **colour: red or blue**
-3      tail        at the back; **pointed magenta triangle or round cyan disc**
-4      legs        2 or 4 bars below the body (a nuisance)
-5      marking     on the body; **pattern: stripes or spots**, dark shade
-=====  ==========  ==========================================================
+=====  ==========  ===========================================  =================================
+label  part        design ``v2`` (second edition)               design ``v3`` (third edition)
+=====  ==========  ===========================================  =================================
+0      background  smooth random colour field + pixel noise     smooth greyish field + noise
+                   + 0-3 distractors (head/tail/body colours)   + 0-3 distractors (palette)
+1      body        ellipse, colour from a palette without red   ellipse, palette colour
+                   and blue (a nuisance)                        (a nuisance)
+2      head        disc with a dark eye; **red or blue**        **round or square**, palette
+                                                                colour, an eye of another colour
+3      tail        **pointed magenta triangle or round cyan     **pointed: a long thin spike, or
+                   disc**                                       round: a disc**, palette colour
+4      legs        2 or 4 bars, the body's colour darkened      2 or 4 bars, palette colour
+5      marking     **stripes or spots**, the body's colour      **stripes or spots**, palette
+                   darkened                                     colour
+=====  ==========  ===========================================  =================================
+
+In design ``v3`` the six colours of a creature (body, head, eye, tail, legs,
+marking) are six *different* colours drawn at random from one palette of ten
+(:data:`PALETTE_NAMES`), the same distribution for every part, and the
+distractors (discs, squares and triangles: the shapes of heads and tails) draw
+from the same palette. So colour says nothing about which part a pixel belongs
+to: a part is recognised by its shape, texture and place on the creature, and
+a head is told from a tail by its place (at the front, above the legs' line,
+with the eye) rather than by its shape alone (both can be discs).
 
 Classes (``label = 4 * head + 2 * tail + marking``)
 ---------------------------------------------------
-=====  ====================  =====  =======  =======
-label  name                  head   tail     marking
-=====  ====================  =====  =======  =======
-0      red-pointed-striped   red    pointed  stripes
-1      red-pointed-spotted   red    pointed  spots
-2      red-round-striped     red    round    stripes
-3      red-round-spotted     red    round    spots
-4      blue-pointed-striped  blue   pointed  stripes
-5      blue-pointed-spotted  blue   pointed  spots
-6      blue-round-striped    blue   round    stripes
-7      blue-round-spotted    blue   round    spots
-=====  ====================  =====  =======  =======
+=====  ====================  ======================  =============  =======  =======
+label  name in v2             name in v3              head v2 / v3   tail     marking
+=====  ====================  ======================  =============  =======  =======
+0      red-pointed-striped   round-pointed-striped   red / round    pointed  striped
+1      red-pointed-spotted   round-pointed-spotted   red / round    pointed  spotted
+2      red-round-striped     round-round-striped     red / round    round    striped
+3      red-round-spotted     round-round-spotted     red / round    round    spotted
+4      blue-pointed-striped  square-pointed-striped  blue / square  pointed  striped
+5      blue-pointed-spotted  square-pointed-spotted  blue / square  pointed  spotted
+6      blue-round-striped    square-round-striped    blue / square  round    striped
+7      blue-round-spotted    square-round-spotted    blue / square  round    spotted
+=====  ====================  ======================  =============  =======  =======
 
-Classes ``c`` and ``c + 4`` differ only in the colour of the head (4.9 % of
-the pixels on average) and classes ``c`` and ``c + 2`` only in the shape of
-the tail (2.0 %): fine spatial detail matters. Distractor shapes are drawn in
-a head colour half of the time and a tail colour a quarter of the
-time, so "is there red (or cyan) somewhere" is not enough: the colour must sit
-at the right place of the creature.
+(:func:`class_names` gives the full names of a design, :func:`class_attributes`
+the attributes of a label.) Classes ``c`` and ``c + 4`` differ only in the head
+(4.9 % of the pixels on average in both designs) and classes ``c`` and ``c + 2``
+only in the tail (2.0 % in v2, 2.2 % in v3): fine spatial detail matters. In v2
+distractor shapes are drawn in a head colour half of the time and a tail
+colour a quarter of the time, so "is there red somewhere" is not enough; in v3
+they are drawn in the palette and have the head's and the tail's shapes, so
+"is there a square somewhere" is not enough either.
 
-The tail's colour goes with its shape. With the tail in the body's colour
-(shape alone), a width-16 TinyResNet trained on the quick profile's 4,000
-images learned head colour (99.8 %) and marking (100 %) but stayed at chance
-on the tail (52 %, whatever the schedule, width or augmentation); with the
-tail colours it reaches about 98 % (measured on one GPU run, seed 0).
+How well colour alone finds the parts (:func:`colour_baseline_ami`: k-means on
+the RGB values of the object pixels of 200 test images at 64 px, K = 5 to 8,
+against the part labels): AMI 0.58, 0.54, 0.58, 0.62 in v2 (each part has its
+own colours) and 0.007, 0.007, 0.007, 0.008 in v3.
+
+Learnability. In v2 the tail's colour goes with its shape: with the tail in the
+body's colour (shape alone), a width-16 TinyResNet trained on the quick
+profile's 4,000 images learned head colour (99.8 %) and marking (100 %) but
+stayed at chance on the tail (52 %, whatever the schedule, width or
+augmentation); with the tail colours it reaches about 98 % (measured on one GPU
+run, seed 0). In v3 the tail has its own (random) colour, which separates it
+from the body, and its two shapes differ more (a spike about three times as
+long as it is wide against a disc): TRAINING_RESULTS_V3
 
 Nuisances: position (centre within +-0.12 of the half-width), scale (x0.88 to
 x1.12), rotation (+-60 degrees), horizontal flip, body shape and colour, leg
 count and length, stripe/spot phase and period, per-part colour jitter, global
 brightness and per-channel gain, a smooth random background, uniform pixel
 noise, and distractor discs, squares and triangles (background, label 0).
-The object covers 21 % of the image on average (14 % to 30 %); 3.6 % of the
-objects touch the border.
+The object covers 21 % of the image on average (14 % to 30 %, both designs);
+3.6 % of the objects touch the border in v2, 12.7 % in v3 (the longer spike).
 
 Generation is vectorised in torch and deterministic: item ``i`` of a split
 depends only on ``(seed, split, i // 256)``, so a smaller set is a prefix of a
@@ -62,10 +89,18 @@ holding every class once, so any ``n`` divisible by 8 is exactly balanced.
 The last two generated splits are kept in memory for the process (callers
 get copies).
 
+Interventions (:func:`intervene`): because a scene is a function of
+``(seed, split, i // 256)``, any generated scene can be re-rendered with a part
+removed (what lay behind it shows: the body, a distractor or the background),
+an attribute swapped (head, tail, marking) or the distractors removed, with
+every other parameter and the pixel noise identical: pixels whose paint does
+not change are bit-identical to the original image, and the new part maps
+come with it.
+
 Measured on this project's shared 2-core machine (quick profile, seed 0):
 
 - generating 4,000 + 800 images at 64 px takes 5.4 s of CPU time on one
-  thread (19 s of wall time while the machine was overloaded, load 11);
+  thread (v2; 19 s of wall time while the machine was overloaded, load 11);
   400 + 160 images at 32 px (smoke) take 0.2 s;
 - logistic regression on raw pixels vs the TinyResNet: measured in the
   data chapter (``book/00_data.ipynb``) on every build.
