@@ -216,8 +216,8 @@ def test_designs_and_class_names():
     assert DESIGNS == ("v2", "v3") and DEFAULT_DESIGN in DESIGNS
     assert CLASS_NAMES == class_names(DEFAULT_DESIGN)
     assert class_names("v2")[0] == "red-pointed-striped" and class_names("v2")[7] == "blue-round-spotted"
-    assert class_names("v3")[0] == "round-pointed-striped" and class_names("v3")[7] == "square-round-spotted"
-    assert class_attributes(5, "v3") == {"head": "square", "tail": "pointed", "marking": "spotted"}
+    assert class_names("v3")[0] == "warm-pointed-striped" and class_names("v3")[7] == "cool-round-spotted"
+    assert class_attributes(5, "v3") == {"head": "cool", "tail": "pointed", "marking": "spotted"}
     assert class_attributes(5, "v2") == {"head": "blue", "tail": "pointed", "marking": "spotted"}
     ds = make_parts(16, image_size=16, seed=0, design="v3")
     assert ds.class_names == class_names("v3") and ds.name == ("parts-train" if DEFAULT_DESIGN == "v3" else "parts-v3-train")
@@ -276,9 +276,16 @@ def test_v3_every_part_draws_its_colour_from_one_palette():
     assert idx.shape == (4096, len(_V3_SLOTS))
     # within a scene the parts have different colours (so every part stands out from its neighbours)
     assert (idx.sort(1).values.diff(dim=1) > 0).all()
-    # every part draws every palette colour equally often (within sampling error): colour says nothing
+    # head, tail and body draw every palette colour equally often (within sampling error); the marking
+    # less evenly (it must differ from the body in luminance, so extreme colours come more often), and
+    # the legs and the eye, which take what is left, in between
     freq = torch.stack([torch.bincount(idx[:, j], minlength=len(_PALETTE)) for j in range(idx.shape[1])]).float() / 4096
-    assert (freq - 1 / len(_PALETTE)).abs().max() < 0.025
+    even = [_V3_SLOTS.index(s) for s in ("head", "tail", "body")]
+    assert (freq[even] - 1 / len(_PALETTE)).abs().max() < 0.025
+    rest = [_V3_SLOTS.index(s) for s in ("legs", "eye")]
+    assert (freq[rest] - 1 / len(_PALETTE)).abs().max() < 0.07
+    mark = freq[_V3_SLOTS.index("marking")]
+    assert mark.min() > 0.01 and mark.max() < 0.35, mark
     # the rendered colour of a part is its palette colour (up to jitter, brightness, gain and noise)
     ds = make_parts(64, image_size=48, seed=2, design="v3")
     g_idx = sample_scenes(256, _chunk_generator(2, "train", 0), "v3")["part_color_index"][:64]
@@ -298,18 +305,19 @@ def test_v3_marking_is_not_systematically_darker_than_the_body(v3):
     assert 0.3 < np.mean(darker) < 0.7
 
 
-def test_v3_head_shape_and_tail_shape_follow_the_class():
+def test_v3_head_hue_and_tail_shape_follow_the_class():
+    from kmexplain_utils.data.parts import _GROUP, _chunk_generator, sample_scenes
+
     ds = make_parts(160, image_size=96, seed=11, design="v3")
     attrs = [class_attributes(int(c), "v3") for c in ds.labels]
-    # the head's area relative to the disc around its farthest pixel: 1 for a disc, 2/pi for a square
-    fill = []
+    # the head's colour is warm (red > blue) or cool (blue > red) as the class says
     for i in range(len(ds)):
-        rc = torch.nonzero(ds.parts[i] == HEAD).float()
-        r2 = (rc - rc.mean(0)).square().sum(1).max()
-        fill.append(float(len(rc) / (math.pi * r2)))
-    fill_t = torch.tensor(fill)
-    square = torch.tensor([a["head"] == "square" for a in attrs])
-    assert fill_t[~square].median() > 0.8 and fill_t[square].median() < 0.72
+        med = ds.images[i][:, ds.parts[i] == HEAD].median(1).values
+        assert bool(med[0] > med[2]) == (attrs[i]["head"] == "warm"), i
+    # ... and so is the tail's for its shape (pointed: warm, round: cool), in the scene parameters
+    p = sample_scenes(256, _chunk_generator(11, "train", 0), "v3")
+    assert torch.equal(_GROUP[p["part_color_index"][:, 0 + 1]], p["tail"])  # slot 1 = tail
+    assert torch.equal(_GROUP[p["part_color_index"][:, 4]], p["head"])  # slot 4 = head
     # the pointed tail is a long spike: far from its centroid compared with its area
     tail = ds.parts == TAIL
     spread = []
@@ -432,7 +440,7 @@ def test_a_swap_changes_the_label_and_only_the_swapped_part(scene, attr):
         footprint = (scene.parts[i] == part) | (prt[j] == part)
         changed = (img[j] != scene.images[i]).any(0)
         assert changed.any() and not (changed & ~footprint).any()
-        if attr != "head" or design == "v3":  # a shape or pattern: the footprint itself moves
+        if attr != "head":  # a shape or pattern: the footprint itself moves (a head swap is a recolouring)
             assert not torch.equal(prt[j] == part, scene.parts[i] == part)
 
 
@@ -477,7 +485,7 @@ def test_intervene_errors_name_the_problem():
         intervene(ds, [0], remove="wings")
     with pytest.raises(ValueError, match="cannot swap 'legs'"):
         intervene(ds, [0], swap={"legs": "4"})
-    with pytest.raises(ValueError, match=r"head must be one of \['round', 'square'\] in design v3, got 'red'"):
+    with pytest.raises(ValueError, match=r"head must be one of \['warm', 'cool'\] in design v3, got 'red'"):
         intervene(ds, [0], swap={"head": "red"})
     with pytest.raises(TypeError, match="subset"):
         intervene(ds.subset([0, 1]), [0])
