@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +12,16 @@ import torch
 from kmexplain_utils.config import get_profile
 from kmexplain_utils.data import ImageSet, balanced_order, dataset_names, load_dataset
 from kmexplain_utils.data.parts import (
+    ATTRIBUTE_PARTS,
     CLASS_NAMES,
+    DEFAULT_DESIGN,
+    DESIGNS,
     PART_NAMES,
+    SceneSource,
     class_attributes,
+    class_names,
+    colour_baseline_ami,
+    intervene,
     make_parts,
 )
 
@@ -20,7 +30,8 @@ HEAD, TAIL, BODY, LEGS, MARK = (PART_NAMES.index(p) for p in ("head", "tail", "b
 
 @pytest.fixture(scope="module")
 def small() -> ImageSet:
-    return make_parts(96, image_size=48, seed=5)
+    """The second edition's colour-coded design (v2), whose colour tests follow."""
+    return make_parts(96, image_size=48, seed=5, design="v2")
 
 
 # ---------------------------------------------------------------- determinism
@@ -101,12 +112,17 @@ def test_class_balance_and_every_class_reachable():
 
 
 def test_class_attributes_table():
-    assert class_attributes(0) == {"head": "red", "tail": "pointed", "marking": "striped"}
-    assert class_attributes(7) == {"head": "blue", "tail": "round", "marking": "spotted"}
-    # pairs differing in exactly one part attribute
-    for c in range(4):
-        a, b = class_attributes(c), class_attributes(c + 4)
-        assert [k for k in a if a[k] != b[k]] == ["head"]
+    assert class_attributes(0, "v2") == {"head": "red", "tail": "pointed", "marking": "striped"}
+    assert class_attributes(7, "v2") == {"head": "blue", "tail": "round", "marking": "spotted"}
+    assert class_attributes(3) == class_attributes(3, DEFAULT_DESIGN)
+    # pairs differing in exactly one part attribute, in both designs
+    for design in DESIGNS:
+        for c in range(4):
+            a, b = class_attributes(c, design), class_attributes(c + 4, design)
+            assert [k for k in a if a[k] != b[k]] == ["head"]
+        for c in (0, 1, 4, 5):
+            a, b = class_attributes(c, design), class_attributes(c + 2, design)
+            assert [k for k in a if a[k] != b[k]] == ["tail"]
     with pytest.raises(ValueError, match=r"\[0, 8\)"):
         class_attributes(8)
 
@@ -126,7 +142,7 @@ def test_head_colour_in_the_image_matches_the_class(small):
     for i in range(len(small)):
         head = prt[i] == HEAD
         r, b = img[i, 0][head].median(), img[i, 2][head].median()
-        expected_red = class_attributes(int(small.labels[i]))["head"] == "red"
+        expected_red = class_attributes(int(small.labels[i]), "v2")["head"] == "red"
         assert bool(r > b) == expected_red, f"image {i}: head R={r:.2f} B={b:.2f}"
 
 
@@ -139,7 +155,7 @@ def test_tail_colour_in_the_image_matches_the_tail_type(small):
         if tail.sum() < 3:
             continue
         mean = img[:, tail].mean(1)
-        expected = list(TAIL_COLORS).index(class_attributes(int(lab))["tail"])
+        expected = list(TAIL_COLORS).index(class_attributes(int(lab), "v2")["tail"])
         assert int((refs - mean).norm(dim=1).argmin()) == expected
 
 
@@ -153,20 +169,21 @@ def test_marking_is_darker_than_the_body_and_uniform_within_a_part(small):
         assert img[i][:, body].std(dim=1).max() < 0.12
 
 
-def test_tail_shape_and_marking_pattern_follow_the_class():
-    ds = make_parts(160, image_size=96, seed=11)
+@pytest.mark.parametrize("design", ["v2", "v3"])
+def test_tail_shape_and_marking_pattern_follow_the_class(design):
+    ds = make_parts(160, image_size=96, seed=11, design=design)
     tail = ds.parts == TAIL
     # boundary pixels of the tail (a 4-neighbour is not tail), relative to sqrt(area):
     # a triangle has a longer outline than a disc of the same area
     pad = torch.nn.functional.pad(tail, (1, 1, 1, 1))
     inner = pad[:, 2:, 1:-1] & pad[:, :-2, 1:-1] & pad[:, 1:-1, 2:] & pad[:, 1:-1, :-2]
     ratio = (tail & ~inner).sum((1, 2)).float() / tail.sum((1, 2)).clamp(min=1).float().sqrt()
-    pointed = torch.tensor([class_attributes(int(c))["tail"] == "pointed" for c in ds.labels])
+    pointed = torch.tensor([class_attributes(int(c), design)["tail"] == "pointed" for c in ds.labels])
     assert ratio[pointed].mean() > 1.1 * ratio[~pointed].mean()
     # stripes cover about 45 % of the body, spots about 32 %
     mark = (ds.parts == MARK).sum((1, 2)).float()
     cover = mark / (mark + (ds.parts == BODY).sum((1, 2)).float())
-    striped = torch.tensor([class_attributes(int(c))["marking"] == "striped" for c in ds.labels])
+    striped = torch.tensor([class_attributes(int(c), design)["marking"] == "striped" for c in ds.labels])
     assert cover[striped].mean() > cover[~striped].mean() + 0.05
 
 
@@ -189,6 +206,298 @@ def test_argument_errors():
     assert len(make_parts(0, image_size=16)) == 0
 
 
+# ---------------------------------------------------------------- design v3: colour does not identify a part
+@pytest.fixture(scope="module")
+def v3() -> ImageSet:
+    return make_parts(96, image_size=48, seed=5, design="v3")
+
+
+def test_designs_and_class_names():
+    assert DESIGNS == ("v2", "v3") and DEFAULT_DESIGN in DESIGNS
+    assert CLASS_NAMES == class_names(DEFAULT_DESIGN)
+    assert class_names("v2")[0] == "red-pointed-striped" and class_names("v2")[7] == "blue-round-spotted"
+    assert class_names("v3")[0] == "warm-pointed-striped" and class_names("v3")[7] == "cool-round-spotted"
+    assert class_attributes(5, "v3") == {"head": "cool", "tail": "pointed", "marking": "spotted"}
+    assert class_attributes(5, "v2") == {"head": "blue", "tail": "pointed", "marking": "spotted"}
+    ds = make_parts(16, image_size=16, seed=0, design="v3")
+    assert ds.class_names == class_names("v3") and ds.name == ("parts-train" if DEFAULT_DESIGN == "v3" else "parts-v3-train")
+    with pytest.raises(ValueError, match=r"design must be one of \('v2', 'v3'\), got 'v9'"):
+        make_parts(8, design="v9")
+    with pytest.raises(ValueError, match="design must be one of"):
+        class_attributes(0, "v1")
+
+
+def test_the_default_design_is_what_make_parts_gives():
+    a = make_parts(24, image_size=16, seed=4)
+    b = make_parts(24, image_size=16, seed=4, design=DEFAULT_DESIGN)
+    assert torch.equal(a.images, b.images) and a.scene_source == b.scene_source
+
+
+def test_v3_determinism_prefixes_and_sizes():
+    from kmexplain_utils.data import parts
+
+    a = make_parts(300, image_size=24, seed=1, design="v3")
+    parts._generate.cache_clear()
+    b = make_parts(270, image_size=24, seed=1, design="v3")
+    assert torch.equal(a.images[:270], b.images) and torch.equal(a.parts[:270], b.parts)
+    c = make_parts(64, image_size=48, seed=1, design="v3")
+    assert torch.equal(c.labels, a.labels[:64])
+    v2 = make_parts(64, image_size=24, seed=1, design="v2")
+    assert torch.equal(v2.labels, a.labels[:64])  # the same labels, the same poses: only the looks differ
+    assert (v2.images - a.images[:64]).abs().mean() > 0.05
+    assert make_parts(16, image_size=17, seed=0, design="v3").images.shape == (16, 3, 17, 17)
+
+
+def test_v3_keeps_sizes_balance_and_nuisances(v3):
+    from kmexplain_utils.data.parts import NUISANCE_NAMES, PALETTE_NAMES
+
+    assert v3.images.shape == (96, 3, 48, 48) and v3.images.min() >= 0 and v3.images.max() <= 1
+    assert torch.equal(v3.objects, v3.parts > 0)
+    assert v3.class_counts().tolist() == [12] * 8
+    assert set(v3.attributes) == set(NUISANCE_NAMES)
+    assert set(v3.attributes["body_colour"]) <= set(PALETTE_NAMES)
+    counts = torch.stack([(v3.parts == k).sum((1, 2)) for k in range(len(PART_NAMES))], 1)
+    assert (counts[:, BODY] > 0).all() and (counts[:, HEAD] > 0).all() and (counts[:, MARK] > 0).all()
+    assert (counts[:, TAIL] > 0).float().mean() >= 0.97
+    # the deciding parts stay small: head, tail and marking are a few per cent of the image each
+    share = counts.float().sum(0) / counts.sum()
+    assert 0.02 < share[HEAD] < 0.08 and 0.01 < share[TAIL] < 0.04 and 0.02 < share[MARK] < 0.08
+    from kmexplain_utils.keypoints import keypoints_from_parts
+
+    kp = keypoints_from_parts(v3.parts[:4], len(PART_NAMES))  # one keypoint per part present, on it
+    assert all(len(k) == len(torch.unique(v3.parts[i])) - 1 for i, k in enumerate(kp))
+
+
+def test_v3_every_part_draws_its_colour_from_one_palette():
+    from kmexplain_utils.data.parts import _PALETTE, _V3_SLOTS, _chunk_generator, sample_scenes
+
+    p = sample_scenes(4096, torch.Generator().manual_seed(0), "v3")
+    idx = p["part_color_index"]  # (n, 6): palette index of legs, tail, body, marking, head, eye
+    assert idx.shape == (4096, len(_V3_SLOTS))
+    # within a scene the parts have different colours (so every part stands out from its neighbours)
+    assert (idx.sort(1).values.diff(dim=1) > 0).all()
+    # head, tail and body draw every palette colour equally often (within sampling error); the marking
+    # less evenly (it must differ from the body in luminance, so extreme colours come more often), and
+    # the legs and the eye, which take what is left, in between
+    freq = torch.stack([torch.bincount(idx[:, j], minlength=len(_PALETTE)) for j in range(idx.shape[1])]).float() / 4096
+    even = [_V3_SLOTS.index(s) for s in ("head", "tail", "body")]
+    assert (freq[even] - 1 / len(_PALETTE)).abs().max() < 0.025
+    rest = [_V3_SLOTS.index(s) for s in ("legs", "eye")]
+    assert (freq[rest] - 1 / len(_PALETTE)).abs().max() < 0.07
+    mark = freq[_V3_SLOTS.index("marking")]
+    assert mark.min() > 0.01 and mark.max() < 0.35, mark
+    # the rendered colour of a part is its palette colour (up to jitter, brightness, gain and noise)
+    ds = make_parts(64, image_size=48, seed=2, design="v3")
+    g_idx = sample_scenes(256, _chunk_generator(2, "train", 0), "v3")["part_color_index"][:64]
+    for part, slot in (("body", 2), ("head", 4), ("marking", 3)):
+        k = PART_NAMES.index(part)
+        for i in range(64):
+            m = ds.parts[i] == k
+            med = ds.images[i][:, m].median(1).values
+            assert (med - _PALETTE[g_idx[i, slot]]).abs().max() < 0.3, (part, i)
+
+
+def test_v3_marking_is_not_systematically_darker_than_the_body(v3):
+    lum = v3.images.mean(1)
+    darker = [
+        bool(lum[i][v3.parts[i] == MARK].mean() < lum[i][v3.parts[i] == BODY].mean()) for i in range(len(v3))
+    ]
+    assert 0.3 < np.mean(darker) < 0.7
+
+
+def test_v3_head_hue_and_tail_shape_follow_the_class():
+    from kmexplain_utils.data.parts import _GROUP, _chunk_generator, sample_scenes
+
+    ds = make_parts(160, image_size=96, seed=11, design="v3")
+    attrs = [class_attributes(int(c), "v3") for c in ds.labels]
+    # the head's colour is warm (red > blue) or cool (blue > red) as the class says
+    for i in range(len(ds)):
+        med = ds.images[i][:, ds.parts[i] == HEAD].median(1).values
+        assert bool(med[0] > med[2]) == (attrs[i]["head"] == "warm"), i
+    # ... and so is the tail's for its shape (pointed: warm, round: cool), in the scene parameters
+    p = sample_scenes(256, _chunk_generator(11, "train", 0), "v3")
+    assert torch.equal(_GROUP[p["part_color_index"][:, 0 + 1]], p["tail"])  # slot 1 = tail
+    assert torch.equal(_GROUP[p["part_color_index"][:, 4]], p["head"])  # slot 4 = head
+    # the pointed tail is a long spike: far from its centroid compared with its area
+    tail = ds.parts == TAIL
+    spread = []
+    for i in range(len(ds)):
+        rc = torch.nonzero(tail[i]).float()
+        spread.append(float((rc - rc.mean(0)).square().sum(1).max().sqrt() / max(len(rc), 1) ** 0.5) if len(rc) > 5 else float("nan"))
+    spread_t = torch.tensor(spread)
+    pointed = torch.tensor([a["tail"] == "pointed" for a in attrs])
+    assert np.nanmedian(spread_t[pointed]) > 1.3 * np.nanmedian(spread_t[~pointed])
+
+
+def test_colour_baseline_ami_tells_the_designs_apart():
+    v2 = make_parts(200, image_size=32, seed=0, split="test", design="v2")
+    v3 = make_parts(200, image_size=32, seed=0, split="test", design="v3")
+    ami2 = colour_baseline_ami(v2, k_values=(5, 8))
+    ami3 = colour_baseline_ami(v3, k_values=(5, 8))
+    assert sorted(ami2) == sorted(ami3) == [5, 8]
+    assert min(ami2.values()) > 0.4  # colour-coded parts: RGB alone finds them
+    assert max(ami3.values()) <= 0.15  # one palette for every part: it does not
+    # the same call gives the same numbers
+    assert colour_baseline_ami(v3, k_values=(5, 8)) == ami3
+
+
+def test_colour_baseline_ami_against_a_direct_computation():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    # a toy set in which the colour is the part: the AMI is 1
+    parts = torch.zeros(4, 8, 8, dtype=torch.int64)
+    parts[:, 2:6, 2:4], parts[:, 2:6, 4:6] = 1, 2
+    images = torch.zeros(4, 3, 8, 8)
+    images[:, 0][parts == 1] = 1.0
+    images[:, 1][parts == 2] = 1.0
+    toy = ImageSet(images, [0, 1, 0, 1], parts=parts, part_names=["background", "a", "b"])
+    assert colour_baseline_ami(toy, k_values=[2]) == {2: pytest.approx(1.0)}
+    # on generated images: the same as scikit-learn on all object pixels when every pixel is fitted
+    ds = make_parts(16, image_size=24, seed=3, design="v3")
+    got = colour_baseline_ami(ds, k_values=[6], max_fit_pixels=10**9, seed=1)
+    obj = ds.parts > 0
+    rgb = ds.images.permute(0, 2, 3, 1)[obj].double().numpy()
+    rng = np.random.default_rng(1)
+    fit = rgb[rng.choice(len(rgb), size=len(rgb), replace=False)]
+    km = KMeans(n_clusters=6, n_init=4, random_state=1).fit(fit)
+    assert got[6] == pytest.approx(adjusted_mutual_info_score(ds.parts[obj].numpy(), km.predict(rgb)))
+
+
+def test_colour_baseline_ami_errors():
+    with pytest.raises(ValueError, match="part maps"):
+        colour_baseline_ami(ImageSet(torch.zeros(2, 3, 4, 4), [0, 1]))
+    ds = make_parts(8, image_size=16, seed=0)
+    with pytest.raises(ValueError, match="k_values"):
+        colour_baseline_ami(ds, k_values=[1])
+    with pytest.raises(ValueError, match="n_images"):
+        colour_baseline_ami(ds, n_images=0)
+
+
+# ---------------------------------------------------------------- interventions
+@pytest.fixture(scope="module", params=["v2", "v3"])
+def scene(request) -> ImageSet:
+    return make_parts(300, image_size=40, seed=6, split="test", design=request.param)
+
+
+IDX = [0, 3, 9, 255, 256, 299, 17]  # across two chunks, unordered
+
+
+def test_intervene_without_intervention_reproduces_the_images_exactly(scene):
+    img, prt, lab = intervene(scene, IDX)
+    assert torch.equal(img, scene.images[IDX]) and torch.equal(prt, scene.parts[IDX]) and torch.equal(lab, scene.labels[IDX])
+    # the same with the source given explicitly, and for scenes beyond the set made
+    src = scene.scene_source
+    assert src == SceneSource(6, "test", 40, src.design)
+    img2, _, _ = intervene({"seed": 6, "split": "test", "image_size": 40, "design": src.design}, IDX)
+    assert torch.equal(img2, img)
+    longer = make_parts(520, image_size=40, seed=6, split="test", design=src.design)
+    assert torch.equal(intervene(src, [515])[0], longer.images[[515]])
+
+
+@pytest.mark.parametrize("part", ["head", "tail", "legs", "marking", "body"])
+def test_a_removed_part_is_gone_and_nothing_outside_its_footprint_changes(scene, part):
+    img, prt, lab = intervene(scene, IDX, remove=part)
+    k = PART_NAMES.index(part)
+    old_img, old_prt = scene.images[IDX], scene.parts[IDX]
+    assert not (prt == k).any()
+    footprint = old_prt == k
+    if part == "body":  # the marking is painted on the body
+        footprint |= old_prt == MARK
+    changed = (img != old_img).any(1)
+    assert not (changed & ~footprint).any()  # bit-identical outside, noise included
+    assert torch.equal(prt[~footprint], old_prt[~footprint])
+    assert changed[footprint].float().mean() > 0.9  # what lay behind shows instead
+    assert torch.equal(lab, scene.labels[IDX])
+    # what shows instead: the body under a removed head or marking, never the removed part
+    if part == "marking":
+        assert (prt[footprint] == BODY).all()
+
+
+def test_removing_several_parts_at_once(scene):
+    _, prt, _ = intervene(scene, IDX, remove=["head", "tail"])
+    assert not ((prt == HEAD) | (prt == TAIL)).any()
+    one, _, _ = intervene(scene, IDX, remove="head")
+    both, _, _ = intervene(scene, IDX, remove=("head", "tail"))
+    tail_fp = scene.parts[IDX] == TAIL
+    assert torch.equal(both.permute(0, 2, 3, 1)[~tail_fp], one.permute(0, 2, 3, 1)[~tail_fp])
+
+
+@pytest.mark.parametrize("attr", ["head", "tail", "marking"])
+def test_a_swap_changes_the_label_and_only_the_swapped_part(scene, attr):
+    design = scene.scene_source.design
+    values = {a: sorted({class_attributes(c, design)[a] for c in range(8)}) for a in ("head", "tail", "marking")}
+    new = values[attr][0]
+    img, prt, lab = intervene(scene, IDX, swap={attr: new})
+    part = PART_NAMES.index(ATTRIBUTE_PARTS[attr])
+    for j, i in enumerate(IDX):
+        want = dict(class_attributes(int(scene.labels[i]), design), **{attr: new})
+        assert class_attributes(int(lab[j]), design) == want
+        same = want == class_attributes(int(scene.labels[i]), design)
+        if same:  # already had the value: nothing changes
+            assert torch.equal(img[j], scene.images[i])
+            continue
+        footprint = (scene.parts[i] == part) | (prt[j] == part)
+        changed = (img[j] != scene.images[i]).any(0)
+        assert changed.any() and not (changed & ~footprint).any()
+        if attr != "head":  # a shape or pattern: the footprint itself moves (a head swap is a recolouring)
+            assert not torch.equal(prt[j] == part, scene.parts[i] == part)
+
+
+def test_removing_the_distractors_changes_only_distractor_pixels(scene):
+    img, prt, lab = intervene(scene, list(range(40)), remove_distractors=True)
+    old = scene.images[:40]
+    changed = (img != old).any(1)
+    assert torch.equal(prt, scene.parts[:40]) and torch.equal(lab, scene.labels[:40])
+    assert not (changed & (scene.parts[:40] > 0)).any()  # the creature and its noise: untouched
+    assert changed.any((1, 2)).float().mean() > 0.5  # most scenes had a distractor
+    # the new background is smooth: no distractor edges left, so a second removal changes nothing
+    again, _, _ = intervene(scene, list(range(40)), remove_distractors=True, remove=None)
+    assert torch.equal(again, img)
+
+
+def test_intervene_is_deterministic_and_vectorised(scene):
+    from kmexplain_utils.data import parts
+
+    a = intervene(scene, IDX, remove="tail", swap={"marking": "striped"})
+    parts._generate.cache_clear()
+    b = intervene(scene, IDX, remove="tail", swap={"marking": "striped"})
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    # one call for many scenes equals one call per scene
+    single = torch.cat([intervene(scene, [i], remove="tail", swap={"marking": "striped"})[0] for i in IDX])
+    assert torch.equal(single, a[0])
+    assert a[0].shape == (len(IDX), 3, 40, 40) and a[1].shape == (len(IDX), 40, 40) and a[2].shape == (len(IDX),)
+    assert a[0].dtype == torch.float32 and a[1].dtype == torch.int64 and a[2].dtype == torch.int64
+
+
+def test_intervene_at_another_image_size_is_the_same_scene():
+    src = SceneSource(seed=0, split="train", image_size=64, design="v3")
+    _, prt64, lab64 = intervene(src, range(16), remove="head")
+    _, prt32, lab32 = intervene(dataclasses.replace(src, image_size=32), range(16), remove="head")
+    assert torch.equal(lab64, lab32)
+    down = prt64.reshape(16, 32, 2, 32, 2).permute(0, 1, 3, 2, 4).reshape(16, 32, 32, 4)
+    assert (torch.mode(down, dim=-1).values == prt32).float().mean() > 0.9
+
+
+def test_intervene_errors_name_the_problem():
+    ds = make_parts(16, image_size=16, seed=0, design="v3")
+    with pytest.raises(ValueError, match=r"cannot remove \['wings'\]: removable parts are"):
+        intervene(ds, [0], remove="wings")
+    with pytest.raises(ValueError, match="cannot swap 'legs'"):
+        intervene(ds, [0], swap={"legs": "4"})
+    with pytest.raises(ValueError, match=r"head must be one of \['warm', 'cool'\] in design v3, got 'red'"):
+        intervene(ds, [0], swap={"head": "red"})
+    with pytest.raises(TypeError, match="subset"):
+        intervene(ds.subset([0, 1]), [0])
+    with pytest.raises(IndexError, match=">= 0"):
+        intervene(ds, [-1])
+    with pytest.raises(TypeError, match="integer"):
+        intervene(ds, [0.5])
+    with pytest.raises(TypeError, match="keys seed, split, image_size"):
+        intervene({"seed": 0}, [0])
+    assert intervene(ds, [])[0].shape == (0, 3, 16, 16)
+
+
 # ---------------------------------------------------------------- load_dataset
 def test_load_dataset_follows_the_profile():
     prof = get_profile("smoke")
@@ -199,6 +508,14 @@ def test_load_dataset_follows_the_profile():
     assert torch.equal(tr.images, make_parts(prof.n_train, prof.image_size, 0, "train").images)
     other = load_dataset("parts", "train", prof, image_size=20, n=16, seed=9)
     assert other.images.shape == (16, 3, 20, 20)
+
+
+def test_load_dataset_passes_the_design_of_the_generated_parts():
+    v3 = load_dataset("parts", "test", "smoke", design="v3")
+    assert torch.equal(v3.images, make_parts(len(v3), v3.image_size, 0, "test", design="v3").images)
+    assert v3.scene_source.design == "v3" and v3.class_names == class_names("v3")
+    with pytest.raises(TypeError, match="only design="):
+        load_dataset("parts", "test", "smoke", colour="red")
 
 
 def test_load_dataset_errors_list_the_choices():

@@ -36,10 +36,14 @@ _DATA_VERSIONS = {"parts": 2, "mnist": 1, "pets": 1, "cub": 1}
 SPLITS = ("train", "test")
 
 
-def _load_parts(split: str, image_size: int, n: int, seed: int, root: Any, **kw: Any) -> ImageSet:
+def _load_parts(
+    split: str, image_size: int, n: int, seed: int, root: Any, *, design: str | None = None, **kw: Any
+) -> ImageSet:
     from .parts import make_parts
 
-    return make_parts(n, image_size=image_size, seed=seed, split=split)
+    if kw:
+        raise TypeError(f"the generated parts take no option(s) {sorted(kw)}; only design=")
+    return make_parts(n, image_size=image_size, seed=seed, split=split, design=design)
 
 
 def _load_mnist(split: str, image_size: int, n: int, seed: int, root: Any, **kw: Any) -> ImageSet:
@@ -117,7 +121,8 @@ def load_dataset(
         Number of images (``0`` = all); overrides the profile. For ``parts``
         it is the number generated (default 1,000 without a profile).
     **kwargs
-        Passed to the loader (e.g. ``download=False`` for ``pets``).
+        Passed to the loader (e.g. ``download=False`` for ``pets``; ``design="v3"`` for
+        ``parts``, see :func:`kmexplain_utils.data.parts.make_parts`).
 
     Returns
     -------
