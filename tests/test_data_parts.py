@@ -262,7 +262,7 @@ def test_v3_keeps_sizes_balance_and_nuisances(v3):
     # the deciding parts stay small: head, tail and marking are a few per cent of the image each
     share = counts.float().sum(0) / counts.sum()
     assert 0.02 < share[HEAD] < 0.08 and 0.01 < share[TAIL] < 0.04 and 0.02 < share[MARK] < 0.08
-    from kmexplain_utils.keypoints import keypoints_from_parts
+    from kmexplain_utils.evaluation.keypoints import keypoints_from_parts
 
     kp = keypoints_from_parts(v3.parts[:4], len(PART_NAMES))  # one keypoint per part present, on it
     assert all(len(k) == len(torch.unique(v3.parts[i])) - 1 for i, k in enumerate(kp))
