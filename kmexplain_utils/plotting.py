@@ -29,7 +29,12 @@ __all__ = [
     "FIGURE_WIDTH",
     "HEATMAP_CMAP",
     "PART_CMAP",  # noqa: F822 (built lazily by __getattr__)
+    "CONCEPT_PALETTE",
+    "SEQUENTIAL_CMAP",
     "concept_colors",
+    "concept_legend",
+    "concept_names",
+    "drawn_map",
     "image_grid",
     "image_heatmap_grid",
     "label_cmap",
@@ -44,6 +49,7 @@ __all__ = [
     "plot_curves",
     "plot_dataset_gallery",
     "plot_explanations",
+    "plot_norm_strip",
     "plot_qualitative",
     "plot_sweeps",
     "plot_tradeoff",
@@ -79,8 +85,38 @@ _QUALITATIVE = [
     "#ff9896",
 ]
 # PART_CMAP (a ListedColormap: grey, then the palette) is built on first access, see __getattr__
+#: The one sequential colour map of the book, for unsigned maps (values >= 0, or ranked).
 HEATMAP_CMAP = "inferno"
+#: Alias of :data:`HEATMAP_CMAP`: the name says what it is for.
+SEQUENTIAL_CMAP = HEATMAP_CMAP
+#: The one diverging colour map of the book, for signed maps; always centred at 0
+#: (limits ``-m, m``): red for, blue against.
 DIVERGING_CMAP = "RdBu_r"
+#: Colours of concepts 0, 1, ...: none of them is a part colour (``_QUALITATIVE``) or the
+#: background grey, so a concept map never reads as a part map. Paul Tol's "muted" scheme
+#: (colour-blind safe) followed by darker and lighter tones; retune here, nowhere else.
+CONCEPT_PALETTE = [
+    "#332288",  # indigo
+    "#88CCEE",  # pale cyan
+    "#44AA99",  # teal
+    "#117733",  # dark green
+    "#999933",  # olive
+    "#DDCC77",  # sand
+    "#CC6677",  # rose
+    "#882255",  # wine
+    "#AA4499",  # magenta
+    "#DDDDDD",  # pale grey
+    "#663333",  # dark brown
+    "#6699CC",  # steel blue
+    "#EE99AA",  # pink
+    "#004488",  # navy
+    "#997700",  # ochre
+    "#BBCC33",  # pear
+    "#FFAABB",  # light pink
+    "#222255",  # night blue
+    "#77AADD",  # light blue
+    "#EEDD88",  # light yellow
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -151,12 +187,154 @@ def _extra_colors() -> list[tuple[float, float, float]]:
 def concept_colors(k: int) -> list[tuple[float, float, float]]:
     """RGB colours of concepts ``0 .. k-1`` (no background: concept 0 is a real concept).
 
-    Uses the same qualitative palette as the parts, shifted so that no concept
-    is grey; stable in ``k`` (concept ``j`` keeps its colour when ``k`` grows).
+    Taken from :data:`CONCEPT_PALETTE`, which shares no colour with the parts
+    (:func:`part_colors`), so that a concept is never read as the part of the same
+    colour; stable in ``k`` (concept ``j`` keeps its colour when ``k`` grows).
+    Beyond the palette, colours repeat.
     """
+    from matplotlib.colors import to_rgb
+
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    return part_colors(k + 1)[1:]
+    return [to_rgb(CONCEPT_PALETTE[j % len(CONCEPT_PALETTE)]) for j in range(k)]
+
+
+def concept_names(
+    concept_maps: torch.Tensor,
+    parts: torch.Tensor,
+    part_names: Sequence[str],
+    n_concepts: int,
+    *,
+    geometry: Any = None,
+    prefix: str = "C",
+) -> list[str]:
+    """Name every concept by the part it covers most, with the share: ``"C3: body 71 %"``.
+
+    Each concept map is resampled to its image's pixels (each pixel takes the
+    concept of the position whose registered centre is nearest, as the figures
+    draw it); a concept's name is the part label held by most of its pixels,
+    over all the given images, and the share of its pixels that part holds.
+
+    Parameters
+    ----------
+    concept_maps : (N, h, w) int tensor
+        Concept of every feature-map position (or pixel), ``0 .. n_concepts-1``.
+    parts : (N, H, W) int tensor
+        Ground-truth part labels of the same images (0 = background).
+    part_names : list of str
+        Name of every part label.
+    n_concepts : int
+        Number of concepts; a concept absent from these images is named
+        ``"C<k>: absent"``.
+    geometry : GridGeometry, optional
+        Where the positions sit on the image; default stride ``H / h``, offset 0.
+    prefix : str, default "C"
+
+    Returns
+    -------
+    list of str
+        One name per concept.
+    """
+    from .resample import infer_geometry, resample_labels
+
+    km = torch.as_tensor(concept_maps).detach().cpu().long()
+    pt = torch.as_tensor(parts).detach().cpu().long()
+    if km.ndim != 3 or pt.ndim != 3 or len(km) != len(pt):
+        raise ValueError(f"concept_maps (N, h, w) and parts (N, H, W) must hold the same images, got "
+                         f"{tuple(km.shape)} and {tuple(pt.shape)}")
+    if int(pt.max()) >= len(part_names):
+        raise ValueError(f"parts go up to label {int(pt.max())} but part_names has {len(part_names)} names")
+    if int(km.max()) >= n_concepts or int(km.min()) < 0:
+        raise ValueError(f"concept labels must lie in 0 .. {n_concepts - 1}, got {int(km.min())} .. {int(km.max())}")
+    size = tuple(pt.shape[-2:])
+    if tuple(km.shape[-2:]) != size:
+        geo = infer_geometry(tuple(km.shape[-2:]), size) if geometry is None else geometry
+        km = torch.stack([resample_labels(m, geo, size) for m in km]).long()
+    joint = torch.zeros(n_concepts, len(part_names), dtype=torch.long)
+    joint.index_put_((km.flatten(), pt.flatten()), torch.ones(km.numel(), dtype=torch.long), accumulate=True)
+    names = []
+    for k in range(n_concepts):
+        total = int(joint[k].sum())
+        if total == 0:
+            names.append(f"{prefix}{k}: absent")
+            continue
+        top = int(joint[k].argmax())
+        names.append(f"{prefix}{k}: {part_names[top]} {100 * int(joint[k, top]) / total:.0f} %")
+    return names
+
+
+def concept_legend(fig_or_ax: Any, names: Sequence[str], colors: Sequence[Any] | None = None, *,
+                   title: str = "concepts (majority part)", **kwargs: Any):
+    """Add a legend naming every concept (e.g. from :func:`concept_names`) in its colour.
+
+    Parameters
+    ----------
+    fig_or_ax : Figure or Axes
+        Where the legend goes (a figure legend sits outside, on the right).
+    names : list of str
+        One name per concept, in order.
+    colors : list of colours, optional
+        Default :func:`concept_colors` ``(len(names))``.
+    title : str
+    **kwargs
+        Passed to ``legend``.
+
+    Returns
+    -------
+    matplotlib.legend.Legend
+    """
+    from matplotlib.patches import Patch
+
+    colors = concept_colors(len(names)) if colors is None else list(colors)
+    if len(colors) < len(names):
+        raise ValueError(f"{len(names)} concept names but {len(colors)} colours")
+    handles = [Patch(facecolor=c, edgecolor="0.3", linewidth=0.5, label=str(n)) for n, c in zip(names, colors)]
+    if hasattr(fig_or_ax, "add_axes"):  # a figure
+        kwargs.setdefault("loc", "outside right center")
+    else:
+        kwargs.setdefault("loc", "upper left")
+        kwargs.setdefault("bbox_to_anchor", (1.01, 1.0))
+    kwargs.setdefault("fontsize", 8)
+    return fig_or_ax.legend(handles=handles, title=title, **kwargs)
+
+
+def drawn_map(
+    heat: torch.Tensor | np.ndarray,
+    size: tuple[int, int],
+    *,
+    interpolation: str = "nearest",
+    geometry: Any = None,
+) -> torch.Tensor:
+    """A coarse ``(h, w)`` map at image size ``(H, W)``, exactly as :func:`show_heatmap` draws it.
+
+    Positions sit at their registered centres, so border positions can cover
+    more (or fewer) pixels than inner ones: the mean of the drawn map is in
+    general **not** the mean of the grid (the score). Use it to say by how much.
+
+    Parameters
+    ----------
+    heat : (h, w) tensor or array
+    size : (H, W)
+    interpolation : {"nearest", "bilinear"}, default "nearest"
+    geometry : GridGeometry, optional
+        Default stride ``H / h``, offset 0.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(H, W)`` float64.
+    """
+    from .resample import infer_geometry, resample_labels, resample_map
+
+    hm = torch.as_tensor(_to_numpy_map(heat, "heat").astype(np.float64))
+    size = (int(size[0]), int(size[1]))
+    if tuple(hm.shape) == size:
+        return hm
+    if interpolation not in {"nearest", "bilinear"}:
+        raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+    geo = infer_geometry(tuple(hm.shape), size) if geometry is None else geometry
+    resample = resample_labels if interpolation == "nearest" else resample_map
+    return resample(hm, geo, size).double()
 
 
 def label_cmap(colors: Sequence[Any]):
@@ -387,7 +565,7 @@ def show_heatmap(
     title: str | None = None,
     colorbar: bool = False,
     vmax: float | None = None,
-    interpolation: str = "bilinear",
+    interpolation: str = "nearest",
     geometry: Any = None,
 ):
     """Overlay a heat map (attribution, CAM, score map) on an image.
@@ -411,10 +589,12 @@ def show_heatmap(
         Add a colour bar.
     vmax : float, optional
         Upper limit (and ``-vmax`` lower limit when diverging).
-    interpolation : {"bilinear", "nearest"}, default "bilinear"
+    interpolation : {"nearest", "bilinear"}, default "nearest"
         How a coarse map is resampled to the image at its registered
-        coordinates: bilinear between position centres, or each pixel taking
-        the nearest position (keeps the positions visible).
+        coordinates: each pixel taking the nearest position (keeps the
+        positions visible; the book's default), or bilinear between position
+        centres. Either way the mean of the drawn map is not exactly the mean
+        of the grid (see :func:`drawn_map`).
     geometry : GridGeometry, optional
         Where the map's positions sit on the image; default stride ``H / h``,
         offset 0 (symmetric padding).
@@ -461,6 +641,65 @@ def show_heatmap(
     _clean(ax, title)
     if colorbar:
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def plot_norm_strip(
+    Z: torch.Tensor,
+    labels: torch.Tensor,
+    groups: dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    *,
+    ax: Any = None,
+    title: str | None = None,
+):
+    """Where chosen images sit in their class: embedding norm relative to the class's median.
+
+    One row per class: every training image of the class as a small grey tick
+    (``||z_i|| / median_{class} ||z||``), and the images of each group (e.g. the
+    images a row scores highest, the images nearest to the class mean) as
+    coloured markers. A ratio above 1 is further out than a typical image.
+
+    Parameters
+    ----------
+    Z : (N, D) tensor
+        Embeddings of the training images.
+    labels : (N,) int tensor
+        Their classes ``0 .. C-1``.
+    groups : dict of str -> (C, k) int tensor
+        Per group, ``k`` image indices (into ``Z``) for every class.
+    class_names : list of str
+    ax : Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    Zc, y = Z.detach().cpu().double(), torch.as_tensor(labels).cpu().long()
+    norms = Zc.norm(dim=1)
+    C = len(class_names)
+    fig, ax = _new_axes(ax, size=(FIGURE_WIDTH * 0.8, 0.45 * C + 1.0))
+    rng = np.random.default_rng(0)
+    markers = ["o", "s", "^", "D"]
+    colors = ["#D55E00", "#0072B2", "#009E73", "#CC79A7"]
+    for c in range(C):
+        med = norms[y == c].median()
+        r = (norms[y == c] / med).numpy()
+        ax.scatter(r, c + rng.uniform(-0.15, 0.15, len(r)), s=3, color="0.7", lw=0, zorder=1,
+                   label="training images of the class" if c == 0 else None)
+        for g, (name, idx) in enumerate(groups.items()):
+            sel = torch.as_tensor(idx)[c].cpu().long()
+            ax.scatter((norms[sel] / med).numpy(), np.full(len(sel), c + 0.3 * (g - 0.5 * (len(groups) - 1))),
+                       s=28, marker=markers[g % 4], color=colors[g % 4], edgecolor="white", lw=0.5,
+                       zorder=2, label=name if c == 0 else None)
+    ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
+    ax.set_yticks(range(C), [short_label(n, 20) for n in class_names])
+    ax.invert_yaxis()
+    ax.set_xlabel("embedding norm / median norm of the class")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    if title:
+        ax.set_title(title)
     return fig
 
 
@@ -574,6 +813,7 @@ def image_heatmap_grid(
     cmap: str | None = None,
     shared_scale: bool = True,
     size: float = 1.4,
+    interpolation: str = "nearest",
 ):
     """Images with a heat map over each (CAMs, attribution maps), one shared colour bar.
 
@@ -598,6 +838,8 @@ def image_heatmap_grid(
         same everywhere); ``False`` scales each panel to its own range.
     size : float
         Inches per panel.
+    interpolation : {"nearest", "bilinear"}, default "nearest"
+        How coarse maps are drawn (see :func:`show_heatmap`).
 
     Returns
     -------
@@ -626,6 +868,7 @@ def image_heatmap_grid(
         show_heatmap(
             images[i], hm[i], ax=ax, cmap=cmap, diverging=diverging,
             vmax=vmax if shared_scale else None, title=None if titles is None else titles[i],
+            interpolation=interpolation,
         )
         if shared_scale and not diverging:
             ax.images[-1].set_clim(float(hm.min()), vmax if vmax > float(hm.min()) else float(hm.min()) + 1.0)
@@ -812,6 +1055,7 @@ def plot_explanations(
     alpha: float = 0.55,
     title: str | None = None,
     colorbar: bool = True,
+    concept_names: Sequence[str] | dict[str, Sequence[str]] | None = None,
 ):
     """One row per image: the image, its ground-truth parts, then concept and attribution maps.
 
@@ -839,6 +1083,10 @@ def plot_explanations(
     title : str, optional
     colorbar : bool, default True
         One colour bar under every heat-map column (its scale, shared by the column's panels).
+    concept_names : list of str, or dict of column -> list of str, optional
+        Names of the concepts (e.g. :func:`concept_names`, "C3: body 71 %"): one legend per
+        list, in the concept colours, beside the parts legend. A dict gives each concept
+        column its own names (concepts of different levels are different concepts).
 
     Returns
     -------
@@ -892,7 +1140,18 @@ def plot_explanations(
                 bar.ax.tick_params(labelsize=6)
     if parts is not None and part_names is not None:
         handles = [Patch(facecolor=p_colors[v], label=str(part_names[v])) for v in range(1, len(part_names))]
-        fig.legend(handles=handles, loc="outside right center", title="parts", fontsize=8)
+        fig.legend(handles=handles, loc="outside right upper", title="parts", fontsize=8)
+    if isinstance(concept_names, dict):  # one legend under each named concept column
+        first = len(heads) - len(columns)
+        for col, names in concept_names.items():
+            if col not in columns:
+                raise ValueError(f"concept_names names column {col!r}, not one of {list(columns)}")
+            ax = axes[-1, first + list(columns).index(col)]
+            concept_legend(ax, list(names), title="concepts", loc="upper center",
+                           bbox_to_anchor=(0.5, -0.04), fontsize=6, title_fontsize=7)
+    elif concept_names is not None:
+        concept_legend(fig, list(concept_names),
+                       loc="outside right lower" if parts is not None else "outside right center")
     if title:
         fig.suptitle(title)
     return fig
