@@ -27,7 +27,7 @@ __all__ = [
     "check_largest_part",
     "check_difference_map",
     "check_best_alpha",
-    "check_positive_cams",
+    "check_negative_cams",
     "check_linear_from_prototypes",
     "check_nearest_mean_predict",
     "check_break_kmeans",
@@ -239,15 +239,16 @@ def check_best_alpha(best_alpha: Callable[..., Any]) -> bool:
     ])
 
 
-def check_positive_cams(make_cams_positive: Callable[..., Any]) -> bool:
-    """Chapter 1, exercise 5 (break it): shifted rows that turn every CAM red, same predictions.
+def check_negative_cams(make_cams_negative: Callable[..., Any]) -> bool:
+    """Chapter 1, exercise 5 (break it): shifted rows that turn every CAM blue, same predictions.
 
     Parameters
     ----------
-    make_cams_positive : callable
-        ``make_cams_positive(W, bias, Z_train)`` with ``W`` the ``(C, D)`` rows, ``bias`` the
+    make_cams_negative : callable
+        ``make_cams_negative(W, bias, Z_train)`` with ``W`` the ``(C, D)`` rows, ``bias`` the
         ``(C,)`` biases and ``Z_train`` the ``(N, D)`` training embeddings (non-negative, as
-        after a ReLU); returns the shifted rows ``W + v`` (one ``v`` for every row).
+        after a ReLU); returns the shifted rows ``W + v`` (one ``v`` for every row) under which
+        the predicted class's map is negative on at least 95 % of the positions.
 
     Returns
     -------
@@ -261,7 +262,7 @@ def check_positive_cams(make_cams_positive: Callable[..., Any]) -> bool:
     A = torch.rand(5, 3, 3, D, generator=g) + 0.1  # (N, H, W, D) position vectors
 
     def run() -> str | None:
-        W_v = _as_tensor(_call(make_cams_positive, W, bias, Z_train), "the shifted rows").to(W)
+        W_v = _as_tensor(_call(make_cams_negative, W, bias, Z_train), "the shifted rows").to(W)
         if W_v.shape != W.shape:
             return f"the shifted rows have shape {tuple(W_v.shape)}, expected {tuple(W.shape)}"
         v = W_v - W
@@ -272,10 +273,10 @@ def check_positive_cams(make_cams_positive: Callable[..., Any]) -> bool:
         if not bool((pred_a == pred_b).all()):
             return "some predictions changed"
         n = torch.arange(len(A))
-        pos = (after[n, :, :, pred_b] > 0).float().mean().item()
-        return None if pos >= 0.95 else f"only {100 * pos:.0f} % of the winner's positions are positive"
+        neg = (after[n, :, :, pred_b] < 0).float().mean().item()
+        return None if neg >= 0.95 else f"only {100 * neg:.0f} % of the winner's positions are negative"
 
-    return _run("make_cams_positive", [("random rows and non-negative positions", run)])
+    return _run("make_cams_negative", [("random rows and non-negative positions", run)])
 
 
 # ----------------------------------------------------------------------------- chapter 2

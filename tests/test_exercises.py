@@ -57,8 +57,8 @@ def alpha_wrong(w, Z):  # projection of the mean, may be negative
 
 def cams_ok(W, bias, Z_train):
     z_bar = Z_train.mean(0)
-    t = 10 * (W @ z_bar).abs().max() / z_bar.pow(2).sum() + 10 * bias.abs().max() / z_bar.pow(2).sum()
-    return W + t * z_bar
+    t = 10 * ((W @ z_bar).abs().max() + bias.abs().max()) / z_bar.pow(2).sum()
+    return W - t * z_bar
 
 
 def cams_wrong(W, bias, Z_train):  # a different shift per row changes predictions
@@ -142,7 +142,7 @@ CASES = [
     (exercises.check_largest_part, largest_ok, largest_wrong, "background"),
     (exercises.check_difference_map, diff_ok, diff_wrong, "winner, runner-up"),
     (exercises.check_best_alpha, alpha_ok, alpha_wrong, "alpha"),
-    (exercises.check_positive_cams, cams_ok, cams_wrong, "same vector"),
+    (exercises.check_negative_cams, cams_ok, cams_wrong, "same vector"),
     (exercises.check_linear_from_prototypes, linear_ok, linear_wrong, "weight"),
     (exercises.check_nearest_mean_predict, nearest_mean_ok, nearest_mean_wrong, "labels 3, 5, 7"),
     (exercises.check_break_kmeans, break_ok, break_wrong, "not broken"),
