@@ -1101,7 +1101,7 @@ def plot_explanations(
             raise ValueError(f"column {name!r} must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
     heads = ["image"] + (["parts"] if parts is not None else []) + list(columns)
     fig, axes = plt.subplots(
-        n, len(heads), figsize=(size * len(heads) + 1.6, size * n + 0.5 + 0.3 * (title is not None)),
+        n, len(heads), figsize=(size * len(heads) + 0.9, size * n + 0.5 + 0.3 * (title is not None)),
         squeeze=False, layout="constrained",
     )
     n_parts = len(part_names) if part_names is not None else (int(parts.max()) + 1 if parts is not None else 0)
@@ -1138,20 +1138,22 @@ def plot_explanations(
                 bar = fig.colorbar(axes[-1, first + c].images[-1], ax=axes[:, first + c], location="bottom",
                                    shrink=0.9, aspect=12, pad=0.01)
                 bar.ax.tick_params(labelsize=6)
+    # legends under their columns (the figure keeps its width: no panel is shrunk by a legend)
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.04), "fontsize": 7, "title_fontsize": 7}
     if parts is not None and part_names is not None:
         handles = [Patch(facecolor=p_colors[v], label=str(part_names[v])) for v in range(1, len(part_names))]
-        fig.legend(handles=handles, loc="outside right upper", title="parts", fontsize=8)
-    if isinstance(concept_names, dict):  # one legend under each named concept column
+        axes[-1, 1].legend(handles=handles, title="parts", **below)
+    if concept_names is not None:
         first = len(heads) - len(columns)
-        for col, names in concept_names.items():
-            if col not in columns:
-                raise ValueError(f"concept_names names column {col!r}, not one of {list(columns)}")
-            ax = axes[-1, first + list(columns).index(col)]
-            concept_legend(ax, list(names), title="concepts", loc="upper center",
-                           bbox_to_anchor=(0.5, -0.04), fontsize=6, title_fontsize=7)
-    elif concept_names is not None:
-        concept_legend(fig, list(concept_names),
-                       loc="outside right lower" if parts is not None else "outside right center")
+        if isinstance(concept_names, dict):
+            for col in concept_names:
+                if col not in columns:
+                    raise ValueError(f"concept_names names column {col!r}, not one of {list(columns)}")
+            named = dict(concept_names)
+        else:  # one list for every concept column
+            named = {col: concept_names for col, m in columns.items() if not m.is_floating_point()}
+        for col, names in named.items():
+            concept_legend(axes[-1, first + list(columns).index(col)], list(names), title="concepts", **below)
     if title:
         fig.suptitle(title)
     return fig
@@ -1248,6 +1250,7 @@ def plot_concept_patches(
     context: float = 2.0,
     size: float = 0.9,
     concepts: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
 ):
     """Each concept shown by the training patches nearest to its centroid (one row per concept).
 
@@ -1269,6 +1272,9 @@ def plot_concept_patches(
         Inches per patch.
     concepts : list of int, optional
         Which concepts (default all).
+    names : list of str, optional
+        A name for every concept (e.g. :func:`concept_names`), written left of its row in
+        its colour; default ``"concept k"``.
 
     Returns
     -------
@@ -1283,6 +1289,8 @@ def plot_concept_patches(
     rows = list(range(cents.shape[0])) if concepts is None else [int(c) for c in concepts]
     colors = concept_colors(cents.shape[0])
     sample = concept_model.sample_
+    if names is not None and len(names) < cents.shape[0]:
+        raise ValueError(f"names has {len(names)} entries for {cents.shape[0]} concepts")
     fig, axes = plt.subplots(len(rows), k, figsize=(size * k + 0.9, size * len(rows)), squeeze=False,
                              layout="constrained")
     for r, c in enumerate(rows):
@@ -1301,8 +1309,8 @@ def plot_concept_patches(
             ax.add_patch(Rectangle((cl - l - 0.5, ct - t - 0.5), cr - cl, cb - ct, fill=False,
                                    edgecolor=colors[c], linewidth=2))
             _clean(ax, None)
-        axes[r, 0].set_ylabel(f"concept {c}", rotation=0, ha="right", va="center", fontsize=8,
-                              color=colors[c])
+        label = f"concept {c}" if names is None else str(names[c]).replace(": ", ":\n", 1)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8, color=colors[c])
     return fig
 
 

@@ -96,7 +96,7 @@ def test_plot_explanations_names_the_concepts_in_a_legend():
     names = plotting.concept_names(kappa, parts, ["background", "head", "body"], 3)
     fig = plotting.plot_explanations(x, {"concepts": kappa}, parts=parts, part_names=["background", "head", "body"],
                                      n_concepts=3, concept_names=names)
-    texts = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    texts = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert set(names) <= set(texts) and "head" in texts
     fig2 = plotting.plot_explanations(x, {"B4": kappa, "B34": kappa}, concept_names={"B4": names})
     legend_texts = [t.get_text() for ax in fig2.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
