@@ -1056,6 +1056,7 @@ def plot_explanations(
     title: str | None = None,
     colorbar: bool = True,
     concept_names: Sequence[str] | dict[str, Sequence[str]] | None = None,
+    with_image: bool = True,
 ):
     """One row per image: the image, its ground-truth parts, then concept and attribution maps.
 
@@ -1085,8 +1086,12 @@ def plot_explanations(
         One colour bar under every heat-map column (its scale, shared by the column's panels).
     concept_names : list of str, or dict of column -> list of str, optional
         Names of the concepts (e.g. :func:`concept_names`, "C3: body 71 %"): one legend per
-        list, in the concept colours, beside the parts legend. A dict gives each concept
+        list, in the concept colours, under its column. A dict gives each concept
         column its own names (concepts of different levels are different concepts).
+    with_image : bool, default True
+        Whether the first column shows the plain image; ``False`` saves a column (every other
+        panel draws its map over the image already), so that three maps fit the page with
+        panels of at least 160 px.
 
     Returns
     -------
@@ -1099,7 +1104,9 @@ def plot_explanations(
     for name, m in columns.items():
         if m.ndim != 3 or len(m) != n:
             raise ValueError(f"column {name!r} must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
-    heads = ["image"] + (["parts"] if parts is not None else []) + list(columns)
+    heads = (["image"] if with_image else []) + (["parts"] if parts is not None else []) + list(columns)
+    if not heads:
+        raise ValueError("nothing to draw: no image column, no parts and no maps")
     fig, axes = plt.subplots(
         n, len(heads), figsize=(size * len(heads) + 0.9, size * n + 0.5 + 0.3 * (title is not None)),
         squeeze=False, layout="constrained",
@@ -1112,8 +1119,9 @@ def plot_explanations(
             scales[name] = float(m.detach().abs().max()) or 1.0
     for i in range(n):
         col = 0
-        show_image(images[i], ax=axes[i, col])
-        col += 1
+        if with_image:
+            show_image(images[i], ax=axes[i, col])
+            col += 1
         if parts is not None:
             show_label_map(images[i], parts[i], ax=axes[i, col], colors=p_colors, alpha=alpha)
             col += 1
@@ -1142,7 +1150,7 @@ def plot_explanations(
     below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.04), "fontsize": 7, "title_fontsize": 7}
     if parts is not None and part_names is not None:
         handles = [Patch(facecolor=p_colors[v], label=str(part_names[v])) for v in range(1, len(part_names))]
-        axes[-1, 1].legend(handles=handles, title="parts", **below)
+        axes[-1, heads.index("parts")].legend(handles=handles, title="parts", **below)
     if concept_names is not None:
         first = len(heads) - len(columns)
         if isinstance(concept_names, dict):

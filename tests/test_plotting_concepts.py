@@ -120,3 +120,14 @@ def test_plot_norm_strip_marks_each_group():
     fig = plotting.plot_norm_strip(Z, y, groups, ["a", "b"], title="t")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["training images of the class", "top", "near the mean"]
+
+
+def test_plot_explanations_can_leave_out_the_plain_image():
+    x = torch.rand(2, 3, 8, 8)
+    parts = torch.randint(0, 3, (2, 8, 8))
+    maps = {"m*": torch.randn(2, 2, 2), "Δ": torch.randn(2, 2, 2)}
+    fig = plotting.plot_explanations(x, maps, parts=parts, part_names=["bg", "a", "b"], with_image=False)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["parts", "m*", "Δ"]
+    with pytest.raises(ValueError, match="nothing to draw"):
+        plotting.plot_explanations(x, {}, with_image=False)
