@@ -49,6 +49,7 @@ __all__ = [
     "plot_curves",
     "plot_dataset_gallery",
     "plot_explanations",
+    "plot_level_maps",
     "plot_norm_strip",
     "plot_qualitative",
     "plot_sweeps",
@@ -641,6 +642,81 @@ def show_heatmap(
     _clean(ax, title)
     if colorbar:
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def plot_level_maps(
+    images: torch.Tensor,
+    parts: torch.Tensor,
+    part_names: Sequence[str],
+    maps: dict[str, torch.Tensor],
+    n_concepts: int,
+    *,
+    concept_names: dict[str, Sequence[str]] | None = None,
+    col_labels: Sequence[str] | None = None,
+    size: float = 2.0,
+    title: str | None = None,
+):
+    """Concept maps of several levels, one row per level, one column per image, named concepts.
+
+    The first row is the ground-truth parts over each image; every other row is one level's
+    concept maps drawn in the concept colours *alone* (no image underneath, so no image colour
+    shows through and a concept's colour is exactly its legend's), each on its own grid. Right
+    of every row, the legend of that level's concepts (concepts of different levels are
+    different concepts: the same colour in two rows means nothing).
+
+    Parameters
+    ----------
+    images : (N, 3, H, W) tensor in [0, 1]
+    parts : (N, H, W) int tensor
+    part_names : list of str
+    maps : dict of str -> (N, h, w) int tensor
+        Concept maps per level (row title = key).
+    n_concepts : int
+        Concepts per level (fixes the colours).
+    concept_names : dict of str -> list of str, optional
+        Names of each level's concepts (e.g. :func:`concept_names`); default "C<k>".
+    col_labels : list of str, optional
+        Title of each column (e.g. the true class).
+    size : float
+        Inches per panel (at most three columns keep panels >= 160 px on the page).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    n = len(images)
+    for name, m in maps.items():
+        if m.ndim != 3 or len(m) != n:
+            raise ValueError(f"maps[{name!r}] must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    if col_labels is not None and len(col_labels) != n:
+        raise ValueError(f"col_labels must have one entry per image ({n}), got {len(col_labels)}")
+    rows = ["parts", *maps]
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 2.4, size * len(rows) + 0.4),
+                             squeeze=False, layout="constrained")
+    p_colors = part_colors(len(part_names))
+    c_colors = concept_colors(n_concepts)
+    for j in range(n):
+        show_label_map(images[j], parts[j], ax=axes[0, j], colors=p_colors, alpha=0.6)
+        if col_labels is not None:
+            axes[0, j].set_title(col_labels[j], fontsize=9)
+        for r, (name, m) in enumerate(maps.items(), start=1):
+            show_label_map(None, m[j], ax=axes[r, j], colors=c_colors, background=False)
+    for r, name in enumerate(rows):
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    handles = [Patch(facecolor=p_colors[v], label=str(part_names[v])) for v in range(1, len(part_names))]
+    axes[0, -1].legend(handles=handles, title="parts", loc="center left", bbox_to_anchor=(1.02, 0.5),
+                       fontsize=7, title_fontsize=7)
+    for r, name in enumerate(maps, start=1):
+        names = (concept_names or {}).get(name) or [f"C{k}" for k in range(n_concepts)]
+        concept_legend(axes[r, -1], list(names), title=f"{name} concepts", loc="center left",
+                       bbox_to_anchor=(1.02, 0.5), fontsize=6, title_fontsize=7)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

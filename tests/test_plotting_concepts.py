@@ -131,3 +131,22 @@ def test_plot_explanations_can_leave_out_the_plain_image():
     assert titles == ["parts", "m*", "Δ"]
     with pytest.raises(ValueError, match="nothing to draw"):
         plotting.plot_explanations(x, {}, with_image=False)
+
+
+def test_plot_level_maps_draws_concepts_alone_with_one_legend_per_level():
+    x = torch.rand(3, 3, 8, 8)
+    parts = torch.randint(0, 3, (3, 8, 8))
+    maps = {"B4": torch.randint(0, 4, (3, 2, 2)), "B34": torch.randint(0, 4, (3, 4, 4))}
+    names = {lv: plotting.concept_names(m, parts, ["bg", "a", "b"], 4) for lv, m in maps.items()}
+    fig = plotting.plot_level_maps(x, parts, ["bg", "a", "b"], maps, 4, concept_names=names,
+                                   col_labels=["x", "y", "z"])
+    titles = [ax.get_legend().get_title().get_text() for ax in fig.axes if ax.get_legend()]
+    assert titles == ["parts", "B4 concepts", "B34 concepts"]
+    concept_ax = fig.axes[3]  # row B4, first image: one image layer only (no photo underneath)
+    assert len(concept_ax.images) == 1
+    rgba = concept_ax.images[0].get_array()
+    expected = {tuple(round(v, 3) for v in c) for c in plotting.concept_colors(4)}
+    seen = {tuple(round(float(v), 3) for v in px[:3]) for px in rgba.reshape(-1, rgba.shape[-1])}
+    assert seen <= expected  # exactly the concept colours, nothing blended
+    with pytest.raises(ValueError, match="col_labels"):
+        plotting.plot_level_maps(x, parts, ["bg", "a", "b"], maps, 4, col_labels=["x"])
