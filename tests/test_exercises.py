@@ -193,3 +193,51 @@ def test_a_stub_that_raises_not_implemented_is_not_written(capsys):
 
     assert exercises.check_pixels(stub) is False
     assert "not written yet" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the chapters call them
+
+import re  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import nbformat  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKED_CHAPTERS = ["00_data", "01_cnn_is_sem", "02_kmeans_classifier", "03_explaining_b4",
+                    "04_multiblock"]
+
+
+def _student(nb):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from make_student_notebooks import make_student_notebook
+    finally:
+        sys.path.pop(0)
+    return make_student_notebook(nb)
+
+
+@pytest.mark.parametrize("chapter", CHECKED_CHAPTERS)
+def test_every_coding_solution_is_checked_in_the_book_and_the_student_copy(chapter):
+    nb = nbformat.read(ROOT / "book" / f"{chapter}.ipynb", as_version=4)
+    cells = nb.cells
+    checked = 0
+    for i, cell in enumerate(cells):
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell.cell_type != "code" or "solution" not in tags:
+            continue
+        assert "hide-cell" in tags, f"{chapter} cell {i}: a solution folds with its output (hide-cell)"
+        defined = re.findall(r"^def (\w+)\(", cell.source, re.M)
+        assert defined, f"{chapter} cell {i}: a coding solution defines the function the exercise asks for"
+        name = defined[0]
+        template = cells[i - 1].source
+        assert re.search(rf"^def {name}\(", template, re.M), f"{chapter} cell {i - 1}: no template of {name}"
+        after = cells[i + 1]
+        assert "solution" not in after.get("metadata", {}).get("tags", [])
+        assert re.search(rf"exercises\.check_\w+\({name}\)", after.source), (
+            f"{chapter} cell {i + 1}: the cell after the solution must call its checker on {name}")
+        checked += 1
+    assert checked, f"{chapter}: no checked coding exercise"
+    student = _student(nb)
+    calls = [c.source for c in student.cells if c.cell_type == "code" and "exercises.check_" in c.source]
+    assert len(calls) == checked, "the student copy keeps every checker call"
