@@ -150,3 +150,24 @@ def test_plot_level_maps_draws_concepts_alone_with_one_legend_per_level():
     assert seen <= expected  # exactly the concept colours, nothing blended
     with pytest.raises(ValueError, match="col_labels"):
         plotting.plot_level_maps(x, parts, ["bg", "a", "b"], maps, 4, col_labels=["x"])
+
+
+def test_colour_maps_come_from_the_two_constants():
+    """No module or chapter names a colour map of its own: DIVERGING_CMAP and HEATMAP_CMAP only."""
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    literal = re.compile(r"""(?:cmap\s*=|colormaps\[)\s*['"](?!(?:gray|tab20)['"])([\w.]+)['"]""")
+    offenders = []
+    for path in sorted((root / "kmexplain_utils").rglob("*.py")):
+        for m in literal.finditer(path.read_text()):
+            offenders.append(f"{path.relative_to(root)}: {m.group(0)}")
+    for path in sorted((root / "book").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                offenders += [f"{path.name}: {m.group(0)}" for m in literal.finditer(cell.source)]
+    assert not offenders, offenders
+    assert literal.search('ax.imshow(x, cmap="viridis")')  # the check can fail
