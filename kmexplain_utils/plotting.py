@@ -696,7 +696,7 @@ def plot_level_maps(
     if col_labels is not None and len(col_labels) != n:
         raise ValueError(f"col_labels must have one entry per image ({n}), got {len(col_labels)}")
     rows = ["parts", *maps]
-    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 2.4, size * len(rows) + 0.4),
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 2.2, size * len(rows) + 0.4),
                              squeeze=False, layout="constrained")
     p_colors = part_colors(len(part_names))
     c_colors = concept_colors(n_concepts)
