@@ -1133,6 +1133,7 @@ def plot_explanations(
     colorbar: bool = True,
     concept_names: Sequence[str] | dict[str, Sequence[str]] | None = None,
     with_image: bool = True,
+    concept_alpha: float = 0.85,
 ):
     """One row per image: the image, its ground-truth parts, then concept and attribution maps.
 
@@ -1164,6 +1165,9 @@ def plot_explanations(
         Names of the concepts (e.g. :func:`concept_names`, "C3: body 71 %"): one legend per
         list, in the concept colours, under its column. A dict gives each concept
         column its own names (concepts of different levels are different concepts).
+    concept_alpha : float, default 0.85
+        Opacity of concept maps: high, so that a concept's colour is (nearly) its legend's
+        and the image's own colours do not show through.
     with_image : bool, default True
         Whether the first column shows the plain image; ``False`` saves a column (every other
         panel draws its map over the image already), so that three maps fit the page with
@@ -1207,7 +1211,8 @@ def plot_explanations(
                 show_heatmap(images[i], m[i], ax=ax, diverging=True, vmax=scales[name], interpolation="nearest")
             else:
                 k = int(n_concepts) if n_concepts is not None else int(m.max()) + 1
-                show_label_map(images[i], m[i], ax=ax, colors=concept_colors(k), alpha=alpha, background=False)
+                show_label_map(images[i], m[i], ax=ax, colors=concept_colors(k), alpha=concept_alpha,
+                               background=False)
             if panel_titles is not None and name in panel_titles:
                 ax.set_xlabel(panel_titles[name][i], fontsize=7)
             col += 1
