@@ -54,6 +54,10 @@ def test_concept_names_are_the_majority_part_with_its_share():
     kappa[0, :2, :] = 1  # concept 1 = the top half: 7 body + 1 head
     names = plotting.concept_names(kappa, parts, names_p, 3)
     assert names == ["C0: background 100 %", "C1: body 88 %", "C2: absent"]
+    # a second part holding at least 20 % of the concept's pixels is named too
+    parts[0, 0, :3] = 1  # now 4 head pixels of 8
+    assert plotting.concept_names(kappa, parts, names_p, 3)[1] in {"C1: body 50 %, head 50 %",
+                                                                   "C1: head 50 %, body 50 %"}
 
 
 def test_concept_names_count_the_map_as_drawn():
