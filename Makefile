@@ -4,6 +4,9 @@
 #               examples, every chapter in the smoke profile, every chapter on the paper
 #               profile's code path on CUB/ResNet34 stand-ins, the strict quick-profile
 #               book build, the browser test)
+#   make test-wheel   the release: sdist and wheel (python -m build), twine check, the wheel
+#               installed in a clean venv (not the checkout) and the README's "Use it on your own
+#               CNN" example run there (make test runs it after the unit stage)
 #   make test-colab   Colab's package versions (colab-pins.txt) in a separate venv, the
 #               package installed on top as the Colab cell does, every chapter in the smoke
 #               profile (.ci/run runs it after make test)
@@ -20,6 +23,10 @@ BOOK_EXECUTE ?=
 NB_WORKERS  ?= 2
 COLAB_VENV  ?= .venv-colab
 COLAB_PINS  := colab-pins.txt
+DIST        ?= _build/dist
+WHEEL_VENV  ?= _build/wheel-venv
+# the version the wheel is built as: the one place it lives (pyproject.toml reads it too)
+VERSION     := $(shell sed -n 's/^__version__ = "\([^"]*\)".*/\1/p' kmexplain_utils/__init__.py)
 # every docstring example of the package runs as a doctest in the unit stage
 DOCTESTS    := -q --doctest-modules kmexplain_utils
 
@@ -36,20 +43,20 @@ define pytest_stage
 	exit $$rc
 endef
 
-.PHONY: install book book-student widgets test test-unit test-notebooks test-paper test-colab test-site test-student-site clean clean-cache student
+.PHONY: install book book-student widgets test test-unit test-wheel test-notebooks test-paper test-colab test-site test-student-site clean clean-cache student
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e ".[book,test,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[book,test,bench,release]"
 	@touch $(STAMP)
 
 widgets:
 	@bash scripts/fetch_widget_js.sh
 
-# KMEX_STRICT_CHECKS=1: a chapter's hidden check (kmexplain_utils.notebook.check) that fails
+# KMEX_STRICT_CHECKS=1: a chapter's hidden check (kmexplain_utils.chapters.notebook.check) that fails
 # raises and fails the build (elsewhere, e.g. in Colab, it only warns). book/_ext/kmex_assets.py
 # re-executes every chapter when kmexplain_utils/, pyproject.toml or the profile changed.
 book: install widgets
@@ -61,6 +68,7 @@ book: install widgets
 test: install widgets
 	$(call pytest_stage,unit,-q -m "not notebooks and not paper_smoke and not book and not student_site")
 	$(call pytest_stage,unit (docstring examples),$(DOCTESTS))
+	$(MAKE) --no-print-directory test-wheel
 	$(call pytest_stage,notebooks (smoke profile),-q -m notebooks -n $(NB_WORKERS))
 	$(call pytest_stage,notebooks (paper profile's code path on stand-ins),-q -m paper_smoke -n $(NB_WORKERS))
 	$(MAKE) --no-print-directory book BOOK_PROFILE=quick
@@ -77,6 +85,29 @@ test-notebooks: install
 
 test-paper: install
 	$(call pytest_stage,notebooks (paper profile's code path on stand-ins),-q -m paper_smoke -n $(NB_WORKERS))
+
+# The release: the sdist and the wheel built from the checkout (no build isolation: the venv's
+# setuptools, so nothing is downloaded), their metadata checked by twine, then the wheel installed
+# into a fresh venv with nothing of the checkout (torch at the pinned versions, pip takes the rest
+# from its cache or the index) and the README's "Use it on your own CNN" example run there from a
+# temporary directory outside the checkout, PYTHONPATH unset (scripts/check_wheel.py also checks
+# that kmexplain_utils is imported from that venv and has the version the wheel was built as).
+test-wheel: install
+	@echo "==> release: sdist and wheel of kmexplain-utils $(VERSION) -> $(DIST)"
+	@rm -rf $(DIST) $(WHEEL_VENV) && mkdir -p $(dir $(DIST))
+	@$(BIN)/python -m build --no-isolation --outdir $(DIST) . > $(DIST).log 2>&1 || { tail -n 40 $(DIST).log; exit 1; }
+	@test -f $(DIST)/kmexplain_utils-$(VERSION)-py3-none-any.whl && test -f $(DIST)/kmexplain_utils-$(VERSION).tar.gz \
+		|| { echo "ERROR: $(DIST) lacks the wheel or the sdist of version $(VERSION):"; ls $(DIST); exit 1; }
+	$(BIN)/python -m twine check --strict $(DIST)/*
+	@echo "==> release: the wheel in a clean venv $(WHEEL_VENV) (log: $(WHEEL_VENV).log)"
+	@$(PYTHON) -m venv $(WHEEL_VENV)
+	@start=$$(date +%s); \
+	env -u PYTHONPATH $(WHEEL_VENV)/bin/python -m pip install $(TORCH_PINS) $(DIST)/kmexplain_utils-$(VERSION)-py3-none-any.whl \
+		> $(WHEEL_VENV).log 2>&1 || { tail -n 40 $(WHEEL_VENV).log; exit 1; }; \
+	echo "    installed in $$(( $$(date +%s) - start )) s"
+	@tmp=$$(mktemp -d) && cd $$tmp && env -u PYTHONPATH -u PYTHONHOME KMEX_CACHE=$$tmp/cache \
+		$(abspath $(WHEEL_VENV))/bin/python $(CURDIR)/scripts/check_wheel.py $(CURDIR)/README.md --version $(VERSION); \
+		rc=$$?; rm -rf $$tmp; exit $$rc
 
 # Colab's versions: a separate venv with exactly colab-pins.txt, then the package installed from
 # this checkout the way the Colab cell installs it from GitHub (pip install "kmexplain-utils[real]",

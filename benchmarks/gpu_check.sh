@@ -54,13 +54,13 @@ ENGINES=project
 
 for K in 64 256; do
   step "benchmark k=$K ($ENGINES)"
-  timeout 75 "$PY" -m kmexplain_utils.bench kmeans --device cuda --n 200000 --d 896 --k "$K" \
+  timeout 75 "$PY" -m kmexplain_utils.kmeans.bench kmeans --device cuda --n 200000 --d 896 --k "$K" \
     --iters 20 --repeats 3 --engines "$ENGINES" --no-isolate --bf16 \
     --out "$OUT/gpu_kmeans_n200000_d896_k${K}.json" | cut -c1-400
 done
 
 step "streamed fit, scaled down to 1M x 896 (generator batches)"
-timeout 50 "$PY" -m kmexplain_utils.bench kmeans --device cuda --stream --n 1000000 --d 896 --k 64 \
+timeout 50 "$PY" -m kmexplain_utils.kmeans.bench kmeans --device cuda --stream --n 1000000 --d 896 --k 64 \
   --out "$OUT/gpu_stream_n1000000_d896_k64.json" | cut -c1-400
 
 # the paper profile's chapters on a full-size CUB stand-in (issue 17), with what is left of the budget

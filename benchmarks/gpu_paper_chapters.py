@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ def make_standin(base: Path, size: str) -> Path:
     marker = base / "standin.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == spec):
         make_cub_standin(base, **spec)
-        make_resnet34_weights(base / "torch")
+        make_resnet34_weights(base / "cache")
         marker.write_text(json.dumps(spec))
     return base
 
@@ -106,9 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     base = make_standin(args.out / "standin", args.size)
+    from paper_standin import standin_env
+
+    weights = base / "cache" / "weights"
+    (args.out / "cache" / "weights").mkdir(parents=True, exist_ok=True)
+    for f in weights.iterdir():  # the stand-in weights where the package's loader looks
+        shutil.copy(f, args.out / "cache" / "weights" / f.name)
     os.environ.update({
-        "KMEX_PROFILE": SIZES[args.size]["profile"], "KMEX_CUB_ROOT": str(base), "TORCH_HOME": str(base / "torch"),
+        "KMEX_PROFILE": SIZES[args.size]["profile"], "KMEX_CUB_ROOT": str(base),
         "KMEX_CACHE": str(args.out / "cache"), "KMEX_PROGRESS": "0", "MPLBACKEND": "Agg",
+        **standin_env(next(weights.iterdir())),
     })
     os.environ.pop("KMEX_STRICT_CHECKS", None)  # a stand-in is not the book's data: checks warn
     report = {"device": _device(), "size": args.size, "profile": SIZES[args.size]["profile"],

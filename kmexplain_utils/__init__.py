@@ -4,6 +4,21 @@ The package behind the *kmexplain* book. Importing it is cheap and has no
 side effects (no network, no file writes, no warning filters, no plotting
 style): sub-modules are loaded on first use.
 
+Layout (``DESIGN.md`` has the rules: what each layer may import)
+-----------------------------------------------------------------
+- the modules at the top are **the method** (``explainer``, ``sem``,
+  ``architectures``, ``receptive_field``, ``resample``, ``features``,
+  ``scores``, ``classifier``, ``concepts``, ``attribution``, ``prototypes``),
+  with its figures (``plotting``), the settings every layer reads
+  (``config``) and private helpers (``_validation``, ``_torch``, ``_sklearn``);
+- ``kmeans/`` -- the k-means engine and its benchmark;
+- ``data/`` -- the book's data sets;
+- ``chapters/`` -- the book's machinery (models, the pretrained loader,
+  training, checkpoints, notebook helpers, widgets);
+- ``evaluation/`` -- the quantitative evaluation and its command line.
+
+The names below are the method's API.
+
 Main entry points
 -----------------
 - :class:`Explainer` -- the front door: fit on training images, then explain.
@@ -20,15 +35,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place of the version (pyproject.toml reads it; CHANGELOG.md, CITATION.cff follow)
 
 # public name -> sub-module that defines it (loaded lazily)
 _LAZY: dict[str, str] = {
-    "get_profile": "config",
-    "Profile": "config",
     "resolve_device": "config",
-    "set_seed": "config",
-    "cache_dir": "config",
     "Explainer": "explainer",
     "Explanation": "explainer",
     "adapt": "architectures",
@@ -54,8 +65,6 @@ _LAZY: dict[str, str] = {
     "nearest_images": "prototypes",
     "prototype_representativeness": "prototypes",
     "linear_prototypes": "sem",
-    "get_trained_model": "training",
-    "load_dataset": "data",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -18,10 +18,11 @@ import contextlib
 import numbers
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["model_device", "eval_mode", "as_generator"]
+__all__ = ["model_device", "eval_mode", "as_generator", "seed_from"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -74,3 +75,22 @@ def as_generator(random_state: int | torch.Generator | None) -> torch.Generator:
     else:
         raise TypeError(f"random_state must be an int, a torch.Generator or None, got {type(random_state).__name__}")
     return g
+
+
+def seed_from(random_state: Any) -> int:
+    """An int seed from ``random_state`` (int, None, np/torch generator)."""
+    if random_state is None:
+        return int(torch.randint(0, 2**62, (1,)))
+    if isinstance(random_state, torch.Generator):
+        return int(torch.randint(0, 2**62, (1,), generator=random_state))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**62))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, numbers.Integral):
+        if int(random_state) < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}.")
+        return int(random_state)
+    raise TypeError(
+        f"random_state must be None, an int, or a numpy/torch generator, got {type(random_state).__name__}."
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +18,8 @@ __all__ = [
     "check_rgb_images",
     "check_finite",
     "to_numpy",
+    "as_size",
+    "check_keypoints",
 ]
 
 
@@ -129,3 +133,84 @@ def check_finite(x: torch.Tensor, *, name: str = "X") -> None:
         raise ValueError(
             f"{name} contains {n_bad} NaN or infinite value(s); remove or impute them before fitting."
         )
+
+
+def as_size(size: Any, *, name: str = "size") -> tuple[int, int]:
+    """``(H, W)`` from an int or a pair of positive ints (the one size parser of the package)."""
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair (H, W) of positive ints, got {size!r}") from None
+    if min(h, w) < 1:
+        raise ValueError(f"{name} must be an int or a pair (H, W) of positive ints, got {(h, w)}")
+    return (h, w)
+
+
+def check_keypoints(
+    keypoints: Sequence[Any],
+    n_images: int,
+    *,
+    n_parts: int | None = None,
+    image_size: Any = None,
+    name: str = "keypoints",
+) -> list[np.ndarray]:
+    """Validate keypoints: one ``(P_i, 3)`` array ``(x, y, part label)`` per image.
+
+    Parameters
+    ----------
+    keypoints : list of (P_i, 3) arrays or tensors
+        One per image; an empty array (``(0, 3)`` or ``[]``) for an image without keypoints.
+    n_images : int
+        Number of images ``N`` the list must cover.
+    n_parts : int, optional
+        Number of part labels including the background: labels must lie in ``[1, n_parts)``.
+    image_size : int or (int, int), optional
+        ``(H, W)``: every keypoint must lie in the image, ``0 <= x < W`` and ``0 <= y < H``.
+    name : str
+        Name used in the error messages.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``N`` float64 arrays ``(P_i, 3)`` (copies).
+
+    Example
+    -------
+    >>> [k.shape for k in check_keypoints([[[1.0, 2.0, 1]], []], 2, n_parts=3)]
+    [(1, 3), (0, 3)]
+    """
+    if not isinstance(keypoints, (list, tuple)):
+        raise ValueError(f"{name} must be a list with one (P_i, 3) array per image, got {type(keypoints).__name__}")
+    if len(keypoints) != n_images:
+        raise ValueError(f"{name} must hold one array per image: {n_images} images, got {len(keypoints)} arrays")
+    size = None if image_size is None else as_size(image_size, name="image_size")
+    out = []
+    for i, k in enumerate(keypoints):
+        a = np.array(k.detach().cpu().numpy() if isinstance(k, torch.Tensor) else k, dtype=np.float64)
+        if a.size == 0:
+            a = a.reshape(0, 3)
+        if a.ndim != 2 or a.shape[1] != 3:
+            raise ValueError(f"{name}[{i}] must have shape (P, 3) = (x, y, part label), got {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}[{i}] holds NaN or inf; drop the keypoints that are not visible")
+        lab = a[:, 2]
+        if (lab != np.round(lab)).any() or (lab < 1).any() or (n_parts is not None and (lab >= n_parts).any()):
+            bad = lab[(lab != np.round(lab)) | (lab < 1) | (lab >= (n_parts or np.inf))]
+            rng = f"[1, {n_parts})" if n_parts is not None else ">= 1"
+            raise ValueError(
+                f"{name}[{i}] has part labels {bad[:5].tolist()}; labels must be integers in {rng} "
+                "(0 is the background, which has no keypoint)"
+            )
+        if size is not None and a.size:
+            out_x = (a[:, 0] < 0) | (a[:, 0] >= size[1])
+            out_y = (a[:, 1] < 0) | (a[:, 1] >= size[0])
+            if (out_x | out_y).any():
+                first = a[out_x | out_y][0, :2].tolist()
+                raise ValueError(
+                    f"{name}[{i}] has a keypoint at (x, y) = {first} outside the (H, W) = {size} image; "
+                    "keypoints are in pixels of the image (0 <= x < W, 0 <= y < H): drop those outside it."
+                )
+        out.append(a)
+    return out

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ._torch import eval_mode
 from .resample import as_size
 from .sem import GapHead, UnsupportedModelError, find_gap_linear_head
 
@@ -172,7 +173,7 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
     raise ValueError("the module is not part of the model")
 
 
-def _probe_input(model: nn.Module, size: int = 128) -> torch.Tensor:
+def probe_input(model: nn.Module, size: int = 128) -> torch.Tensor:
     p = next(iter(model.parameters()), None)
     dev = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -325,8 +326,6 @@ def adapt(model: nn.Module, blocks: Any = None, head: Any = None) -> Adapter:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    from .features import eval_mode
-
     user_blocks = _check_block_names(model, blocks)
     gap = _resolve_head(model, head, (user_blocks or {}).get("B4"))
     known = _family_blocks(model)
@@ -339,7 +338,7 @@ def adapt(model: nn.Module, blocks: Any = None, head: Any = None) -> Adapter:
     b4 = (user_blocks or {}).get("B4") or names.get("B4") or gap.feature_module_name
     if "B4" not in names and gap.post is not None:
         post = {"B4": gap.post}
-    x = _probe_input(model)
+    x = probe_input(model)
     with eval_mode(model):
         if not names:
             names = _discover_blocks(model, b4, x)
@@ -546,13 +545,11 @@ class _RegistrationMode(TorchFunctionMode):
                 self._set(o, _UNKNOWN)
 
 
-def _block_geometries(
+def block_geometries(
     model: nn.Module, adapter: Adapter, image_size: tuple[int, int], names: Any = None
 ) -> dict[str, BlockRegistration]:
-    from .features import eval_mode
-
     modules = adapter.modules(model, names)
-    x = _probe_input(model)
+    x = probe_input(model)
     x = torch.rand(1, 3, *image_size, dtype=x.dtype, device=x.device)
     mode = _RegistrationMode()
     seen: dict[str, tuple[Any, tuple[int, ...]]] = {}
@@ -624,4 +621,4 @@ def registration(
     [('B1', 56, 4.0, 0.0), ('B2', 28, 8.0, 0.0), ('B3', 14, 16.0, 0.0), ('B4', 7, 32.0, 0.0)]
     """
     adapter = blocks if isinstance(blocks, Adapter) else adapt(model, blocks, head)
-    return _block_geometries(model, adapter, as_size(image_size, name="image_size"))
+    return block_geometries(model, adapter, as_size(image_size, name="image_size"))

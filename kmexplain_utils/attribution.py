@@ -33,9 +33,10 @@ from torch import nn
 
 from ._validation import check_is_fitted, check_tensor
 from .classifier import KMeansClassifier
-from .features import LevelFeatures, eval_mode
-from .scores import prototype_scores
+from .features import LevelFeatures, eval_mode, model_adapter, model_registration
 from .resample import GridGeometry, as_size, infer_geometry, resample_map
+from .scores import prototype_scores
+from .sem import logit_maps
 
 __all__ = [
     "attribution_map",
@@ -237,10 +238,6 @@ def explain(
         )
 
 
-#: Old name of :class:`GridExplanation`.
-Explanation = GridExplanation
-
-
 def contrastive_map(
     position_features: torch.Tensor,
     classifier: KMeansClassifier,
@@ -365,7 +362,7 @@ def concept_contributions(attr_map: torch.Tensor, concept_map: torch.Tensor, n_c
 
 
 def cam(
-    model: nn.Module, x: torch.Tensor, target: Any = None, size: Any = None, *, class_idx: Any = None
+    model: nn.Module, x: torch.Tensor, target: Any = None, size: Any = None
 ) -> torch.Tensor:
     """Class activation map of the network's own linear head (the baseline).
 
@@ -385,20 +382,12 @@ def cam(
         default: the predicted column.
     size : int or (int, int), optional
         Resample to this size at B4's registered coordinates (e.g. ``x.shape[-2:]``).
-    class_idx : deprecated
-        Old name of ``target``.
 
     Returns
     -------
     torch.Tensor
         ``(N, H', W')`` (or resampled).
     """
-    from .features import model_adapter, model_registration
-    from .sem import logit_maps
-
-    if class_idx is not None:
-        warnings.warn("cam(class_idx=...) is now cam(target=...)", DeprecationWarning, stacklevel=2)
-        target = class_idx if target is None else target
     check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
     adapter = model_adapter(model)
     with eval_mode(model), torch.no_grad():

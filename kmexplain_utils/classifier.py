@@ -50,8 +50,10 @@ from sklearn.utils.validation import check_consistent_length
 from torch import nn
 
 from ._sklearn import RANDOM_STATE_CONSTRAINT, validate_features
-from .scores import prototype_scores
+from ._torch import seed_from
 from ._validation import as_float_tensor, check_finite, check_is_fitted
+from .kmeans import KMeans
+from .scores import prototype_scores
 
 __all__ = ["KMeansClassifier", "PrototypeHead"]
 
@@ -247,8 +249,6 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
         KMeansClassifier
             ``self``.
         """
-        from .kmeans import KMeans, _seed_from
-
         self._validate_params()
         K = int(self.n_prototypes)
         Zt = _as_embeddings(validate_features(self, Z, reset=True))
@@ -268,7 +268,7 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"kmeans_kwargs must not set {bad!r}; use n_prototypes / random_state")
         kwargs.setdefault("device", self.device)
         rs = self.random_state
-        base = None if rs is None else (int(rs) if isinstance(rs, numbers.Integral) else _seed_from(rs))
+        base = None if rs is None else (int(rs) if isinstance(rs, numbers.Integral) else seed_from(rs))
         yt = torch.from_numpy(np.asarray(y_index, dtype=np.int64).reshape(-1)).to(Zt.device)
         protos, class_index, sizes, kms, per_class = [], [], [], [], {}
         for i, c in enumerate(classes.tolist()):

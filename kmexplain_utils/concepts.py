@@ -23,7 +23,6 @@ Example
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import Any
 
 import torch
@@ -31,8 +30,9 @@ from torch import nn
 
 from ._validation import check_is_fitted, check_tensor
 from .features import LevelFeatures, PositionSample, sample_positions
-from .scores import prototype_scores
+from .kmeans import KMeans
 from .resample import GridGeometry, as_size, infer_geometry, resample_labels
+from .scores import prototype_scores
 
 __all__ = ["ConceptModel", "concept_map", "upsample_labels"]
 
@@ -228,8 +228,6 @@ class ConceptModel:
         ConceptModel
             ``self``.
         """
-        from .kmeans import KMeans
-
         K = self.n_concepts
         if isinstance(K, bool) or not isinstance(K, numbers.Integral) or K < 1:
             raise ValueError(f"n_concepts must be a positive int, got {K!r}")
@@ -301,7 +299,7 @@ class ConceptModel:
         if cls.numel() == 1:
             cls = cls.expand(n)
         if cls.shape != (n,):
-            raise ValueError(f"classes must be an int or have shape (N,) = ({n},), got {tuple(cls.shape)}")
+            raise ValueError(f"target must be an int or have shape (N,) = ({n},), got {tuple(cls.shape)}")
         return cls[:, None] == self.concept_classes_.to(device)[None, :]
 
     def predict(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -312,7 +310,6 @@ class ConceptModel:
 
     def concept_map(
         self, model: nn.Module, x: torch.Tensor, *, size: Any = None, target: Any = None,
-        classes: Any = None,
     ) -> torch.Tensor:
         """Concept map of images ``x`` ``(N, 3, H, W)``.
 
@@ -328,8 +325,6 @@ class ConceptModel:
         target : int or torch.Tensor, optional
             For per-class concepts: use only the concepts of this class label
             (e.g. the predicted class), one for all or one per image.
-        classes : deprecated
-            Old name of ``target``.
 
         Returns
         -------
@@ -337,9 +332,6 @@ class ConceptModel:
             ``(N, H_S, W_S)`` (or upsampled) int64 concept indices.
         """
         check_is_fitted(self, ["centroids_"])
-        if classes is not None:
-            warnings.warn("concept_map(classes=...) is now concept_map(target=...)", DeprecationWarning, stacklevel=2)
-            target = classes if target is None else target
         feats = self.level_features_.position_features(model, x)
         allowed = self._allowed(target, x.shape[0], feats.device)
         return concept_map(feats, self.centroids_, _size(size, tuple(x.shape[-2:])), allowed=allowed,

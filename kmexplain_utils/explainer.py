@@ -392,7 +392,7 @@ class Explainer:
         self.classifier_ = KMeansClassifier(
             self.n_prototypes, random_state=self.random_state, device=self.device).fit(Z, y)
         self.classes_ = self.classifier_.classes_
-        from .baselines import fit_temperature
+        from .scores import fit_temperature
 
         # softmax(scores / T) calibrated on the training embeddings: the model deletion/insertion track
         self.temperature_ = fit_temperature(self.classifier_.class_scores(Z), self.classifier_.class_columns(y))
@@ -430,7 +430,7 @@ class Explainer:
         """The k-means classifier as a model, images ``(N, 3, H, W)`` -> class scores ``(N, C)``.
 
         This is the model a k-means map explains: pass it to
-        :func:`kmexplain_utils.metrics.deletion_insertion`. Scores are divided by
+        :func:`kmexplain_utils.evaluation.metrics.deletion_insertion`. Scores are divided by
         ``temperature_`` (fitted on the training embeddings), so that their softmax is a
         calibrated classifier; the ranking of the classes is unchanged.
 
@@ -442,9 +442,9 @@ class Explainer:
 
         Returns
         -------
-        kmexplain_utils.baselines.KMeansScoreModel
+        kmexplain_utils.scores.KMeansScoreModel
         """
-        from .baselines import KMeansScoreModel
+        from .scores import KMeansScoreModel
 
         self._check_fitted()
         return KMeansScoreModel(self.model if network is None else network, self.level_features_,

@@ -624,7 +624,7 @@ class LevelFeatures:
             return self
         if self.registration not in ("exact", "cell"):
             raise ValueError(f"registration must be 'exact' or 'cell', got {self.registration!r}")
-        from .architectures import _block_geometries
+        from .architectures import block_geometries
 
         self.adapter_ = model_adapter(model, self.blocks, self.head)
         hooked = self._hooked_blocks(blocks)
@@ -638,7 +638,7 @@ class LevelFeatures:
                                   desc=f"fit scales {self.level}"):
                 xb = self._prepare(model, xb)
                 if not hasattr(self, "geometry_"):
-                    regs = _block_geometries(model, self.adapter_, tuple(xb.shape[-2:]), hooked)
+                    regs = block_geometries(model, self.adapter_, tuple(xb.shape[-2:]), hooked)
                     self.registration_ = regs
                     self.geometry_ = {b: GridGeometry.from_registration(r, self.registration) for b, r in regs.items()}
                 maps = extract(xb)

@@ -3,7 +3,7 @@
 Every helper draws on ``ax`` (or on a new figure when ``ax`` is ``None``),
 returns the :class:`matplotlib.figure.Figure`, never calls ``plt.show()``
 and never changes its input tensors. The only global change is
-:func:`set_book_style`, which :func:`kmexplain_utils.notebook.setup_notebook`
+:func:`set_book_style`, which :func:`kmexplain_utils.chapters.notebook.setup_notebook`
 calls once per chapter.
 
 Example
@@ -35,9 +35,11 @@ __all__ = [
     "concept_legend",
     "concept_names",
     "drawn_map",
+    "method_colors",
     "image_grid",
     "image_heatmap_grid",
     "label_cmap",
+    "method_label",
     "nearest_images_grid",
     "part_colors",
     "plot_accuracy_vs_k",
@@ -85,6 +87,34 @@ _QUALITATIVE = [
     "#98df8a",
     "#ff9896",
 ]
+# Concepts have a palette of their own, so that a concept is never drawn in a part's colour
+# (a concept map beside a part map must not suggest "concept 2 = part 2"): Paul Tol's "muted"
+# scheme (colour-blind safe), then a violet chosen to stay apart from all of them and from the
+# part colours under the three simulated colour-vision deficiencies (tests/test_palettes.py).
+_CONCEPTS = [
+    "#CC6677",  # rose
+    "#332288",  # indigo
+    "#DDCC77",  # sand
+    "#117733",  # green
+    "#88CCEE",  # cyan
+    "#882255",  # wine
+    "#44AA99",  # teal
+    "#999933",  # olive
+    "#AA4499",  # purple
+    "#A578FF",  # violet
+]
+# Methods and levels (the lines and points of the evaluation's plots, matplotlib's colour cycle
+# after set_book_style): Okabe-Ito, the dark colours first, yellow (hard to see as a line) last.
+_METHODS = [
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow
+]
 # PART_CMAP (a ListedColormap: grey, then the palette) is built on first access, see __getattr__
 #: The one sequential colour map of the book, for unsigned maps (values >= 0, or ranked).
 HEATMAP_CMAP = "inferno"
@@ -93,31 +123,8 @@ SEQUENTIAL_CMAP = HEATMAP_CMAP
 #: The one diverging colour map of the book, for signed maps; always centred at 0
 #: (limits ``-m, m``): red for, blue against.
 DIVERGING_CMAP = "RdBu_r"
-#: Colours of concepts 0, 1, ...: none of them is a part colour (``_QUALITATIVE``) or the
-#: background grey, so a concept map never reads as a part map. Paul Tol's "muted" scheme
-#: (colour-blind safe) followed by darker and lighter tones; retune here, nowhere else.
-CONCEPT_PALETTE = [
-    "#332288",  # indigo
-    "#88CCEE",  # pale cyan
-    "#44AA99",  # teal
-    "#117733",  # dark green
-    "#999933",  # olive
-    "#DDCC77",  # sand
-    "#CC6677",  # rose
-    "#882255",  # wine
-    "#AA4499",  # magenta
-    "#DDDDDD",  # pale grey
-    "#663333",  # dark brown
-    "#6699CC",  # steel blue
-    "#EE99AA",  # pink
-    "#004488",  # navy
-    "#997700",  # ochre
-    "#BBCC33",  # pear
-    "#FFAABB",  # light pink
-    "#222255",  # night blue
-    "#77AADD",  # light blue
-    "#EEDD88",  # light yellow
-]
+#: Colours of concepts 0, 1, ... (public name of the concept palette above; tune ``_CONCEPTS``).
+CONCEPT_PALETTE = _CONCEPTS
 
 
 def __getattr__(name: str) -> Any:
@@ -131,10 +138,17 @@ def set_book_style() -> None:
     """Apply the book's matplotlib / seaborn style (the only global change the package makes)."""
     import matplotlib as mpl
     import seaborn as sns
+    from cycler import cycler
 
     sns.set_theme(context="notebook", style="white", font_scale=0.95)
     mpl.rcParams.update(
         {
+            # a colour-blind safe cycle for the lines of methods and levels (see method_colors)
+            "axes.prop_cycle": cycler(color=list(_METHODS)),
+            # white paper, also in the site's dark mode (book/_static/kmex.css keeps it white)
+            "figure.facecolor": "white",
+            "savefig.facecolor": "white",
+            "savefig.transparent": False,
             "figure.figsize": (FIGURE_WIDTH, FIGURE_WIDTH * 0.45),
             "figure.dpi": 100,
             "savefig.dpi": 150,
@@ -176,7 +190,7 @@ def _extra_colors() -> list[tuple[float, float, float]]:
     import matplotlib
     from matplotlib.colors import to_rgb
 
-    taken = {tuple(round(v, 4) for v in to_rgb(c)) for c in [*_QUALITATIVE, BACKGROUND_GREY]}
+    taken = {tuple(round(v, 4) for v in to_rgb(c)) for c in [*_QUALITATIVE, *_CONCEPTS, BACKGROUND_GREY]}
     out = []
     for c in matplotlib.colormaps["tab20"].colors:  # type: ignore[attr-defined]
         rgb = tuple(float(v) for v in c[:3])
@@ -188,16 +202,46 @@ def _extra_colors() -> list[tuple[float, float, float]]:
 def concept_colors(k: int) -> list[tuple[float, float, float]]:
     """RGB colours of concepts ``0 .. k-1`` (no background: concept 0 is a real concept).
 
-    Taken from :data:`CONCEPT_PALETTE`, which shares no colour with the parts
-    (:func:`part_colors`), so that a concept is never read as the part of the same
-    colour; stable in ``k`` (concept ``j`` keeps its colour when ``k`` grows).
-    Beyond the palette, colours repeat.
+    A palette of its own (Paul Tol's "muted" colours, then a violet), never
+    one of the part colours, so that a concept map never suggests that a concept
+    is a part; stable in ``k`` (concept ``j`` keeps its colour when ``k``
+    grows). The first ten stay distinguishable under simulated deuteranopia,
+    protanopia and tritanopia; beyond ten, colours come from ``tab20`` (those
+    not used by parts or concepts) and then repeat.
+
+    Examples
+    --------
+    >>> concept_colors(2)
+    [(0.8, 0.4, 0.4666666666666667), (0.2, 0.13333333333333333, 0.5333333333333333)]
+    >>> set(concept_colors(10)) & set(part_colors(9))
+    set()
     """
     from matplotlib.colors import to_rgb
 
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    return [to_rgb(CONCEPT_PALETTE[j % len(CONCEPT_PALETTE)]) for j in range(k)]
+    extra = _extra_colors()
+    return [to_rgb(_CONCEPTS[j]) if j < len(_CONCEPTS) else extra[(j - len(_CONCEPTS)) % len(extra)]
+            for j in range(k)]
+
+
+def method_colors(n: int) -> list[tuple[float, float, float]]:
+    """RGB colours of ``n`` methods or levels (lines and points): Okabe-Ito, dark colours first.
+
+    The same colours as matplotlib's colour cycle after :func:`set_book_style`; the
+    first eight stay distinguishable under simulated colour-vision deficiencies,
+    then they repeat (tell such lines apart by their line style too).
+
+    Examples
+    --------
+    >>> method_colors(2)
+    [(0.0, 0.4470588235294118, 0.6980392156862745), (0.8352941176470589, 0.3686274509803922, 0.0)]
+    """
+    from matplotlib.colors import to_rgb
+
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return [to_rgb(_METHODS[i % len(_METHODS)]) for i in range(n)]
 
 
 def concept_names(
@@ -1084,7 +1128,7 @@ def plot_accuracy_vs_k(
 
 
 def plot_training_history(history: Sequence[dict[str, float]], ax: Any = None):
-    """Loss and accuracy per epoch of :func:`kmexplain_utils.training.train_model`.
+    """Loss and accuracy per epoch of :func:`kmexplain_utils.chapters.training.train_model`.
 
     Parameters
     ----------
@@ -1532,6 +1576,25 @@ def plot_block_centres(
 
 
 # ----------------------------------------------------------------------------- figures of the evaluation
+def method_label(level: str, method: str) -> str:
+    """Readable name of a method: ``"k-means B234"``, ``"CAM"``, ``"Grad-CAM B3"``, ``"random map"``..."""
+    suffix = " (on the linear head)" if method.endswith("_transfer") else ""
+    method = method.removesuffix("_transfer")
+    if method == "kmeans":
+        return f"k-means {level}{suffix}"
+    if method == "kmeans-cell":
+        return f"k-means {level} (cell registration){suffix}"
+    if method == "gradcam":
+        return f"Grad-CAM {level}" if level != "B4" else "Grad-CAM"
+    return {"cam": "CAM", "random": "random map", "linear": "linear head", "occlusion": "occlusion"}.get(method, method) + (
+        f" (on k-means {level})" if method == "random" and level != "pixel" else "")
+
+
+def _mean_std(df: pandas.DataFrame, level: str, method: str, metric: str) -> tuple[float, float]:  # noqa: F821
+    v = df[(df["level"] == level) & (df["method"] == method) & (df["metric"] == metric) & df["sweep"].isna()]["value"]
+    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0) if len(v) else (float("nan"), float("nan"))
+
+
 def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_object",  # noqa: F821
                   controls: bool = True):
     """Accuracy of the k-means classifier vs semantic fidelity of its concept maps, per level.
@@ -1561,15 +1624,13 @@ def plot_tradeoff(df: pandas.DataFrame, ax: Any = None, *, fidelity: str = "nmi_
         fig, ax = plt.subplots(figsize=(5.5, 4.0), layout="constrained")
     else:
         fig = ax.figure
-    from .evaluate import _mean_std
-
     acc_lin, sd_lin = _mean_std(df, "B4", "linear", "accuracy")
     if np.isfinite(acc_lin):
         ax.axhline(100 * acc_lin, color="0.3", lw=1, ls="--", label="linear head")
         ax.axhspan(100 * (acc_lin - sd_lin), 100 * (acc_lin + sd_lin), color="0.85", zorder=0)
     names = [n for n in dict.fromkeys(df[(df["method"] == "concepts") & (df["metric"] == fidelity)]["level"])]
     levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
-    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
+    colors = dict(zip(levels, method_colors(max(1, len(levels)))))
     for name in names:
         is_control = name.startswith("B4@")
         if is_control and not controls:
@@ -1602,8 +1663,6 @@ def plot_curves(curves: pandas.DataFrame, ax: Any = None, *, curve: str = "delet
     matplotlib.figure.Figure
     """
     import matplotlib.pyplot as plt
-
-    from .evaluate import method_label
 
     if curve not in ("deletion", "insertion"):
         raise ValueError(f"curve must be 'deletion' or 'insertion', got {curve!r}")
@@ -1646,7 +1705,7 @@ def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
         fig = axes[0].figure
     
     levels = [lv for lv in dict.fromkeys(df["level"]) if not str(lv).startswith("B4@") and lv != "pixel"]
-    colors = dict(zip(levels, concept_colors(max(1, len(levels)))))
+    colors = dict(zip(levels, method_colors(max(1, len(levels)))))
     panels = [("k_per_class", "accuracy", "prototypes per class K", "k-means test accuracy (%)", 100.0),
               ("n_concepts", "miou", "number of concepts K'", "mIoU (test)", 1.0),
               ("n_concepts", "nmi_object", "number of concepts K'", "object-pixel NMI (test)", 1.0)]
@@ -1702,7 +1761,7 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: 
     Parameters
     ----------
     examples : dict
-        ``df.attrs["examples"]`` from :func:`~kmexplain_utils.evaluate.run_evaluation`.
+        ``df.attrs["examples"]`` from :func:`~kmexplain_utils.evaluation.run.run_evaluation`.
     size : float
         Inches per panel.
     max_cols : int
@@ -1719,8 +1778,6 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: 
         Without examples, or with ``max_cols < 2``.
     """
     import matplotlib.pyplot as plt
-
-    from .evaluate import method_label
 
     if not examples:
         raise ValueError("no examples: run_evaluation(..., include_attribution=True) keeps them")

@@ -32,6 +32,7 @@ import torch
 
 from ._validation import as_float_tensor, check_tensor
 from .features import PositionSample
+from .resample import as_size, infer_geometry, position_box
 
 __all__ = [
     "nearest_images",
@@ -222,8 +223,6 @@ def patch_box(yx: Any, grid: Any, image_size: Any, *, context: float = 1.0,
     >>> patch_box((0, 6), 7, 224).tolist()
     [0, 176, 16, 208]
     """
-    from .resample import as_size, infer_geometry, position_box
-
     t = torch.as_tensor(yx).long()
     if t.numel() and t.shape[-1] != 2:
         raise ValueError(f"yx must have shape (2,) or (M, 2), got {tuple(t.shape)}")

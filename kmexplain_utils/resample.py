@@ -40,6 +40,8 @@ from typing import Any
 
 import torch
 
+from ._validation import as_size
+
 __all__ = [
     "GridGeometry",
     "PIXELS",
@@ -49,19 +51,6 @@ __all__ = [
     "resample_labels",
     "position_box",
 ]
-
-
-def as_size(size: Any, *, name: str = "size") -> tuple[int, int]:
-    """``(H, W)`` from an int or a pair of positive ints (the one size parser of the package)."""
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        size = (int(size), int(size))
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair (H, W) of positive ints, got {size!r}") from None
-    if min(h, w) < 1:
-        raise ValueError(f"{name} must be an int or a pair (H, W) of positive ints, got {(h, w)}")
-    return (h, w)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,11 @@ k-means classifier (pooled embeddings), the attribution maps (per position)
 and the concept maps (every centroid at every position) all call
 :func:`prototype_scores`.
 
+:class:`KMeansScoreModel` turns a k-means classifier at a level into a model
+``images -> (N, C)`` class scores (each class's best prototype score), so that
+deletion and insertion score a k-means map on the model it explains;
+:func:`fit_temperature` calibrates the softmax of those scores.
+
 Example
 -------
 >>> import torch
@@ -22,9 +27,12 @@ True
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-__all__ = ["prototype_scores"]
+import torch
+from torch import nn
+
+__all__ = ["KMeansScoreModel", "fit_temperature", "prototype_scores"]
 
 
 def prototype_scores(features: torch.Tensor, prototypes: torch.Tensor, *, paired: bool = False) -> torch.Tensor:
@@ -65,3 +73,75 @@ def prototype_scores(features: torch.Tensor, prototypes: torch.Tensor, *, paired
     if a.ndim == 2:
         return 2 * a @ mu.T - sq
     return 2 * torch.einsum("pd,ndhw->nphw", mu, a) - sq.view(1, -1, 1, 1)
+
+
+class KMeansScoreModel(nn.Module):
+    """Images -> class scores of a k-means classifier at a level: the model a k-means map explains.
+
+    ``forward(x)`` returns ``(N, C)``, column ``c`` the best prototype score
+    ``max_j 2 mu_{c,j} . z_S - ||mu_{c,j}||^2`` of class ``classifier.classes_[c]``,
+    with ``z_S`` the pooled level features of ``x``. Its softmax is what
+    deletion and insertion track for a k-means map.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network whose blocks the level reads.
+    level_features : LevelFeatures
+        The fitted level.
+    classifier : KMeansClassifier
+        The k-means classifier fitted on that level's pooled features.
+    temperature : float, default 1.0
+        Scores are divided by it (1 = the raw prototype scores). Prototype scores
+        differ between classes by differences of squared distances, often small:
+        their plain softmax is then nearly uniform and a deletion curve on it
+        says little. :func:`fit_temperature` calibrates it on training data.
+    """
+
+    def __init__(self, model: nn.Module, level_features: Any, classifier: Any, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.level_features = level_features
+        self.classifier = classifier
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores ``(N, C)`` of images ``x`` ``(N, 3, H, W)``."""
+        z = self.level_features.pooled(self.model, x)
+        scores, _ = self.classifier.best_prototype_per_class(z)
+        return scores / self.temperature
+
+
+def fit_temperature(scores: torch.Tensor, columns: torch.Tensor) -> float:
+    """The temperature ``T`` that makes ``softmax(scores / T)`` a calibrated classifier on training data.
+
+    Minimises the cross-entropy of the true columns over a log grid of 121
+    values from ``1e-4`` to ``1e2`` times the scores' spread (temperature
+    scaling, Guo et al., 2017); the ranking of the classes is not changed.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        ``(N, C)`` class scores (e.g. ``KMeansClassifier.class_scores`` of training embeddings).
+    columns : torch.Tensor
+        ``(N,)`` true class columns.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> import torch
+    >>> s = torch.tensor([[0.02, 0.0], [0.0, 0.03], [0.01, 0.0]])
+    >>> fit_temperature(s, torch.tensor([0, 1, 0])) < 0.01
+    True
+    """
+    s = torch.as_tensor(scores).double().cpu()
+    y = torch.as_tensor(columns).long().cpu().reshape(-1)
+    if s.ndim != 2 or y.shape != (s.shape[0],):
+        raise ValueError(f"scores must be (N, C) and columns (N,), got {tuple(s.shape)} and {tuple(y.shape)}")
+    spread = float(s.std()) or 1.0
+    grid = spread * torch.logspace(-4, 2, 121, dtype=torch.float64)
+    nll = torch.stack([torch.nn.functional.cross_entropy(s / t, y) for t in grid])
+    return float(grid[int(nll.argmin())])

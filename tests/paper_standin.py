@@ -6,14 +6,16 @@
 ``bounding_boxes.txt``, ``parts/parts.txt`` with CUB's 15 part names, ``parts/part_locs.txt``
 with invisible keypoints as ``0.0 0.0 0``, ``attributes.txt`` and ``README`` beside it), with
 generated "birds" whose class sets the colours of the body and the head, so that the tiny model
-has something to learn. :func:`make_resnet34_weights` writes a ResNet34 ``state_dict`` under the
-file name torchvision's weight enum expects in ``$TORCH_HOME/hub/checkpoints``, so that
-:func:`kmexplain_utils.models.resnet34_classifier` loads it through the real loading code
-(``ResNet34_Weights.IMAGENET1K_V1.get_state_dict``) instead of downloading.
+has something to learn. :func:`make_resnet34_weights` writes a ResNet34 ``state_dict`` where the
+package's one pretrained loader looks (``<cache>/weights/resnet34-b627a593.pth``, with
+``KMEX_CACHE=<cache>``), so that :func:`kmexplain_utils.chapters.models.resnet34_classifier` loads it
+through the real loading code (:func:`kmexplain_utils.chapters.pretrained.resnet34_imagenet_state_dict`,
+hash check included: :func:`standin_env` gives ``KMEX_RESNET34_SHA256``, the stand-in's hash) instead
+of downloading.
 
 Used by the paper-profile smoke stage (``pytest -m paper_smoke``, tests/test_notebooks.py)::
 
-    python tests/paper_standin.py OUT_DIR    # writes OUT_DIR/CUB_200_2011 and OUT_DIR/torch
+    python tests/paper_standin.py OUT_DIR    # writes OUT_DIR/CUB_200_2011 and OUT_DIR/cache/weights
 """
 
 from __future__ import annotations
@@ -118,20 +120,29 @@ def make_cub_standin(
     return root
 
 
-def make_resnet34_weights(torch_home: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a seeded random ResNet34 ``state_dict`` where torchvision looks for the ImageNet one.
+def make_resnet34_weights(cache: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a seeded random ResNet34 ``state_dict`` where the package looks for the ImageNet one.
 
-    The file is ``torch_home/hub/checkpoints/<basename of ResNet34_Weights.IMAGENET1K_V1.url>``;
-    set ``TORCH_HOME=torch_home`` for the code under test to find it.
+    The file is ``cache/weights/resnet34-b627a593.pth``; set ``KMEX_CACHE=cache`` and the
+    variables of :func:`standin_env` for the code under test to find and accept it.
     """
     import torch
-    from torchvision.models import ResNet34_Weights, resnet34
+    from torchvision.models import resnet34
+
+    from kmexplain_utils.chapters.pretrained import RESNET34_FILE
 
     torch.manual_seed(seed)
-    path = Path(torch_home) / "hub" / "checkpoints" / os.path.basename(ResNet34_Weights.IMAGENET1K_V1.url)
+    path = Path(cache) / "weights" / RESNET34_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(resnet34().state_dict(), path)
     return path
+
+
+def standin_env(weights: str | os.PathLike) -> dict[str, str]:
+    """The environment that makes the loader accept the stand-in weights file (its SHA-256 as the expected one)."""
+    from kmexplain_utils.chapters.pretrained import RESNET34_SHA256_ENV, sha256_of
+
+    return {RESNET34_SHA256_ENV: sha256_of(weights)}
 
 
 def _class_folder(c: int) -> str:
@@ -155,4 +166,4 @@ if __name__ == "__main__":  # pragma: no cover - a helper for looking at the sta
     full = "--full" in sys.argv[2:]
     print(make_cub_standin(target, **({"n_classes": 200, "n_train_per_class": 30, "n_test_per_class": 29}
                                       if full else {})))
-    print(make_resnet34_weights(target / "torch"))
+    print(make_resnet34_weights(target / "cache"))

@@ -1,4 +1,4 @@
-"""Tests of kmexplain_utils.baselines: the Grad-CAM identity, LayerCAM, occlusion, randomisation."""
+"""Tests of kmexplain_utils.evaluation.baselines: the Grad-CAM identity, LayerCAM, occlusion, randomisation."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from kmexplain_utils import baselines
+from kmexplain_utils.evaluation import baselines
+from kmexplain_utils.scores import KMeansScoreModel
 from kmexplain_utils.attribution import cam
-from kmexplain_utils.models import TinyResNet
+from kmexplain_utils.chapters.models import TinyResNet
 
 
 @pytest.fixture
@@ -90,6 +91,6 @@ def test_kmeans_score_model_returns_the_classifier_scores(model):
     lf = LevelFeatures("B34").fit(model, x)
     Z = lf.pooled(model, x)
     clf = KMeansClassifier(2, random_state=0, device="cpu").fit(Z, y)
-    scorer = baselines.KMeansScoreModel(model, lf, clf)
+    scorer = KMeansScoreModel(model, lf, clf)
     torch.testing.assert_close(scorer(x), torch.as_tensor(clf.class_scores(Z)))
     assert scorer(x).argmax(1).tolist() == torch.as_tensor(clf.predict(Z)).tolist()

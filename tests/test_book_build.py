@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -30,6 +31,10 @@ def _make_book(tmp_path: Path, cells: list, local_js: bool = False) -> Path:
     shutil.copytree(ROOT / "book" / "_ext", book / "book" / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "book" / "_static", book / "book" / "_static")  # the book's CSS (html_static_path)
     shutil.copy(ROOT / "book" / "references.bib", book / "book" / "references.bib")
+    # what book/_ext/kmex_release.py reads: the version and the repository's address
+    shutil.copy(ROOT / "pyproject.toml", book / "pyproject.toml")
+    (book / "kmexplain_utils").mkdir()
+    shutil.copy(ROOT / "kmexplain_utils" / "__init__.py", book / "kmexplain_utils" / "__init__.py")
     (book / "book" / "intro.md").write_text("# A throw-away book\n\nSee {doc}`chapter`.\n")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -89,8 +94,14 @@ def test_a_good_notebook_builds_without_warning(tmp_path):
         assert "falls back" in log or "from the CDN" in log
     assert "kmex-good-output 42" in html, "the notebook was not executed at build time"
     assert (book / "_build" / "html" / "index.html").is_file()
-    # the Colab launch button points at the chapter in the repository
-    assert "https://colab.research.google.com/github/kmexplain/kmexplain-book/blob/main/book/chapter.ipynb" in html
+    # the Colab launch button points at the chapter in the repository (pyproject.toml's address)
+    repo = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    github = repo.removeprefix("https://github.com/")
+    assert f"https://colab.research.google.com/github/{github}/blob/main/book/chapter.ipynb" in html
+    # the footer: the version and the licences (book/_ext/kmex_release.py)
+    import kmexplain_utils
+
+    assert f"kmexplain {kmexplain_utils.__version__}" in html and "CC BY 4.0" in html and "THIRD_PARTY.md" in html
 
 
 # ---------------------------------------------------------------------------- the local extension
@@ -189,10 +200,9 @@ def test_a_package_change_re_executes_every_chapter(tmp_path):
     nbformat.write(second, book / "book" / "second.ipynb")
     toc = {"format": "jb-book", "root": "book/intro", "chapters": [{"file": "book/chapter"}, {"file": "book/second"}]}
     (book / "_toc.yml").write_text(yaml.safe_dump(toc))
-    (book / "kmexplain_utils").mkdir()
     module = book / "kmexplain_utils" / "module.py"
     module.write_text("x = 1\n")
-    (book / "pyproject.toml").write_text('[project]\nname = "throw-away"\n')
+    pyproject = (ROOT / "pyproject.toml").read_text()
 
     def build(profile="quick"):
         proc = _build(book, KMEX_PROFILE=profile)
@@ -204,7 +214,7 @@ def test_a_package_change_re_executes_every_chapter(tmp_path):
     module.write_text("x = 2\n")  # a change to a package file, no chapter touched
     after_package = build()
     assert all(after_package[c] != first[c] for c in first), f"stale outputs after a package change: {first} {after_package}"
-    (book / "pyproject.toml").write_text('[project]\nname = "throw-away"\nversion = "2"\n')
+    (book / "pyproject.toml").write_text(pyproject + "\n# a change to pyproject.toml\n")
     after_pyproject = build()
     assert all(after_pyproject[c] != after_package[c] for c in first), "stale outputs after a pyproject.toml change"
     after_profile = build(profile="smoke")

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -38,7 +39,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("KMEX_SITE", ROOT / "_build" / "html")).resolve()  # override: another build
 SHOTS = SITE.parent / "screenshots"
-COLAB = "https://colab.research.google.com/github/kmexplain/kmexplain-book/blob/main/{path}"
+# the repository's address: its one place is pyproject.toml's [project.urls] Repository
+REPO_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+COLAB = "https://colab.research.google.com/github/" + REPO_URL.removeprefix("https://github.com/") + "/blob/main/{path}"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SKIP_DIRS = {"_static", "_sources", "_images", "_downloads"}
 NOT_CONTENT = {"genindex.html", "search.html", "py-modindex.html"}

@@ -8,8 +8,8 @@ import warnings
 import pytest
 import torch
 
-from kmexplain_utils import training
-from kmexplain_utils.checkpoints import (
+from kmexplain_utils.chapters import training
+from kmexplain_utils.chapters.checkpoints import (
     CheckpointError,
     CheckpointWarning,
     load_checkpoint,
@@ -17,7 +17,7 @@ from kmexplain_utils.checkpoints import (
     save_checkpoint,
 )
 from kmexplain_utils.config import get_profile
-from kmexplain_utils.models import TinyResNet
+from kmexplain_utils.chapters.models import TinyResNet
 
 META = {"profile": "smoke", "seed": 0, "version": "0.1.0", "test_acc": 0.5, "levels": ("B4", "B34")}
 

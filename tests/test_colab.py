@@ -17,7 +17,8 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
-PACKAGE_URL = "git+https://github.com/kmexplain/kmexplain-book@main"
+# the repository's address lives in pyproject.toml ([project.urls] Repository); Colab installs its main branch
+PACKAGE_URL = f"git+{tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['urls']['Repository']}@main"
 COLAB_CELL = (
     "# Colab set-up: installs this book's package; does nothing elsewhere.\n"
     "import sys\n"
@@ -25,7 +26,7 @@ COLAB_CELL = (
     'if "google.colab" in sys.modules:\n'
     f'    %pip install --quiet "kmexplain-utils[real] @ {PACKAGE_URL}"'
 )
-SETUP_CELL = "from kmexplain_utils.notebook import setup_notebook\n\ncfg = setup_notebook()"
+SETUP_CELL = "from kmexplain_utils.chapters.notebook import setup_notebook\n\ncfg = setup_notebook()"
 # line magics a chapter may use besides the install line (all harmless in Colab)
 ALLOWED_MAGICS = {"matplotlib", "time", "timeit", "config", "load_ext", "autoreload"}
 
@@ -186,7 +187,7 @@ def test_device_falls_back_to_cpu(monkeypatch):
     import torch
 
     from kmexplain_utils.config import resolve_device
-    from kmexplain_utils.notebook import setup_notebook
+    from kmexplain_utils.chapters.notebook import setup_notebook
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("KMEX_DEVICE", raising=False)

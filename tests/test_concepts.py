@@ -103,15 +103,15 @@ def test_per_class_concepts(setup) -> None:
     cm = ConceptModel(2, level="B34", per_class=True, positions_per_image=4, device="cpu").fit(model, (x, y))
     assert cm.centroids_.shape[0] == 6
     assert cm.concept_classes_.tolist() == [0, 0, 1, 1, 2, 2]
-    maps = cm.concept_map(model, x, classes=1)
+    maps = cm.concept_map(model, x, target=1)
     assert set(maps.unique().tolist()) <= {2, 3}
-    maps_each = cm.concept_map(model, x, classes=y)
+    maps_each = cm.concept_map(model, x, target=y)
     for i in range(12):
         assert set(maps_each[i].unique().tolist()) <= {2 * int(y[i]), 2 * int(y[i]) + 1}
     with pytest.raises(ValueError, match="labelled"):
         ConceptModel(2, level="B34", per_class=True, device="cpu").fit(model, x)
     with pytest.raises(ValueError, match="only meaningful"):
-        ConceptModel(2, level="B34", positions_per_image=2, device="cpu").fit(model, x).concept_map(model, x, classes=0)
+        ConceptModel(2, level="B34", positions_per_image=2, device="cpu").fit(model, x).concept_map(model, x, target=0)
 
 
 def test_concept_model_errors(setup) -> None:

@@ -18,7 +18,7 @@ def test_every_profile_builds_what_the_chapters_need(name):
 
     from kmexplain_utils.architectures import registration
     from kmexplain_utils.features import parse_level
-    from kmexplain_utils.models import build_model
+    from kmexplain_utils.chapters.models import build_model
 
     p = config.get_profile(name)
     for level in p.levels:

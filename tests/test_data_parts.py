@@ -213,12 +213,6 @@ def test_load_dataset_errors_list_the_choices():
     assert dataset_names() == ["parts", "mnist", "pets", "cub"]
 
 
-def test_package_level_load_dataset():
-    import kmexplain_utils
-
-    assert kmexplain_utils.load_dataset is load_dataset
-
-
 # ---------------------------------------------------------------- ImageSet
 def _tiny(n: int = 6, s: int = 5) -> ImageSet:
     g = torch.Generator().manual_seed(0)

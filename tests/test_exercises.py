@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kmexplain_utils import exercises
-from kmexplain_utils.notebook import STRICT_CHECKS_ENV
+from kmexplain_utils.chapters import exercises
+from kmexplain_utils.chapters.notebook import STRICT_CHECKS_ENV
 
 
 @pytest.fixture(autouse=True)

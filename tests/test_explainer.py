@@ -10,7 +10,7 @@ from torch import nn
 
 from kmexplain_utils import Explainer, Explanation
 from kmexplain_utils._validation import NotFittedError
-from kmexplain_utils.models import TinyResNet
+from kmexplain_utils.chapters.models import TinyResNet
 
 FAMILIES = {
     "resnet18": lambda: torchvision.models.resnet18(weights=None, num_classes=3),

@@ -1,4 +1,4 @@
-"""Keypoint-based part measurements: kmexplain_utils.keypoints and ImageSet.keypoints_at."""
+"""Keypoint-based part measurements: kmexplain_utils.evaluation.keypoints and ImageSet.keypoints_at."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 from kmexplain_utils.classifier import KMeansClassifier
 from kmexplain_utils.data.base import ImageSet
 from kmexplain_utils.data.cub import load_cub
-from kmexplain_utils.keypoints import (
-    check_keypoints,
+from kmexplain_utils._validation import check_keypoints
+from kmexplain_utils.evaluation.keypoints import (
     class_prototype_maps,
     keypoint_scores,
     keypoints_from_parts,

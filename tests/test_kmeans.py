@@ -382,7 +382,7 @@ def test_worker_threads_give_the_same_fit_and_restore_torch_threads(monkeypatch)
 
 # ---------------------------------------------------------------- the benchmark module
 def test_bench_data_streams_and_small_run(tmp_path):
-    from kmexplain_utils import bench
+    from kmexplain_utils.kmeans import bench
 
     X = bench.make_cnn_like(5000, 16, n_modes=8, seed=3, batch_size=1000)
     assert X.dtype == np.float32 and X.min() == 0.0 and (X == 0).mean() > 0.2  # post-ReLU
@@ -412,7 +412,7 @@ def test_bench_data_streams_and_small_run(tmp_path):
 
 def test_bench_like_for_like_engines():
     """project-lloyd and sklearn-elkan run the same iterations; records name the algorithm."""
-    from kmexplain_utils import bench
+    from kmexplain_utils.kmeans import bench
 
     recs = bench.bench_kmeans(2000, 64, 256, 4, repeats=1, isolate=False,
                               engines=("project", "project-lloyd", "sklearn-elkan"))
@@ -433,7 +433,7 @@ def test_plot_distance_fraction_draws_one_curve_per_fit():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kmexplain_utils import bench
+    from kmexplain_utils.kmeans import bench
 
     fig = bench.plot_distance_fraction({"a": [1.0, 0.5, 0.25], "b": np.ones(4)})
     ax = fig.axes[0]

@@ -8,13 +8,13 @@ import torch
 from sklearn.cluster import KMeans as SKKMeans
 from sklearn.datasets import make_blobs
 
-from kmexplain_utils._kmeans_bounds import (
+from kmexplain_utils.kmeans._bounds import (
     bounds_from_partial,
     center_shifts,
     half_separation,
     product_error_factor,
 )
-from kmexplain_utils._kmeans_dist import Assigner
+from kmexplain_utils.kmeans._dist import Assigner
 from kmexplain_utils.kmeans import KMeans
 
 

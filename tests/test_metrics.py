@@ -1,4 +1,4 @@
-"""Tests of kmexplain_utils.metrics on hand-made cases."""
+"""Tests of kmexplain_utils.evaluation.metrics on hand-made cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from kmexplain_utils import metrics
+from kmexplain_utils.evaluation import metrics
 
 
 @pytest.fixture
@@ -317,22 +317,24 @@ def test_deciding_part_scores_match_brute_force():
         metrics.deciding_part_scores(maps, parts, dec[:3])
 
 
-def test_rank_correlation_matches_scipy():
+def test_spearman_maps_matches_scipy_with_ties():
     from scipy.stats import spearmanr
+
+    from kmexplain_utils.evaluation.sanity import spearman_maps
 
     g = torch.Generator().manual_seed(3)
     a = torch.rand(4, 6, 6, generator=g)
     b = a + 0.5 * torch.rand(4, 6, 6, generator=g)
     b[0] = b[0].clamp_max(0.6)  # ties
-    r = metrics.rank_correlation(a, b)
+    r = spearman_maps(a, b)
     for i in range(4):
         assert r[i] == pytest.approx(spearmanr(a[i].reshape(-1), b[i].reshape(-1)).statistic)
-    assert np.isnan(metrics.rank_correlation(a, torch.zeros_like(a))).all()
+    assert np.isnan(spearman_maps(a, torch.zeros_like(a))).all()
 
 
 def test_deciding_part_scores_on_no_image() -> None:
     """Data without deciding parts (e.g. CUB) give empty scores, not a crash."""
-    from kmexplain_utils.metrics import deciding_part_scores
+    from kmexplain_utils.evaluation.metrics import deciding_part_scores
 
     out = deciding_part_scores(torch.zeros(0, 4, 4), torch.zeros(0, 4, 4, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     assert out.mass.shape == (0,) and out.peak.shape == (0,) and out.part_share.shape == (0,)

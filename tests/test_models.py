@@ -9,15 +9,8 @@ import torch
 from torch import nn
 
 from kmexplain_utils.config import get_profile
-from kmexplain_utils.models import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageNetResNet,
-    PretrainedWeightsWarning,
-    TinyResNet,
-    build_model,
-    resnet34_classifier,
-)
+from kmexplain_utils.chapters.models import ImageNetResNet, TinyResNet, build_model, resnet34_classifier
+from kmexplain_utils.chapters.pretrained import IMAGENET_MEAN, IMAGENET_STD, WeightsError
 
 TORCHVISION_NAMES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
 
@@ -148,58 +141,52 @@ def test_tiny_resnet_other_channel_count():
 WEIGHTS_FILE = "resnet34-b627a593.pth"  # the file name of ResNet34_Weights.IMAGENET1K_V1
 
 
-def _check_fallback(record, *fragments: str) -> None:
-    assert len(record) == 1
-    message = str(record[0].message)
-    for fragment in (*fragments, "RANDOM initialisation", "pretrained=False", WEIGHTS_FILE):
-        assert fragment in message, (fragment, message)
+def test_resnet34_without_weights_is_an_error_that_says_how_to_get_them(tmp_path, monkeypatch):
+    """No silent fall-back to random weights: a failed download raises, naming the URL and the place."""
+    from kmexplain_utils.chapters import pretrained
 
+    monkeypatch.setenv("KMEX_CACHE", str(tmp_path))
 
-def test_resnet34_download_failure_falls_back_to_random_init_with_a_clear_warning(tmp_path, monkeypatch):
-    import torchvision
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def no_network(self, *args, **kwargs):
+    def no_network(dest):
         raise OSError("simulated: no network")
 
     # certain and fast also on a machine that has internet
-    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", no_network)
-    with pytest.warns(PretrainedWeightsWarning) as record:
-        model = resnet34_classifier(n_classes=5, pretrained=True)
-    # what failed, what happens, where to put the file, the other fix
-    _check_fallback(record, "no network", str(tmp_path / "torch_home" / "hub" / "checkpoints" / WEIGHTS_FILE))
+    monkeypatch.setattr(pretrained, "_download_resnet34", no_network)
+    with pytest.raises(WeightsError) as err:
+        resnet34_classifier(n_classes=5, pretrained=True)
+    message = str(err.value)
+    for fragment in ("no network", "https://download.pytorch.org/models/" + WEIGHTS_FILE,
+                     str(tmp_path / "weights" / WEIGHTS_FILE), "KMEX_CACHE"):
+        assert fragment in message, (fragment, message)
+    model = resnet34_classifier(n_classes=5, pretrained=False)  # random weights only when asked for
     assert model.imagenet_weights_loaded is False
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.rand(1, 3, 64, 64))
-    assert out.shape == (1, 5) and torch.isfinite(out).all()
 
 
-def test_resnet34_corrupt_cached_weights_fall_back_with_a_warning(tmp_path, monkeypatch):
-    """A damaged weights file in TORCH_HOME (no network involved) is reported, not fatal."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    folder = tmp_path / "hub" / "checkpoints"
+def test_resnet34_corrupt_cached_weights_are_an_error(tmp_path, monkeypatch):
+    """A damaged weights file in the cache is refused by its hash, with the way to replace it."""
+    monkeypatch.setenv("KMEX_CACHE", str(tmp_path))
+    folder = tmp_path / "weights"
     folder.mkdir(parents=True)
     (folder / WEIGHTS_FILE).write_bytes(b"not a weights file")
-    with pytest.warns(PretrainedWeightsWarning) as record:
-        model = resnet34_classifier(n_classes=2)
-    _check_fallback(record, str(folder / WEIGHTS_FILE))
-    assert model.imagenet_weights_loaded is False and model.fc.out_features == 2
+    with pytest.raises(WeightsError, match=r"expected b627a593.*Delete it, then: Download https://"):
+        resnet34_classifier(n_classes=2)
 
 
-def test_resnet34_uses_weights_file_in_torch_home_and_keeps_torchvision_names(tmp_path, monkeypatch):
-    """The real torchvision path: a file in TORCH_HOME/hub/checkpoints is loaded, no download."""
+def test_resnet34_uses_the_cached_weights_file_and_keeps_torchvision_names(tmp_path, monkeypatch):
+    """The one loader's path: a file in <cache>/weights with the expected hash is loaded, no download."""
     import torchvision
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    folder = tmp_path / "hub" / "checkpoints"
+    from kmexplain_utils.chapters.pretrained import RESNET34_SHA256_ENV, sha256_of
+
+    monkeypatch.setenv("KMEX_CACHE", str(tmp_path))
+    folder = tmp_path / "weights"
     folder.mkdir(parents=True)
     torch.manual_seed(3)
     reference = torchvision.models.resnet34()
     torch.save(reference.state_dict(), folder / WEIGHTS_FILE)
+    monkeypatch.setenv(RESNET34_SHA256_ENV, sha256_of(folder / WEIGHTS_FILE))  # a stand-in, not the real file
     with warnings.catch_warnings():
-        warnings.simplefilter("error", PretrainedWeightsWarning)
+        warnings.simplefilter("error")
         model = resnet34_classifier(n_classes=3, pretrained=True)
     assert isinstance(model, ImageNetResNet) and isinstance(model, torchvision.models.ResNet)
     assert model.imagenet_weights_loaded is True

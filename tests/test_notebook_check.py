@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kmexplain_utils import notebook
-from kmexplain_utils.notebook import BookCheckWarning, check
+from kmexplain_utils.chapters import notebook
+from kmexplain_utils.chapters.notebook import BookCheckWarning, check
 
 ROOT = Path(__file__).resolve().parents[1]
 # chapters whose hidden cells use check() (chapters 04 and 05 are converted separately)
@@ -62,7 +62,7 @@ def test_converted_chapters_use_check_not_assert(stem):
     text = "\n".join(hidden)
     asserts = [line for line in text.splitlines() if re.match(r"\s*assert\b", line)]
     assert not asserts, f"{stem}: hidden cells still use a bare assert (raises in Colab): {asserts}"
-    assert "check(" in text, f"{stem}: its hidden checks must call kmexplain_utils.notebook.check"
+    assert "check(" in text, f"{stem}: its hidden checks must call kmexplain_utils.chapters.notebook.check"
 
 
 def test_book_build_and_chapter_tests_turn_checks_strict():

@@ -4,7 +4,7 @@ Each chapter gets a fresh kernel, a fresh empty working directory and a fresh em
 ``KMEX_CACHE``: a chapter that reads a file written next to the notebooks, or a checkpoint that
 another chapter left in the cache, fails here. Run with ``pytest -m notebooks -n 2``.
 
-The chapters' hidden checks (``kmexplain_utils.notebook.check``) raise here, as in the book
+The chapters' hidden checks (``kmexplain_utils.chapters.notebook.check``) raise here, as in the book
 build (``KMEX_STRICT_CHECKS=1``): the checks that run in a smoke-sized profile are identities
 and shapes that hold at any size (the claims about accuracy and semantics are guarded by
 ``cfg.profile.is_smoke``), so a failing one is a bug that a warning would hide.
@@ -38,12 +38,12 @@ def _chapter_params():
 
 @pytest.fixture(scope="session")
 def paper_standin(tmp_path_factory):
-    """A generated CUB-200-2011 folder and a ResNet34 weights file where torchvision looks."""
+    """A generated CUB-200-2011 folder and a ResNet34 weights file (copied into each chapter's cache)."""
     from paper_standin import make_cub_standin, make_resnet34_weights
 
     base = tmp_path_factory.mktemp("paper_standin")
     make_cub_standin(base)
-    make_resnet34_weights(base / "torch")
+    make_resnet34_weights(base / "cache")
     return base
 
 
@@ -59,7 +59,15 @@ def test_chapter_runs_in_smoke_profile(path, tmp_path, monkeypatch):
 @pytest.mark.parametrize("path", _chapter_params())
 def test_chapter_runs_on_paper_code_path(path, tmp_path, monkeypatch, paper_standin):
     monkeypatch.setenv("KMEX_CUB_ROOT", str(paper_standin))  # the parent of CUB_200_2011/, as extracted
-    monkeypatch.setenv("TORCH_HOME", str(paper_standin / "torch"))
+    import shutil
+
+    from paper_standin import standin_env
+
+    weights = next((paper_standin / "cache" / "weights").iterdir())
+    (tmp_path / "cache" / "weights").mkdir(parents=True)
+    shutil.copy(weights, tmp_path / "cache" / "weights" / weights.name)  # _execute_chapter sets KMEX_CACHE there
+    for k, v in standin_env(weights).items():
+        monkeypatch.setenv(k, v)
     nb = _execute_chapter(path, tmp_path, monkeypatch, "paper-smoke")
     text = "\n".join(
         out.get("text", "") if isinstance(out.get("text", ""), str) else "".join(out["text"])
@@ -68,7 +76,7 @@ def test_chapter_runs_on_paper_code_path(path, tmp_path, monkeypatch, paper_stan
     assert "profile=paper-smoke (dataset=cub, 64px, model=resnet34)" in text, (
         f"{path.name} did not run on the paper profile's code path (setup_notebook's line is missing)"
     )
-    for sign in ("Could not load the ImageNet weights", "Downloading:"):
+    for sign in ("WeightsError", "Downloading:"):
         assert sign not in text, f"{path.name}: the stand-in weights were not used ({sign!r} in its output)"
 
 

@@ -17,7 +17,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-REPO_URL = "https://github.com/kmexplain/kmexplain-book"
+# the repository's address: its one place is pyproject.toml's [project.urls] (tests/test_release.py)
+REPO_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 
 
 def _pyproject() -> dict:
@@ -40,7 +41,7 @@ def _requirements(strings) -> dict[str, str]:
 def _pyproject_requirements() -> dict[str, str]:
     project = _pyproject()["project"]
     reqs = list(project["dependencies"])
-    for extra in ("book", "test", "bench"):
+    for extra in ("book", "test", "bench", "release"):
         reqs += project["optional-dependencies"][extra]
     return _requirements(reqs)
 
@@ -65,7 +66,7 @@ def test_environment_yml_matches_pyproject():
     only_py = sorted(set(py_reqs) - set(env_reqs))
     only_env = sorted(set(env_reqs) - set(py_reqs))
     assert not only_py and not only_env, (
-        f"pyproject.toml (core+book+test+bench) and environment.yml differ: only in pyproject {only_py}, "
+        f"pyproject.toml (core+book+test+bench+release) and environment.yml differ: only in pyproject {only_py}, "
         f"only in environment.yml {only_env}"
     )
     differing = {n: (py_reqs[n], env_reqs[n]) for n in py_reqs if py_reqs[n] != env_reqs[n]}
@@ -90,7 +91,7 @@ def test_wheel_builds_with_all_modules_and_metadata(tmp_path):
     """Build a real wheel from a copy of the sources (nothing is written into the repository)."""
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "kmexplain_utils", src / "kmexplain_utils", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path / "dist"
@@ -113,6 +114,11 @@ def test_wheel_builds_with_all_modules_and_metadata(tmp_path):
     missing = sorted(expected - names)
     assert not missing, f"modules missing from the wheel (packages.find?): {missing}"
     assert meta["Name"] == "kmexplain-utils"
+    import kmexplain_utils
+
+    assert meta["Version"] == kmexplain_utils.__version__, "the wheel's version comes from kmexplain_utils.__version__"
+    assert meta["License-Expression"] == "MIT"
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "LICENSE must ship in the wheel"
     core = {canonicalize_name(Requirement(r).name) for r in _pyproject()["project"]["dependencies"]}
     declared = {
         canonicalize_name(Requirement(r).name)
@@ -141,7 +147,9 @@ def test_config_is_strict():
 def test_config_colab_launch_buttons_and_bibtex():
     cfg = _config()
     assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-    assert cfg["repository"] == {"url": REPO_URL, "branch": "main", "path_to_book": ""}
+    # the address itself comes from pyproject.toml (book/_ext/kmex_release.py), not from _config.yml
+    assert cfg["repository"] == {"branch": "main", "path_to_book": ""}
+    assert REPO_URL.startswith("https://github.com/")
     bibs = cfg["bibtex_bibfiles"]
     assert bibs == ["book/references.bib"] and (ROOT / bibs[0]).is_file()
     # sphinxcontrib.bibtex is one of Jupyter Book 1's default extensions; make sure it is installed

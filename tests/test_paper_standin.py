@@ -1,15 +1,17 @@
-"""The paper profile's stand-ins load through the real code: the CUB loader and torchvision's weight enum."""
+"""The paper profile's stand-ins load through the real code: the CUB loader and the one pretrained loader."""
 
 from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 from kmexplain_utils.config import get_profile
 from kmexplain_utils.data import load_dataset
-from kmexplain_utils.models import build_model, resnet34_weights_path
-from paper_standin import CUB_PARTS, make_cub_standin, make_resnet34_weights
+from kmexplain_utils.chapters.models import build_model
+from kmexplain_utils.chapters.pretrained import WeightsError, resnet34_weights_file
+from paper_standin import CUB_PARTS, make_cub_standin, make_resnet34_weights, standin_env
 
 
 def test_paper_smoke_keeps_the_paper_code_path():
@@ -35,12 +37,16 @@ def test_cub_standin_loads_with_keypoint_parts(tmp_path):
     assert objects.dtype == torch.bool and objects.any() and not objects.all(), "boxes give object masks"
 
 
-def test_standin_weights_load_through_torchvision(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    path = make_resnet34_weights(tmp_path / "torch")
-    assert str(path) == resnet34_weights_path()
+def test_standin_weights_load_through_the_checked_loader(tmp_path, monkeypatch):
+    monkeypatch.setenv("KMEX_CACHE", str(tmp_path / "cache"))
+    path = make_resnet34_weights(tmp_path / "cache")
+    assert path == resnet34_weights_file()
+    with pytest.raises(WeightsError, match="expected b627a593"):  # the real file's hash: the stand-in is refused
+        build_model(get_profile("paper-smoke"), n_classes=5)
+    for k, v in standin_env(path).items():
+        monkeypatch.setenv(k, v)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a PretrainedWeightsWarning (download attempt) fails the test
+        warnings.simplefilter("error")
         model = build_model(get_profile("paper-smoke"), n_classes=5)
     assert model.imagenet_weights_loaded
     saved = torch.load(path, weights_only=True)

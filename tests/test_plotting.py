@@ -287,7 +287,7 @@ def test_plot_block_grids_nested_cells(ds):
 def test_plot_concept_patches_rows_and_boxes():
     from kmexplain_utils.concepts import ConceptModel
     from kmexplain_utils.config import get_profile
-    from kmexplain_utils.models import build_model
+    from kmexplain_utils.chapters.models import build_model
 
     train = make_parts(16, image_size=32, seed=0)
     torch.manual_seed(0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torchvision
 
-from kmexplain_utils import pretrained
+from kmexplain_utils.chapters import pretrained
 from kmexplain_utils.architectures import adapt, registration
-from kmexplain_utils.pretrained import (
+from kmexplain_utils.chapters.pretrained import (
     EFFICIENTNET_LITE0_SHA256, ImageNetClassifier, Normalize, WeightsError, efficientnet_lite0,
     efficientnet_lite0_weights_file, imagenet_categories, load_checked_state_dict, load_pretrained,
     pretrained_name, resnet34_imagenet, sha256_of)

@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from kmexplain_utils.architectures import adapt, registration
-from kmexplain_utils.models import TinyResNet
+from kmexplain_utils.chapters.models import TinyResNet
 from kmexplain_utils.receptive_field import receptive_field_centres
 from kmexplain_utils.sem import UnsupportedModelError
 

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from kmexplain_utils.attribution import cam
-from kmexplain_utils.sanity import cascading_randomization, randomization_stages, reinitialize, spearman_maps
+from kmexplain_utils.evaluation.sanity import cascading_randomization, randomization_stages, reinitialize, spearman_maps
 
 
 def test_spearman_matches_scipy_with_ties() -> None:

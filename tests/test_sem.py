@@ -215,7 +215,7 @@ def test_gap_head_fields() -> None:
 
 
 def test_identity_on_project_tiny_resnet() -> None:
-    from kmexplain_utils.models import TinyResNet
+    from kmexplain_utils.chapters.models import TinyResNet
 
     torch.manual_seed(0)
     model = TinyResNet(n_classes=4, width=8)

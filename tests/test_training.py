@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from kmexplain_utils.config import get_profile
-from kmexplain_utils.models import TinyResNet
-from kmexplain_utils.training import TrainResult, accuracy, predict_logits, train_model
+from kmexplain_utils.chapters.models import TinyResNet
+from kmexplain_utils.chapters.training import TrainResult, accuracy, predict_logits, train_model
 
 
 def _easy_set(n: int, seed: int, size: int = 16) -> TensorDataset:
@@ -161,7 +161,7 @@ def test_predict_logits_and_accuracy_are_exact_and_restore_the_mode():
 
 
 def test_affine_augmentation_is_seeded_and_identity_at_zero_strength(profile):
-    from kmexplain_utils.training import _affine
+    from kmexplain_utils.chapters.training import _affine
 
     x = torch.rand(6, 3, 16, 16)
     same = _affine(x, torch.Generator().manual_seed(0))
@@ -215,7 +215,7 @@ def test_tiny_resnet_clearly_beats_logistic_regression_on_raw_pixels():
 def test_checkpoint_key_changes_with_the_data_version(monkeypatch):
     from kmexplain_utils import data
     from kmexplain_utils.config import get_profile
-    from kmexplain_utils.training import training_config_hash
+    from kmexplain_utils.chapters.training import training_config_hash
 
     profile = get_profile("smoke")
     before = training_config_hash(profile)

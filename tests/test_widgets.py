@@ -10,7 +10,7 @@ import ipywidgets as widgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from kmexplain_utils import widgets as kw  # noqa: E402
+from kmexplain_utils.chapters import widgets as kw# noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -197,7 +197,7 @@ def tiny_views():
     from kmexplain_utils.config import get_profile
     from kmexplain_utils.data.parts import make_parts
     from kmexplain_utils.features import LevelFeatures
-    from kmexplain_utils.models import build_model
+    from kmexplain_utils.chapters.models import build_model
 
     torch.manual_seed(0)
     train = make_parts(32, image_size=32, seed=0)

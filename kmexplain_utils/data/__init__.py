@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import ImageSet, LazyImageSet, balanced_order
+from ..config import Profile, get_profile
 
 __all__ = [
     "SPLITS",
@@ -133,7 +134,6 @@ def load_dataset(
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(_REGISTRY)}.")
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
-    from ..config import Profile, get_profile
 
     if isinstance(profile, str) or (profile is None and image_size is None and n is None):
         profile = get_profile(profile)

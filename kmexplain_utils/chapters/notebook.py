@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Profile, get_profile, resolve_device, set_seed
+from ..config import Profile, get_profile, resolve_device, set_seed
 
 __all__ = [
     "STRICT_CHECKS_ENV",
@@ -167,7 +167,7 @@ def setup_notebook(
     dev = resolve_device(device)
     set_seed(seed)
     if style:
-        from .plotting import set_book_style
+        from ..plotting import set_book_style
 
         set_book_style()
     ctx = NotebookContext(profile=prof, device=dev, seed=seed, started=_STARTED)

@@ -40,6 +40,10 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..attribution import explain, upsample_map
+from ..concepts import upsample_labels
+from ..plotting import DIVERGING_CMAP, concept_colors, part_colors, plot_explanations, short_label, to_numpy_image
+
 __all__ = [
     "ConceptViews",
     "LiveExplorer",
@@ -421,7 +425,6 @@ def explorer(
 
 
 def _rgb(image: Any) -> Any:
-    from .plotting import to_numpy_image
 
     return to_numpy_image(image)
 
@@ -435,7 +438,6 @@ def _label_rgb(image: Any, labels: Any, colors: Sequence[Any], *, alpha: float =
     img = _rgb(image)
     h, w = img.shape[:2]
     lab = torch.as_tensor(labels).long()
-    from .concepts import upsample_labels
 
     lab = upsample_labels(lab[None], (h, w))[0]  # the registered nearest position, as everywhere
     lab = lab.cpu().numpy()
@@ -452,8 +454,6 @@ def _heat_rgb(image: Any, heat: Any, *, alpha: float = 0.6) -> Any:
     import numpy as np
     import torch
 
-    from .attribution import upsample_map
-    from .plotting import DIVERGING_CMAP
 
     img = _rgb(image)
     h, w = img.shape[:2]
@@ -524,8 +524,6 @@ class ConceptViews:
         class_names: Sequence[str] | None = None,
         labels: Any = None,
     ) -> None:
-        from .attribution import explain
-
         if not concept_models:
             raise ValueError("concept_models is empty; give {(level, K): fitted ConceptModel}")
         self.levels = list(dict.fromkeys(level for level, _ in concept_models))
@@ -560,8 +558,6 @@ class ConceptViews:
 
     def columns(self, level: str, k: int, idx: Sequence[int] | None = None) -> tuple[dict, dict]:
         """Columns and per-panel titles of :func:`~kmexplain_utils.plotting.plot_explanations`."""
-        from .plotting import short_label
-
         idx = list(range(len(self.images))) if idx is None else list(idx)
         cmaps = self.concept_maps[level, int(k)]
         grid = tuple(cmaps.shape[-2:])
@@ -590,8 +586,6 @@ class ConceptViews:
         picture : ndarray, shape (H, W', 3), float in [0, 1]
         caption : str
         """
-        from .plotting import concept_colors, part_colors
-
         img = self.images[i]
         size = max(img.shape[-2:])
         scale = scale if scale is not None else max(1, 192 // size)
@@ -622,8 +616,6 @@ class ConceptViews:
 
     def figure(self, level: str, k: int, idx: Sequence[int] | None = None, **kwargs: Any) -> Any:
         """Image, parts, concept map and attribution map of the images ``idx`` (one row each)."""
-        from .plotting import plot_explanations, short_label
-
         idx = list(range(len(self.images))) if idx is None else list(idx)
         cols, titles = self.columns(level, k, idx)
         rows = self.row_labels()

@@ -24,9 +24,10 @@ pixel a part index ``j in {0..J-1}`` (``0`` = background):
 - :func:`pointing_game` -- is the most relevant pixel on the object?
 - :func:`energy_in_mask` -- share of the (shifted) relevance on the object;
 - :func:`deciding_part_scores` -- where a *contrastive* map puts its positive
-  mass and its peak, against the part that decides between two classes;
-- :func:`rank_correlation` -- Spearman correlation of two sets of maps (the
-  model-randomisation sanity check of Adebayo et al., 2018).
+  mass and its peak, against the part that decides between two classes.
+
+The Spearman correlation of two sets of maps (the model-randomisation sanity
+check of Adebayo et al., 2018) is :func:`kmexplain_utils.evaluation.sanity.spearman_maps`.
 
 Every function validates its inputs once and names the expected shapes.
 """
@@ -42,8 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validation import to_numpy
-from .resample import GridGeometry
+from .._validation import to_numpy
+from ..resample import GridGeometry
 
 __all__ = [
     "DecidingPartScores",
@@ -62,7 +63,6 @@ __all__ = [
     "purity",
     "pool_labels",
     "random_maps",
-    "rank_correlation",
 ]
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -258,8 +258,8 @@ def pool_labels(parts: ArrayLike, grid: tuple[int, int], geometry: GridGeometry 
     >>> pool_labels(parts, (2, 2))[0].tolist()  # centres on pixels 0 and 2 (stride 2, offset 0)
     [[0, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
     """
-    from .concepts import upsample_labels
-    from .resample import infer_geometry
+    from ..concepts import upsample_labels
+    from ..resample import infer_geometry
 
     p = torch.as_tensor(_to_numpy(parts, "parts")).long()
     if p.ndim != 3 or p.min() < 0:
@@ -444,7 +444,7 @@ def _resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    from .attribution import upsample_map
+    from ..attribution import upsample_map
 
     return upsample_map(maps, size)
 
@@ -584,7 +584,7 @@ def deletion_insertion(
     -------
     DeletionInsertion
     """
-    from ._validation import check_rgb_images
+    from .._validation import check_rgb_images
 
     check_rgb_images(images)
     n, _, h, w = images.shape
@@ -804,40 +804,3 @@ def deciding_part_scores(maps: ArrayLike, parts: ArrayLike, deciding_part: Array
     mass = torch.where(total > 0, inside / total.clamp_min(1e-300), torch.full_like(total, float("nan")))
     peak = on.gather(1, flat.argmax(1, keepdim=True))[:, 0]
     return DecidingPartScores(mass=mass.numpy(), peak=peak.numpy(), part_share=on.double().mean(1).numpy())
-
-
-def rank_correlation(maps_a: ArrayLike, maps_b: ArrayLike) -> np.ndarray:
-    """Spearman rank correlation between two sets of maps, image by image.
-
-    The measure of the model-randomisation sanity check (Adebayo et al.,
-    2018): the maps of a randomised network against the trained network's.
-    Ties get their average rank; a constant map gives ``nan``.
-
-    Parameters
-    ----------
-    maps_a, maps_b : Tensor or ndarray, shape (N, H, W)
-        Maps of the same images at the same size.
-
-    Returns
-    -------
-    ndarray, shape (N,)
-
-    Example
-    -------
-    >>> import torch
-    >>> a = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])
-    >>> float(rank_correlation(a, a ** 3)[0]), float(rank_correlation(a, -a)[0])
-    (1.0, -1.0)
-    """
-    from scipy.stats import rankdata
-
-    a = _check_maps(maps_a, name="maps_a").cpu().double().reshape(len(maps_a), -1).numpy()
-    b = _check_maps(maps_b, a.shape[0], name="maps_b").cpu().double().reshape(a.shape[0], -1).numpy()
-    if a.shape != b.shape:
-        raise ValueError(f"maps_a and maps_b must have the same shape, got {a.shape} and {b.shape}")
-    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
-    ra -= ra.mean(1, keepdims=True)
-    rb -= rb.mean(1, keepdims=True)
-    den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1.0), np.nan)

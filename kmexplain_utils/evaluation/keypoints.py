@@ -16,7 +16,7 @@ Two families of measurements:
 
 *Concept maps at keypoints* -- :func:`labels_at_keypoints` reads a label map
 (e.g. a concept map at image size) under every keypoint; :func:`keypoint_scores`
-gives NMI, AMI and purity (:mod:`kmexplain_utils.metrics`) of the concepts
+gives NMI, AMI and purity (:mod:`kmexplain_utils.evaluation.metrics`) of the concepts
 against the keypoints' parts, and their contingency table.
 
 *Part consistency of prototypes* -- the consistency of EvalProtoPNet (Huang et
@@ -42,7 +42,7 @@ by the images where the part is visible, as EvalProtoPNet's code does.
 Example
 -------
 >>> import torch
->>> from kmexplain_utils.keypoints import keypoints_from_parts, keypoint_scores
+>>> from kmexplain_utils.evaluation.keypoints import keypoints_from_parts, keypoint_scores
 >>> parts = torch.zeros(1, 6, 6, dtype=torch.long)
 >>> parts[0, :3], parts[0, 3:] = 1, 2                      # two halves: two parts
 >>> kp = keypoints_from_parts(parts)
@@ -61,17 +61,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ._torch import as_generator
-from ._validation import check_is_fitted, to_numpy
-from .classifier import KMeansClassifier
+from .._torch import as_generator
+from .._validation import check_is_fitted, check_keypoints, to_numpy
+from ..classifier import KMeansClassifier
 from .metrics import ami, nmi, purity
-from .resample import GridGeometry, as_size, infer_geometry, resample_map
-from .scores import prototype_scores
+from ..resample import GridGeometry, as_size, infer_geometry, resample_map
+from ..scores import prototype_scores
 
 __all__ = [
     "KeypointScores",
     "PartConsistency",
-    "check_keypoints",
     "class_prototype_maps",
     "keypoint_scores",
     "keypoints_from_parts",
@@ -109,74 +108,6 @@ def _bool_array(x: Any, name: str, ndim: int, what: str) -> np.ndarray:
     if a.dtype != np.bool_:
         raise TypeError(f"{name} must be boolean {what}, got dtype {a.dtype}")
     return a
-
-
-def check_keypoints(
-    keypoints: Sequence[Any],
-    n_images: int,
-    *,
-    n_parts: int | None = None,
-    image_size: Any = None,
-    name: str = "keypoints",
-) -> list[np.ndarray]:
-    """Validate keypoints: one ``(P_i, 3)`` array ``(x, y, part label)`` per image.
-
-    Parameters
-    ----------
-    keypoints : list of (P_i, 3) arrays or tensors
-        One per image; an empty array (``(0, 3)`` or ``[]``) for an image without keypoints.
-    n_images : int
-        Number of images ``N`` the list must cover.
-    n_parts : int, optional
-        Number of part labels including the background: labels must lie in ``[1, n_parts)``.
-    image_size : int or (int, int), optional
-        ``(H, W)``: every keypoint must lie in the image, ``0 <= x < W`` and ``0 <= y < H``.
-    name : str
-        Name used in the error messages.
-
-    Returns
-    -------
-    list of numpy.ndarray
-        ``N`` float64 arrays ``(P_i, 3)`` (copies).
-
-    Example
-    -------
-    >>> [k.shape for k in check_keypoints([[[1.0, 2.0, 1]], []], 2, n_parts=3)]
-    [(1, 3), (0, 3)]
-    """
-    if not isinstance(keypoints, (list, tuple)):
-        raise ValueError(f"{name} must be a list with one (P_i, 3) array per image, got {type(keypoints).__name__}")
-    if len(keypoints) != n_images:
-        raise ValueError(f"{name} must hold one array per image: {n_images} images, got {len(keypoints)} arrays")
-    size = None if image_size is None else as_size(image_size, name="image_size")
-    out = []
-    for i, k in enumerate(keypoints):
-        a = np.array(k.detach().cpu().numpy() if isinstance(k, torch.Tensor) else k, dtype=np.float64)
-        if a.size == 0:
-            a = a.reshape(0, 3)
-        if a.ndim != 2 or a.shape[1] != 3:
-            raise ValueError(f"{name}[{i}] must have shape (P, 3) = (x, y, part label), got {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name}[{i}] holds NaN or inf; drop the keypoints that are not visible")
-        lab = a[:, 2]
-        if (lab != np.round(lab)).any() or (lab < 1).any() or (n_parts is not None and (lab >= n_parts).any()):
-            bad = lab[(lab != np.round(lab)) | (lab < 1) | (lab >= (n_parts or np.inf))]
-            rng = f"[1, {n_parts})" if n_parts is not None else ">= 1"
-            raise ValueError(
-                f"{name}[{i}] has part labels {bad[:5].tolist()}; labels must be integers in {rng} "
-                "(0 is the background, which has no keypoint)"
-            )
-        if size is not None and a.size:
-            out_x = (a[:, 0] < 0) | (a[:, 0] >= size[1])
-            out_y = (a[:, 1] < 0) | (a[:, 1] >= size[0])
-            if (out_x | out_y).any():
-                first = a[out_x | out_y][0, :2].tolist()
-                raise ValueError(
-                    f"{name}[{i}] has a keypoint at (x, y) = {first} outside the (H, W) = {size} image; "
-                    "keypoints are in pixels of the image (0 <= x < W, 0 <= y < H): drop those outside it."
-                )
-        out.append(a)
-    return out
 
 
 def _visible(keypoints: list[np.ndarray], n_parts: int) -> np.ndarray:
@@ -284,8 +215,8 @@ class KeypointScores:
     Attributes
     ----------
     nmi, ami, purity : float
-        :func:`kmexplain_utils.metrics.nmi`, :func:`~kmexplain_utils.metrics.ami` and
-        :func:`~kmexplain_utils.metrics.purity` of the labels under the keypoints
+        :func:`kmexplain_utils.evaluation.metrics.nmi`, :func:`~kmexplain_utils.evaluation.metrics.ami` and
+        :func:`~kmexplain_utils.evaluation.metrics.purity` of the labels under the keypoints
         against the keypoints' parts (one sample per keypoint).
     n_keypoints : int
         Number of keypoints scored.

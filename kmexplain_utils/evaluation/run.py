@@ -61,7 +61,7 @@ note       str    e.g. the deletion baseline, the parts without a concept,
 
 Command line::
 
-    python -m kmexplain_utils.evaluate --profile quick --seeds 3 --out results.json
+    python -m kmexplain_utils.evaluation --profile quick --seeds 3 --out results.json
 
 writes ``{"schema": "kmexplain-evaluation/2", "profile": {...}, "seeds": [...],
 "columns": [...], "metrics": {...}, "records": [...], "curves": [...], "info": {...}}``.
@@ -81,9 +81,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import config
-from .config import Profile, get_profile, progress, resolve_device, set_progress
-from .plotting import plot_curves, plot_qualitative, plot_sweeps, plot_tradeoff
+from .. import config
+from ..config import Profile, get_profile, progress, resolve_device, set_progress
+from ..plotting import method_label, plot_curves, plot_qualitative, plot_sweeps, plot_tradeoff
 
 __all__ = [
     "COLUMNS",
@@ -99,7 +99,6 @@ __all__ = [
     "evaluation_specs",
     "fewer_data_profile",
     "format_mean_std",
-    "grad_cam",
     "load_data",
     "main",
     "measure_accuracy",
@@ -110,7 +109,6 @@ __all__ = [
     "measure_keypoints",
     "measure_representativeness",
     "measure_sanity",
-    "method_label",
     "plot_curves",
     "plot_qualitative",
     "plot_sweeps",
@@ -215,7 +213,7 @@ def evaluation_specs(levels: Sequence[str]) -> list[FeatureSpace]:
 
 
 def _specs(levels: Sequence[str], cell: bool = True) -> list[FeatureSpace]:
-    from .features import parse_level
+    from ..features import parse_level
 
     blocks_of = {lv: parse_level(lv) for lv in levels}
     spatial = [lv for lv in levels if blocks_of[lv] != ("logits",)]
@@ -226,52 +224,6 @@ def _specs(levels: Sequence[str], cell: bool = True) -> list[FeatureSpace]:
     if cell:
         specs += [FeatureSpace(lv + _CELL, lv, None, "cell", False, True, True) for lv in spatial]
     return specs
-
-
-def grad_cam(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor, *,
-             target_layer: torch.nn.Module | None = None, batch_size: int = 64) -> torch.Tensor:
-    """Grad-CAM maps computed by ``pytorch-grad-cam`` (upsampled and min-max normalised by the library).
-
-    Kept for comparison with the library; the evaluation uses
-    :func:`kmexplain_utils.baselines.grad_cam` (registered resampling, any block).
-
-    Parameters
-    ----------
-    model : nn.Module
-    images : torch.Tensor
-        ``(N, 3, H, W)`` images in ``[0, 1]``.
-    target : torch.Tensor
-        ``(N,)`` class explained for each image.
-    target_layer : nn.Module, optional
-        Default ``model.layer4``.
-    batch_size : int
-
-    Returns
-    -------
-    torch.Tensor
-        ``(N, H, W)`` float32 on the CPU.
-    """
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    from ._validation import check_rgb_images
-    from .features import eval_mode
-
-    check_rgb_images(images)
-    layer = target_layer if target_layer is not None else getattr(model, "layer4", None)
-    if layer is None:
-        raise ValueError("model has no 'layer4': pass target_layer= (the last convolutional block)")
-    tgt = torch.as_tensor(target).long().reshape(-1)
-    if tgt.numel() != images.shape[0]:
-        raise ValueError(f"target must have shape (N,) = ({images.shape[0]},), got {tuple(tgt.shape)}")
-    dev = next(model.parameters()).device
-    out = []
-    with eval_mode(model), GradCAM(model=model, target_layers=[layer]) as cam:
-        for s in range(0, images.shape[0], batch_size):
-            targets = [ClassifierOutputTarget(int(c)) for c in tgt[s : s + batch_size]]
-            out.append(torch.from_numpy(np.asarray(cam(input_tensor=images[s : s + batch_size].to(dev),
-                                                       targets=targets), dtype=np.float32)))
-    return torch.cat(out)
 
 
 def _ground_truth(data: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -308,7 +260,7 @@ class SharedData:
     objects_test: torch.Tensor
     part_names: list[str]
     n_eval: int
-    #: part keypoints of every test image ((P_i, 3) arrays, :mod:`kmexplain_utils.keypoints`), or None
+    #: part keypoints of every test image ((P_i, 3) arrays, :mod:`kmexplain_utils.evaluation.keypoints`), or None
     keypoints_test: list[np.ndarray] | None = None
     #: The keypoints' source, ``"keypoints"`` (the data set's own) or ``"part masks"`` (one per part present)
     keypoint_source: str | None = None
@@ -345,7 +297,7 @@ class SeedData:
 
     def scorer(self, name: str) -> Any:
         """The k-means classifier of a level as a model (images -> class scores / its fitted temperature)."""
-        from .baselines import KMeansScoreModel
+        from ..scores import KMeansScoreModel
 
         return KMeansScoreModel(self.model, self.lfs[name], self.clfs[name],
                                 temperature=self.temperatures.get(name, 1.0))
@@ -355,15 +307,15 @@ class SeedData:
 
     def up(self, maps: torch.Tensor, name: str, size: tuple[int, int]) -> torch.Tensor:
         """Grid label maps -> pixels (each pixel takes the nearest registered position)."""
-        from .concepts import upsample_labels
+        from ..concepts import upsample_labels
 
         return upsample_labels(maps.long(), size, self.lfs[name].grid_geometry_)
 
 
 def load_data(profile: Profile, n_fit_images: int = 500) -> SharedData:
     """The data step shared by all seeds: training and test sets, the fitting images, parts and masks."""
-    from .data import load_dataset
-    from .training import DATA_SEED
+    from ..data import load_dataset
+    from ..chapters.training import DATA_SEED
 
     train = load_dataset(profile.dataset, "train", profile, seed=DATA_SEED)
     test = load_dataset(profile.dataset, "test", profile, seed=DATA_SEED)
@@ -392,7 +344,7 @@ def _test_keypoints(test: Any, parts_test: torch.Tensor, part_names: list[str]) 
 
 def _concept_settings(prof: Profile, sp: FeatureSpace, ablation: bool) -> list[tuple[int, bool]]:
     """(K', per_class) of the concept models fitted for a spec."""
-    from .features import parse_level
+    from ..features import parse_level
 
     out = [(prof.n_concepts, False)]
     if ablation and sp.registration == "exact" and sp.grid is None:
@@ -406,7 +358,7 @@ def _fit_concepts(prof: Profile, sh: SharedData, model: Any, specs: Sequence[Fea
                   device: Any, ablation: bool) -> tuple[dict, dict]:
     from sklearn.decomposition import NMF
 
-    from .concepts import ConceptModel
+    from ..concepts import ConceptModel
 
     y_fit = sh.train.labels[: sh.x_fit.shape[0]]
     cms: dict[tuple[str, int, bool], Any] = {}
@@ -430,7 +382,7 @@ def _fit_concepts(prof: Profile, sh: SharedData, model: Any, specs: Sequence[Fea
 def _pass_maps(feats: torch.Tensor, sp: FeatureSpace, d_cms: dict, nmf: dict, pred: torch.Tensor,
                out: dict[tuple[str, int, bool], list]) -> None:
     """Concept maps (and NMF maps, key ``(name, -1, False)``) of one batch at one spec."""
-    from .concepts import concept_map
+    from ..concepts import concept_map
 
     for (name, K, per_class), cm in d_cms.items():
         if name != sp.name:
@@ -451,7 +403,7 @@ def _features_pass(model: torch.nn.Module, data: Any, n: int, specs: Sequence[Fe
 
     Returns ``({spec: (n, D_S)}, logits (n, C), {key: (n_maps, H_S, W_S) int16})`` on the CPU.
     """
-    from .features import block_features, eval_mode
+    from ..features import block_features, eval_mode
 
     mdev = next(model.parameters()).device
     pooled: dict[str, list[torch.Tensor]] = {sp.name: [] for sp in specs if sp.classify}
@@ -488,10 +440,10 @@ def prepare_seed(sh: SharedData, seed: int, specs: Sequence[FeatureSpace], *, de
     training images; concept models on the first ``n_fit`` training images (the first 256 fit
     ``sigma_b``); ``ablation`` adds the concept sweep and per-class concepts (first seed).
     """
-    from .baselines import fit_temperature
-    from .classifier import KMeansClassifier
-    from .features import LevelFeatures
-    from .training import get_trained_model
+    from ..scores import fit_temperature
+    from ..classifier import KMeansClassifier
+    from ..features import LevelFeatures
+    from ..chapters.training import get_trained_model
 
     prof = sh.profile
     model, _info = get_trained_model(prof, seed, device=device)
@@ -636,7 +588,7 @@ def measure_concept_references(sh: SharedData, d: SeedData, rec: Recorder) -> No
 
 def measure_accuracy(sh: SharedData, d: SeedData, rec: Recorder, *, sweep: bool = False) -> None:
     """Accuracy of the linear head and of the k-means classifier at every level (and the K sweep)."""
-    from .classifier import KMeansClassifier
+    from ..classifier import KMeansClassifier
 
     prof, y_test = sh.profile, sh.test.labels
     n_test = len(y_test)
@@ -661,8 +613,8 @@ def measure_accuracy(sh: SharedData, d: SeedData, rec: Recorder, *, sweep: bool 
 
 def measure_representativeness(sh: SharedData, d: SeedData, rec: Recorder) -> None:
     """Distance of the linear rows (raw, best rescaled) and of the k-means centroids to the data (pooled B4)."""
-    from .prototypes import prototype_representativeness
-    from .sem import linear_prototypes
+    from ..prototypes import prototype_representativeness
+    from ..sem import linear_prototypes
 
     if "B4" not in d.clfs:
         return
@@ -687,7 +639,7 @@ def _kmeans_maps(d: SeedData, name: str, x: torch.Tensor, target: Any = None, *,
     a cell-registration twin the classifier of its level (the pooled features barely depend on the
     registration; its maps are resampled with the cell convention).
     """
-    from .attribution import attribution_map
+    from ..attribution import attribution_map
 
     sp = d.spec(name)
     clf, lf = d.clfs[name if sp.classify else (sp.level if sp.grid is None else "B4")], d.lfs[name]
@@ -706,7 +658,7 @@ def _kmeans_maps(d: SeedData, name: str, x: torch.Tensor, target: Any = None, *,
 def _attribution_set(d: SeedData, x: torch.Tensor, *, batch_size: int = 200) -> dict[tuple[str, str], tuple]:
     """Every map of images ``x``: key ``(level, method)`` -> ``(maps (N, H, W), class explained, spec or None)``."""
     from . import metrics
-    from .attribution import cam
+    from ..attribution import cam
     from .baselines import grad_cam as grad_cam_block
     from .baselines import occlusion
 
@@ -729,9 +681,9 @@ def _attribution_set(d: SeedData, x: torch.Tensor, *, batch_size: int = 200) -> 
 
 def _gradcam_identity_error(d: SeedData, x: torch.Tensor, target: torch.Tensor) -> float:
     """max |Grad-CAM(B4) - ReLU(CAM - b) / |P|| / max |CAM| on images ``x``."""
-    from .attribution import cam
+    from ..attribution import cam
     from .baselines import grad_cam as grad_cam_block
-    from .sem import linear_prototypes
+    from ..sem import linear_prototypes
 
     mdev = next(d.model.parameters()).device
     g = grad_cam_block(d.model, x.to(mdev), target, block="B4").double().cpu()
@@ -746,7 +698,7 @@ def measure_attribution(sh: SharedData, d: SeedData, rec: Recorder, curves: list
     """Faithfulness and localisation of every map on the first ``n_eval`` test images; returns the maps.
 
     Deletion / insertion track the softmax of the model each map explains: a k-means map its level's
-    k-means classifier (:class:`~kmexplain_utils.baselines.KMeansScoreModel`, its scores divided by
+    k-means classifier (:class:`~kmexplain_utils.scores.KMeansScoreModel`, its scores divided by
     the temperature fitted on the training embeddings; the resolution control B4's), every other map
     the network; the k-means maps of B4 and B234 are tracked on the network
     too (``*_transfer``), and the random map on the k-means classifier of B234 as well. Deletion and
@@ -790,7 +742,7 @@ def measure_attribution(sh: SharedData, d: SeedData, rec: Recorder, curves: list
 
 # ----------------------------------------------------------------------------- sanity check and contrastive maps
 def _fixed_kmeans_map(model: Any, lf: Any, mu: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    from .attribution import attribution_map
+    from ..attribution import attribution_map
 
     feats = lf.position_features(model, x)
     return attribution_map(feats, mu.to(feats), size=tuple(x.shape[-2:]), geometry=lf.grid_geometry_).float().cpu()
@@ -799,13 +751,13 @@ def _fixed_kmeans_map(model: Any, lf: Any, mu: torch.Tensor, x: torch.Tensor) ->
 def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int = 16) -> None:
     """Cascading model randomisation (Adebayo et al., 2018): how much each method's maps change.
 
-    The network is re-initialised from the head down (:func:`kmexplain_utils.sanity.cascading_randomization`);
+    The network is re-initialised from the head down (:func:`kmexplain_utils.evaluation.sanity.cascading_randomization`);
     the k-means "head" is its prototypes, replaced at the first stage by Gaussian vectors with the
     trained prototypes' per-dimension mean and spread (the level's ``sigma_b`` stay fixed). Every map
     explains the class explained on the trained network. Records the mean Spearman correlation with the
     trained maps per stage (``param`` = step, ``note`` = stage).
     """
-    from .attribution import cam
+    from ..attribution import cam
     from .baselines import grad_cam as grad_cam_block
     from .baselines import occlusion
     from .sanity import cascading_randomization
@@ -863,7 +815,7 @@ def deciding_part(class_names: Sequence[str], part_names: Sequence[str], c1: int
 
 def _contrastive_maps(d: SeedData, x: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> dict:
     from . import metrics
-    from .attribution import cam
+    from ..attribution import cam
     from .baselines import grad_cam as grad_cam_block
 
     size = tuple(x.shape[-2:])
@@ -917,9 +869,9 @@ def measure_keypoints(sh: SharedData, d: SeedData, rec: Recorder, *, batch_size:
 
     - ``keypoint_nmi`` / ``keypoint_ami`` / ``keypoint_purity`` of the main concept setting of every
       level (and resolution control): the concept map at image size read under every keypoint of
-      the test images, against the keypoint's part (:func:`kmexplain_utils.keypoints.keypoint_scores`);
+      the test images, against the keypoint's part (:func:`kmexplain_utils.evaluation.keypoints.keypoint_scores`);
     - ``part_consistency`` of the k-means classifier of every level on the first ``n_eval`` test
-      images (:func:`kmexplain_utils.keypoints.prototype_consistency`, EvalProtoPNet's box of 72/224
+      images (:func:`kmexplain_utils.evaluation.keypoints.prototype_consistency`, EvalProtoPNet's box of 72/224
       of the side and threshold 0.8, each image scored with the prototypes of its true class), and
       the same with boxes on uniformly random pixels (method ``random``): the chance level.
 
@@ -1157,8 +1109,8 @@ def fewer_data_profile(profile: Profile, fraction: int = 4) -> Profile:
     "less data", not "less training". A profile with ``n_train = 0`` (the dataset's own split, the
     paper profile) gets ``len(train) // fraction`` images.
     """
-    from .data import load_dataset
-    from .training import DATA_SEED
+    from ..data import load_dataset
+    from ..chapters.training import DATA_SEED
 
     if int(fraction) < 1:
         raise ValueError(f"fraction must be >= 1, got {fraction}")
@@ -1234,20 +1186,6 @@ def claims_table(df: pandas.DataFrame) -> pandas.DataFrame:  # noqa: F821
 
 
 # ----------------------------------------------------------------------------- tables
-def method_label(level: str, method: str) -> str:
-    """Readable name of a method: ``"k-means B234"``, ``"CAM"``, ``"Grad-CAM B3"``, ``"random map"``..."""
-    suffix = " (on the linear head)" if method.endswith("_transfer") else ""
-    method = method.removesuffix("_transfer")
-    if method == "kmeans":
-        return f"k-means {level}{suffix}"
-    if method == "kmeans-cell":
-        return f"k-means {level} (cell registration){suffix}"
-    if method == "gradcam":
-        return f"Grad-CAM {level}" if level != "B4" else "Grad-CAM"
-    return {"cam": "CAM", "random": "random map", "linear": "linear head", "occlusion": "occlusion"}.get(method, method) + (
-        f" (on k-means {level})" if method == "random" and level != "pixel" else "")
-
-
 _PM = "\u202f±\u202f"  # the ± of a table cell, between narrow no-break spaces (never wrapped)
 
 
@@ -1307,11 +1245,6 @@ def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,
     return cells[cols].fillna("")
 
 
-def _mean_std(df: pandas.DataFrame, level: str, method: str, metric: str) -> tuple[float, float]:  # noqa: F821
-    v = df[(df["level"] == level) & (df["method"] == method) & (df["metric"] == metric) & df["sweep"].isna()]["value"]
-    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0) if len(v) else (float("nan"), float("nan"))
-
-
 # ----------------------------------------------------------------------------- JSON and command line
 def to_json(df: pandas.DataFrame, path: str | None = None) -> dict[str, Any]:  # noqa: F821
     """The records (and curves, info) as a JSON-ready dict; written to ``path`` when given.
@@ -1352,9 +1285,9 @@ def to_json(df: pandas.DataFrame, path: str | None = None) -> dict[str, Any]:  #
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m kmexplain_utils.evaluate --profile quick --seeds 3 --out results.json``."""
+    """Command line: ``python -m kmexplain_utils.evaluation --profile quick --seeds 3 --out results.json``."""
     parser = argparse.ArgumentParser(
-        prog="python -m kmexplain_utils.evaluate",
+        prog="python -m kmexplain_utils.evaluation",
         description="Run the book's quantitative evaluation and write the records as JSON.",
     )
     parser.add_argument("--profile", default=None, help="smoke, quick or paper (default: KMEX_PROFILE, then quick)")

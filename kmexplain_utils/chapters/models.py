@@ -12,15 +12,14 @@ mean/std normalisation happens inside ``forward``.
 - :class:`TinyResNet` -- width and depth configurable, trains from scratch on
   the offline datasets in about a minute on two CPU cores.
 - :func:`resnet34_classifier` -- torchvision's ResNet34 with a new head,
-  started from ImageNet weights when they can be loaded (the paper setting).
+  started from the ImageNet weights of :mod:`kmexplain_utils.chapters.pretrained`
+  (the paper setting; a missing file is an error that says how to get it).
 - :func:`build_model` -- the model a :class:`~kmexplain_utils.config.Profile`
   asks for.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -28,28 +27,18 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from ._validation import check_rgb_images
+from .._validation import check_rgb_images
+from .pretrained import IMAGENET_MEAN, IMAGENET_STD, Normalize, resnet34_imagenet_state_dict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import Profile
+    from ..config import Profile
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "PretrainedWeightsWarning",
     "TinyResNet",
     "ImageNetResNet",
     "resnet34_classifier",
-    "resnet34_weights_path",
     "build_model",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class PretrainedWeightsWarning(UserWarning):
-    """ImageNet weights could not be loaded; the model starts from random weights."""
 
 
 def _channel_buffer(values: Sequence[float], name: str, n_channels: int = 3) -> torch.Tensor:
@@ -204,19 +193,16 @@ class ImageNetResNet(ResNet):
 
     Identical to the torchvision model (same module and parameter names, so
     torchvision ``state_dict`` files load as they are) except that ``forward``
-    checks the input and applies the ImageNet mean/std normalisation first.
-    ``mean``/``std`` are non-persistent buffers: they follow ``.to(device)``
-    but are not part of the ``state_dict``.
+    checks the input and applies the ImageNet mean/std normalisation first
+    (``normalize``, the package's one normalisation layer,
+    :class:`kmexplain_utils.chapters.pretrained.Normalize`). Its ``mean``/``std``
+    are non-persistent buffers: they follow ``.to(device)`` but are not part of
+    the ``state_dict``.
     """
 
     def __init__(self, *args, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.register_buffer("mean", _channel_buffer(mean, "mean"), persistent=False)
-        self.register_buffer("std", _channel_buffer(std, "std"), persistent=False)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / std`` per channel, for ``x`` of shape ``(N, 3, H, W)`` in ``[0, 1]``."""
-        return (x - self.mean) / self.std
+        self.normalize = Normalize(mean, std, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]``."""
@@ -224,25 +210,12 @@ class ImageNetResNet(ResNet):
         return self._forward_impl(self.normalize(x))
 
 
-def _torch_hub_checkpoints() -> str:
-    return os.path.join(torch.hub.get_dir(), "checkpoints")
-
-
-def resnet34_weights_path() -> str:
-    """Where torchvision caches (and looks for) the ImageNet ResNet34 weights file."""
-    from torchvision.models import ResNet34_Weights
-
-    return os.path.join(_torch_hub_checkpoints(), os.path.basename(ResNet34_Weights.IMAGENET1K_V1.url))
-
-
-def resnet34_classifier(n_classes: int, pretrained: bool = True, *, progress: bool = False) -> ImageNetResNet:
+def resnet34_classifier(n_classes: int, pretrained: bool = True) -> ImageNetResNet:
     """ResNet34 with a new ``fc`` for ``n_classes``, optionally from ImageNet weights.
 
-    The weights come through torchvision's weight enum
-    (``ResNet34_Weights.IMAGENET1K_V1``) and are cached under ``TORCH_HOME``
-    (``torch.hub.get_dir()/checkpoints``). When they cannot be obtained (no
-    network, corrupt file) a :class:`PretrainedWeightsWarning` says what failed
-    and how to fix it, and the model continues from random weights.
+    The weights come from the package's one loader,
+    :func:`kmexplain_utils.chapters.pretrained.resnet34_imagenet_state_dict`
+    (``<cache_dir>/weights``, downloaded once, checked by its hash).
 
     Parameters
     ----------
@@ -250,39 +223,25 @@ def resnet34_classifier(n_classes: int, pretrained: bool = True, *, progress: bo
         Number of output logits of the new head.
     pretrained : bool, default True
         Start the encoder from ImageNet weights.
-    progress : bool, default False
-        Show torchvision's download progress.
 
     Returns
     -------
     ImageNetResNet
         Takes ``(N, 3, H, W)`` images in ``[0, 1]``; returns ``(N, n_classes)``.
-        Its attribute ``imagenet_weights_loaded`` says whether the ImageNet
-        weights were actually loaded.
+        Its attribute ``imagenet_weights_loaded`` records ``pretrained``.
+
+    Raises
+    ------
+    kmexplain_utils.chapters.pretrained.WeightsError
+        When ``pretrained`` and the weights cannot be had (the message says how
+        to get the file); the model never continues from random weights.
     """
     if int(n_classes) < 1:
         raise ValueError(f"n_classes must be >= 1, got {n_classes}")
     model = ImageNetResNet(BasicBlock, [3, 4, 6, 3])
-    model.imagenet_weights_loaded = False
     if pretrained:
-        from torchvision.models import ResNet34_Weights
-
-        weights = ResNet34_Weights.IMAGENET1K_V1
-        try:
-            state = weights.get_state_dict(progress=progress, check_hash=True)
-            model.load_state_dict(state)
-            model.imagenet_weights_loaded = True
-        except Exception as exc:  # network, hash or file errors: fall back, never crash
-            filename = os.path.basename(weights.url)
-            warnings.warn(
-                f"Could not load the ImageNet weights of ResNet34 ({type(exc).__name__}: {exc}). "
-                f"Falling back to RANDOM initialisation: accuracy and explanations will be far from the paper's. "
-                f"To fix: download {weights.url} and place it as "
-                f"{os.path.join(_torch_hub_checkpoints(), filename)} (the folder follows TORCH_HOME), "
-                f"or pass pretrained=False to silence this warning.",
-                PretrainedWeightsWarning,
-                stacklevel=2,
-            )
+        model.load_state_dict(resnet34_imagenet_state_dict())
+    model.imagenet_weights_loaded = bool(pretrained)
     model.fc = nn.Linear(model.fc.in_features, int(n_classes))
     return model
 

@@ -42,8 +42,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._kmeans_bounds import bounds_from_partial, center_shifts, half_separation, product_error_factor
-from ._kmeans_dist import (
+from ._bounds import bounds_from_partial, center_shifts, half_separation, product_error_factor
+from ._dist import (
     Assigner,
     Comm,
     SpanPool,
@@ -52,9 +52,10 @@ from ._kmeans_dist import (
     kmeans_plusplus,
     resolve_matmul_dtype,
 )
-from ._sklearn import RANDOM_STATE_CONSTRAINT, validate_features
-from ._validation import NotFittedError, as_float_tensor, check_is_fitted
-from .config import resolve_device
+from .._torch import seed_from
+from .._sklearn import RANDOM_STATE_CONSTRAINT, validate_features
+from .._validation import NotFittedError, as_float_tensor, check_is_fitted
+from ..config import resolve_device
 
 __all__ = ["INIT_SAMPLE_SIZE", "POINTS_PER_CENTROID", "KMeans", "NotFittedError"]  # the error: re-exported
 
@@ -158,25 +159,6 @@ class _Batches:
                     f"{self.n_features}; every batch must have shape (b, {self.n_features})."
                 )
             yield t
-
-
-def _seed_from(random_state: Any) -> int:
-    """An int seed from ``random_state`` (int, None, np/torch generator)."""
-    if random_state is None:
-        return int(torch.randint(0, 2**62, (1,)))
-    if isinstance(random_state, torch.Generator):
-        return int(torch.randint(0, 2**62, (1,), generator=random_state))
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 2**62))
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(0, 2**31 - 1))
-    if isinstance(random_state, numbers.Integral):
-        if int(random_state) < 0:
-            raise ValueError(f"random_state must be non-negative, got {random_state}.")
-        return int(random_state)
-    raise TypeError(
-        f"random_state must be None, an int, or a numpy/torch generator, got {type(random_state).__name__}."
-    )
 
 
 def _to_output(t: torch.Tensor, like: Any) -> ArrayLike:
@@ -870,7 +852,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         """
         self._check_params()
         comm = Comm(Comm.wanted(self.distributed))
-        seed = _seed_from(self.random_state)
+        seed = seed_from(self.random_state)
         if comm.enabled:  # every rank uses rank 0's seed
             seed = int(comm.broadcast_(torch.tensor([seed], dtype=torch.int64))[0])
         if _is_stream(X):

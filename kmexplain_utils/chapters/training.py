@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._torch import eval_mode, model_device
+from .._torch import eval_mode, model_device
 from .checkpoints import (
     CheckpointError,
     CheckpointWarning,
@@ -34,7 +34,10 @@ from .checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from .config import Profile, cache_dir, get_profile, progress, resolve_device, set_seed
+from .. import __version__
+from ..config import Profile, cache_dir, get_profile, progress, resolve_device, set_seed
+from ..data import dataset_version, load_dataset
+from .models import build_model
 
 __all__ = [
     "TRAINING_RECIPE_VERSION",
@@ -438,14 +441,11 @@ def train_model(
 
 
 def _load_dataset(name: str, split: str, profile: Profile, *, seed: int) -> Any:
-    """:func:`kmexplain_utils.data.load_dataset` (imported on first use)."""
-    from .data import load_dataset
-
+    """:func:`kmexplain_utils.data.load_dataset` (a seam the tests replace)."""
     return load_dataset(name, split, profile, seed=seed)
 
 
 def _package_version() -> str:
-    from . import __version__
 
     return __version__
 
@@ -456,8 +456,6 @@ def training_config_hash(profile: Profile) -> str:
     Covers :data:`TRAINING_FIELDS`, :data:`TRAINING_RECIPE_VERSION`,
     :data:`DATA_SEED` and the version of the data set's generator or loader.
     """
-    from .data import dataset_version
-
     fields = {name: getattr(profile, name) for name in TRAINING_FIELDS}
     fields["recipe"] = TRAINING_RECIPE_VERSION
     fields["data_seed"] = DATA_SEED
@@ -486,23 +484,15 @@ def _expected_metadata(profile: Profile, seed: int) -> dict[str, Any]:
     }
 
 
-def _weights_available_now(profile: Profile, metadata: dict[str, Any]) -> bool:
-    """True when a cached random-init fallback could now start from ImageNet weights."""
-    if not (profile.pretrained and profile.model == "resnet34"):
-        return False
-    if metadata.get("imagenet_weights_loaded", True):
-        return False
-    from .models import resnet34_weights_path
-
-    return Path(resnet34_weights_path()).exists()
+def _trained_without_its_weights(profile: Profile, metadata: dict[str, Any]) -> bool:
+    """True for a checkpoint of a pretrained profile that started from random weights (older versions fell back)."""
+    return bool(profile.pretrained and profile.model == "resnet34" and not metadata.get("imagenet_weights_loaded", True))
 
 
 def _load_cached(
     path: Path, profile: Profile, seed: int, dev: torch.device
 ) -> tuple[nn.Module, dict[str, Any]] | None:
     """The cached model, or ``None`` (with a warning) when unusable."""
-    from .models import build_model
-
     try:
         state, metadata = read_checkpoint(path)
         check_metadata(path, metadata, _expected_metadata(profile, seed))
@@ -514,10 +504,10 @@ def _load_cached(
     except CheckpointError as exc:
         warnings.warn(f"{exc} It is corrupt or mismatched: retraining.", CheckpointWarning, stacklevel=3)
         return None
-    if _weights_available_now(profile, metadata):
+    if _trained_without_its_weights(profile, metadata):
         warnings.warn(
-            f"Checkpoint {path} was trained from random weights because the ImageNet weights were "
-            "missing; they are available now: retraining.",
+            f"Checkpoint {path} was trained from random weights (the ImageNet weights were missing): "
+            "retraining from the ImageNet weights.",
             CheckpointWarning,
             stacklevel=3,
         )
@@ -536,7 +526,7 @@ def get_trained_model(
 
     Looks for :func:`checkpoint_path` ``(profile, seed)``; if it is missing,
     corrupt, truncated or from another profile/version (a
-    :class:`~kmexplain_utils.checkpoints.CheckpointWarning` says which), loads
+    :class:`~kmexplain_utils.chapters.checkpoints.CheckpointWarning` says which), loads
     ``load_dataset(profile.dataset, "train"/"test", profile, seed=DATA_SEED)``,
     builds the model with the seed, trains it with :func:`train_model` and
     saves it atomically.
@@ -577,7 +567,6 @@ def get_trained_model(
             model, metadata = cached
             return model, {**metadata, "path": str(path), "from_cache": True}
 
-    from .models import build_model
 
     train_set = _load_dataset(profile.dataset, "train", profile, seed=DATA_SEED)
     test_set = _load_dataset(profile.dataset, "test", profile, seed=DATA_SEED)

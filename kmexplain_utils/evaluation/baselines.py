@@ -1,4 +1,4 @@
-"""Attribution baselines of the evaluation, and the k-means classifier as a model to score maps on.
+"""Attribution baselines of the evaluation: Grad-CAM / LayerCAM at any block, occlusion.
 
 - :func:`grad_cam` -- Grad-CAM (Selvaraju et al., 2017) or LayerCAM (Jiang
   et al., 2021) at any block, resampled to the image at the block's
@@ -10,11 +10,11 @@
   beside CAM; at B3 (a finer grid, nearer B234's) it is.
 - :func:`occlusion` -- a gradient-free peer (Zeiler and Fergus, 2014): the drop of
   the score when a square patch is replaced by a blurred copy of the image.
-- :class:`KMeansScoreModel` -- images -> class scores of a k-means classifier
-  at a level (the best prototype score ``2 mu . z - ||mu||^2`` of each class),
-  so that deletion and insertion score a k-means map on the model it explains.
 
-The model-randomisation sanity check lives in :mod:`kmexplain_utils.sanity`.
+The k-means classifier as a model to score maps on (:class:`KMeansScoreModel`,
+:func:`fit_temperature`) is part of the method: :mod:`kmexplain_utils.scores`.
+
+The model-randomisation sanity check lives in :mod:`kmexplain_utils.evaluation.sanity`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validation import check_rgb_images
+from .._validation import check_rgb_images
 
-__all__ = ["KMeansScoreModel", "fit_temperature", "grad_cam", "occlusion"]
+__all__ = ["grad_cam", "occlusion"]
 
 
 def _targets(target: Any, n: int, device: torch.device) -> torch.Tensor:
@@ -86,9 +86,9 @@ def grad_cam(
     >>> grad_cam(m, torch.rand(2, 3, 64, 64), 1, block="B3", size=64).shape
     torch.Size([2, 64, 64])
     """
-    from .attribution import upsample_map
-    from .features import eval_mode, model_adapter, model_registration
-    from .resample import GridGeometry
+    from ..attribution import upsample_map
+    from ..features import eval_mode, model_adapter, model_registration
+    from ..resample import GridGeometry
 
     check_rgb_images(x)
     if kind not in ("gradcam", "layercam"):
@@ -137,7 +137,7 @@ def occlusion(
 
     Every ``patch x patch`` square (moved by ``stride`` pixels) is replaced by
     the image blurred with a Gaussian of standard deviation ``max(H, W) / 16``
-    (the deletion baseline of :func:`kmexplain_utils.metrics.deletion_insertion`);
+    (the deletion baseline of :func:`kmexplain_utils.evaluation.metrics.deletion_insertion`);
     a pixel's relevance is the mean score drop over the patches that cover it.
     Forward passes only: a gradient-free peer of the k-means maps.
 
@@ -168,8 +168,8 @@ def occlusion(
     >>> occlusion(m, torch.rand(1, 3, 32, 32), 0, patch=8).shape
     torch.Size([1, 32, 32])
     """
-    from .features import eval_mode
-    from .metrics import _baseline_images
+    from ..features import eval_mode
+    from .metrics import baseline_images
 
     check_rgb_images(x)
     n, _, H, W = x.shape
@@ -187,7 +187,7 @@ def occlusion(
         masks[i, :, r:r + patch, c:c + patch] = True
     cover = masks.float().sum(0)[0]
     out = torch.zeros(n, H, W)
-    base_all, _ = _baseline_images(x, "blur")
+    base_all, _ = baseline_images(x, "blur")
     tgt = _targets(target, n, dev)
     per = max(1, int(batch_size) // len(boxes))  # images per forward pass, all their patches at once
     mk = masks.to(dev)
@@ -200,75 +200,3 @@ def occlusion(
             drops = (s0[:, None] - score(model(batch), t.repeat_interleave(len(boxes))).view(m, -1)).float().cpu()
             out[s:s + m] = torch.einsum("mb,bhw->mhw", drops, masks[:, 0].float()) / cover.clamp_min(1)
     return out
-
-
-class KMeansScoreModel(nn.Module):
-    """Images -> class scores of a k-means classifier at a level: the model a k-means map explains.
-
-    ``forward(x)`` returns ``(N, C)``, column ``c`` the best prototype score
-    ``max_j 2 mu_{c,j} . z_S - ||mu_{c,j}||^2`` of class ``classifier.classes_[c]``,
-    with ``z_S`` the pooled level features of ``x``. Its softmax is what
-    deletion and insertion track for a k-means map.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The network whose blocks the level reads.
-    level_features : LevelFeatures
-        The fitted level.
-    classifier : KMeansClassifier
-        The k-means classifier fitted on that level's pooled features.
-    temperature : float, default 1.0
-        Scores are divided by it (1 = the raw prototype scores). Prototype scores
-        differ between classes by differences of squared distances, often small:
-        their plain softmax is then nearly uniform and a deletion curve on it
-        says little. :func:`fit_temperature` calibrates it on training data.
-    """
-
-    def __init__(self, model: nn.Module, level_features: Any, classifier: Any, temperature: float = 1.0) -> None:
-        super().__init__()
-        self.model = model
-        self.level_features = level_features
-        self.classifier = classifier
-        self.temperature = float(temperature)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores ``(N, C)`` of images ``x`` ``(N, 3, H, W)``."""
-        z = self.level_features.pooled(self.model, x)
-        scores, _ = self.classifier.best_prototype_per_class(z)
-        return scores / self.temperature
-
-
-def fit_temperature(scores: torch.Tensor, columns: torch.Tensor) -> float:
-    """The temperature ``T`` that makes ``softmax(scores / T)`` a calibrated classifier on training data.
-
-    Minimises the cross-entropy of the true columns over a log grid of 121
-    values from ``1e-4`` to ``1e2`` times the scores' spread (temperature
-    scaling, Guo et al., 2017); the ranking of the classes is not changed.
-
-    Parameters
-    ----------
-    scores : torch.Tensor
-        ``(N, C)`` class scores (e.g. ``KMeansClassifier.class_scores`` of training embeddings).
-    columns : torch.Tensor
-        ``(N,)`` true class columns.
-
-    Returns
-    -------
-    float
-
-    Example
-    -------
-    >>> import torch
-    >>> s = torch.tensor([[0.02, 0.0], [0.0, 0.03], [0.01, 0.0]])
-    >>> fit_temperature(s, torch.tensor([0, 1, 0])) < 0.01
-    True
-    """
-    s = torch.as_tensor(scores).double().cpu()
-    y = torch.as_tensor(columns).long().cpu().reshape(-1)
-    if s.ndim != 2 or y.shape != (s.shape[0],):
-        raise ValueError(f"scores must be (N, C) and columns (N,), got {tuple(s.shape)} and {tuple(y.shape)}")
-    spread = float(s.std()) or 1.0
-    grid = spread * torch.logspace(-4, 2, 121, dtype=torch.float64)
-    nll = torch.stack([torch.nn.functional.cross_entropy(s / t, y) for t in grid])
-    return float(grid[int(nll.argmin())])

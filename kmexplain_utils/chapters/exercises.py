@@ -4,7 +4,7 @@ Every coding exercise of the book asks for one function with a fixed signature. 
 the exercise calls its checker, ``check_<name>(student_function)``, which runs the function on a
 few small cases whose answers are known (built here, independently of the book's data), prints
 one line per failing case saying what is wrong, and returns whether every case passed. In the
-book build (``KMEX_STRICT_CHECKS`` on, see :func:`kmexplain_utils.notebook.strict_checks`) a
+book build (``KMEX_STRICT_CHECKS`` on, see :func:`kmexplain_utils.chapters.notebook.strict_checks`) a
 failing case raises :class:`AssertionError`, so the book's own solutions are checked at every
 build; in a student's notebook it only prints.
 

@@ -2,9 +2,9 @@
 
 Command line (one JSON line per engine, then one with the ratios)::
 
-    python -m kmexplain_utils.bench kmeans --n 200000 --d 896 --k 64 --iters 20
-    python -m kmexplain_utils.bench kmeans --device cuda --k 256
-    python -m kmexplain_utils.bench kmeans --stream --n 4700000      # streamed fit, peak RSS
+    python -m kmexplain_utils.kmeans.bench kmeans --n 200000 --d 896 --k 64 --iters 20
+    python -m kmexplain_utils.kmeans.bench kmeans --device cuda --k 256
+    python -m kmexplain_utils.kmeans.bench kmeans --stream --n 4700000      # streamed fit, peak RSS
 
 Every engine starts from the same initial centroids on the same CNN-like data
 (a post-ReLU Gaussian mixture), runs ``--iters`` Lloyd iterations (``tol=0``),
@@ -43,6 +43,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ._dist import cpu_has_bf16
+from .estimator import POINTS_PER_CENTROID, KMeans
 
 __all__ = [
     "ENGINES",
@@ -344,8 +347,6 @@ def run_engine(
         from sklearn.cluster import KMeans as SKKMeans  # imports outside the timed region
     elif engine == "faiss":
         import faiss
-    else:
-        from .kmeans import KMeans
     computed = None  # fraction of the points whose distances were computed (project only)
     algorithm = {"sklearn": "lloyd", "sklearn-elkan": "elkan", "faiss": "lloyd"}.get(engine)
     rss0 = _rss_bytes()
@@ -434,7 +435,7 @@ def _run_isolated(engine: str, data_path: str, init_path: str, iters: int, devic
                   chunk_size: int | None, tmp: str) -> dict[str, Any]:
     centers_path = os.path.join(tmp, f"centers_{engine}.npy")
     cmd = [
-        sys.executable, "-m", "kmexplain_utils.bench", "_worker", "--engine", engine, "--data", data_path,
+        sys.executable, "-m", "kmexplain_utils.kmeans.bench", "_worker", "--engine", engine, "--data", data_path,
         "--init", init_path, "--iters", str(iters), "--device", device,
         "--threads", str(torch.get_num_threads()), "--centers-out", centers_path,
     ]
@@ -571,7 +572,6 @@ def bench_bf16(
     """bf16 vs full-precision distance products from the same start: time, label flips, inertia change."""
     X = make_cnn_like(n, d, n_modes=4 * k, seed=seed)
     C0 = initial_centroids(X, k, seed=seed + 1)
-    from .kmeans import KMeans
 
     Xin: Any = torch.from_numpy(X).to(device)
     out: dict[str, Any] = {"engine": "project-bf16", "device": device, "n": n, "d": d, "k": k, "iters": iters}
@@ -589,7 +589,6 @@ def bench_bf16(
     out["inertia_fp32"] = a.inertia_
     out["inertia_bf16"] = b.inertia_
     out["inertia_rel_change"] = (b.inertia_ - a.inertia_) / a.inertia_
-    from ._kmeans_dist import cpu_has_bf16
 
     out["native_bf16"] = bool(torch.cuda.is_bf16_supported()) if device.startswith("cuda") else cpu_has_bf16()
     out["machine"] = machine_info(device)
@@ -624,8 +623,6 @@ def bench_stream(
         pass, peak RSS of the process (``ru_maxrss`` and sampled), data size,
         inertia.
     """
-    from .kmeans import POINTS_PER_CENTROID, KMeans
-
     gen = cnn_like_batches(n, d, n_modes=4 * k, seed=seed, batch_size=batch_size)
     write_s = None
     if source == "memmap":
@@ -889,12 +886,12 @@ def _jsonable(obj: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m kmexplain_utils.bench kmeans ...``)."""
+    """Command-line entry point (``python -m kmexplain_utils.kmeans.bench kmeans ...``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "_worker":
         _worker_main(argv[1:])
         return 0
-    p = argparse.ArgumentParser(prog="python -m kmexplain_utils.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m kmexplain_utils.kmeans.bench", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("kmeans", help="k-means: project engine vs scikit-learn vs faiss")
     q.add_argument("--n", type=int, default=None, help="rows (default 200000, or 4700000 with --stream)")

@@ -17,7 +17,7 @@ network that :func:`kmexplain_utils.architectures.adapt` reads;
 Example
 -------
 >>> import torch, torchvision
->>> from kmexplain_utils.sanity import cascading_randomization
+>>> from kmexplain_utils.evaluation.sanity import cascading_randomization
 >>> from kmexplain_utils.attribution import cam
 >>> net = torchvision.models.resnet18(weights=None, num_classes=3).eval()
 >>> x = torch.rand(2, 3, 64, 64)
@@ -142,8 +142,8 @@ def randomization_stages(model: nn.Module, adapter: Any = None) -> list[tuple[st
     >>> [name for name, _ in st], st[0][1]
     (['head', 'B4', 'B3', 'B2', 'B1', 'stem'], ['fc'])
     """
-    from .architectures import _probe_input, adapt
-    from .features import eval_mode
+    from ..architectures import adapt, probe_input
+    from ..features import eval_mode
 
     adapter = adapt(model) if adapter is None else adapter
     order: list[str] = []
@@ -167,7 +167,7 @@ def randomization_stages(model: nn.Module, adapter: Any = None) -> list[tuple[st
             handles.append(m.register_forward_hook(lambda _m, _i, o, b=block_of[name]: block_hook(_m, _i, o, b)))
     try:
         with eval_mode(model), torch.no_grad():
-            model(_probe_input(model, 128))
+            model(probe_input(model, 128))
     finally:
         for h in handles:
             h.remove()
