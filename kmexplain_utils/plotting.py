@@ -29,7 +29,12 @@ __all__ = [
     "FIGURE_WIDTH",
     "HEATMAP_CMAP",
     "PART_CMAP",  # noqa: F822 (built lazily by __getattr__)
+    "CONCEPT_PALETTE",
+    "SEQUENTIAL_CMAP",
     "concept_colors",
+    "concept_legend",
+    "concept_names",
+    "drawn_map",
     "method_colors",
     "image_grid",
     "image_heatmap_grid",
@@ -46,6 +51,8 @@ __all__ = [
     "plot_curves",
     "plot_dataset_gallery",
     "plot_explanations",
+    "plot_level_maps",
+    "plot_norm_strip",
     "plot_qualitative",
     "plot_sweeps",
     "plot_tradeoff",
@@ -109,8 +116,15 @@ _METHODS = [
     "#F0E442",  # yellow
 ]
 # PART_CMAP (a ListedColormap: grey, then the palette) is built on first access, see __getattr__
+#: The one sequential colour map of the book, for unsigned maps (values >= 0, or ranked).
 HEATMAP_CMAP = "inferno"
+#: Alias of :data:`HEATMAP_CMAP`: the name says what it is for.
+SEQUENTIAL_CMAP = HEATMAP_CMAP
+#: The one diverging colour map of the book, for signed maps; always centred at 0
+#: (limits ``-m, m``): red for, blue against.
 DIVERGING_CMAP = "RdBu_r"
+#: Colours of concepts 0, 1, ... (public name of the concept palette above; tune ``_CONCEPTS``).
+CONCEPT_PALETTE = _CONCEPTS
 
 
 def __getattr__(name: str) -> Any:
@@ -228,6 +242,153 @@ def method_colors(n: int) -> list[tuple[float, float, float]]:
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     return [to_rgb(_METHODS[i % len(_METHODS)]) for i in range(n)]
+
+
+def concept_names(
+    concept_maps: torch.Tensor,
+    parts: torch.Tensor,
+    part_names: Sequence[str],
+    n_concepts: int,
+    *,
+    geometry: Any = None,
+    prefix: str = "C",
+    runner_up: float = 0.2,
+) -> list[str]:
+    """Name every concept by the part it covers most, with the share: ``"C3: body 71 %"``.
+
+    Each concept map is resampled to its image's pixels (each pixel takes the
+    concept of the position whose registered centre is nearest, as the figures
+    draw it); a concept's name is the part label held by most of its pixels,
+    over all the given images, and the share of its pixels that part holds.
+
+    Parameters
+    ----------
+    concept_maps : (N, h, w) int tensor
+        Concept of every feature-map position (or pixel), ``0 .. n_concepts-1``.
+    parts : (N, H, W) int tensor
+        Ground-truth part labels of the same images (0 = background).
+    part_names : list of str
+        Name of every part label.
+    n_concepts : int
+        Number of concepts; a concept absent from these images is named
+        ``"C<k>: absent"``.
+    geometry : GridGeometry, optional
+        Where the positions sit on the image; default stride ``H / h``, offset 0.
+    prefix : str, default "C"
+    runner_up : float, default 0.2
+        The second part is named too when it holds at least this share of the concept's
+        pixels (``"C5: background 52 %, head 31 %"``: a concept of heads whose cells are
+        mostly background).
+
+    Returns
+    -------
+    list of str
+        One name per concept.
+    """
+    from .resample import infer_geometry, resample_labels
+
+    km = torch.as_tensor(concept_maps).detach().cpu().long()
+    pt = torch.as_tensor(parts).detach().cpu().long()
+    if km.ndim != 3 or pt.ndim != 3 or len(km) != len(pt):
+        raise ValueError(f"concept_maps (N, h, w) and parts (N, H, W) must hold the same images, got "
+                         f"{tuple(km.shape)} and {tuple(pt.shape)}")
+    if int(pt.max()) >= len(part_names):
+        raise ValueError(f"parts go up to label {int(pt.max())} but part_names has {len(part_names)} names")
+    if int(km.max()) >= n_concepts or int(km.min()) < 0:
+        raise ValueError(f"concept labels must lie in 0 .. {n_concepts - 1}, got {int(km.min())} .. {int(km.max())}")
+    size = tuple(pt.shape[-2:])
+    if tuple(km.shape[-2:]) != size:
+        geo = infer_geometry(tuple(km.shape[-2:]), size) if geometry is None else geometry
+        km = torch.stack([resample_labels(m, geo, size) for m in km]).long()
+    joint = torch.zeros(n_concepts, len(part_names), dtype=torch.long)
+    joint.index_put_((km.flatten(), pt.flatten()), torch.ones(km.numel(), dtype=torch.long), accumulate=True)
+    names = []
+    for k in range(n_concepts):
+        total = int(joint[k].sum())
+        if total == 0:
+            names.append(f"{prefix}{k}: absent")
+            continue
+        order = torch.argsort(joint[k], descending=True).tolist()
+        top, second = order[0], order[1] if len(order) > 1 else None
+        name = f"{prefix}{k}: {part_names[top]} {100 * int(joint[k, top]) / total:.0f} %"
+        if second is not None and int(joint[k, second]) >= runner_up * total:
+            name += f", {part_names[second]} {100 * int(joint[k, second]) / total:.0f} %"
+        names.append(name)
+    return names
+
+
+def concept_legend(fig_or_ax: Any, names: Sequence[str], colors: Sequence[Any] | None = None, *,
+                   title: str = "concepts (majority part)", **kwargs: Any):
+    """Add a legend naming every concept (e.g. from :func:`concept_names`) in its colour.
+
+    Parameters
+    ----------
+    fig_or_ax : Figure or Axes
+        Where the legend goes (a figure legend sits outside, on the right).
+    names : list of str
+        One name per concept, in order.
+    colors : list of colours, optional
+        Default :func:`concept_colors` ``(len(names))``.
+    title : str
+    **kwargs
+        Passed to ``legend``.
+
+    Returns
+    -------
+    matplotlib.legend.Legend
+    """
+    from matplotlib.patches import Patch
+
+    colors = concept_colors(len(names)) if colors is None else list(colors)
+    if len(colors) < len(names):
+        raise ValueError(f"{len(names)} concept names but {len(colors)} colours")
+    handles = [Patch(facecolor=c, edgecolor="0.3", linewidth=0.5, label=str(n)) for n, c in zip(names, colors)]
+    if hasattr(fig_or_ax, "add_axes"):  # a figure
+        kwargs.setdefault("loc", "outside right center")
+    else:
+        kwargs.setdefault("loc", "upper left")
+        kwargs.setdefault("bbox_to_anchor", (1.01, 1.0))
+    kwargs.setdefault("fontsize", 8)
+    return fig_or_ax.legend(handles=handles, title=title, **kwargs)
+
+
+def drawn_map(
+    heat: torch.Tensor | np.ndarray,
+    size: tuple[int, int],
+    *,
+    interpolation: str = "nearest",
+    geometry: Any = None,
+) -> torch.Tensor:
+    """A coarse ``(h, w)`` map at image size ``(H, W)``, exactly as :func:`show_heatmap` draws it.
+
+    Positions sit at their registered centres, so border positions can cover
+    more (or fewer) pixels than inner ones: the mean of the drawn map is in
+    general **not** the mean of the grid (the score). Use it to say by how much.
+
+    Parameters
+    ----------
+    heat : (h, w) tensor or array
+    size : (H, W)
+    interpolation : {"nearest", "bilinear"}, default "nearest"
+    geometry : GridGeometry, optional
+        Default stride ``H / h``, offset 0.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(H, W)`` float64.
+    """
+    from .resample import infer_geometry, resample_labels, resample_map
+
+    hm = torch.as_tensor(_to_numpy_map(heat, "heat").astype(np.float64))
+    size = (int(size[0]), int(size[1]))
+    if tuple(hm.shape) == size:
+        return hm
+    if interpolation not in {"nearest", "bilinear"}:
+        raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+    geo = infer_geometry(tuple(hm.shape), size) if geometry is None else geometry
+    resample = resample_labels if interpolation == "nearest" else resample_map
+    return resample(hm, geo, size).double()
 
 
 def label_cmap(colors: Sequence[Any]):
@@ -458,7 +619,7 @@ def show_heatmap(
     title: str | None = None,
     colorbar: bool = False,
     vmax: float | None = None,
-    interpolation: str = "bilinear",
+    interpolation: str = "nearest",
     geometry: Any = None,
 ):
     """Overlay a heat map (attribution, CAM, score map) on an image.
@@ -482,10 +643,12 @@ def show_heatmap(
         Add a colour bar.
     vmax : float, optional
         Upper limit (and ``-vmax`` lower limit when diverging).
-    interpolation : {"bilinear", "nearest"}, default "bilinear"
+    interpolation : {"nearest", "bilinear"}, default "nearest"
         How a coarse map is resampled to the image at its registered
-        coordinates: bilinear between position centres, or each pixel taking
-        the nearest position (keeps the positions visible).
+        coordinates: each pixel taking the nearest position (keeps the
+        positions visible; the book's default), or bilinear between position
+        centres. Either way the mean of the drawn map is not exactly the mean
+        of the grid (see :func:`drawn_map`).
     geometry : GridGeometry, optional
         Where the map's positions sit on the image; default stride ``H / h``,
         offset 0 (symmetric padding).
@@ -532,6 +695,140 @@ def show_heatmap(
     _clean(ax, title)
     if colorbar:
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
+def plot_level_maps(
+    images: torch.Tensor,
+    parts: torch.Tensor,
+    part_names: Sequence[str],
+    maps: dict[str, torch.Tensor],
+    n_concepts: int,
+    *,
+    concept_names: dict[str, Sequence[str]] | None = None,
+    col_labels: Sequence[str] | None = None,
+    size: float = 2.0,
+    title: str | None = None,
+):
+    """Concept maps of several levels, one row per level, one column per image, named concepts.
+
+    The first row is the ground-truth parts over each image; every other row is one level's
+    concept maps drawn in the concept colours *alone* (no image underneath, so no image colour
+    shows through and a concept's colour is exactly its legend's), each on its own grid. Right
+    of every row, the legend of that level's concepts (concepts of different levels are
+    different concepts: the same colour in two rows means nothing).
+
+    Parameters
+    ----------
+    images : (N, 3, H, W) tensor in [0, 1]
+    parts : (N, H, W) int tensor
+    part_names : list of str
+    maps : dict of str -> (N, h, w) int tensor
+        Concept maps per level (row title = key).
+    n_concepts : int
+        Concepts per level (fixes the colours).
+    concept_names : dict of str -> list of str, optional
+        Names of each level's concepts (e.g. :func:`concept_names`); default "C<k>".
+    col_labels : list of str, optional
+        Title of each column (e.g. the true class).
+    size : float
+        Inches per panel (at most three columns keep panels >= 160 px on the page).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    n = len(images)
+    for name, m in maps.items():
+        if m.ndim != 3 or len(m) != n:
+            raise ValueError(f"maps[{name!r}] must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    if col_labels is not None and len(col_labels) != n:
+        raise ValueError(f"col_labels must have one entry per image ({n}), got {len(col_labels)}")
+    rows = ["parts", *maps]
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 2.2, size * len(rows) + 0.4),
+                             squeeze=False, layout="constrained")
+    p_colors = part_colors(len(part_names))
+    c_colors = concept_colors(n_concepts)
+    for j in range(n):
+        show_label_map(images[j], parts[j], ax=axes[0, j], colors=p_colors, alpha=0.6)
+        if col_labels is not None:
+            axes[0, j].set_title(col_labels[j], fontsize=9)
+        for r, (name, m) in enumerate(maps.items(), start=1):
+            show_label_map(None, m[j], ax=axes[r, j], colors=c_colors, background=False)
+    for r, name in enumerate(rows):
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    handles = [Patch(facecolor=p_colors[v], label=str(part_names[v])) for v in range(1, len(part_names))]
+    axes[0, -1].legend(handles=handles, title="parts", loc="center left", bbox_to_anchor=(1.02, 0.5),
+                       fontsize=7, title_fontsize=7)
+    for r, name in enumerate(maps, start=1):
+        names = (concept_names or {}).get(name) or [f"C{k}" for k in range(n_concepts)]
+        concept_legend(axes[r, -1], list(names), title=f"{name} concepts", loc="center left",
+                       bbox_to_anchor=(1.02, 0.5), fontsize=6, title_fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_norm_strip(
+    Z: torch.Tensor,
+    labels: torch.Tensor,
+    groups: dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    *,
+    ax: Any = None,
+    title: str | None = None,
+):
+    """Where chosen images sit in their class: embedding norm relative to the class's median.
+
+    One row per class: every training image of the class as a small grey tick
+    (``||z_i|| / median_{class} ||z||``), and the images of each group (e.g. the
+    images a row scores highest, the images nearest to the class mean) as
+    coloured markers. A ratio above 1 is further out than a typical image.
+
+    Parameters
+    ----------
+    Z : (N, D) tensor
+        Embeddings of the training images.
+    labels : (N,) int tensor
+        Their classes ``0 .. C-1``.
+    groups : dict of str -> (C, k) int tensor
+        Per group, ``k`` image indices (into ``Z``) for every class.
+    class_names : list of str
+    ax : Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    Zc, y = Z.detach().cpu().double(), torch.as_tensor(labels).cpu().long()
+    norms = Zc.norm(dim=1)
+    C = len(class_names)
+    fig, ax = _new_axes(ax, size=(FIGURE_WIDTH * 0.8, 0.45 * C + 1.0))
+    rng = np.random.default_rng(0)
+    markers = ["o", "s", "^", "D"]
+    colors = ["#D55E00", "#0072B2", "#009E73", "#CC79A7"]
+    for c in range(C):
+        med = norms[y == c].median()
+        r = (norms[y == c] / med).numpy()
+        ax.scatter(r, c + rng.uniform(-0.15, 0.15, len(r)), s=3, color="0.7", lw=0, zorder=1,
+                   label="training images of the class" if c == 0 else None)
+        for g, (name, idx) in enumerate(groups.items()):
+            sel = torch.as_tensor(idx)[c].cpu().long()
+            ax.scatter((norms[sel] / med).numpy(), np.full(len(sel), c + 0.3 * (g - 0.5 * (len(groups) - 1))),
+                       s=28, marker=markers[g % 4], color=colors[g % 4], edgecolor="white", lw=0.5,
+                       zorder=2, label=name if c == 0 else None)
+    ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
+    ax.set_yticks(range(C), [short_label(n, 20) for n in class_names])
+    ax.invert_yaxis()
+    ax.set_xlabel("embedding norm / median norm of the class")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    if title:
+        ax.set_title(title)
     return fig
 
 
@@ -645,6 +942,7 @@ def image_heatmap_grid(
     cmap: str | None = None,
     shared_scale: bool = True,
     size: float = 1.4,
+    interpolation: str = "nearest",
 ):
     """Images with a heat map over each (CAMs, attribution maps), one shared colour bar.
 
@@ -669,6 +967,8 @@ def image_heatmap_grid(
         same everywhere); ``False`` scales each panel to its own range.
     size : float
         Inches per panel.
+    interpolation : {"nearest", "bilinear"}, default "nearest"
+        How coarse maps are drawn (see :func:`show_heatmap`).
 
     Returns
     -------
@@ -697,6 +997,7 @@ def image_heatmap_grid(
         show_heatmap(
             images[i], hm[i], ax=ax, cmap=cmap, diverging=diverging,
             vmax=vmax if shared_scale else None, title=None if titles is None else titles[i],
+            interpolation=interpolation,
         )
         if shared_scale and not diverging:
             ax.images[-1].set_clim(float(hm.min()), vmax if vmax > float(hm.min()) else float(hm.min()) + 1.0)
@@ -883,6 +1184,9 @@ def plot_explanations(
     alpha: float = 0.55,
     title: str | None = None,
     colorbar: bool = True,
+    concept_names: Sequence[str] | dict[str, Sequence[str]] | None = None,
+    with_image: bool = True,
+    concept_alpha: float = 0.85,
 ):
     """One row per image: the image, its ground-truth parts, then concept and attribution maps.
 
@@ -910,6 +1214,17 @@ def plot_explanations(
     title : str, optional
     colorbar : bool, default True
         One colour bar under every heat-map column (its scale, shared by the column's panels).
+    concept_names : list of str, or dict of column -> list of str, optional
+        Names of the concepts (e.g. :func:`concept_names`, "C3: body 71 %"): one legend per
+        list, in the concept colours, under its column. A dict gives each concept
+        column its own names (concepts of different levels are different concepts).
+    concept_alpha : float, default 0.85
+        Opacity of concept maps: high, so that a concept's colour is (nearly) its legend's
+        and the image's own colours do not show through.
+    with_image : bool, default True
+        Whether the first column shows the plain image; ``False`` saves a column (every other
+        panel draws its map over the image already), so that three maps fit the page with
+        panels of at least 160 px.
 
     Returns
     -------
@@ -922,9 +1237,11 @@ def plot_explanations(
     for name, m in columns.items():
         if m.ndim != 3 or len(m) != n:
             raise ValueError(f"column {name!r} must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
-    heads = ["image"] + (["parts"] if parts is not None else []) + list(columns)
+    heads = (["image"] if with_image else []) + (["parts"] if parts is not None else []) + list(columns)
+    if not heads:
+        raise ValueError("nothing to draw: no image column, no parts and no maps")
     fig, axes = plt.subplots(
-        n, len(heads), figsize=(size * len(heads) + 1.6, size * n + 0.5 + 0.3 * (title is not None)),
+        n, len(heads), figsize=(size * len(heads) + 0.9, size * n + 0.5 + 0.3 * (title is not None)),
         squeeze=False, layout="constrained",
     )
     n_parts = len(part_names) if part_names is not None else (int(parts.max()) + 1 if parts is not None else 0)
@@ -935,8 +1252,9 @@ def plot_explanations(
             scales[name] = float(m.detach().abs().max()) or 1.0
     for i in range(n):
         col = 0
-        show_image(images[i], ax=axes[i, col])
-        col += 1
+        if with_image:
+            show_image(images[i], ax=axes[i, col])
+            col += 1
         if parts is not None:
             show_label_map(images[i], parts[i], ax=axes[i, col], colors=p_colors, alpha=alpha)
             col += 1
@@ -946,7 +1264,8 @@ def plot_explanations(
                 show_heatmap(images[i], m[i], ax=ax, diverging=True, vmax=scales[name], interpolation="nearest")
             else:
                 k = int(n_concepts) if n_concepts is not None else int(m.max()) + 1
-                show_label_map(images[i], m[i], ax=ax, colors=concept_colors(k), alpha=alpha, background=False)
+                show_label_map(images[i], m[i], ax=ax, colors=concept_colors(k), alpha=concept_alpha,
+                               background=False)
             if panel_titles is not None and name in panel_titles:
                 ax.set_xlabel(panel_titles[name][i], fontsize=7)
             col += 1
@@ -961,9 +1280,22 @@ def plot_explanations(
                 bar = fig.colorbar(axes[-1, first + c].images[-1], ax=axes[:, first + c], location="bottom",
                                    shrink=0.9, aspect=12, pad=0.01)
                 bar.ax.tick_params(labelsize=6)
+    # legends under their columns (the figure keeps its width: no panel is shrunk by a legend)
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.04), "fontsize": 7, "title_fontsize": 7}
     if parts is not None and part_names is not None:
         handles = [Patch(facecolor=p_colors[v], label=str(part_names[v])) for v in range(1, len(part_names))]
-        fig.legend(handles=handles, loc="outside right center", title="parts", fontsize=8)
+        axes[-1, heads.index("parts")].legend(handles=handles, title="parts", **below)
+    if concept_names is not None:
+        first = len(heads) - len(columns)
+        if isinstance(concept_names, dict):
+            for col in concept_names:
+                if col not in columns:
+                    raise ValueError(f"concept_names names column {col!r}, not one of {list(columns)}")
+            named = dict(concept_names)
+        else:  # one list for every concept column
+            named = {col: concept_names for col, m in columns.items() if not m.is_floating_point()}
+        for col, names in named.items():
+            concept_legend(axes[-1, first + list(columns).index(col)], list(names), title="concepts", **below)
     if title:
         fig.suptitle(title)
     return fig
@@ -1060,6 +1392,7 @@ def plot_concept_patches(
     context: float = 2.0,
     size: float = 0.9,
     concepts: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
 ):
     """Each concept shown by the training patches nearest to its centroid (one row per concept).
 
@@ -1081,6 +1414,9 @@ def plot_concept_patches(
         Inches per patch.
     concepts : list of int, optional
         Which concepts (default all).
+    names : list of str, optional
+        A name for every concept (e.g. :func:`concept_names`), written left of its row in
+        its colour; default ``"concept k"``.
 
     Returns
     -------
@@ -1095,6 +1431,8 @@ def plot_concept_patches(
     rows = list(range(cents.shape[0])) if concepts is None else [int(c) for c in concepts]
     colors = concept_colors(cents.shape[0])
     sample = concept_model.sample_
+    if names is not None and len(names) < cents.shape[0]:
+        raise ValueError(f"names has {len(names)} entries for {cents.shape[0]} concepts")
     fig, axes = plt.subplots(len(rows), k, figsize=(size * k + 0.9, size * len(rows)), squeeze=False,
                              layout="constrained")
     for r, c in enumerate(rows):
@@ -1113,8 +1451,8 @@ def plot_concept_patches(
             ax.add_patch(Rectangle((cl - l - 0.5, ct - t - 0.5), cr - cl, cb - ct, fill=False,
                                    edgecolor=colors[c], linewidth=2))
             _clean(ax, None)
-        axes[r, 0].set_ylabel(f"concept {c}", rotation=0, ha="right", va="center", fontsize=8,
-                              color=colors[c])
+        label = f"concept {c}" if names is None else str(names[c]).replace(": ", ":\n", 1)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8, color=colors[c])
     return fig
 
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: chapter -> cell id -> {"alt": ..., "caption": ... (optional)}
 FIGURES: dict[str, dict[str, dict[str, str]]] = {
     "00_data": {
-        "ch00-007": {"alt": "A row of eight generated creatures of the same class: each has the same head colour, "
+        "ch00-007": {"alt": "Two rows of four generated creatures of the same class: each has the same head colour, "
                             "tail shape and marking, but a different body colour, pose, number of legs, size, "
                             "position and background."},
         "ch00-010": {"alt": "Gallery of the first test image of each class, one row per class, each image beside the "
@@ -39,7 +39,7 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "each, named in a legend."},
         "ch00-014": {"alt": "Four rows of class pairs from the training set: in the left pair of each row the two "
                             "creatures differ only in head colour, in the right pair only in tail shape."},
-        "ch00-016": {"alt": "MNIST digits 0 to 9, one test image each in the top row, and below each digit its "
+        "ch00-016": {"alt": "MNIST digits 0 to 3, one test image each in the top row, and below each digit its "
                             "stroke mask in black and white."},
         "ch00-016b": {"alt": "Gallery of the run's own data set when it is not the generated one (in the paper "
                              "profile, CUB-200-2011 birds): the first test image of up to eight classes, each beside "
@@ -50,70 +50,79 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                                 "training batches and on the test set (right), per epoch."},
     },
     "01_cnn_is_sem": {
-        "ch01-012": {"alt": "Grid of test images in grey, one per class, each titled with its true and predicted "
-                            "class and overlaid with the class activation map of the predicted class: red where a "
-                            "region raises the predicted class's logit, blue where it lowers it, one colour scale."},
-        "ch01-020": {"alt": "Two panels of training images, one row per class: on the left the images that the "
-                            "linear head's row scores highest, on the right the images nearest to the class mean; "
-                            "a red frame marks an image of another class than its row."},
+        "ch01-012": {"alt": "Grid of test images in grey, three per row, each titled with its true and predicted "
+                            "class and the logit, and overlaid with the class activation map of the predicted class "
+                            "drawn as one block per B4 position: red where a region raises the predicted class's "
+                            "logit, blue where it lowers it, one colour scale centred at zero."},
+        "ch01-020": {"alt": "Strip plot, one row per class: grey ticks for every training image of the class placed "
+                            "by its embedding norm relative to the class's median, orange circles for the images the "
+                            "linear head's row scores highest (to the right of the class, at its extremes) and blue "
+                            "squares for the images nearest to the class mean (near the median)."},
     },
     "02_kmeans_classifier": {
-        "ch02-011": {"alt": "One row per class showing the five training images nearest to the first k-means "
+        "ch02-011": {"alt": "One row per class showing the three training images nearest to the first k-means "
                             "prototype of that class; a red frame would mark an image of another class."},
         "ch02-015": {"alt": "Line plot of the k-means head's test accuracy against the number of prototypes per "
                             "class on a logarithmic axis, with the linear head's accuracy as a dashed horizontal "
-                            "line.",
+                            "line; the vertical axis spans at least five points.",
                      "caption": "Test accuracy of the k-means classifier for each number of prototypes per class "
                                 "K, against the network's own linear head (dashed line)."},
-        "ch02-022": {"alt": "Rows of training images, one row per prototype of one class, each row labelled with "
+        "ch02-022f": {"alt": "Rows of training images, one row per prototype of one class, each row labelled with "
                             "the nuisance value (such as facing direction, size or position) that its members hold "
                             "most often and with its share."},
     },
     "03_explaining_b4": {
         "cell-008": {"alt": "One row per test image: the image, its ground-truth part map, and its B4 concept map, "
-                            "a coarse grid in which each cell is coloured by its nearest concept."},
-        "cell-011": {"alt": "One row per B4 concept, each showing six training image patches nearest to the "
-                            "concept's centroid, with the grid cell of the position outlined."},
+                            "a coarse grid in which each cell is coloured by its nearest concept in the concepts' own "
+                            "colours; legends under the columns name the parts and each concept by its majority "
+                            "part and share."},
+        "cell-011": {"alt": "One row per B4 concept, labelled with its majority part and share, each showing three "
+                            "training image patches nearest to the concept's centroid, with the grid cell of the "
+                            "position outlined in the concept's colour."},
         "cell-014": {"alt": "Grid of test images overlaid with the attribution map of the winning prototype, "
                             "titled with the true class, the predicted class and the map's mean; red positions raise "
                             "the score, blue ones lower it, with one shared colour bar."},
-        "cell-017": {"alt": "One row per test image with three maps: the winning prototype's map, the runner-up "
+        "cell-017": {"alt": "One row per test image with three maps over the image in grey: the winning prototype's map, the runner-up "
                             "prototype's map, and their difference, where red positions argue for the winning class "
                             "and blue ones for the runner-up."},
-        "cell-020": {"alt": "For two test images: the concept map, the attribution map, and a bar chart of each "
-                            "concept's contribution to the score, bars coloured like the concepts and summing to the "
-                            "score."},
-        "cell-022": {"alt": "One row per test image: the image, its parts, the class activation map of the linear "
+        "cell-020": {"alt": "For two test images: the concept map and a bar chart of each concept's contribution "
+                            "to the score, bars coloured like the concepts and summing to the score; a legend names "
+                            "each concept by its majority part."},
+        "cell-022": {"alt": "One row per test image: its parts over the image, the class activation map of the linear "
                             "head and the k-means attribution map on the same positions, with the correlation of the "
                             "two maps under the k-means map."},
-        "7100db97": {"alt": "A misclassified test image with its parts, the attribution map of the wrong winning "
+        "7100db97a": {"alt": "A misclassified test image with its parts, the attribution map of the wrong winning "
                             "class, and the contrastive map against the true class, red where the image looked more "
                             "like the wrong class."},
-        "cell-027": {"alt": "Static version of the explorer: for each showcase image, the image, its ground-truth "
-                            "parts, its B4 concept map and the attribution map of the winning prototype."},
+        "cell-027": {"alt": "Static version of the explorer: for each showcase image, its ground-truth parts over "
+                            "the image, its B4 concept map (concepts named by majority part in the legend) and the "
+                            "attribution map of the winning prototype."},
         "cell-036": {"alt": "Bar chart of the concept contributions to one image's score with twice as many "
                             "concepts; the bars still sum to the same score."},
     },
     "04_multiblock": {
-        "cell-004": {"alt": "One image shown four times with the grids of blocks B1 to B4 drawn over it, from fine "
-                            "to coarse; a plus sign marks one point and the cells holding it are nested."},
+        "cell-004b": {"alt": "One image shown four times with the grids of blocks B1 to B4 drawn over it, from fine "
+                             "to coarse; a plus sign marks one point and the cells holding it are nested."},
         "1f51f4eb": {"alt": "Four panels, one per block B1 to B4, each showing the image with white dots at the "
                             "registered position centres and red crosses at the grid-cell centres."},
-        "25bce981": {"alt": "Bar chart of each block's share of the squared norms of the B1234 position vectors, "
+        "25bce981b": {"alt": "Bar chart of each block's share of the squared norms of the B1234 position vectors, "
                             "without scaling (grey) and after dividing each block by its scale (blue), with a "
                             "dashed line at an equal share.",
                      "caption": "Each block's share of the mean squared norm of the concatenated B1234 positions on "
                                 "test images, before and after dividing each block by its scale; the dashed line is "
                                 "an equal share."},
-        "cell-011": {"alt": "One row per showcase image: the image, its ground-truth parts, and its concept maps at "
-                            "each level from B4 to B1234, each on its own grid, finer levels giving finer maps."},
-        "cell-014": {"alt": "One row per B234 concept, each showing six training patches nearest to the concept's "
-                            "centroid, with a box one stride wide outlined."},
+        "cell-011": {"alt": "One column per showcase image (three): the first row shows the ground-truth parts over "
+                            "the image, each further row one level's concept map from B4 to B1234 and the B4 "
+                            "resolution control, drawn in the concept colours alone on the level's own grid, with a "
+                            "legend per row naming that level's concepts by their majority part."},
+        "cell-014": {"alt": "One row per B234 concept, labelled with its majority part, each showing three training "
+                            "patches nearest to the concept's centroid, with a box one stride wide outlined."},
         "346fc7b5": {"alt": "The Explainer's figure for one test image at level B234: the image, the attribution "
                             "map of the predicted class, the contrastive map against the runner-up, and the concept "
                             "map."},
-        "cell-020": {"alt": "Static version of the explorer at B234: for each showcase image, the image, its "
-                            "ground-truth parts, its concept map and the attribution map of the winning prototype."},
+        "cell-020": {"alt": "Static version of the explorer at B234: for each showcase image, its ground-truth parts "
+                            "over the image, its concept map (concepts named in the legend) and the attribution map "
+                            "of the winning prototype."},
     },
     "05_evaluation": {
         "c032": {"alt": "Two scatter plots, one point per level with error bars over seeds: k-means test accuracy "
@@ -161,7 +170,7 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                                 "passes the sanity check falls."},
     },
     "A1_benchmarks": {
-        "db7728c3": {"alt": "Line plot of the share of points whose distances still had to be computed at each "
+        "db7728c3b": {"alt": "Line plot of the share of points whose distances still had to be computed at each "
                             "iteration, for plain Lloyd (always all points) and for Hamerly's bounds (falling as "
                             "the clusters settle).",
                      "caption": "Share of the points that needed their distance products in each iteration: plain "

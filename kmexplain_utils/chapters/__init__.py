@@ -13,6 +13,7 @@ module             what
 ``checkpoints.py`` atomic ``save_checkpoint`` / validated ``load_checkpoint``
 ``notebook.py``    ``setup_notebook()`` at the top of every chapter; ``check`` (hidden claims)
 ``widgets.py``     ipywidgets explorers and their static fall-backs
+``exercises.py``   ``check_<exercise>(student_function)``: the checkers of the coding exercises
 =================  =====================================================================
 """
 
