@@ -48,6 +48,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _is_fx_tracing() -> bool:
+    """Whether torch.fx is tracing (symbolic_trace, torchvision's create_feature_extractor)."""
+    from torch.fx._symbolic_trace import is_fx_tracing
+
+    return is_fx_tracing()
+
+
 class PretrainedWeightsWarning(UserWarning):
     """ImageNet weights could not be loaded; the model starts from random weights."""
 
@@ -179,13 +186,19 @@ class TinyResNet(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]``."""
-        if self.in_channels == 3:
-            check_rgb_images(x, name="x")
-        elif x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x must have shape (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
-            )
+        """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]``.
+
+        The input is checked, except while torch.fx traces the model (a proxy
+        has no shape to check): ``torchvision``'s ``create_feature_extractor``
+        works on it.
+        """
+        if not _is_fx_tracing():
+            if self.in_channels == 3:
+                check_rgb_images(x, name="x")
+            elif x.ndim != 4 or x.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"x must have shape (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
+                )
         x = self.normalize(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -219,8 +232,9 @@ class ImageNetResNet(ResNet):
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]``."""
-        check_rgb_images(x, name="x")
+        """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]`` (checked unless fx traces it)."""
+        if not _is_fx_tracing():
+            check_rgb_images(x, name="x")
         return self._forward_impl(self.normalize(x))
 
 
