@@ -59,7 +59,8 @@ def grad_cam(
     Parameters
     ----------
     model : nn.Module
-        The classifier (its mode is restored).
+        The classifier: run in eval mode (every module's mode restored); no
+        gradient is left on its parameters.
     x : torch.Tensor
         ``(N, 3, H, W)`` images.
     target : int or torch.Tensor
@@ -97,7 +98,6 @@ def grad_cam(
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-        out.retain_grad()
         store["A"] = out
 
     handle = module.register_forward_hook(hook)
@@ -106,8 +106,9 @@ def grad_cam(
             xx = x.detach().clone().requires_grad_(True)
             logits = model(xx)
             t = _targets(target, x.shape[0], logits.device)
-            logits.gather(1, t[:, None]).sum().backward()
-            A, G = store["A"].detach(), store["A"].grad.detach()
+            # the gradient with respect to the block's output only: no .grad is written on the parameters
+            (G,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), store["A"])
+            A, G = store["A"].detach(), G.detach()
     finally:
         handle.remove()
     if kind == "gradcam":
@@ -223,6 +224,13 @@ class KMeansScoreModel(nn.Module):
         differ between classes by differences of squared distances, often small:
         their plain softmax is then nearly uniform and a deletion curve on it
         says little. :func:`fit_temperature` calibrates it on training data.
+
+    Notes
+    -----
+    The wrapper is in eval mode when built, and its :meth:`train` / ``eval()``
+    set only its own flag: the network's train/eval modes stay as the user
+    left them (its forward pass runs the network in eval mode and restores
+    every module's flag).
     """
 
     def __init__(self, model: nn.Module, level_features: Any, classifier: Any, temperature: float = 1.0) -> None:
@@ -231,6 +239,21 @@ class KMeansScoreModel(nn.Module):
         self.level_features = level_features
         self.classifier = classifier
         self.temperature = float(temperature)
+
+        # the method runs the network in eval mode (LevelFeatures does, restoring every flag): this
+        # wrapper is in eval mode from the start and train()/eval() on it never reach the network
+        self.training = False
+
+    def train(self, mode: bool = True) -> "KMeansScoreModel":
+        """Set this wrapper's own flag only: the network's modes are the user's and are never changed.
+
+        The forward pass always runs the network in eval mode (the k-means
+        classifier is defined on eval-mode features), whatever this flag says.
+        """
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self.training = mode
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, C)`` of images ``x`` ``(N, 3, H, W)``."""

@@ -266,7 +266,10 @@ def grad_cam(model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor,
         raise ValueError(f"target must have shape (N,) = ({images.shape[0]},), got {tuple(tgt.shape)}")
     dev = next(model.parameters()).device
     out = []
-    with eval_mode(model), GradCAM(model=model, target_layers=[layer]) as cam:
+    from ._torch import keep_grads
+
+    # pytorch-grad-cam calls backward(): the parameters' .grad are put back as they were
+    with eval_mode(model), keep_grads(model), GradCAM(model=model, target_layers=[layer]) as cam:
         for s in range(0, images.shape[0], batch_size):
             targets = [ClassifierOutputTarget(int(c)) for c in tgt[s : s + batch_size]]
             out.append(torch.from_numpy(np.asarray(cam(input_tensor=images[s : s + batch_size].to(dev),

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from ._torch import eval_mode
 from ._validation import check_tensor
 
 __all__ = [
@@ -296,8 +297,9 @@ def last_feature_maps(
     Parameters
     ----------
     model : nn.Module
-        A model accepted by :func:`find_gap_linear_head`. Its train/eval mode
-        is left as it is (use ``model.eval()`` for the exact identity).
+        A model accepted by :func:`find_gap_linear_head`. It runs in eval mode
+        (BatchNorm on its running statistics, no dropout: the exact identity),
+        and every module's train/eval flag is restored afterwards.
     x : torch.Tensor
         Input batch ``(N, 3, H, W)`` on the model's device.
     head : GapHead, optional
@@ -320,7 +322,7 @@ def last_feature_maps(
     torch.Size([1, 512, 2, 2])
     """
     check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
-    with capture_feature_maps(model, head) as store:
+    with eval_mode(model), capture_feature_maps(model, head) as store:
         logits = model(x)
     if "maps" not in store:  # pragma: no cover - would mean a broken adapter
         raise RuntimeError("the feature module was not called during the forward pass")
@@ -403,7 +405,8 @@ def logit_maps(
     scores : torch.Tensor
         ``(N, C, H', W')``, see :func:`decompose_logits`.
     logits : torch.Tensor
-        ``(N, C)``; equals ``scores.mean((2, 3))`` in eval mode.
+        ``(N, C)``; equals ``scores.mean((2, 3))`` (the model runs in eval mode,
+        its modes restored afterwards).
     """
     head = find_gap_linear_head(model) if head is None else head
     maps, logits = last_feature_maps(model, x, head=head, return_logits=True)
