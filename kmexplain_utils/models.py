@@ -48,11 +48,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _is_fx_tracing() -> bool:
-    """Whether torch.fx is tracing (symbolic_trace, torchvision's create_feature_extractor)."""
-    from torch.fx._symbolic_trace import is_fx_tracing
-
-    return is_fx_tracing()
+def _is_proxy(x: object) -> bool:
+    """Whether ``x`` is a torch.fx proxy (symbolic tracing, torchvision's create_feature_extractor)."""
+    return isinstance(x, torch.fx.Proxy)
 
 
 class PretrainedWeightsWarning(UserWarning):
@@ -192,7 +190,7 @@ class TinyResNet(nn.Module):
         has no shape to check): ``torchvision``'s ``create_feature_extractor``
         works on it.
         """
-        if not _is_fx_tracing():
+        if not _is_proxy(x):
             if self.in_channels == 3:
                 check_rgb_images(x, name="x")
             elif x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -233,7 +231,7 @@ class ImageNetResNet(ResNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]`` (checked unless fx traces it)."""
-        if not _is_fx_tracing():
+        if not _is_proxy(x):
             check_rgb_images(x, name="x")
         return self._forward_impl(self.normalize(x))
 
