@@ -183,8 +183,11 @@ class Explainer:
         A CNN ending in global average pooling -> (dropout) -> one linear layer
         (torchvision ResNet, DenseNet, EfficientNet, MobileNetV2, RegNet,
         ShuffleNetV2, GoogLeNet, Inception v3, the book's TinyResNet, or any
-        model with ``blocks=`` and ``head=``). It is run in eval mode and its
-        mode is restored; it is never modified or moved.
+        model with ``blocks=`` and ``head=``), or a module that holds one (a
+        normalisation wrapper, ``nn.Sequential(normalize, net)``,
+        ``nn.DataParallel(net)``: see :func:`kmexplain_utils.sem.find_network`).
+        It is run in eval mode and every module's mode is restored; it is never
+        modified or moved.
     level : str
         Feature space: ``"logits"``, ``"B4"``, ``"B34"``, ``"B234"``, ``"B1234"`` ...
     n_prototypes : int
@@ -193,7 +196,10 @@ class Explainer:
         k-means concepts over positions (per class with ``per_class_concepts``).
     blocks : dict, optional
         ``{"B1": "module.name", ..., "B4": "module.name"}`` for a model whose
-        blocks are not found automatically.
+        blocks are not found automatically; a block whose map is a function of
+        the module's output applied in ``forward`` is a pair, e.g.
+        ``{"B4": ("bn_head", torch.nn.functional.relu6)}`` (see
+        :func:`kmexplain_utils.architectures.adapt`).
     head : str or nn.Linear, optional
         Its final linear layer.
     random_state : int or None

@@ -157,6 +157,11 @@ def _score_model_train_eval(c: Ctx) -> None:
         wrapper(c.x[:2])
 
 
+def _with(context: Any, body: Callable[[], Any]) -> None:
+    with context:
+        body()
+
+
 #: public name -> a call that runs the user's model (``c.model``) through it.
 CALLS: dict[str, Callable[[Ctx], Any]] = {
     "kmexplain_utils.explainer.Explainer.fit": lambda c: c.explainer,
@@ -185,6 +190,10 @@ CALLS: dict[str, Callable[[Ctx], Any]] = {
     "kmexplain_utils.features.sample_positions": lambda c: kmexplain_utils.sample_positions(
         c.model, (c.x, c.y), c.lf, per_image=2),
     "kmexplain_utils._torch.eval_mode": lambda c: None,  # run as a `with` block by the test
+    "kmexplain_utils._torch.keep_grads": lambda c: _with(importlib.import_module("kmexplain_utils._torch").keep_grads(
+        c.model), lambda: c.model(c.x[:2]).sum().backward() if not any(m.training for m in c.model.modules()) else None),
+    "kmexplain_utils.sem.find_network": lambda c: importlib.import_module("kmexplain_utils.sem").find_network(
+        c.model),
     "kmexplain_utils.concepts.ConceptModel.fit": _concept_model_fit,
     "kmexplain_utils.concepts.ConceptModel.concept_map": lambda c: c.cm.concept_map(c.model, c.x[:2], size=SIZE),
     "kmexplain_utils.attribution.explain": lambda c: kmexplain_utils.explain(c.model, c.x[:2], c.lf, c.clf),
