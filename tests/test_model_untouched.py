@@ -190,8 +190,10 @@ CALLS: dict[str, Callable[[Ctx], Any]] = {
     "kmexplain_utils.features.sample_positions": lambda c: kmexplain_utils.sample_positions(
         c.model, (c.x, c.y), c.lf, per_image=2),
     "kmexplain_utils._torch.eval_mode": lambda c: None,  # run as a `with` block by the test
-    "kmexplain_utils._torch.keep_grads": lambda c: _with(importlib.import_module("kmexplain_utils._torch").keep_grads(
-        c.model), lambda: c.model(c.x[:2]).sum().backward() if not any(m.training for m in c.model.modules()) else None),
+    "kmexplain_utils._torch.keep_grads": lambda c: _with(
+        importlib.import_module("kmexplain_utils._torch").keep_grads(c.model),
+        # a backward pass inside (not in training mode: keep_grads restores gradients, not batch statistics)
+        lambda: None if any(m.training for m in c.model.modules()) else c.model(c.x[:2]).sum().backward()),
     "kmexplain_utils.sem.find_network": lambda c: importlib.import_module("kmexplain_utils.sem").find_network(
         c.model),
     "kmexplain_utils.concepts.ConceptModel.fit": _concept_model_fit,
