@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 import kmexplain_utils
-from kmexplain_utils import metrics
 from tiny_models import SmallResNetLike
 
 torch.set_num_threads(1)
@@ -77,9 +76,7 @@ class Ctx:
 
     @property
     def explainer(self) -> Any:
-        from kmexplain_utils import Explainer
-
-        return self._get("ex", lambda: Explainer(self.model, level="B34", n_prototypes=1, n_concepts=2,
+        return self._get("ex", lambda: api("Explainer")(self.model, level="B34", n_prototypes=1, n_concepts=2,
                                                  positions_per_image=4, device="cpu").fit(self.x, self.y))
 
     @property
@@ -95,57 +92,77 @@ class Ctx:
         return self.explainer.concepts_
 
 
-def _concept_model_fit(c: Ctx) -> None:
-    from kmexplain_utils.concepts import ConceptModel
+def _public() -> dict[str, list[Any]]:
+    """Qualified name in its module (``"deletion_insertion"``, ``"Explainer.fit"``) -> the public objects so named.
 
-    ConceptModel(2, level="B34", positions_per_image=4, device="cpu").fit(c.model, (c.x, c.y), level_features=c.lf)
+    Every module's ``__all__``, each object where it is defined: the table below does not depend on the
+    package's layout (which module holds what).
+    """
+    found: dict[str, list[Any]] = {}
+    for info in pkgutil.walk_packages(kmexplain_utils.__path__, "kmexplain_utils."):
+        mod = importlib.import_module(info.name)
+        for name in getattr(mod, "__all__", ()):
+            obj = getattr(mod, name, None)
+            if getattr(obj, "__module__", None) != info.name:
+                continue  # re-exported: counted where it is defined
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                found.setdefault(name, []).append(obj)
+            if inspect.isclass(obj):
+                for k, v in vars(obj).items():
+                    if inspect.isfunction(v) and (not k.startswith("_") or k == "__init__"):
+                        found.setdefault(f"{name}.{k}", []).append(v)
+    return found
+
+
+_PUBLIC = _public()
+
+
+def api(name: str) -> Any:
+    """The one public function or class called ``name``."""
+    objs = _PUBLIC.get(name, [])
+    assert len(objs) == 1, f"{len(objs)} public objects are called {name!r}"
+    return objs[0]
+
+
+def _concept_model_fit(c: Ctx) -> None:
+    api("ConceptModel")(2, level="B34", positions_per_image=4, device="cpu").fit(
+        c.model, (c.x, c.y), level_features=c.lf)
 
 
 def _block_features(c: Ctx) -> None:
-    from kmexplain_utils.features import block_features
-
-    with torch.no_grad(), block_features(c.model, "B234") as extract:
+    with torch.no_grad(), api("block_features")(c.model, "B234") as extract:
         extract(c.x[:2])
 
 
 def _capture(c: Ctx) -> None:
-    from kmexplain_utils.sem import capture_feature_maps
-
-    with capture_feature_maps(c.model):
+    with api("capture_feature_maps")(c.model):
         pass
 
 
 def _cascading(c: Ctx) -> None:
-    from kmexplain_utils.attribution import cam
-    from kmexplain_utils.sanity import cascading_randomization
-
-    cascading_randomization(c.model, lambda m, x: {"CAM": cam(m, x, target=0, size=SIZE)}, c.x[:2],
-                            layers=[("head", ["fc.1"]), ("B4", ["layer4.conv"])])
+    cam = api("cam")
+    api("cascading_randomization")(c.model, lambda m, x: {"CAM": cam(m, x, target=0, size=SIZE)}, c.x[:2],
+                                   layers=[("head", ["fc.1"]), ("B4", ["layer4.conv"])])
 
 
 def _concept_views(c: Ctx) -> None:
-    from kmexplain_utils.widgets import ConceptViews
-
-    ConceptViews(c.model, c.x[:2], {("B34", 2): c.cm}, {"B34": c.clf})
+    api("ConceptViews")(c.model, c.x[:2], {("B34", 2): c.cm}, {"B34": c.clf})
 
 
 def _deletion_insertion_score_model(c: Ctx) -> None:
     e = c.explainer.explain(c.x[:2])
-    metrics.deletion_insertion(c.explainer.score_model(), c.x[:2], e.attribution, c.clf.class_columns(e.predicted),
-                               steps=2)
+    api("deletion_insertion")(c.explainer.score_model(), c.x[:2], e.attribution,
+                              c.clf.class_columns(e.predicted), steps=2)
 
 
-def _grad_cam_pytorch(c: Ctx) -> None:
-    pytest.importorskip("pytorch_grad_cam")
-    from kmexplain_utils.evaluate import grad_cam
-
-    grad_cam(c.model, c.x[:2], torch.tensor([0, 1]), target_layer=c.model.layer4)
-
-
-def _save_checkpoint(c: Ctx) -> None:
-    from kmexplain_utils.checkpoints import save_checkpoint
-
-    save_checkpoint(c.tmp_path / "m.pt", c.model, {"seed": 0})
+def _grad_cam(c: Ctx, kind: str = "gradcam") -> None:
+    """Every public ``grad_cam`` (the package's own, and the pytorch-grad-cam one where it exists)."""
+    for fn in _PUBLIC["grad_cam"]:
+        if "block" in inspect.signature(fn).parameters:
+            fn(c.model, c.x[:2], 1, block="B3", kind=kind, size=SIZE)
+        else:
+            pytest.importorskip("pytorch_grad_cam")
+            fn(c.model, c.x[:2], torch.tensor([0, 1]), target_layer=c.model.layer4)
 
 
 def _score_model_train_eval(c: Ctx) -> None:
@@ -162,82 +179,71 @@ def _with(context: Any, body: Callable[[], Any]) -> None:
         body()
 
 
+def _no_batch_statistics(c: Ctx) -> bool:
+    return not any(m.training for m in c.model.modules())
+
+
 #: public name -> a call that runs the user's model (``c.model``) through it.
 CALLS: dict[str, Callable[[Ctx], Any]] = {
-    "kmexplain_utils.explainer.Explainer.fit": lambda c: c.explainer,
-    "kmexplain_utils.explainer.Explainer.explain": lambda c: c.explainer.explain(c.x[:3], target=1, versus=2),
-    "kmexplain_utils.explainer.Explainer.predict": lambda c: c.explainer.predict(c.x[:3]),
-    "kmexplain_utils.explainer.Explainer.score": lambda c: c.explainer.score(c.x[:3], c.y[:3]),
-    "kmexplain_utils.explainer.Explainer.transform": lambda c: c.explainer.transform(c.x[:3]),
-    "kmexplain_utils.explainer.Explainer.score_model": _score_model_train_eval,
-    "kmexplain_utils.baselines.KMeansScoreModel.__init__": _score_model_train_eval,
-    "kmexplain_utils.metrics.deletion_insertion": lambda c: metrics.deletion_insertion(
+    "Explainer.fit": lambda c: c.explainer,
+    "Explainer.explain": lambda c: c.explainer.explain(c.x[:3], target=1, versus=2),
+    "Explainer.predict": lambda c: c.explainer.predict(c.x[:3]),
+    "Explainer.score": lambda c: c.explainer.score(c.x[:3], c.y[:3]),
+    "Explainer.transform": lambda c: c.explainer.transform(c.x[:3]),
+    "Explainer.score_model": _score_model_train_eval,
+    "KMeansScoreModel.__init__": _score_model_train_eval,
+    "deletion_insertion": lambda c: api("deletion_insertion")(
         c.model, c.x[:2], torch.rand(2, 4, 4), torch.tensor([0, 1]), steps=2),
-    "metrics.deletion_insertion(score_model)": _deletion_insertion_score_model,
-    "kmexplain_utils.architectures.adapt": lambda c: kmexplain_utils.adapt(c.model),
-    "kmexplain_utils.architectures.registration": lambda c: kmexplain_utils.registration(c.model, SIZE),
-    "kmexplain_utils.architectures.Adapter.modules": lambda c: kmexplain_utils.adapt(c.model).modules(c.model),
-    "kmexplain_utils.features.model_adapter": lambda c: importlib.import_module(
-        "kmexplain_utils.features").model_adapter(c.model, {"B4": "layer4"}),
-    "kmexplain_utils.features.model_registration": lambda c: importlib.import_module(
-        "kmexplain_utils.features").model_registration(c.model, (SIZE, SIZE)),
-    "kmexplain_utils.features.block_features": _block_features,
-    "kmexplain_utils.features.BlockExtractor.__init__": _block_features,
-    "kmexplain_utils.features.LevelFeatures.fit": lambda c: kmexplain_utils.LevelFeatures("B234").fit(c.model, c.x),
-    "kmexplain_utils.features.LevelFeatures.pooled": lambda c: c.lf.pooled(c.model, c.x[:2]),
-    "kmexplain_utils.features.LevelFeatures.position_features": lambda c: c.lf.position_features(c.model, c.x[:2]),
-    "kmexplain_utils.features.extract_pooled": lambda c: kmexplain_utils.extract_pooled(c.model, (c.x, c.y), c.lf),
-    "kmexplain_utils.features.sample_positions": lambda c: kmexplain_utils.sample_positions(
-        c.model, (c.x, c.y), c.lf, per_image=2),
-    "kmexplain_utils._torch.eval_mode": lambda c: None,  # run as a `with` block by the test
-    "kmexplain_utils._torch.keep_grads": lambda c: _with(
-        importlib.import_module("kmexplain_utils._torch").keep_grads(c.model),
+    "deletion_insertion(score_model)": _deletion_insertion_score_model,
+    "adapt": lambda c: api("adapt")(c.model),
+    "registration": lambda c: api("registration")(c.model, SIZE),
+    "Adapter.modules": lambda c: api("adapt")(c.model).modules(c.model),
+    "model_adapter": lambda c: api("model_adapter")(c.model, {"B4": "layer4"}),
+    "model_registration": lambda c: api("model_registration")(c.model, (SIZE, SIZE)),
+    "block_features": _block_features,
+    "BlockExtractor.__init__": _block_features,
+    "LevelFeatures.fit": lambda c: api("LevelFeatures")("B234").fit(c.model, c.x),
+    "LevelFeatures.pooled": lambda c: c.lf.pooled(c.model, c.x[:2]),
+    "LevelFeatures.position_features": lambda c: c.lf.position_features(c.model, c.x[:2]),
+    "extract_pooled": lambda c: api("extract_pooled")(c.model, (c.x, c.y), c.lf),
+    "sample_positions": lambda c: api("sample_positions")(c.model, (c.x, c.y), c.lf, per_image=2),
+    "eval_mode": lambda c: None,  # run as a `with` block by the test
+    "keep_grads": lambda c: _with(
+        api("keep_grads")(c.model),
         # a backward pass inside (not in training mode: keep_grads restores gradients, not batch statistics)
-        lambda: None if any(m.training for m in c.model.modules()) else c.model(c.x[:2]).sum().backward()),
-    "kmexplain_utils.sem.find_network": lambda c: importlib.import_module("kmexplain_utils.sem").find_network(
-        c.model),
-    "kmexplain_utils.concepts.ConceptModel.fit": _concept_model_fit,
-    "kmexplain_utils.concepts.ConceptModel.concept_map": lambda c: c.cm.concept_map(c.model, c.x[:2], size=SIZE),
-    "kmexplain_utils.attribution.explain": lambda c: kmexplain_utils.explain(c.model, c.x[:2], c.lf, c.clf),
-    "kmexplain_utils.attribution.cam": lambda c: kmexplain_utils.cam(c.model, c.x[:2], target=1, size=SIZE),
-    "kmexplain_utils.sem.find_gap_linear_head": lambda c: kmexplain_utils.find_gap_linear_head(c.model),
-    "kmexplain_utils.sem.capture_feature_maps": _capture,
-    "kmexplain_utils.sem.last_feature_maps": lambda c: importlib.import_module(
-        "kmexplain_utils.sem").last_feature_maps(c.model, c.x[:2]),
-    "kmexplain_utils.sem.logit_maps": lambda c: importlib.import_module("kmexplain_utils.sem").logit_maps(
-        c.model, c.x[:2]),
-    "kmexplain_utils.sem.linear_prototypes": lambda c: kmexplain_utils.linear_prototypes(c.model),
-    "kmexplain_utils.baselines.grad_cam": lambda c: importlib.import_module("kmexplain_utils.baselines").grad_cam(
-        c.model, c.x[:2], 1, block="B3", size=SIZE),
-    "baselines.grad_cam(layercam)": lambda c: importlib.import_module("kmexplain_utils.baselines").grad_cam(
-        c.model, c.x[:2], 1, kind="layercam", size=SIZE),
-    "kmexplain_utils.baselines.occlusion": lambda c: importlib.import_module("kmexplain_utils.baselines").occlusion(
-        c.model, c.x[:2], 0, patch=16),
-    "kmexplain_utils.sanity.randomization_stages": lambda c: importlib.import_module(
-        "kmexplain_utils.sanity").randomization_stages(c.model),
-    "kmexplain_utils.sanity.cascading_randomization": _cascading,
-    "kmexplain_utils.receptive_field.receptive_field_centres": lambda c: kmexplain_utils.receptive_field_centres(
-        c.model, ["B4"], axes=(0,)),
-    "kmexplain_utils.training.predict_logits": lambda c: importlib.import_module(
-        "kmexplain_utils.training").predict_logits(c.model, c.x),
-    "kmexplain_utils.training.accuracy": lambda c: importlib.import_module("kmexplain_utils.training").accuracy(
-        c.model, torch.utils.data.TensorDataset(c.x, c.y)),
-    "kmexplain_utils.evaluate.grad_cam": _grad_cam_pytorch,
-    "kmexplain_utils.widgets.ConceptViews.__init__": _concept_views,
-    "kmexplain_utils.checkpoints.save_checkpoint": _save_checkpoint,
-    "kmexplain_utils._torch.model_device": lambda c: importlib.import_module("kmexplain_utils._torch").model_device(
-        c.model),
+        lambda: c.model(c.x[:2]).sum().backward() if _no_batch_statistics(c) else None),
+    "find_network": lambda c: api("find_network")(c.model),
+    "ConceptModel.fit": _concept_model_fit,
+    "ConceptModel.concept_map": lambda c: c.cm.concept_map(c.model, c.x[:2], size=SIZE),
+    "explain": lambda c: api("explain")(c.model, c.x[:2], c.lf, c.clf),
+    "cam": lambda c: api("cam")(c.model, c.x[:2], target=1, size=SIZE),
+    "find_gap_linear_head": lambda c: api("find_gap_linear_head")(c.model),
+    "capture_feature_maps": _capture,
+    "last_feature_maps": lambda c: api("last_feature_maps")(c.model, c.x[:2]),
+    "logit_maps": lambda c: api("logit_maps")(c.model, c.x[:2]),
+    "linear_prototypes": lambda c: api("linear_prototypes")(c.model),
+    "grad_cam": _grad_cam,
+    "grad_cam(layercam)": lambda c: _grad_cam(c, "layercam"),
+    "occlusion": lambda c: api("occlusion")(c.model, c.x[:2], 0, patch=16),
+    "randomization_stages": lambda c: api("randomization_stages")(c.model),
+    "cascading_randomization": _cascading,
+    "receptive_field_centres": lambda c: api("receptive_field_centres")(c.model, ["B4"], axes=(0,)),
+    "predict_logits": lambda c: api("predict_logits")(c.model, c.x),
+    "accuracy": lambda c: api("accuracy")(c.model, torch.utils.data.TensorDataset(c.x, c.y)),
+    "ConceptViews.__init__": _concept_views,
+    "save_checkpoint": lambda c: api("save_checkpoint")(c.tmp_path / "m.pt", c.model, {"seed": 0}),
+    "model_device": lambda c: api("model_device")(c.model),
 }
 
 #: public names with a ``model`` argument that do not run it as a user's network, and why.
 NOT_RUNNING: dict[str, str] = {
-    "kmexplain_utils.explainer.Explainer.__init__": "stores the model; fit/explain run it (in CALLS)",
-    "kmexplain_utils.explainer.Explainer.with_model": "a copy holding another network; runs nothing",
-    "kmexplain_utils.config.Profile.__init__": "'model' is the name of an architecture (a string)",
-    "kmexplain_utils.evaluate.SeedData.__init__": "a record of one seed's fitted objects; runs nothing",
-    "kmexplain_utils.training.train_model": "trains the model: changing its weights is its purpose",
-    "kmexplain_utils.checkpoints.load_checkpoint": "loads weights into the model: its purpose",
-    "kmexplain_utils.checkpoints.load_state_dict_checked": "loads weights into the model: its purpose",
+    "Explainer.__init__": "stores the model; fit/explain run it (in CALLS)",
+    "Explainer.with_model": "a copy holding another network; runs nothing",
+    "Profile.__init__": "'model' is the name of an architecture (a string)",
+    "SeedData.__init__": "a record of one seed's fitted objects; runs nothing",
+    "train_model": "trains the model: changing its weights is its purpose",
+    "load_checkpoint": "loads weights into the model: its purpose",
+    "load_state_dict_checked": "loads weights into the model: its purpose",
 }
 
 #: Explainer methods that run the model although they take no model argument (all in CALLS);
@@ -246,25 +252,11 @@ EXPLAINER_NOT_RUNNING = {"with_model", "target_columns"}
 
 
 def _public_model_callables() -> set[str]:
-    """``module.name`` / ``module.Class.method`` of every public callable with a ``model``/``network`` argument."""
-    found: set[str] = set()
-    for info in pkgutil.walk_packages(kmexplain_utils.__path__, "kmexplain_utils."):
-        mod = importlib.import_module(info.name)
-        for name in getattr(mod, "__all__", ()):
-            obj = getattr(mod, name, None)
-            if getattr(obj, "__module__", None) != info.name:
-                continue  # re-exported: counted where it is defined
-            members: list[tuple[str, Any]] = []
-            if inspect.isfunction(obj):
-                members = [(f"{info.name}.{name}", obj)]
-            elif inspect.isclass(obj):
-                members = [(f"{info.name}.{name}.{k}", v) for k, v in vars(obj).items()
-                           if inspect.isfunction(v) and (not k.startswith("_") or k == "__init__")]
-            for qual, fn in members:
-                fn = inspect.unwrap(fn)
-                if {"model", "network"} & set(inspect.signature(fn).parameters):
-                    found.add(qual)
-    return found
+    """Names (as in :func:`_public`) of every public callable with a ``model``/``network`` argument."""
+    def takes_model(obj: Any) -> bool:
+        return inspect.isfunction(obj) and bool({"model", "network"} & set(inspect.signature(obj).parameters))
+
+    return {name for name, objs in _PUBLIC.items() if any(takes_model(inspect.unwrap(o)) for o in objs)}
 
 
 def test_every_public_function_taking_a_model_is_covered() -> None:
@@ -275,14 +267,12 @@ def test_every_public_function_taking_a_model_is_covered() -> None:
         f"public callables that take a model are not checked by this test: {missing}; add a call to CALLS "
         "(or a reason to NOT_RUNNING)"
     )
-    stale = sorted(k for k in (*CALLS, *NOT_RUNNING) if k.startswith("kmexplain_utils.") and k not in found
-                   and not k.startswith("kmexplain_utils.explainer.Explainer."))
+    stale = sorted(k for k in (*CALLS, *NOT_RUNNING) if "(" not in k and k not in found
+                   and not k.startswith("Explainer."))
     assert not stale, f"entries for names that no longer take a model: {stale}"
-    from kmexplain_utils.explainer import Explainer
-
+    Explainer = api("Explainer")
     methods = {k for k, v in vars(Explainer).items() if inspect.isfunction(v) and not k.startswith("_")}
-    unchecked = sorted(m for m in methods - EXPLAINER_NOT_RUNNING
-                       if f"kmexplain_utils.explainer.Explainer.{m}" not in CALLS)
+    unchecked = sorted(m for m in methods - EXPLAINER_NOT_RUNNING if f"Explainer.{m}" not in CALLS)
     assert not unchecked, f"Explainer methods that may run the model but are not in CALLS: {unchecked}"
 
 
@@ -342,14 +332,12 @@ def test_the_model_is_left_exactly_as_found(name: str, mode: str, tmp_path) -> N
     model = _model()
     c = Ctx(model, tmp_path)
     call = CALLS[name]
-    if name != "kmexplain_utils.explainer.Explainer.fit":
+    if name != "Explainer.fit":
         c.explainer  # noqa: B018 - the fitted objects a call needs, built in eval mode before the mode under test
     _set_mode(model, mode)
     before = _snapshot(model)
-    if name == "kmexplain_utils._torch.eval_mode":
-        from kmexplain_utils.features import eval_mode
-
-        with eval_mode(model):
+    if name == "eval_mode":
+        with api("eval_mode")(model):
             assert not any(m.training for m in model.modules())
     else:
         call(c)
@@ -358,8 +346,7 @@ def test_the_model_is_left_exactly_as_found(name: str, mode: str, tmp_path) -> N
 
 def test_a_frozen_model_stays_frozen() -> None:
     """requires_grad=False parameters (a frozen backbone) stay frozen through Grad-CAM and fit."""
-    from kmexplain_utils.baselines import grad_cam
-
+    grad_cam = next(f for f in _PUBLIC["grad_cam"] if "block" in inspect.signature(f).parameters)
     model = _model()
     for p in model.layer1.parameters():
         p.requires_grad_(False)
