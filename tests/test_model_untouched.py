@@ -100,6 +100,8 @@ def _public() -> dict[str, list[Any]]:
     """
     found: dict[str, list[Any]] = {}
     for info in pkgutil.walk_packages(kmexplain_utils.__path__, "kmexplain_utils."):
+        if info.name.rsplit(".", 1)[-1] == "__main__":
+            continue  # a command line: importing it runs it
         mod = importlib.import_module(info.name)
         for name in getattr(mod, "__all__", ()):
             obj = getattr(mod, name, None)
