@@ -5,6 +5,8 @@ One implementation each, so that every module means the same thing by them.
 - :func:`model_device` -- where a model's parameters (or buffers) live.
 - :func:`eval_mode` -- a context manager: eval mode inside, every module's
   flag restored on exit (also when the body raises).
+- :func:`keep_grads` -- a context manager: every parameter's ``.grad`` restored
+  on exit (for libraries that call ``backward()`` on the user's model).
 - :func:`as_generator` -- the package's one rule for ``random_state``: an int
   seeds a new generator, a ``torch.Generator`` is used as is, and ``None``
   means fresh randomness drawn from torch's global generator (so
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["model_device", "eval_mode", "as_generator", "seed_from"]
+__all__ = ["model_device", "eval_mode", "keep_grads", "as_generator", "seed_from"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -54,6 +56,29 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+@contextlib.contextmanager
+def keep_grads(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every parameter's ``.grad`` (``None`` or its values) on exit, also when the body raises.
+
+    Example
+    -------
+    >>> lin = torch.nn.Linear(2, 1)
+    >>> with keep_grads(lin):
+    ...     lin(torch.ones(1, 2)).sum().backward()
+    >>> lin.weight.grad is None
+    True
+    """
+    saved = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    try:
+        yield model
+    finally:
+        for p, g in saved:
+            if g is None:
+                p.grad = None
+            else:
+                p.grad = g
 
 
 def as_generator(random_state: int | torch.Generator | None) -> torch.Generator:

@@ -51,7 +51,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._torch import eval_mode
 from .resample import as_size
-from .sem import GapHead, UnsupportedModelError, find_gap_linear_head
+from .sem import GapHead, UnsupportedModelError, find_gap_linear_head, find_network
 
 __all__ = [
     "BlockRegistration",
@@ -283,7 +283,10 @@ def _check_identity(model: nn.Module, adapter: Adapter, x: torch.Tensor) -> None
             f"{type(model).__name__}: the linear layer applied to the spatial mean of B4 "
             f"({adapter.blocks['B4']}) does not reproduce the logits (largest error {err:.3g}, logits up to "
             f"{scale:.3g}): a non-linear layer sits between the pooling and the linear layer, or B4 is not the map "
-            "that is pooled. Required: encoder -> global average pooling -> (dropout) -> linear."
+            "that is pooled. Required: encoder -> global average pooling -> (dropout) -> linear. If forward "
+            "applies a function to B4's output before pooling (e.g. x = F.relu6(self.blocks(x)), as in "
+            "EfficientNet-Lite ports), name it with the block: blocks={'B4': ('"
+            f"{adapter.blocks['B4']}', torch.nn.functional.relu6), ...}}."
         )
 
 
@@ -293,13 +296,21 @@ def adapt(model: nn.Module, blocks: Any = None, head: Any = None) -> Adapter:
     Parameters
     ----------
     model : nn.Module
-        The classifier. It is run once in eval mode on a small probe image (its
-        mode is restored).
+        The classifier, or a module that holds it (a normalisation wrapper,
+        ``nn.Sequential(normalize, net)``, ``nn.DataParallel(net)``: the
+        network inside is found by :func:`kmexplain_utils.sem.find_network` and
+        block names are qualified in ``model``). It is run once in eval mode on
+        a small probe image (every module's mode is restored).
     blocks : dict, optional
         ``{"B1": "module.name", ..., "B4": "module.name"}`` (module names or
         node-style dotted names of ``model.named_modules()``); any subset that
         includes the blocks you will use. Default: the family's stages, or the
-        last module at each of the last four resolutions.
+        last module at each of the last four resolutions. A block whose map is
+        a function of a module's output applied in ``forward`` (no module
+        outputs it) is given as a pair ``(module name, function)``, e.g.
+        ``{"B4": ("blocks", torch.nn.functional.relu6)}`` for a network whose
+        ``forward`` does ``x = F.relu6(self.blocks(x))`` before pooling (as
+        DenseNet's final ReLU, which is known).
     head : str or nn.Linear, optional
         The final linear layer, for a model the families do not cover (then
         ``blocks`` must name ``"B4"``, the map that is pooled).
@@ -326,11 +337,16 @@ def adapt(model: nn.Module, blocks: Any = None, head: Any = None) -> Adapter:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    user_blocks = _check_block_names(model, blocks)
+    user_blocks, user_post = _check_block_names(model, blocks)
     gap = _resolve_head(model, head, (user_blocks or {}).get("B4"))
-    known = _family_blocks(model)
     post: dict[str, Callable] = {}
-    if known is not None and head is None:
+    known = None
+    if head is None:
+        prefix, net = find_network(model)
+        known = _family_blocks(net)
+        if known is not None and prefix:
+            known = (known[0], {b: f"{prefix}.{m}" for b, m in known[1].items()}, known[2])
+    if known is not None:
         family, names, post = known
     else:
         family = gap.architecture if head is None else "custom"
@@ -338,6 +354,9 @@ def adapt(model: nn.Module, blocks: Any = None, head: Any = None) -> Adapter:
     b4 = (user_blocks or {}).get("B4") or names.get("B4") or gap.feature_module_name
     if "B4" not in names and gap.post is not None:
         post = {"B4": gap.post}
+    if user_blocks and "B4" in user_blocks and user_blocks["B4"] != names.get("B4", gap.feature_module_name):
+        post.pop("B4", None)  # a family's function belongs to its own B4 module, not to one named by hand
+    post = {**post, **user_post}
     x = probe_input(model)
     with eval_mode(model):
         if not names:
@@ -350,9 +369,10 @@ def adapt(model: nn.Module, blocks: Any = None, head: Any = None) -> Adapter:
     return adapter
 
 
-def _check_block_names(model: nn.Module, blocks: Any) -> dict[str, str] | None:
+def _check_block_names(model: nn.Module, blocks: Any) -> tuple[dict[str, str] | None, dict[str, Callable]]:
+    """Qualified module names of the blocks named by hand, and the functions given with them."""
     if blocks is None:
-        return None
+        return None, {}
     if not isinstance(blocks, Mapping):
         raise TypeError(
             "blocks must be a dict {'B1': 'module.name', ..., 'B4': 'module.name'}, got "
@@ -360,9 +380,17 @@ def _check_block_names(model: nn.Module, blocks: Any) -> dict[str, str] | None:
         )
     names = dict(model.named_modules())
     out = {}
+    post: dict[str, Callable] = {}
     for b, m in blocks.items():
         if b not in BLOCK_NAMES:
             raise ValueError(f"block names are {list(BLOCK_NAMES)}, got {b!r}")
+        if isinstance(m, tuple):
+            if len(m) != 2 or not callable(m[1]):
+                raise TypeError(
+                    f"block {b} is given as {m!r}; a pair must be (module name, function applied to its output "
+                    "in forward), e.g. ('features', torch.nn.functional.relu6)"
+                )
+            m, post[b] = m
         if isinstance(m, nn.Module):
             m = _module_name(model, m)
         if m not in names:
@@ -375,7 +403,7 @@ def _check_block_names(model: nn.Module, blocks: Any) -> dict[str, str] | None:
                 "(see model.named_modules())."
             )
         out[b] = m
-    return out
+    return out, post
 
 
 # ------------------------------------------------------------- registration

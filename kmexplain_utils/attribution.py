@@ -219,7 +219,7 @@ def explain(
     with torch.no_grad():
         feats, logits = level_features.position_features(model, x, return_logits=True)  # type: ignore[misc]
         z = feats.mean((2, 3))
-        s = classifier.decision_function(z)
+        s = classifier.prototype_scores(z)
         win = s.argmax(1)
         mu = classifier.prototypes_.to(device=feats.device, dtype=feats.dtype)[win]
         m = attribution_map(feats, mu)

@@ -196,8 +196,10 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
     :meth:`class_scores` takes the max over however many prototypes a class
     has.
 
-    :meth:`decision_function` gives one column per *prototype* ``(N, P)``,
-    not per class; :meth:`class_scores` gives the ``(N, C)`` class scores.
+    :meth:`prototype_scores` gives one column per *prototype* ``(N, P)``;
+    :meth:`class_scores` gives the ``(N, C)`` class scores and
+    :meth:`decision_function` the same in scikit-learn's convention (``(N,)``
+    for two classes).
 
     Example
     -------
@@ -205,8 +207,8 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
     >>> Z = torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
     >>> y = (Z[:, 0] > 0).long()
     >>> clf = KMeansClassifier(n_prototypes=3, device="cpu").fit(Z, y)
-    >>> clf.decision_function(Z).shape, clf.class_scores(Z).shape
-    (torch.Size([40, 6]), torch.Size([40, 2]))
+    >>> clf.prototype_scores(Z).shape, clf.class_scores(Z).shape, clf.decision_function(Z).shape
+    (torch.Size([40, 6]), torch.Size([40, 2]), torch.Size([40]))
     >>> clf.classes_
     array([0, 1])
     >>> clf.class_columns(1, n=3)
@@ -381,7 +383,7 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
         dtype = torch.promote_types(Zt.dtype, self.prototypes_.dtype)
         return Zt.to(dtype), self.prototypes_.to(device=Zt.device, dtype=dtype)
 
-    def decision_function(self, Z: Any) -> Any:
+    def prototype_scores(self, Z: Any) -> Any:
         """Per-prototype scores ``2 mu . z - ||mu||^2``, shape ``(N, P)``.
 
         Equal to ``-||z - mu||^2 + ||z||^2``: the ranking of prototypes is that
@@ -391,6 +393,23 @@ class KMeansClassifier(ClassifierMixin, BaseEstimator):
         """
         Zt, mu = self._prep(Z)
         return _to_output(prototype_scores(Zt, mu), Z)
+
+    def decision_function(self, Z: Any) -> Any:
+        """Class scores as scikit-learn's classifiers give them: ``(N, C)``, or ``(N,)`` for two classes.
+
+        Column ``c`` is the best prototype score of class ``classes_[c]`` (see
+        :meth:`class_scores`), so ``classes_[decision_function(Z).argmax(1)]``
+        is :meth:`predict`. With two classes, scikit-learn's convention: one
+        column ``(N,)``, the score of ``classes_[1]`` minus that of
+        ``classes_[0]`` (positive: ``classes_[1]`` is predicted). The
+        per-prototype scores are :meth:`prototype_scores`. Tensor in, tensor out
+        (on ``Z``'s device); numpy or list in, numpy out.
+        """
+        Zt, mu = self._prep(Z)
+        s = _class_max(prototype_scores(Zt, mu), self.prototype_class_index_, len(self.classes_))
+        if s.shape[1] == 2:
+            s = s[:, 1] - s[:, 0]
+        return _to_output(s, Z)
 
     def class_scores(self, Z: Any) -> Any:
         """Class scores ``(N, C)``: the best prototype score of each class (columns follow ``classes_``).

@@ -183,8 +183,11 @@ class Explainer:
         A CNN ending in global average pooling -> (dropout) -> one linear layer
         (torchvision ResNet, DenseNet, EfficientNet, MobileNetV2, RegNet,
         ShuffleNetV2, GoogLeNet, Inception v3, the book's TinyResNet, or any
-        model with ``blocks=`` and ``head=``). It is run in eval mode and its
-        mode is restored; it is never modified or moved.
+        model with ``blocks=`` and ``head=``), or a module that holds one (a
+        normalisation wrapper, ``nn.Sequential(normalize, net)``,
+        ``nn.DataParallel(net)``: see :func:`kmexplain_utils.sem.find_network`).
+        It is run in eval mode and every module's mode is restored; it is never
+        modified or moved.
     level : str
         Feature space: ``"logits"``, ``"B4"``, ``"B34"``, ``"B234"``, ``"B1234"`` ...
     n_prototypes : int
@@ -193,7 +196,10 @@ class Explainer:
         k-means concepts over positions (per class with ``per_class_concepts``).
     blocks : dict, optional
         ``{"B1": "module.name", ..., "B4": "module.name"}`` for a model whose
-        blocks are not found automatically.
+        blocks are not found automatically; a block whose map is a function of
+        the module's output applied in ``forward`` is a pair, e.g.
+        ``{"B4": ("bn_head", torch.nn.functional.relu6)}`` (see
+        :func:`kmexplain_utils.architectures.adapt`).
     head : str or nn.Linear, optional
         Its final linear layer.
     random_state : int or None
@@ -338,7 +344,8 @@ class Explainer:
             dataset / loader of ``(image, label)``; streamed in batches, at
             most one batch of full-resolution maps is held.
         labels : array-like, optional
-            ``(N,)`` class labels, when ``data`` is a tensor.
+            ``(N,)`` class labels of any kind (ints, strings, ...), when ``data`` is a
+            tensor; ``classes_`` holds them sorted.
         class_names : sequence of str, optional
             Names of the classes (default: ``data.class_names`` when present).
 
@@ -357,7 +364,7 @@ class Explainer:
         if isinstance(data, torch.Tensor):
             if labels is None:
                 raise ValueError("labels are required with an image tensor: fit(images (N, 3, H, W), labels (N,))")
-            y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+            y = self._encode_labels(labels)
             if y.shape != (data.shape[0],):
                 raise ValueError(f"labels must have shape (N,) = ({data.shape[0]},), got {tuple(y.shape)}")
             self._check_images(data)
@@ -365,6 +372,7 @@ class Explainer:
         else:
             if labels is not None:
                 raise ValueError("labels= is only for an image tensor; a dataset or loader yields (image, label)")
+            self._label_values = None
             source = data
             first, _ = next(iter(iter_batches(data, 1)[0]))
             self._check_images(first)
@@ -389,6 +397,8 @@ class Explainer:
             )
         if y is None:
             raise ValueError("the data has no labels: pass (images, labels) or a dataset of (image, label)")
+        if self._label_values is not None:  # back from the int64 codes that travelled with the images
+            y = self._label_values[y.cpu().numpy()]
         self.classifier_ = KMeansClassifier(
             self.n_prototypes, random_state=self.random_state, device=self.device).fit(Z, y)
         self.classes_ = self.classifier_.classes_
@@ -403,6 +413,31 @@ class Explainer:
                 positions_per_image=self.positions_per_image, random_state=self.random_state, device=self.device,
             ).fit(self.model, source, level_features=lf, sample=sample)
         return self
+
+    def _encode_labels(self, labels: Any) -> torch.Tensor:
+        """``(N,)`` labels as a tensor that can travel with the images (int64 codes for strings and the like).
+
+        Integer labels are kept as they are. Any other kind (strings, floats,
+        booleans, objects) is coded by its rank among the sorted distinct labels,
+        which is its column in ``classes_``; :meth:`fit` gives the classifier the
+        labels themselves back, so ``classes_`` holds them.
+        """
+        if isinstance(labels, torch.Tensor) and not labels.is_floating_point() and not labels.is_complex() \
+                and labels.dtype != torch.bool:
+            self._label_values = None
+            return labels.detach()
+        arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        if arr.ndim != 1:
+            raise ValueError(f"labels must be one label per image, shape (N,), got shape {arr.shape}")
+        if arr.dtype.kind in "iu":
+            self._label_values = None
+            return torch.from_numpy(arr.astype(np.int64))
+        try:
+            values, codes = np.unique(arr, return_inverse=True)
+        except TypeError as e:
+            raise TypeError(f"labels must be sortable values of one kind (ints, strings ...): {e}") from None
+        self._label_values = values
+        return torch.from_numpy(codes.reshape(-1).astype(np.int64))
 
     # -------------------------------------------------------- predicting
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -541,9 +576,10 @@ class Explainer:
             cm = self.concepts_
             allowed = None
             if cm.concept_classes_ is not None:
-                lab = torch.as_tensor(clf.classes_[col.cpu().numpy()]) if clf.classes_.dtype.kind not in "USO" else None
-                if lab is None:
-                    raise ValueError("per-class concepts need numeric class labels")
+                if getattr(self, "_label_values", None) is not None:
+                    lab = col.cpu()  # the concepts were fitted on the labels' codes, i.e. columns of classes_
+                else:
+                    lab = torch.as_tensor(clf.classes_[col.cpu().numpy()])
                 allowed = lab.to(feats.device)[:, None] == cm.concept_classes_.to(feats.device)[None, :]
             from .concepts import concept_map
 

@@ -254,7 +254,8 @@ class BlockExtractor:
             raise RuntimeError("this extractor's hooks were removed: use it inside its `with block_features(...)` block")
         check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
         self._store.clear()
-        logits = self.model(x)
+        with eval_mode(self.model):
+            logits = self.model(x)
         missing = [b for b in self.blocks if b not in self._store]
         if missing:
             raise RuntimeError(f"block(s) {missing} were not called during the forward pass")
@@ -269,8 +270,9 @@ def block_features(model: nn.Module, blocks: Any = None, *, adapter: Any = None)
     """Context manager giving a callable that returns block feature maps in one forward pass.
 
     Forward hooks are registered on entry and always removed on exit, also
-    when the forward pass raises. The model's mode and gradient mode are left
-    to the caller.
+    when the forward pass raises. Each call runs the model in eval mode and
+    restores every module's train/eval flag; the gradient mode is left to the
+    caller.
 
     Parameters
     ----------

@@ -96,6 +96,13 @@ class KMeansScoreModel(nn.Module):
         differ between classes by differences of squared distances, often small:
         their plain softmax is then nearly uniform and a deletion curve on it
         says little. :func:`fit_temperature` calibrates it on training data.
+
+    Notes
+    -----
+    The wrapper is in eval mode when built, and its :meth:`train` / ``eval()``
+    set only its own flag: the network's train/eval modes stay as the user
+    left them (its forward pass runs the network in eval mode and restores
+    every module's flag).
     """
 
     def __init__(self, model: nn.Module, level_features: Any, classifier: Any, temperature: float = 1.0) -> None:
@@ -104,6 +111,20 @@ class KMeansScoreModel(nn.Module):
         self.level_features = level_features
         self.classifier = classifier
         self.temperature = float(temperature)
+        # the method runs the network in eval mode (LevelFeatures does, restoring every flag): this
+        # wrapper is in eval mode from the start and train()/eval() on it never reach the network
+        self.training = False
+
+    def train(self, mode: bool = True) -> "KMeansScoreModel":
+        """Set this wrapper's own flag only: the network's modes are the user's and are never changed.
+
+        The forward pass always runs the network in eval mode (the k-means
+        classifier is defined on eval-mode features), whatever this flag says.
+        """
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self.training = mode
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(N, C)`` of images ``x`` ``(N, 3, H, W)``."""

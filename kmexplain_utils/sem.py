@@ -38,12 +38,14 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from ._torch import eval_mode
 from ._validation import check_tensor
 
 __all__ = [
     "GapHead",
     "UnsupportedModelError",
     "find_gap_linear_head",
+    "find_network",
     "capture_feature_maps",
     "last_feature_maps",
     "decompose_logits",
@@ -149,7 +151,10 @@ def find_gap_linear_head(model: nn.Module) -> GapHead:
     ``avgpool``, ``fc``, such as the project's ``TinyResNet``), ``DenseNet``
     (its ``features`` are followed by a ReLU, which belongs to the feature
     maps), ``EfficientNet``, ``MobileNetV2``, and generic models with
-    ``features``, a global ``avgpool`` and a linear ``classifier``.
+    ``features``, a global ``avgpool`` and a linear ``classifier``; and any
+    of these inside a wrapper (:func:`find_network`: a normalisation module
+    holding the network, ``nn.Sequential(normalize, net)``,
+    ``nn.DataParallel(net)``), with qualified names in the wrapper.
 
     Parameters
     ----------
@@ -176,6 +181,73 @@ def find_gap_linear_head(model: nn.Module) -> GapHead:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    prefix, net = find_network(model)
+    head = _direct_head(net)
+    if prefix:
+        head = dataclasses.replace(head, feature_module_name=f"{prefix}.{head.feature_module_name}")
+    return head
+
+
+def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The one child a wrapper runs the network through (``None``: not a wrapper)."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return "module", model.module
+    with_params = [(n, m) for n, m in model.named_children() if any(True for _ in m.parameters())]
+    return with_params[0] if len(with_params) == 1 else None
+
+
+def find_network(model: nn.Module) -> tuple[str, nn.Module]:
+    """The supported network inside ``model``, and its qualified name (``""``: the model itself).
+
+    A user often holds the network inside a module: a normalisation wrapper
+    (``class Normalised(nn.Module)`` with the network as ``.net``),
+    ``nn.Sequential(normalize, net)``, ``nn.DataParallel(net)``. When
+    ``model`` is not itself read by :func:`find_gap_linear_head`, its only
+    child that has parameters (``DataParallel``'s ``.module``) is searched, and
+    so on down. That the wrapper's output is the network's logits is checked
+    by :func:`kmexplain_utils.architectures.adapt` (a wrapper that changes the
+    logits, e.g. a softmax in ``forward``, fails its identity check).
+
+    Returns
+    -------
+    prefix : str
+        Qualified name of the network in ``model`` (``"net"``, ``"1"``,
+        ``"module"``, ``"module.net"`` ...), ``""`` for ``model`` itself.
+    network : nn.Module
+
+    Raises
+    ------
+    UnsupportedModelError
+        When neither ``model`` nor a network it wraps is supported (the message
+        says what is wrapped and why it is not supported).
+
+    Example
+    -------
+    >>> import torchvision
+    >>> net = torchvision.models.resnet18(weights=None)
+    >>> find_network(nn.Sequential(torchvision.transforms.Normalize([0.5] * 3, [0.2] * 3), net))[0]
+    '1'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        _direct_head(model)
+        return "", model
+    except UnsupportedModelError:
+        inner = _wrapped(model)
+        if inner is None:
+            raise
+    name, sub = inner
+    try:
+        prefix, net = find_network(sub)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(f"{type(model).__name__} wraps {name!r} ({type(sub).__name__}), which is not "
+                                    f"supported: {e}") from None
+    return (f"{name}.{prefix}" if prefix else name), net
+
+
+def _direct_head(model: nn.Module) -> GapHead:
+    """:func:`find_gap_linear_head` of ``model`` itself (no wrapper)."""
     from torchvision import models as tvm
 
     name = type(model).__name__
@@ -296,8 +368,9 @@ def last_feature_maps(
     Parameters
     ----------
     model : nn.Module
-        A model accepted by :func:`find_gap_linear_head`. Its train/eval mode
-        is left as it is (use ``model.eval()`` for the exact identity).
+        A model accepted by :func:`find_gap_linear_head`. It runs in eval mode
+        (BatchNorm on its running statistics, no dropout: the exact identity),
+        and every module's train/eval flag is restored afterwards.
     x : torch.Tensor
         Input batch ``(N, 3, H, W)`` on the model's device.
     head : GapHead, optional
@@ -320,7 +393,7 @@ def last_feature_maps(
     torch.Size([1, 512, 2, 2])
     """
     check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
-    with capture_feature_maps(model, head) as store:
+    with eval_mode(model), capture_feature_maps(model, head) as store:
         logits = model(x)
     if "maps" not in store:  # pragma: no cover - would mean a broken adapter
         raise RuntimeError("the feature module was not called during the forward pass")
@@ -403,7 +476,8 @@ def logit_maps(
     scores : torch.Tensor
         ``(N, C, H', W')``, see :func:`decompose_logits`.
     logits : torch.Tensor
-        ``(N, C)``; equals ``scores.mean((2, 3))`` in eval mode.
+        ``(N, C)``; equals ``scores.mean((2, 3))`` (the model runs in eval mode,
+        its modes restored afterwards).
     """
     head = find_gap_linear_head(model) if head is None else head
     maps, logits = last_feature_maps(model, x, head=head, return_logits=True)

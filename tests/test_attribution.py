@@ -82,7 +82,7 @@ def test_explain_winning_prototype(setup) -> None:
     e = explain(model, x, lf, clf)
     assert isinstance(e, GridExplanation)
     z = lf.pooled(model, x)
-    s = clf.decision_function(z)
+    s = clf.prototype_scores(z)
     assert torch.equal(e.prototype, s.argmax(1))
     assert torch.equal(e.predicted, clf.predict(z))
     assert torch.allclose(e.score, s.max(1).values, atol=1e-6)

@@ -37,7 +37,7 @@ def test_predict_equals_nearest_centroid_and_linear_form(data) -> None:
     with torch.no_grad():
         assert torch.equal(torch.from_numpy(clf.classes_)[head(Zq).argmax(1)], nearest)
         assert torch.allclose(head(Zq), clf.class_scores(Zq), atol=1e-5)
-        assert torch.allclose(head.prototype_scores(Zq), clf.decision_function(Zq), atol=1e-5)
+        assert torch.allclose(head.prototype_scores(Zq), clf.prototype_scores(Zq), atol=1e-5)
     # the head's per-prototype scores are negative squared distances plus ||z||^2 (brute force)
     with torch.no_grad():
         brute = -d2 + (Zq**2).sum(1, keepdim=True)
@@ -49,7 +49,7 @@ def test_scores_are_negative_squared_distances_up_to_a_row_constant(data) -> Non
     Z, y = data
     Z64 = Z.double()
     clf = KMeansClassifier(n_prototypes=3, device="cpu").fit(Z64, y)
-    s = clf.decision_function(Z64)
+    s = clf.prototype_scores(Z64)
     d2 = ((Z64[:, None, :] - clf.prototypes_[None]) ** 2).sum(-1)
     assert torch.allclose(s + d2, (Z64**2).sum(1, keepdim=True).expand_as(s), atol=1e-9)
     assert torch.equal(s.argsort(1), (-d2).argsort(1))
@@ -76,7 +76,7 @@ def test_as_linear_is_an_sem_over_positions() -> None:
     clf = KMeansClassifier(n_prototypes=2, device="cpu").fit(z, torch.arange(12) % 3)
     m = decompose_logits(A, clf.as_linear().linear)
     assert m.shape == (12, 6, 4, 4)
-    assert torch.allclose(m.mean((2, 3)), clf.decision_function(z), atol=1e-12)
+    assert torch.allclose(m.mean((2, 3)), clf.prototype_scores(z), atol=1e-12)
 
 
 def test_best_prototype_per_class(data) -> None:
@@ -85,7 +85,7 @@ def test_best_prototype_per_class(data) -> None:
     scores, index = clf.best_prototype_per_class(Z)
     assert torch.allclose(scores, clf.class_scores(Z))
     assert torch.equal(clf.prototype_class_index_[index], torch.arange(3).expand(len(Z), 3))
-    s = clf.decision_function(Z)
+    s = clf.prototype_scores(Z)
     assert torch.allclose(s.gather(1, index), scores)
 
 
@@ -96,6 +96,7 @@ def test_arbitrary_labels_numpy_io_and_determinism(data) -> None:
     assert clf.classes_.tolist() == [2, 5, 7]
     pred = clf.predict(Z.numpy())
     assert isinstance(pred, np.ndarray) and set(pred.tolist()) <= {2, 5, 7}
+    assert isinstance(clf.prototype_scores(Z.numpy()), np.ndarray)
     assert isinstance(clf.decision_function(Z.numpy()), np.ndarray)
     assert clf.score(Z.numpy(), labels.numpy()) == clf.score(Z, labels)
     again = KMeansClassifier(n_prototypes=2, random_state=3, device="cpu").fit(Z, labels)
@@ -151,7 +152,7 @@ def test_does_not_mutate_inputs(data) -> None:
     Z, y = data
     Z0, y0 = Z.clone(), y.clone()
     clf = KMeansClassifier(n_prototypes=2, device="cpu").fit(Z, y)
-    clf.decision_function(Z)
+    clf.prototype_scores(Z)
     head = clf.as_linear()
     with torch.no_grad():
         head.linear.weight.add_(1.0)  # the head is a copy

@@ -205,3 +205,48 @@ def test_score_model_and_with_model(fitted: Explainer, data) -> None:
             p.normal_()
     assert not torch.allclose(fitted.with_model(noisy).explain(x[:3]).attribution, e.attribution)
     assert fitted.model is not noisy  # the original is untouched
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_string_and_other_non_integer_labels(per_class: bool, data, fitted: Explainer) -> None:
+    """fit(x, ["cat", "dog", ...]): the same fit as with the labels' ranks, string labels everywhere after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = data
+    names = np.array(["zebra", "ant", "moose"])[y.numpy()]  # sorted classes: ant, moose, zebra
+    model = fitted.model
+    kw = dict(level="B34", n_prototypes=2, n_concepts=3, device="cpu", positions_per_image=8,
+              per_class_concepts=per_class)
+    ex = Explainer(model, **kw).fit(x, list(names))
+    ref = Explainer(model, **kw).fit(x, torch.as_tensor(np.unique(names, return_inverse=True)[1]))
+    assert ex.classes_.tolist() == ["ant", "moose", "zebra"]
+    assert torch.equal(ex.classifier_.prototypes_, ref.classifier_.prototypes_)
+    assert ex.temperature_ == ref.temperature_
+    pred = ex.predict(x)
+    assert isinstance(pred, np.ndarray) and pred.dtype.kind == "U"
+    np.testing.assert_array_equal(pred, ex.classes_[np.asarray(ref.predict(x))])
+    assert ex.score(x, names) == ref.score(x, torch.as_tensor(np.unique(names, return_inverse=True)[1]))
+
+    e = ex.explain(x[:3], target="zebra", versus=["ant", "moose", "ant"])
+    r = ref.explain(x[:3], target=2, versus=[0, 1, 0])
+    assert e.target.tolist() == ["zebra"] * 3 and e.versus.tolist() == ["ant", "moose", "ant"]
+    assert torch.equal(e.attribution, r.attribution) and torch.equal(e.contrastive, r.contrastive)
+    assert torch.equal(e.concepts, r.concepts)
+    assert e.predicted.tolist() == ex.classes_[np.asarray(r.predicted)].tolist()
+    with pytest.raises(ValueError, match=r"unknown class name 'cat'; the classes are \['ant', 'moose', 'zebra'\]"):
+        ex.explain(x[:2], target="cat")
+    # the plot's titles name the classes
+    fig = e.plot(0)
+    titles = " ".join(a.get_title() for a in fig.axes)
+    assert "why zebra" in titles and "zebra rather than ant" in titles
+    plt.close(fig)
+
+    # other non-integer labels: floats with integer values, booleans
+    fl = Explainer(model, level="B4", n_prototypes=1, n_concepts=2, device="cpu").fit(x, y.double() * 2)
+    assert fl.classes_.tolist() == [0.0, 2.0, 4.0]
+    assert fl.explain(x[:2], target=4.0).target.tolist() == [4.0, 4.0]
+    bo = Explainer(model, level="B4", n_prototypes=1, n_concepts=2, device="cpu").fit(x, (y > 0).numpy())
+    assert bo.classes_.tolist() == [False, True]

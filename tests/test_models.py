@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torchvision
 import torch
 from torch import nn
 
@@ -221,3 +222,25 @@ def test_build_model_follows_the_profile():
     assert [len(getattr(big, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
     with pytest.raises(ValueError, match="Unknown model 'vgg'"):
         build_model(smoke.replace(model="vgg"), n_classes=2)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TinyResNet(3, width=8),
+    lambda: ImageNetResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1], num_classes=3),
+], ids=["TinyResNet", "ImageNetResNet"])
+def test_book_models_are_traceable_by_create_feature_extractor(make):
+    """torch.fx traces the book's models (the input check is skipped on a proxy, kept otherwise)."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model = make().eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    fx = create_feature_extractor(model, return_nodes={"layer3": "B3", "layer4": "B4", "fc": "logits"})
+    out = fx(x)
+    with torch.no_grad():
+        maps = _block_shapes(model, x)
+        assert torch.allclose(out["logits"], model(x), atol=1e-6)
+    assert tuple(out["B4"].shape) == maps["layer4"] and tuple(out["B3"].shape) == maps["layer3"]
+    # the check still runs outside tracing
+    with pytest.raises(ValueError, match="RGB"):
+        model(torch.rand(2, 1, 64, 64))
+    assert "check" not in fx.code  # the traced graph holds only tensor operations

@@ -41,6 +41,12 @@ __all__ = [
 ]
 
 
+
+def _is_proxy(x: object) -> bool:
+    """Whether ``x`` is a torch.fx proxy (symbolic tracing, torchvision's create_feature_extractor)."""
+    return isinstance(x, torch.fx.Proxy)
+
+
 def _channel_buffer(values: Sequence[float], name: str, n_channels: int = 3) -> torch.Tensor:
     t = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
     if t.numel() == 1:
@@ -168,13 +174,19 @@ class TinyResNet(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]``."""
-        if self.in_channels == 3:
-            check_rgb_images(x, name="x")
-        elif x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x must have shape (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
-            )
+        """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]``.
+
+        The input is checked, except while torch.fx traces the model (a proxy
+        has no shape to check): ``torchvision``'s ``create_feature_extractor``
+        works on it.
+        """
+        if not _is_proxy(x):
+            if self.in_channels == 3:
+                check_rgb_images(x, name="x")
+            elif x.ndim != 4 or x.shape[1] != self.in_channels:
+                raise ValueError(
+                    f"x must have shape (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
+                )
         x = self.normalize(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -205,8 +217,9 @@ class ImageNetResNet(ResNet):
         self.normalize = Normalize(mean, std, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]``."""
-        check_rgb_images(x, name="x")
+        """Logits ``(N, n_classes)`` of images ``x`` ``(N, 3, H, W)`` in ``[0, 1]`` (checked unless fx traces it)."""
+        if not _is_proxy(x):
+            check_rgb_images(x, name="x")
         return self._forward_impl(self.normalize(x))
 
 

@@ -59,7 +59,8 @@ def grad_cam(
     Parameters
     ----------
     model : nn.Module
-        The classifier (its mode is restored).
+        The classifier: run in eval mode (every module's mode restored); no
+        gradient is left on its parameters.
     x : torch.Tensor
         ``(N, 3, H, W)`` images.
     target : int or torch.Tensor
@@ -97,7 +98,6 @@ def grad_cam(
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-        out.retain_grad()
         store["A"] = out
 
     handle = module.register_forward_hook(hook)
@@ -106,8 +106,9 @@ def grad_cam(
             xx = x.detach().clone().requires_grad_(True)
             logits = model(xx)
             t = _targets(target, x.shape[0], logits.device)
-            logits.gather(1, t[:, None]).sum().backward()
-            A, G = store["A"].detach(), store["A"].grad.detach()
+            # the gradient with respect to the block's output only: no .grad is written on the parameters
+            (G,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), store["A"])
+            A, G = store["A"].detach(), G.detach()
     finally:
         handle.remove()
     if kind == "gradcam":

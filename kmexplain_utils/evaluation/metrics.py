@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._torch import eval_mode
 from .._validation import to_numpy
 from ..resample import GridGeometry
 
@@ -557,7 +558,8 @@ def deletion_insertion(
     Parameters
     ----------
     model : nn.Module
-        Classifier taking images ``(N, 3, H, W)`` in ``[0, 1]``; put in eval mode.
+        Classifier taking images ``(N, 3, H, W)`` in ``[0, 1]``; run in eval mode, every
+        submodule's mode restored as found afterwards.
     images : Tensor, shape (N, 3, H, W)
         Images in ``[0, 1]``.
     maps : Tensor or ndarray, shape (N, h, w)
@@ -622,29 +624,25 @@ def deletion_insertion(
     fractions = (counts.double() / n_pix).numpy()
     curves = {"deletion": np.zeros((n, steps + 1)), "insertion": np.zeros((n, steps + 1))}
     per_batch = max(1, int(batch_size) // (steps + 1))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, n, per_batch):
-                sl = slice(start, min(n, start + per_batch))
-                x = images[sl].to(device)
-                b = base[sl].to(device)
-                r = rank[sl].to(device)
-                t = tgt[sl].to(device)
-                m = x.shape[0]
-                # keep[s, i] = pixel among the top counts[s] of image i
-                keep = r[None] < counts.to(device).view(-1, 1, 1, 1, 1)  # (S+1, m, 1, H, W)
-                for kind in ("deletion", "insertion"):
-                    if kind == "deletion":
-                        batch = torch.where(keep, b[None], x[None])
-                    else:
-                        batch = torch.where(keep, x[None], b[None])
-                    logits = model(batch.reshape(-1, *x.shape[1:]))
-                    s = score(logits, t.repeat(steps + 1))
-                    curves[kind][sl] = s.view(steps + 1, m).T.double().cpu().numpy()
-    finally:
-        model.train(was_training)
+    # every submodule's train/eval flag is restored as found (not model.train(flag), which would set them all)
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, n, per_batch):
+            sl = slice(start, min(n, start + per_batch))
+            x = images[sl].to(device)
+            b = base[sl].to(device)
+            r = rank[sl].to(device)
+            t = tgt[sl].to(device)
+            m = x.shape[0]
+            # keep[s, i] = pixel among the top counts[s] of image i
+            keep = r[None] < counts.to(device).view(-1, 1, 1, 1, 1)  # (S+1, m, 1, H, W)
+            for kind in ("deletion", "insertion"):
+                if kind == "deletion":
+                    batch = torch.where(keep, b[None], x[None])
+                else:
+                    batch = torch.where(keep, x[None], b[None])
+                logits = model(batch.reshape(-1, *x.shape[1:]))
+                s = score(logits, t.repeat(steps + 1))
+                curves[kind][sl] = s.view(steps + 1, m).T.double().cpu().numpy()
 
     def auc(c: np.ndarray) -> np.ndarray:
         return np.trapezoid(c, fractions, axis=1) if hasattr(np, "trapezoid") else np.trapz(c, fractions, axis=1)
