@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ._validation import NotFittedError, check_tensor
-from .features import LevelFeatures, iter_batches, model_adapter, parse_level, sample_positions
+from .features import LevelFeatures, fit_and_sample, iter_batches, model_adapter, parse_level
 from .resample import GridGeometry, as_size, resample_labels, resample_map
 
 __all__ = ["Explainer", "Explanation"]
@@ -300,16 +300,19 @@ class Explainer:
                 stacklevel=3,
             )
 
-    def _total_stride(self) -> float:
-        if not hasattr(self, "_stride"):
+    def _block_registration(self) -> dict:
+        """Registration of the model's blocks on a 256 px probe (strides and offsets do not depend on the size)."""
+        if not hasattr(self, "_regs"):
             from .architectures import registration
 
-            regs = registration(self.model, 256, model_adapter(self.model, self.blocks, self.head))
-            self._stride = max(r.stride[0] for r in regs.values())
-        return self._stride
+            self._regs = registration(self.model, 256, model_adapter(self.model, self.blocks, self.head))
+        return self._regs
+
+    def _total_stride(self) -> float:
+        return max(r.stride[0] for r in self._block_registration().values())
 
     def _check_nesting(self) -> None:
-        regs = self.level_features_.registration_
+        regs = self._block_registration()
         blocks = [b for b in parse_level(self.level) if b in regs]
         strides = [regs[b].stride[0] for b in blocks]
         for (b1, s1), (b2, s2) in zip(zip(blocks, strides), zip(blocks[1:], strides[1:])):
@@ -372,21 +375,18 @@ class Explainer:
             list(data.class_names) if hasattr(data, "class_names") else None)
         lf = LevelFeatures(self.level, scale=self.scale, batch_size=self.batch_size, blocks=self.blocks,
                            head=self.head, registration=self.registration)
-        lf.fit(self.model, source)
+        if not lf.is_logits:
+            if isinstance(self.positions_per_image, bool) or not isinstance(self.positions_per_image, int) \
+                    or self.positions_per_image < 1:
+                raise ValueError(f"positions_per_image must be an int >= 1, got {self.positions_per_image!r}")
+            self._check_nesting()  # from the strides, before the pass over the data
+        # one pass over the data: the level's scales, the pooled embeddings and the position sample
+        sample, Z, y = fit_and_sample(
+            self.model, source, lf, per_image=self.positions_per_image, random_state=self.random_state,
+            batch_size=self.batch_size, desc=f"fit {self.level}",
+        )
         self.level_features_ = lf
-        if lf.is_logits:
-            from .features import extract_pooled
-
-            Z, y = extract_pooled(self.model, source, lf, batch_size=self.batch_size)
-            self.registration_ = {}
-            sample = None
-        else:
-            self.registration_ = lf.registration_
-            self._check_nesting()
-            sample, Z, y = sample_positions(
-                self.model, source, lf, per_image=self.positions_per_image, random_state=self.random_state,
-                batch_size=self.batch_size, return_pooled=True,
-            )
+        self.registration_ = {} if lf.is_logits else lf.registration_
         if y is None:
             raise ValueError("the data has no labels: pass (images, labels) or a dataset of (image, label)")
         self.classifier_ = KMeansClassifier(

@@ -66,6 +66,7 @@ __all__ = [
     "iter_batches",
     "extract_pooled",
     "sample_positions",
+    "fit_and_sample",
     "eval_mode",
     "model_adapter",
     "model_registration",
@@ -610,67 +611,8 @@ class LevelFeatures:
         LevelFeatures
             ``self``.
         """
-        blocks = self._check_params()
-        self.blocks_ = blocks
-        dev = self._device_for(model)
-        if blocks == ("logits",):
-            batches, _ = iter_batches(data, self.batch_size)
-            x0, _ = next(iter(batches))
-            with eval_mode(model), torch.no_grad():
-                out = model(self._prepare(model, x0[:1]))
-            self.sigma_, self.dims_ = {}, {"logits": out.shape[1]}
-            self.slices_ = {"logits": slice(0, out.shape[1])}
-            self.n_features_, self.grid_size_, self.n_positions_ = out.shape[1], None, 0
-            return self
-        if self.registration not in ("exact", "cell"):
-            raise ValueError(f"registration must be 'exact' or 'cell', got {self.registration!r}")
-        from .architectures import _block_geometries
-
-        self.adapter_ = model_adapter(model, self.blocks, self.head)
-        hooked = self._hooked_blocks(blocks)
-        sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
-        count = 0
-        grid = None
-        dims: dict[str, int] = {}
-        batches, n = iter_batches(data, self.batch_size)
-        with eval_mode(model), torch.no_grad(), block_features(model, hooked, adapter=self.adapter_) as extract:
-            for xb, _ in progress(batches, total=None if n is None else math.ceil(n / self.batch_size),
-                                  desc=f"fit scales {self.level}"):
-                xb = self._prepare(model, xb)
-                if not hasattr(self, "geometry_"):
-                    regs = _block_geometries(model, self.adapter_, tuple(xb.shape[-2:]), hooked)
-                    self.registration_ = regs
-                    self.geometry_ = {b: GridGeometry.from_registration(r, self.registration) for b, r in regs.items()}
-                maps = extract(xb)
-                g = self._target_grid(maps)
-                geo, target = self._geometries(maps, g, tuple(xb.shape[-2:]))
-                if grid is None:
-                    grid = g
-                    self.grid_geometry_ = target
-                for b in blocks:
-                    m = maps[b]
-                    dims[b] = m.shape[1]
-                    r = self._resize(m, geo[b], g, target)
-                    sq[b] += r.double().pow(2).sum()
-                count += xb.shape[0] * g[0] * g[1]
-        if count == 0:
-            raise ValueError("data holds no images: cannot fit the level's scales")
-        sigma = {}
-        for b in blocks:
-            s = math.sqrt(float(sq[b]) / count)
-            if not s > 0:
-                warnings.warn(f"block {b} is all zeros on the fitting data; using sigma = 1", stacklevel=2)
-                s = 1.0
-            sigma[b] = s
-        self.sigma_ = sigma if self.scale == "rms" else self._sigmas(blocks)
-        self.dims_ = dims
-        start, self.slices_ = 0, {}
-        for b in blocks:
-            self.slices_[b] = slice(start, start + dims[b])
-            start += dims[b]
-        self.n_features_ = start
-        self.grid_size_ = grid
-        self.n_positions_ = count
+        _fit_pass(model, data, self, per_image=0, random_state=None, batch_size=self.batch_size,
+                  want_pooled=False, desc=f"fit scales {self.level}")
         return self
 
     # -- transforming
@@ -967,3 +909,225 @@ def sample_positions(
     if return_pooled:
         return sample, torch.cat(pooled), (torch.cat(ys) if has_y else None)
     return sample
+
+
+def fit_and_sample(
+    model: nn.Module,
+    data: Any,
+    level_features: LevelFeatures,
+    *,
+    per_image: int = 32,
+    random_state: int | torch.Generator | None = 0,
+    batch_size: int = 64,
+    desc: str | None = None,
+) -> tuple[PositionSample | None, torch.Tensor, torch.Tensor | None]:
+    """Fit a level and gather its pooled embeddings and a position sample in ONE pass over the data.
+
+    Equivalent to ``level_features.fit(model, data)`` followed by
+    :func:`extract_pooled` and :func:`sample_positions` (same seed, same
+    order), but the network runs once per image instead of two or three
+    times. Every block's map is resampled to the level's grid *unscaled*; the
+    pass accumulates each block's sum of squares (for ``sigma_b``), the
+    unscaled pooled embedding and the unscaled sampled positions, and the
+    block slices of both are divided by ``sigma_b`` afterwards. This is exact
+    because the scaling is linear: ``mean_p(a_p / sigma) = mean_p(a_p) / sigma``
+    (equal up to float rounding, about 1e-7 relative).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+    data : tensor, tuple, Dataset or DataLoader
+        Images in a fixed order (see :func:`iter_batches`).
+    level_features : LevelFeatures
+        The level to fit (fitted in place; any level, ``"logits"`` included).
+    per_image : int
+        Positions sampled (without replacement) from every image's grid; ``0``
+        samples none. Ignored for ``"logits"``, which has no positions.
+    random_state : int, torch.Generator or None
+        Seed of the position draw (the same draws as :func:`sample_positions`).
+    batch_size : int
+        Images per forward pass.
+    desc : str, optional
+        Progress-bar label.
+
+    Returns
+    -------
+    sample : PositionSample or None
+        ``N * min(per_image, H_S W_S)`` position vectors (CPU, float32), or
+        ``None`` for ``"logits"`` or ``per_image=0``.
+    Z : torch.Tensor
+        ``(N, D_S)`` float32 pooled embeddings, on the input tensor's device
+        (CPU for datasets and loaders).
+    y : torch.Tensor or None
+        ``(N,)`` int64 labels when the data has them.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=2)
+    >>> x, y = torch.rand(3, 3, 64, 64), torch.tensor([0, 1, 0])
+    >>> lf = LevelFeatures("B34")
+    >>> sample, Z, labels = fit_and_sample(m, (x, y), lf, per_image=5)
+    >>> tuple(sample.vectors.shape), tuple(Z.shape), sorted(lf.sigma_)
+    ((15, 768), (3, 768), ['B3', 'B4'])
+    """
+    if not isinstance(level_features, LevelFeatures):
+        raise TypeError(f"level_features must be a LevelFeatures, got {type(level_features).__name__}")
+    if isinstance(per_image, bool) or not isinstance(per_image, int) or per_image < 0:
+        raise ValueError(f"per_image must be an int >= 0, got {per_image!r}")
+    return _fit_pass(model, data, level_features, per_image=per_image, random_state=random_state,
+                     batch_size=batch_size, want_pooled=True, desc=desc)
+
+
+def _fit_pass(
+    model: nn.Module,
+    data: Any,
+    lf: LevelFeatures,
+    *,
+    per_image: int,
+    random_state: int | torch.Generator | None,
+    batch_size: int,
+    want_pooled: bool,
+    desc: str | None,
+) -> tuple[PositionSample | None, torch.Tensor, torch.Tensor | None]:
+    """The one streamed pass behind :meth:`LevelFeatures.fit` and :func:`fit_and_sample`.
+
+    Sets the level's fitted attributes; returns ``(sample, Z, y)`` (``Z`` and
+    ``y`` empty/``None`` unless ``want_pooled``).
+    """
+    blocks = lf._check_params()
+    lf._device_for(model)
+    logits_level = blocks == ("logits",)
+    if not logits_level and lf.registration not in ("exact", "cell"):
+        raise ValueError(f"registration must be 'exact' or 'cell', got {lf.registration!r}")
+    per_image = 0 if logits_level else per_image
+    if per_image:
+        from torch.utils.data import DataLoader, SequentialSampler
+
+        if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
+            warnings.warn(
+                "the DataLoader does not read the data in order; image_index will not match dataset "
+                "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
+                stacklevel=3,
+            )
+    from .architectures import _block_geometries
+
+    g = as_generator(random_state) if per_image else None
+    out_dev = _out_device(data)
+    batches, n = iter_batches(data, batch_size)
+    if logits_level:
+        # no blocks: the logits are the embedding; the level needs only their width
+        zs, ys, has_y, width = [], [], True, None
+        with eval_mode(model), torch.no_grad():
+            for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
+                                   desc=desc or f"fit {lf.level}"):
+                xb = lf._prepare(model, xb if want_pooled else xb[:1])
+                out = model(xb)
+                width = out.shape[1]
+                if not want_pooled:
+                    break
+                zs.append(out.float().to(out_dev))
+                if yb is None:
+                    has_y = False
+                else:
+                    ys.append(torch.as_tensor(yb).long().to(out_dev))
+        if width is None:
+            raise ValueError("data holds no images")
+        lf.blocks_ = blocks
+        lf.sigma_, lf.dims_ = {}, {"logits": width}
+        lf.slices_ = {"logits": slice(0, width)}
+        lf.n_features_, lf.grid_size_, lf.n_positions_ = width, None, 0
+        Z = torch.cat(zs) if zs else torch.empty(0, width)
+        return None, Z, (torch.cat(ys) if (has_y and ys) else None)
+
+    lf.adapter_ = model_adapter(model, lf.blocks, lf.head)
+    hooked = lf._hooked_blocks(blocks)
+    dev = lf._device_for(model)
+    sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
+    count, grid, image_size, offset, registered = 0, None, None, 0, False
+    dims: dict[str, int] = {}
+    zs, ys, vecs, idxs, yxs, labs = [], [], [], [], [], []
+    has_y = True
+    with eval_mode(model), torch.no_grad(), block_features(model, hooked, adapter=lf.adapter_) as extract:
+        for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
+                               desc=desc or f"fit {lf.level}"):
+            xb = lf._prepare(model, xb)
+            if not registered:  # one traced probe image: where each block's positions sit
+                regs = _block_geometries(model, lf.adapter_, tuple(xb.shape[-2:]), hooked)
+                lf.registration_ = regs
+                lf.geometry_ = {b: GridGeometry.from_registration(r, lf.registration) for b, r in regs.items()}
+                registered = True
+            maps = extract(xb)
+            gs = lf._target_grid(maps)
+            geo, target = lf._geometries(maps, gs, tuple(xb.shape[-2:]))
+            if grid is None:
+                grid = gs
+                lf.grid_geometry_ = target
+            resized = []
+            for b in blocks:
+                r = lf._resize(maps[b], geo[b], gs, target)  # unscaled: divided by sigma_b afterwards
+                dims[b] = r.shape[1]
+                sq[b] += r.double().pow(2).sum()
+                resized.append(r)
+            B, (H, W) = xb.shape[0], gs
+            count += B * H * W
+            if want_pooled or per_image:
+                feats = torch.cat(resized, dim=1) if len(resized) > 1 else resized[0]
+                if want_pooled:
+                    zs.append(feats.mean((2, 3)).float().to(out_dev))
+                if per_image:
+                    D = feats.shape[1]
+                    grid, image_size = (H, W), tuple(xb.shape[-2:])
+                    k = min(per_image, H * W)
+                    pos = torch.rand(B, H * W, generator=g).argsort(dim=1)[:, :k]  # (B, k) on CPU
+                    flat = feats.flatten(2).transpose(1, 2)  # (B, HW, D)
+                    picked = torch.gather(flat, 1, pos.to(flat.device)[..., None].expand(B, k, D))
+                    vecs.append(picked.reshape(B * k, D).float().cpu())
+                    idxs.append((offset + torch.arange(B)).repeat_interleave(k))
+                    yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
+                    if yb is not None:
+                        labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
+                if yb is None:
+                    has_y = False
+                elif want_pooled:
+                    ys.append(torch.as_tensor(yb).long().to(out_dev))
+            offset += B
+    if count == 0:
+        raise ValueError("data holds no images: cannot fit the level's scales")
+    if lf.scale == "rms":
+        sigma = {}
+        for b in blocks:
+            s = math.sqrt(float(sq[b]) / count)
+            if not s > 0:
+                warnings.warn(f"block {b} is all zeros on the fitting data; using sigma = 1", stacklevel=3)
+                s = 1.0
+            sigma[b] = s
+    else:
+        sigma = lf._sigmas(blocks)
+    lf.blocks_ = blocks
+    lf.sigma_ = sigma
+    lf.dims_ = dims
+    start, lf.slices_ = 0, {}
+    for b in blocks:
+        lf.slices_[b] = slice(start, start + dims[b])
+        start += dims[b]
+    lf.n_features_ = start
+    lf.grid_size_ = grid
+    lf.n_positions_ = count
+    # the scaling is linear: divide each block's channels of the unscaled results by sigma_b
+    # (float32 like the maps: the sampled vectors are then bit-identical to sample_positions')
+    scale = torch.cat([torch.full((dims[b],), sigma[b], dtype=torch.float32) for b in blocks])
+    Z = torch.cat(zs).div_(scale.to(out_dev)) if zs else torch.empty(0, start)
+    sample = None
+    if per_image:
+        sample = PositionSample(
+            vectors=torch.cat(vecs).div_(scale),
+            image_index=torch.cat(idxs),
+            yx=torch.cat(yxs),
+            grid=grid,  # type: ignore[arg-type]
+            image_size=image_size,  # type: ignore[arg-type]
+            labels=torch.cat(labs) if has_y else None,
+            geometry=getattr(lf, "grid_geometry_", None),
+        )
+    return sample, Z, (torch.cat(ys) if (has_y and ys) else None)

@@ -205,3 +205,28 @@ def test_score_model_and_with_model(fitted: Explainer, data) -> None:
             p.normal_()
     assert not torch.allclose(fitted.with_model(noisy).explain(x[:3]).attribution, e.attribution)
     assert fitted.model is not noisy  # the original is untouched
+
+
+@pytest.mark.parametrize("level", ["logits", "B4", "B234", "B1234"])
+def test_fit_runs_the_network_once_over_the_data(data, level: str) -> None:
+    """Explainer.fit is one pass over the training images (scales, embeddings and positions together):
+    every batch of the data goes through the network exactly once. The only other forward passes are
+    probes of ONE image each that read the network: adapting it (128 px: the head identity check), tracing
+    the blocks' registration at 256 px (strides, before the pass) and at the data's size (the level's grid;
+    not for the logits): three, whatever the data size (before: the data went through the network twice)."""
+    x, y = data
+    torch.manual_seed(0)
+    model = TinyResNet(3, width=8).eval()  # fresh: its adapter is not cached yet
+    seen: list[torch.Tensor] = []
+    handle = model.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach().clone()))
+    try:
+        Explainer(model, level=level, n_prototypes=1, n_concepts=2, positions_per_image=4, batch_size=5,
+                  device="cpu").fit(x, y)
+    finally:
+        handle.remove()
+    batches = [x[i:i + 5] for i in range(0, len(x), 5)]
+    data_calls = [t for t in seen if any(t.shape == b.shape and torch.equal(t, b) for b in batches)]
+    assert len(data_calls) == len(batches) == 4
+    assert all(any(torch.equal(t, b) for t in data_calls) for b in batches)
+    probes = [t for t in seen if not any(t.shape == b.shape and torch.equal(t, b) for b in batches)]
+    assert all(t.shape[0] == 1 for t in probes) and len(probes) == (2 if level == "logits" else 3), [tuple(t.shape) for t in probes]
