@@ -405,14 +405,15 @@ class Explainer:
         return self
 
     # -------------------------------------------------------- predicting
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def _forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
         self._check_fitted()
         self._check_images(x, name="x")
         lf = self.level_features_
         if lf.is_logits:
             return None, lf.pooled(self.model, x)  # type: ignore[return-value]
-        feats = lf.position_features(self.model, x)
-        return feats, feats.mean((2, 3))  # type: ignore[union-attr]
+        # the block maps, not the (N, D_S, H_S, W_S) features: maps are computed by projecting then resampling
+        maps = lf.block_maps(self.model, x)
+        return maps, lf.pooled_from_maps(maps, tuple(x.shape[-2:]))  # type: ignore[return-value]
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings ``z_S`` ``(N, D_S)`` of images ``x`` ``(N, 3, H, W)``."""
@@ -503,7 +504,7 @@ class Explainer:
         -------
         Explanation
         """
-        from .attribution import attribution_map, concept_contributions
+        from .attribution import concept_contributions
 
         feats, z = self._forward(x)
         clf = self.classifier_
@@ -533,21 +534,30 @@ class Explainer:
             )
             if feats is None:
                 return Explanation(**out)
-            mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)
-            m = attribution_map(feats, mu[proto.to(feats.device)])
-            m_rival = attribution_map(feats, mu[index[rows, rival_col].to(feats.device)])
-            geo = self.level_features_.grid_geometry_
+            lf = self.level_features_
             size = tuple(x.shape[-2:])
+            dev, dt = next(iter(feats.values())).device, next(iter(feats.values())).dtype
+            # m(p) = 2 mu . a_p - ||mu||^2 (attribution_map), from the block maps: project, then resample
+            mu = clf.prototypes_.to(device=dev, dtype=dt)
+            pair = torch.stack([mu[proto.to(dev)], mu[index[rows, rival_col].to(dev)]], dim=1)  # (N, 2, D)
+            dots = lf.project(feats, pair, size)
+            sq = (pair * pair).sum(2)
+            m = 2 * dots[:, 0] - sq[:, 0, None, None]
+            m_rival = 2 * dots[:, 1] - sq[:, 1, None, None]
+            geo = lf.grid_geometry_
             cm = self.concepts_
             allowed = None
             if cm.concept_classes_ is not None:
                 lab = torch.as_tensor(clf.classes_[col.cpu().numpy()]) if clf.classes_.dtype.kind not in "USO" else None
                 if lab is None:
                     raise ValueError("per-class concepts need numeric class labels")
-                allowed = lab.to(feats.device)[:, None] == cm.concept_classes_.to(feats.device)[None, :]
-            from .concepts import concept_map
-
-            c_grid = concept_map(feats, cm.centroids_, allowed=allowed)
+                allowed = lab.to(dev)[:, None] == cm.concept_classes_.to(dev)[None, :]
+            # the nearest concept: argmax of 2 c . a_p - ||c||^2 (concept_map), projected the same way
+            cen = cm.centroids_.to(device=dev, dtype=dt)
+            c_scores = 2 * lf.project(feats, cen, size) - (cen * cen).sum(1)[None, :, None, None]
+            if allowed is not None:
+                c_scores = c_scores.masked_fill(~allowed[:, :, None, None], -torch.inf)
+            c_grid = c_scores.argmax(1)
             out.update(
                 attribution_grid=m, contrastive_grid=m - m_rival, concepts_grid=c_grid, geometry=geo,
                 attribution=resample_map(m, geo, size), contrastive=resample_map(m - m_rival, geo, size),

@@ -691,6 +691,85 @@ class LevelFeatures:
         z = feats.mean((2, 3))
         return (z, logits) if return_logits else z
 
+    def block_maps(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The level's block maps ``{"B2": (N, D_2, H_2, W_2), ...}`` of images ``x`` (one forward pass).
+
+        Unresampled and unscaled; :meth:`pooled_from_maps` and :meth:`project`
+        turn them into the level's pooled embeddings and position scores without
+        building the ``(N, D_S, H_S, W_S)`` position features.
+        """
+        blocks = self._check_params()
+        if blocks == ("logits",):
+            raise ValueError(self._no_positions())
+        self._sigmas(blocks)  # NotFittedError early
+        x = self._prepare(model, x)
+        with eval_mode(model), torch.no_grad(), \
+                block_features(model, self._hooked_blocks(blocks), adapter=self._adapter_for(model)) as extract:
+            return extract(x)
+
+    def _block_resamplers(
+        self, maps: Mapping[str, torch.Tensor], image_size: Any
+    ) -> tuple[tuple[str, ...], dict[str, float], list[tuple[str, "_BlockResampler", torch.Tensor]]]:
+        blocks = self._check_params()
+        missing = [b for b in blocks if b not in maps]
+        if missing:
+            raise ValueError(f"maps lack block(s) {missing} of level {self.level!r}")
+        sig = self._sigmas(blocks)
+        grid = self._target_grid(maps)
+        geo, target = self._geometries(maps, grid, None if image_size is None else tuple(image_size))
+        cache = self.__dict__.setdefault("_resamplers", {})
+        out = []
+        for b in blocks:
+            m = maps[b]
+            key = (b, tuple(m.shape[-2:]), grid, geo[b], target, m.dtype, str(m.device))
+            if key not in cache:
+                cache[key] = _BlockResampler(geo[b], tuple(m.shape[-2:]), grid, target, m.dtype, m.device)
+            out.append((b, cache[key], m))
+        return blocks, sig, out
+
+    def pooled_from_maps(self, maps: Mapping[str, torch.Tensor], image_size: Any = None) -> torch.Tensor:
+        """Pooled embeddings ``(N, D_S)`` from :meth:`block_maps`: ``combine(maps).mean((2, 3))``, computed
+        from the block maps (the resampling is linear)."""
+        _, sig, parts = self._block_resamplers(maps, image_size)
+        return torch.cat([rs.pooled(m) / sig[b] for b, rs, m in parts], dim=1)
+
+    def project(self, maps: Mapping[str, torch.Tensor], weights: torch.Tensor, image_size: Any = None) -> torch.Tensor:
+        """Inner products ``w . a_p`` of weight vectors with every position vector, from :meth:`block_maps`.
+
+        Equals ``einsum("kd,ndhw->nkhw", weights, combine(maps))`` (or ``"nkd"``
+        for per-image weights), but projects each block's own map onto its
+        slice of the weights first and resamples the ``K`` projected maps: the
+        resampling and the scaling are linear, so the order does not matter, and
+        the ``(N, D_S, H_S, W_S)`` features are never built.
+
+        Parameters
+        ----------
+        maps : dict of str to torch.Tensor
+            :meth:`block_maps` of ``N`` images.
+        weights : torch.Tensor
+            ``(K, D_S)`` the same for every image, or ``(N, K, D_S)`` per image.
+        image_size : (int, int), optional
+            The images' size (only needed for an integer ``grid``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, K, H_S, W_S)``.
+        """
+        _, sig, parts = self._block_resamplers(maps, image_size)
+        D = sum(m.shape[1] for _, _, m in parts)
+        if not isinstance(weights, torch.Tensor) or weights.ndim not in (2, 3) or weights.shape[-1] != D:
+            shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+            raise ValueError(f"weights must be (K, D_S) or (N, K, D_S) with D_S = {D}, got {shape}")
+        eq = "kd,ndhw->nkhw" if weights.ndim == 2 else "nkd,ndhw->nkhw"
+        out, start = None, 0
+        for b, rs, m in parts:
+            wb = weights[..., start:start + m.shape[1]].to(device=m.device, dtype=m.dtype) / sig[b]
+            start += m.shape[1]
+            r = rs.resample(torch.einsum(eq, wb, m))
+            out = r if out is None else out + r
+        return out  # type: ignore[return-value]
+
     def __repr__(self) -> str:
         return f"LevelFeatures(level={self.level!r}, scale={self.scale!r}, grid={self.grid!r})"
 
@@ -945,6 +1024,10 @@ class _BlockResampler:
         """``sum_{n, d, p} r[n, d, p]^2`` of the resampled map (float64 scalar)."""
         t = m if self.identity else self.Gy @ m @ self.Gx
         return (m * t).sum((2, 3)).double().sum()
+
+    def resample(self, t: torch.Tensor) -> torch.Tensor:
+        """``(..., H_S, W_S)`` of a (small) map ``t`` ``(..., h, w)``: exactly ``resample_map``'s weights."""
+        return t if self.identity else self.My @ t @ self.Mx.T
 
     def at(self, m: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
         """``(B, k, D)`` resampled vectors at grid rows ``py`` and columns ``px`` ``(B, k)``."""

@@ -230,3 +230,25 @@ def test_fit_runs_the_network_once_over_the_data(data, level: str) -> None:
     assert all(any(torch.equal(t, b) for t in data_calls) for b in batches)
     probes = [t for t in seen if not any(t.shape == b.shape and torch.equal(t, b) for b in batches)]
     assert all(t.shape[0] == 1 for t in probes) and len(probes) == (2 if level == "logits" else 3), [tuple(t.shape) for t in probes]
+
+
+def test_explain_maps_equal_the_position_feature_reference(data) -> None:
+    """explain projects each block map on the prototypes and concepts, then resamples (it never builds the
+    (N, D_S, H_S, W_S) features): the same maps as attribution_map / concept_map on position_features."""
+    from kmexplain_utils.attribution import attribution_map
+    from kmexplain_utils.concepts import concept_map
+
+    x, y = data
+    torch.manual_seed(0)
+    ex = Explainer(torchvision.models.resnet18(weights=None, num_classes=3).eval(), level="B1234", n_prototypes=2,
+                   n_concepts=5, positions_per_image=8, device="cpu").fit(x, y)
+    e = ex.explain(x[:4])
+    feats = ex.level_features_.position_features(ex.model, x[:4])
+    mu = ex.classifier_.prototypes_
+    assert torch.allclose(ex.transform(x[:4]), feats.mean((2, 3)), rtol=1e-5, atol=1e-6)
+    ref = attribution_map(feats, mu[e.prototype])
+    assert torch.allclose(e.attribution_grid, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    rival = ex.classifier_.best_prototype_per_class(ex.transform(x[:4]))[1][torch.arange(4), ex.target_columns(e.versus, 4)]
+    ref_c = ref - attribution_map(feats, mu[rival])
+    assert torch.allclose(e.contrastive_grid, ref_c, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    assert torch.equal(e.concepts_grid, concept_map(feats, ex.concepts_.centroids_))

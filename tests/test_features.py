@@ -381,3 +381,21 @@ def test_one_pass_logits_and_options(model: nn.Module, images: torch.Tensor) -> 
     with pytest.warns(UserWarning, match="shuffle=False"):
         fit_and_sample(model, DataLoader(TensorDataset(images), batch_size=4, shuffle=True), LevelFeatures("B4"),
                        per_image=1)
+
+
+@pytest.mark.parametrize("level, kwargs", [("B4", {}), ("B1234", {}), ("B234", {"registration": "cell"}),
+                                           ("B4", {"grid": "B234"})])
+def test_project_and_pooled_from_block_maps(model: nn.Module, images: torch.Tensor, level: str, kwargs) -> None:
+    """Projecting each block map then resampling equals projecting the resampled, scaled, concatenated features."""
+    lf = LevelFeatures(level, **kwargs).fit(model, images)
+    feats = lf.position_features(model, images)
+    maps = lf.block_maps(model, images)
+    assert torch.allclose(lf.pooled_from_maps(maps), feats.mean((2, 3)), rtol=1e-5, atol=1e-6)
+    w = torch.randn(3, lf.n_features_, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(lf.project(maps, w), torch.einsum("kd,ndhw->nkhw", w, feats), rtol=1e-4, atol=1e-5)
+    w_n = torch.randn(10, 2, lf.n_features_, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(lf.project(maps, w_n), torch.einsum("nkd,ndhw->nkhw", w_n, feats), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="weights must be"):
+        lf.project(maps, w[:, :-1])
+    with pytest.raises(ValueError, match="image-level only"):
+        LevelFeatures("logits").fit(model, images).block_maps(model, images)
