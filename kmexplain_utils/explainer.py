@@ -504,26 +504,19 @@ class Explainer:
         -------
         Explanation
         """
-        from .attribution import concept_contributions
+        from .attribution import choose_prototypes, concept_contributions
 
         feats, z = self._forward(x)
         clf = self.classifier_
         n = z.shape[0]
         with torch.no_grad():
-            scores, index = clf.best_prototype_per_class(z)
-            dev = scores.device
-            pred_col = scores.argmax(1)
-            col = pred_col if target is None else self.target_columns(target, n).to(dev)
-            rows = torch.arange(n, device=dev)
-            if versus is None:
-                if scores.shape[1] < 2:
-                    raise ValueError("a contrastive map needs at least two classes")
-                rival_col = scores.masked_fill(torch.nn.functional.one_hot(col, scores.shape[1]).bool(),
-                                               -torch.inf).argmax(1)
-            else:
-                rival_col = self.target_columns(versus, n).to(dev)
-            score = scores[rows, col]
-            proto = index[rows, col]
+            if versus is None and len(clf.classes_) < 2:
+                raise ValueError("a contrastive map needs at least two classes")
+            choice = choose_prototypes(clf, z, None if target is None else self.target_columns(target, n),
+                                       None if versus is None else self.target_columns(versus, n))
+            scores, index, pred_col, col, rival_col = (choice.class_scores, choice.index, choice.predicted,
+                                                       choice.target, choice.rival)
+            score, proto, rows = choice.score, choice.prototype, torch.arange(n, device=scores.device)
             as_labels = lambda c: clf._labels_of(c, z)  # noqa: E731
             out: dict[str, Any] = dict(
                 predicted=as_labels(pred_col), target=as_labels(col), versus=as_labels(rival_col),
