@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--fit-repeats", type=int, default=2, help="interleaved repeats of (forward, fit) per level")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the explain section")
     p.add_argument("--scorecam-images", type=int, default=1, help="images for Score-CAM (0: skip)")
+    p.add_argument("--scorecam-only", action="store_true",
+                   help="only Score-CAM (same model and images), into scorecam_<host>_<yyyymmdd>.json: run it "
+                        "beside a main run when time is short")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
                    help="folder of the JSON (or a .json path)")
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     now = _dt.datetime.now(_dt.timezone.utc)
     host = socket.gethostname().split(".")[0] or "host"
     out = Path(args.out)
-    path = out if out.suffix == ".json" else out / f"fit_explain_{host}_{now:%Y%m%d}.json"
+    stem = "scorecam" if args.scorecam_only else "fit_explain"
+    path = out if out.suffix == ".json" else out / f"{stem}_{host}_{now:%Y%m%d}.json"
     import pytorch_grad_cam
 
     record: dict[str, Any] = {
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
     forward_pass(model, x_exp[:2], 2)  # warm-up (allocator, kernels)
+    if args.scorecam_only:
+        return _scorecam_only(record, model, x_exp, args.scorecam_images, write)
 
     # ---- fit: (forward over the training images, fit level) interleaved
     fwd_fit: list[float] = []
@@ -235,6 +241,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for k, v in record["targets_met"].items():
         print(f"  {'met    ' if v else 'MISSED '} {k}")
     print(f"written {path}")
+    return record
+
+
+def _scorecam_only(record: dict[str, Any], model: torch.nn.Module, x: torch.Tensor, n_images: int,
+                   write: Callable[[], None]) -> dict[str, Any]:
+    """Score-CAM per image, each run next to a plain forward pass of the same single image."""
+    from pytorch_grad_cam import ScoreCAM
+
+    record["benchmark"] = "scorecam"
+    fwd, sc = [], []
+    for i in range(max(1, n_images)):
+        t_f, _ = timed(lambda: forward_pass(model, x[i:i + 1], 1))
+        fwd.append(t_f)
+        with ScoreCAM(model=model, target_layers=[model.layer4[-1]]) as cam:
+            t_s, _ = timed(lambda: cam(input_tensor=x[i:i + 1], targets=None))
+        model.eval()
+        sc.append(t_s)
+        print(f"[Score-CAM] image {i + 1}: {t_s:.1f} s (forward of that image {t_f:.2f} s)", flush=True)
+    record["forward_one_image"] = summary(fwd)
+    record["scorecam"] = {**summary(sc), "per_image": True, "images": len(sc),
+                          "ratio_to_one_image_forward_best": round(min(sc) / min(fwd), 1)}
+    record["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    record["complete"] = True
+    write()
+    print(f"written {record['scorecam']}")
     return record
 
 
