@@ -39,6 +39,8 @@ from .scores import prototype_scores
 from .sem import logit_maps
 
 __all__ = [
+    "PrototypeChoice",
+    "choose_prototypes",
     "attribution_map",
     "upsample_map",
     "GridExplanation",
@@ -47,6 +49,93 @@ __all__ = [
     "concept_contributions",
     "cam",
 ]
+
+
+@dataclasses.dataclass
+class PrototypeChoice:
+    """Which class and prototype a map explains, and against which rival (see :func:`choose_prototypes`).
+
+    Attributes
+    ----------
+    class_scores : torch.Tensor
+        ``(N, C)`` best prototype score of every class (columns follow ``classifier.classes_``).
+    index : torch.Tensor
+        ``(N, C)`` int64 row of ``classifier.prototypes_`` giving each class score.
+    predicted : torch.Tensor
+        ``(N,)`` int64 column of the predicted class (the best class score).
+    target : torch.Tensor
+        ``(N,)`` int64 column of the explained class.
+    prototype : torch.Tensor
+        ``(N,)`` int64 row of the target class's best prototype: the one its map explains.
+    score : torch.Tensor
+        ``(N,)`` that prototype's score.
+    rival : torch.Tensor or None
+        ``(N,)`` int64 column of the rival class (``None`` with a single class).
+    rival_prototype : torch.Tensor or None
+        ``(N,)`` int64 row of the rival class's best prototype.
+    margin : torch.Tensor or None
+        ``(N,)`` ``score - rival score``: the grid mean of the contrastive map.
+    """
+
+    class_scores: torch.Tensor
+    index: torch.Tensor
+    predicted: torch.Tensor
+    target: torch.Tensor
+    prototype: torch.Tensor
+    score: torch.Tensor
+    rival: torch.Tensor | None
+    rival_prototype: torch.Tensor | None
+    margin: torch.Tensor | None
+
+
+def choose_prototypes(
+    classifier: KMeansClassifier, z: torch.Tensor, target: Any = None, versus: Any = None
+) -> PrototypeChoice:
+    """The one rule for which prototypes a map explains: the target class's best, against the rival's best.
+
+    Parameters
+    ----------
+    classifier : KMeansClassifier
+        Fitted on embeddings of the level of ``z``.
+    z : torch.Tensor
+        ``(N, D)`` pooled embeddings.
+    target : None or torch.Tensor
+        ``(N,)`` (or ``()``) int64 *columns* of ``classifier.classes_`` (convert labels with
+        :meth:`KMeansClassifier.class_columns`); ``None``: the predicted class.
+    versus : None or torch.Tensor
+        Columns of the rival class; ``None``: the best class other than the target (the
+        runner-up when the target is the prediction).
+
+    Returns
+    -------
+    PrototypeChoice
+
+    Example
+    -------
+    >>> clf = KMeansClassifier(1, device="cpu").fit(torch.tensor([[0.0], [1.0], [4.0]]), [0, 1, 2])
+    >>> c = choose_prototypes(clf, torch.tensor([[0.9], [3.0]]))
+    >>> c.target.tolist(), c.rival.tolist(), [round(v, 4) for v in c.margin.tolist()]
+    ([1, 2], [0, 1], [0.8, 3.0])
+    """
+    check_is_fitted(classifier, ["prototypes_"])
+    with torch.no_grad():
+        scores, index = classifier.best_prototype_per_class(z)
+        dev, n, C = scores.device, scores.shape[0], scores.shape[1]
+        rows = torch.arange(n, device=dev)
+        predicted = scores.argmax(1)
+        col = predicted if target is None else torch.as_tensor(target, device=dev).long().expand(n)
+        rival = prototype_rival = margin = None
+        if versus is not None:
+            rival = torch.as_tensor(versus, device=dev).long().expand(n)
+        elif C >= 2:
+            rival = scores.masked_fill(torch.nn.functional.one_hot(col, C).bool(), -torch.inf).argmax(1)
+        score = scores[rows, col]
+        if rival is not None:
+            prototype_rival = index[rows, rival]
+            margin = score - scores[rows, rival]
+    return PrototypeChoice(class_scores=scores, index=index, predicted=predicted, target=col,
+                           prototype=index[rows, col], score=score, rival=rival,
+                           rival_prototype=prototype_rival, margin=margin)
 
 
 def upsample_map(m: torch.Tensor, size: Any, geometry: GridGeometry | None = None) -> torch.Tensor:
@@ -219,16 +308,16 @@ def explain(
     with torch.no_grad():
         feats, logits = level_features.position_features(model, x, return_logits=True)  # type: ignore[misc]
         z = feats.mean((2, 3))
-        s = classifier.prototype_scores(z)
-        win = s.argmax(1)
-        mu = classifier.prototypes_.to(device=feats.device, dtype=feats.dtype)[win]
+        c = choose_prototypes(classifier, z)
+        win = c.prototype
+        mu = classifier.prototypes_.to(device=feats.device, dtype=feats.dtype)[win.to(feats.device)]
         m = attribution_map(feats, mu)
         return GridExplanation(
             attribution=m,
             prototype=win,
-            predicted=classifier._labels_of(classifier.prototype_class_index_.to(win.device)[win], win),
-            score=s.gather(1, win[:, None])[:, 0],
-            class_scores=classifier.class_scores(z),
+            predicted=classifier._labels_of(c.predicted, win),
+            score=c.score,
+            class_scores=c.class_scores,
             embeddings=z,
             position_features=feats,
             logits=logits,
@@ -279,23 +368,14 @@ def contrastive_map(
     check_is_fitted(classifier, ["prototypes_"])
     with torch.no_grad():
         z = position_features.mean((2, 3))
-        scores, index = classifier.best_prototype_per_class(z)
-        dev = scores.device
-        C = scores.shape[1]
-        if C < 2:
+        if len(classifier.classes_) < 2:
             raise ValueError("a contrastive map needs a classifier with at least two classes")
-        order = scores.argsort(1, descending=True)
-        win_col = order[:, 0]
-        if versus is None:
-            rival_col = order[:, 1]
-        else:
-            rival_col = classifier.class_columns(versus, n=z.shape[0]).to(dev)
-            if bool((rival_col == win_col).any()):
-                same = int((rival_col == win_col).nonzero()[0])
-                warnings.warn(
-                    f"versus is the predicted class for image {same}: its contrastive map is zero", stacklevel=2)
-        win = index.gather(1, win_col[:, None])[:, 0]
-        rival = index.gather(1, rival_col[:, None])[:, 0]
+        c = choose_prototypes(classifier, z, versus=None if versus is None else
+                              classifier.class_columns(versus, n=z.shape[0]))
+        win_col, rival_col, win, rival = c.target, c.rival, c.prototype, c.rival_prototype
+        if versus is not None and bool((rival_col == win_col).any()):
+            same = int((rival_col == win_col).nonzero()[0])
+            warnings.warn(f"versus is the predicted class for image {same}: its contrastive map is zero", stacklevel=2)
         mu = classifier.prototypes_.to(device=position_features.device, dtype=position_features.dtype)
         diff = attribution_map(position_features, mu[win]) - attribution_map(position_features, mu[rival])
         out = upsample_map(diff, size, geometry) if size is not None else diff
@@ -306,7 +386,7 @@ def contrastive_map(
         "rival": rival,
         "predicted": classifier._labels_of(win_col, position_features),
         "rival_class": classifier._labels_of(rival_col, position_features),
-        "margin": scores.gather(1, win_col[:, None])[:, 0] - scores.gather(1, rival_col[:, None])[:, 0],
+        "margin": c.margin,
     }
     return out, info
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ._validation import check_is_fitted, check_tensor
-from .features import LevelFeatures, PositionSample, sample_positions
+from .features import LevelFeatures, PositionSample, fit_and_sample, sample_positions
 from .kmeans import KMeans
 from .resample import GridGeometry, as_size, infer_geometry, resample_labels
 from .scores import prototype_scores
@@ -235,7 +235,11 @@ class ConceptModel:
             level_features = LevelFeatures(self.level)
             if level_features.is_logits:
                 raise ValueError(level_features._no_positions())
-            level_features.fit(model, data)
+            if sample is None:  # fit the level and sample its positions in one pass over the data
+                sample = fit_and_sample(model, data, level_features, per_image=self.positions_per_image,
+                                        random_state=self.random_state)[0]
+            else:
+                level_features.fit(model, data)
         elif level_features.level != self.level:
             raise ValueError(
                 f"level_features is for level {level_features.level!r} but this ConceptModel has "

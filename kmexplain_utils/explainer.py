@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ._validation import NotFittedError, check_tensor
-from .features import LevelFeatures, iter_batches, model_adapter, parse_level, sample_positions
+from .features import LevelFeatures, fit_and_sample, iter_batches, model_adapter, parse_level
 from .resample import GridGeometry, as_size, resample_labels, resample_map
 
 __all__ = ["Explainer", "Explanation"]
@@ -306,16 +306,19 @@ class Explainer:
                 stacklevel=3,
             )
 
-    def _total_stride(self) -> float:
-        if not hasattr(self, "_stride"):
+    def _block_registration(self) -> dict:
+        """Registration of the model's blocks on a 256 px probe (strides and offsets do not depend on the size)."""
+        if not hasattr(self, "_regs"):
             from .architectures import registration
 
-            regs = registration(self.model, 256, model_adapter(self.model, self.blocks, self.head))
-            self._stride = max(r.stride[0] for r in regs.values())
-        return self._stride
+            self._regs = registration(self.model, 256, model_adapter(self.model, self.blocks, self.head))
+        return self._regs
+
+    def _total_stride(self) -> float:
+        return max(r.stride[0] for r in self._block_registration().values())
 
     def _check_nesting(self) -> None:
-        regs = self.level_features_.registration_
+        regs = self._block_registration()
         blocks = [b for b in parse_level(self.level) if b in regs]
         strides = [regs[b].stride[0] for b in blocks]
         for (b1, s1), (b2, s2) in zip(zip(blocks, strides), zip(blocks[1:], strides[1:])):
@@ -380,21 +383,18 @@ class Explainer:
             list(data.class_names) if hasattr(data, "class_names") else None)
         lf = LevelFeatures(self.level, scale=self.scale, batch_size=self.batch_size, blocks=self.blocks,
                            head=self.head, registration=self.registration)
-        lf.fit(self.model, source)
+        if not lf.is_logits:
+            if isinstance(self.positions_per_image, bool) or not isinstance(self.positions_per_image, int) \
+                    or self.positions_per_image < 1:
+                raise ValueError(f"positions_per_image must be an int >= 1, got {self.positions_per_image!r}")
+            self._check_nesting()  # from the strides, before the pass over the data
+        # one pass over the data: the level's scales, the pooled embeddings and the position sample
+        sample, Z, y = fit_and_sample(
+            self.model, source, lf, per_image=self.positions_per_image, random_state=self.random_state,
+            batch_size=self.batch_size, desc=f"fit {self.level}",
+        )
         self.level_features_ = lf
-        if lf.is_logits:
-            from .features import extract_pooled
-
-            Z, y = extract_pooled(self.model, source, lf, batch_size=self.batch_size)
-            self.registration_ = {}
-            sample = None
-        else:
-            self.registration_ = lf.registration_
-            self._check_nesting()
-            sample, Z, y = sample_positions(
-                self.model, source, lf, per_image=self.positions_per_image, random_state=self.random_state,
-                batch_size=self.batch_size, return_pooled=True,
-            )
+        self.registration_ = {} if lf.is_logits else lf.registration_
         if y is None:
             raise ValueError("the data has no labels: pass (images, labels) or a dataset of (image, label)")
         if self._label_values is not None:  # back from the int64 codes that travelled with the images
@@ -440,14 +440,15 @@ class Explainer:
         return torch.from_numpy(codes.reshape(-1).astype(np.int64))
 
     # -------------------------------------------------------- predicting
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def _forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
         self._check_fitted()
         self._check_images(x, name="x")
         lf = self.level_features_
         if lf.is_logits:
             return None, lf.pooled(self.model, x)  # type: ignore[return-value]
-        feats = lf.position_features(self.model, x)
-        return feats, feats.mean((2, 3))  # type: ignore[union-attr]
+        # the block maps, not the (N, D_S, H_S, W_S) features: maps are computed by projecting then resampling
+        maps = lf.block_maps(self.model, x)
+        return maps, lf.pooled_from_maps(maps, tuple(x.shape[-2:]))  # type: ignore[return-value]
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings ``z_S`` ``(N, D_S)`` of images ``x`` ``(N, 3, H, W)``."""
@@ -538,26 +539,19 @@ class Explainer:
         -------
         Explanation
         """
-        from .attribution import attribution_map, concept_contributions
+        from .attribution import choose_prototypes, concept_contributions
 
         feats, z = self._forward(x)
         clf = self.classifier_
         n = z.shape[0]
         with torch.no_grad():
-            scores, index = clf.best_prototype_per_class(z)
-            dev = scores.device
-            pred_col = scores.argmax(1)
-            col = pred_col if target is None else self.target_columns(target, n).to(dev)
-            rows = torch.arange(n, device=dev)
-            if versus is None:
-                if scores.shape[1] < 2:
-                    raise ValueError("a contrastive map needs at least two classes")
-                rival_col = scores.masked_fill(torch.nn.functional.one_hot(col, scores.shape[1]).bool(),
-                                               -torch.inf).argmax(1)
-            else:
-                rival_col = self.target_columns(versus, n).to(dev)
-            score = scores[rows, col]
-            proto = index[rows, col]
+            if versus is None and len(clf.classes_) < 2:
+                raise ValueError("a contrastive map needs at least two classes")
+            choice = choose_prototypes(clf, z, None if target is None else self.target_columns(target, n),
+                                       None if versus is None else self.target_columns(versus, n))
+            scores, index, pred_col, col, rival_col = (choice.class_scores, choice.index, choice.predicted,
+                                                       choice.target, choice.rival)
+            score, proto, rows = choice.score, choice.prototype, torch.arange(n, device=scores.device)
             as_labels = lambda c: clf._labels_of(c, z)  # noqa: E731
             out: dict[str, Any] = dict(
                 predicted=as_labels(pred_col), target=as_labels(col), versus=as_labels(rival_col),
@@ -568,11 +562,17 @@ class Explainer:
             )
             if feats is None:
                 return Explanation(**out)
-            mu = clf.prototypes_.to(device=feats.device, dtype=feats.dtype)
-            m = attribution_map(feats, mu[proto.to(feats.device)])
-            m_rival = attribution_map(feats, mu[index[rows, rival_col].to(feats.device)])
-            geo = self.level_features_.grid_geometry_
+            lf = self.level_features_
             size = tuple(x.shape[-2:])
+            dev, dt = next(iter(feats.values())).device, next(iter(feats.values())).dtype
+            # m(p) = 2 mu . a_p - ||mu||^2 (attribution_map), from the block maps: project, then resample
+            mu = clf.prototypes_.to(device=dev, dtype=dt)
+            pair = torch.stack([mu[proto.to(dev)], mu[index[rows, rival_col].to(dev)]], dim=1)  # (N, 2, D)
+            dots = lf.project(feats, pair, size)
+            sq = (pair * pair).sum(2)
+            m = 2 * dots[:, 0] - sq[:, 0, None, None]
+            m_rival = 2 * dots[:, 1] - sq[:, 1, None, None]
+            geo = lf.grid_geometry_
             cm = self.concepts_
             allowed = None
             if cm.concept_classes_ is not None:
@@ -580,10 +580,13 @@ class Explainer:
                     lab = col.cpu()  # the concepts were fitted on the labels' codes, i.e. columns of classes_
                 else:
                     lab = torch.as_tensor(clf.classes_[col.cpu().numpy()])
-                allowed = lab.to(feats.device)[:, None] == cm.concept_classes_.to(feats.device)[None, :]
-            from .concepts import concept_map
-
-            c_grid = concept_map(feats, cm.centroids_, allowed=allowed)
+                allowed = lab.to(dev)[:, None] == cm.concept_classes_.to(dev)[None, :]
+            # the nearest concept: argmax of 2 c . a_p - ||c||^2 (concept_map), projected the same way
+            cen = cm.centroids_.to(device=dev, dtype=dt)
+            c_scores = 2 * lf.project(feats, cen, size) - (cen * cen).sum(1)[None, :, None, None]
+            if allowed is not None:
+                c_scores = c_scores.masked_fill(~allowed[:, :, None, None], -torch.inf)
+            c_grid = c_scores.argmax(1)
             out.update(
                 attribution_grid=m, contrastive_grid=m - m_rival, concepts_grid=c_grid, geometry=geo,
                 attribution=resample_map(m, geo, size), contrastive=resample_map(m - m_rival, geo, size),

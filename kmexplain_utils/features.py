@@ -66,6 +66,7 @@ __all__ = [
     "iter_batches",
     "extract_pooled",
     "sample_positions",
+    "fit_and_sample",
     "eval_mode",
     "model_adapter",
     "model_registration",
@@ -612,67 +613,8 @@ class LevelFeatures:
         LevelFeatures
             ``self``.
         """
-        blocks = self._check_params()
-        self.blocks_ = blocks
-        dev = self._device_for(model)
-        if blocks == ("logits",):
-            batches, _ = iter_batches(data, self.batch_size)
-            x0, _ = next(iter(batches))
-            with eval_mode(model), torch.no_grad():
-                out = model(self._prepare(model, x0[:1]))
-            self.sigma_, self.dims_ = {}, {"logits": out.shape[1]}
-            self.slices_ = {"logits": slice(0, out.shape[1])}
-            self.n_features_, self.grid_size_, self.n_positions_ = out.shape[1], None, 0
-            return self
-        if self.registration not in ("exact", "cell"):
-            raise ValueError(f"registration must be 'exact' or 'cell', got {self.registration!r}")
-        from .architectures import block_geometries
-
-        self.adapter_ = model_adapter(model, self.blocks, self.head)
-        hooked = self._hooked_blocks(blocks)
-        sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
-        count = 0
-        grid = None
-        dims: dict[str, int] = {}
-        batches, n = iter_batches(data, self.batch_size)
-        with eval_mode(model), torch.no_grad(), block_features(model, hooked, adapter=self.adapter_) as extract:
-            for xb, _ in progress(batches, total=None if n is None else math.ceil(n / self.batch_size),
-                                  desc=f"fit scales {self.level}"):
-                xb = self._prepare(model, xb)
-                if not hasattr(self, "geometry_"):
-                    regs = block_geometries(model, self.adapter_, tuple(xb.shape[-2:]), hooked)
-                    self.registration_ = regs
-                    self.geometry_ = {b: GridGeometry.from_registration(r, self.registration) for b, r in regs.items()}
-                maps = extract(xb)
-                g = self._target_grid(maps)
-                geo, target = self._geometries(maps, g, tuple(xb.shape[-2:]))
-                if grid is None:
-                    grid = g
-                    self.grid_geometry_ = target
-                for b in blocks:
-                    m = maps[b]
-                    dims[b] = m.shape[1]
-                    r = self._resize(m, geo[b], g, target)
-                    sq[b] += r.double().pow(2).sum()
-                count += xb.shape[0] * g[0] * g[1]
-        if count == 0:
-            raise ValueError("data holds no images: cannot fit the level's scales")
-        sigma = {}
-        for b in blocks:
-            s = math.sqrt(float(sq[b]) / count)
-            if not s > 0:
-                warnings.warn(f"block {b} is all zeros on the fitting data; using sigma = 1", stacklevel=2)
-                s = 1.0
-            sigma[b] = s
-        self.sigma_ = sigma if self.scale == "rms" else self._sigmas(blocks)
-        self.dims_ = dims
-        start, self.slices_ = 0, {}
-        for b in blocks:
-            self.slices_[b] = slice(start, start + dims[b])
-            start += dims[b]
-        self.n_features_ = start
-        self.grid_size_ = grid
-        self.n_positions_ = count
+        _fit_pass(model, data, self, per_image=0, random_state=None, batch_size=self.batch_size,
+                  want_pooled=False, desc=f"fit scales {self.level}")
         return self
 
     # -- transforming
@@ -750,6 +692,85 @@ class LevelFeatures:
         feats, logits = self.position_features(model, x, return_logits=True)  # type: ignore[misc]
         z = feats.mean((2, 3))
         return (z, logits) if return_logits else z
+
+    def block_maps(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The level's block maps ``{"B2": (N, D_2, H_2, W_2), ...}`` of images ``x`` (one forward pass).
+
+        Unresampled and unscaled; :meth:`pooled_from_maps` and :meth:`project`
+        turn them into the level's pooled embeddings and position scores without
+        building the ``(N, D_S, H_S, W_S)`` position features.
+        """
+        blocks = self._check_params()
+        if blocks == ("logits",):
+            raise ValueError(self._no_positions())
+        self._sigmas(blocks)  # NotFittedError early
+        x = self._prepare(model, x)
+        with eval_mode(model), torch.no_grad(), \
+                block_features(model, self._hooked_blocks(blocks), adapter=self._adapter_for(model)) as extract:
+            return extract(x)
+
+    def _block_resamplers(
+        self, maps: Mapping[str, torch.Tensor], image_size: Any
+    ) -> tuple[tuple[str, ...], dict[str, float], list[tuple[str, "_BlockResampler", torch.Tensor]]]:
+        blocks = self._check_params()
+        missing = [b for b in blocks if b not in maps]
+        if missing:
+            raise ValueError(f"maps lack block(s) {missing} of level {self.level!r}")
+        sig = self._sigmas(blocks)
+        grid = self._target_grid(maps)
+        geo, target = self._geometries(maps, grid, None if image_size is None else tuple(image_size))
+        cache = self.__dict__.setdefault("_resamplers", {})
+        out = []
+        for b in blocks:
+            m = maps[b]
+            key = (b, tuple(m.shape[-2:]), grid, geo[b], target, m.dtype, str(m.device))
+            if key not in cache:
+                cache[key] = _BlockResampler(geo[b], tuple(m.shape[-2:]), grid, target, m.dtype, m.device)
+            out.append((b, cache[key], m))
+        return blocks, sig, out
+
+    def pooled_from_maps(self, maps: Mapping[str, torch.Tensor], image_size: Any = None) -> torch.Tensor:
+        """Pooled embeddings ``(N, D_S)`` from :meth:`block_maps`: ``combine(maps).mean((2, 3))``, computed
+        from the block maps (the resampling is linear)."""
+        _, sig, parts = self._block_resamplers(maps, image_size)
+        return torch.cat([rs.pooled(m) / sig[b] for b, rs, m in parts], dim=1)
+
+    def project(self, maps: Mapping[str, torch.Tensor], weights: torch.Tensor, image_size: Any = None) -> torch.Tensor:
+        """Inner products ``w . a_p`` of weight vectors with every position vector, from :meth:`block_maps`.
+
+        Equals ``einsum("kd,ndhw->nkhw", weights, combine(maps))`` (or ``"nkd"``
+        for per-image weights), but projects each block's own map onto its
+        slice of the weights first and resamples the ``K`` projected maps: the
+        resampling and the scaling are linear, so the order does not matter, and
+        the ``(N, D_S, H_S, W_S)`` features are never built.
+
+        Parameters
+        ----------
+        maps : dict of str to torch.Tensor
+            :meth:`block_maps` of ``N`` images.
+        weights : torch.Tensor
+            ``(K, D_S)`` the same for every image, or ``(N, K, D_S)`` per image.
+        image_size : (int, int), optional
+            The images' size (only needed for an integer ``grid``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, K, H_S, W_S)``.
+        """
+        _, sig, parts = self._block_resamplers(maps, image_size)
+        D = sum(m.shape[1] for _, _, m in parts)
+        if not isinstance(weights, torch.Tensor) or weights.ndim not in (2, 3) or weights.shape[-1] != D:
+            shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+            raise ValueError(f"weights must be (K, D_S) or (N, K, D_S) with D_S = {D}, got {shape}")
+        eq = "kd,ndhw->nkhw" if weights.ndim == 2 else "nkd,ndhw->nkhw"
+        out, start = None, 0
+        for b, rs, m in parts:
+            wb = weights[..., start:start + m.shape[1]].to(device=m.device, dtype=m.dtype) / sig[b]
+            start += m.shape[1]
+            r = rs.resample(torch.einsum(eq, wb, m))
+            out = r if out is None else out + r
+        return out  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"LevelFeatures(level={self.level!r}, scale={self.scale!r}, grid={self.grid!r})"
@@ -969,3 +990,279 @@ def sample_positions(
     if return_pooled:
         return sample, torch.cat(pooled), (torch.cat(ys) if has_y else None)
     return sample
+
+
+class _BlockResampler:
+    """What the fit needs of ``resample_map(m, geometry, grid, target=target)``, from the block's own map ``m``.
+
+    Resampling is linear and separable (``r = My @ m @ Mx.T`` per channel), so the
+    pooled mean, the sum of squares and a few sampled positions of the resampled
+    map ``r`` are computed without building ``r`` (``(B, D, H_S, W_S)``, e.g. B4's
+    2048 channels on B234's 28x28 grid: 16 times the map itself):
+
+    - ``mean_p r_p = m . (u v^T)`` with ``u, v`` the column means of ``My, Mx``;
+    - ``sum_p ||r_p||^2 = sum <m, Gy m Gx>`` with ``Gy = My^T My``, ``Gx = Mx^T Mx``;
+    - ``r[:, i, j] = My[i] @ m @ Mx[j]``.
+    """
+
+    def __init__(self, geometry: GridGeometry, src: tuple[int, int], grid: tuple[int, int],
+                 target: GridGeometry, dtype: torch.dtype, device: torch.device) -> None:
+        from .resample import resample_matrices
+
+        My, Mx = resample_matrices(geometry, src, grid, target=target)  # float64 (H, h), (W, w)
+        self.identity = tuple(grid) == tuple(src) and torch.equal(My, torch.eye(src[0], dtype=My.dtype)) \
+            and torch.equal(Mx, torch.eye(src[1], dtype=Mx.dtype))
+        cast = dict(dtype=dtype, device=device)
+        self.My, self.Mx = My.to(**cast), Mx.to(**cast)
+        self.uv = torch.outer(My.mean(0), Mx.mean(0)).flatten().to(**cast)  # (h w,)
+        self.Gy, self.Gx = (My.T @ My).to(**cast), (Mx.T @ Mx).to(**cast)
+        self.src_w = src[1]
+
+    def pooled(self, m: torch.Tensor) -> torch.Tensor:
+        """``(B, D)`` spatial mean of the resampled map."""
+        return m.mean((2, 3)) if self.identity else m.flatten(2) @ self.uv
+
+    def sum_squares(self, m: torch.Tensor) -> torch.Tensor:
+        """``sum_{n, d, p} r[n, d, p]^2`` of the resampled map (float64 scalar)."""
+        t = m if self.identity else self.Gy @ m @ self.Gx
+        return (m * t).sum((2, 3)).double().sum()
+
+    def resample(self, t: torch.Tensor) -> torch.Tensor:
+        """``(..., H_S, W_S)`` of a (small) map ``t`` ``(..., h, w)``: exactly ``resample_map``'s weights."""
+        return t if self.identity else self.My @ t @ self.Mx.T
+
+    def at(self, m: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+        """``(B, k, D)`` resampled vectors at grid rows ``py`` and columns ``px`` ``(B, k)``."""
+        if self.identity:
+            B, D = m.shape[:2]
+            flat = m.flatten(2)  # (B, D, h w)
+            idx = (py * self.src_w + px)[:, None, :].expand(B, D, py.shape[1])
+            return torch.gather(flat, 2, idx).transpose(1, 2)
+        return torch.einsum("bkh,bdhw,bkw->bkd", self.My[py], m, self.Mx[px])
+
+
+def fit_and_sample(
+    model: nn.Module,
+    data: Any,
+    level_features: LevelFeatures,
+    *,
+    per_image: int = 32,
+    random_state: int | torch.Generator | None = 0,
+    batch_size: int = 64,
+    desc: str | None = None,
+) -> tuple[PositionSample | None, torch.Tensor, torch.Tensor | None]:
+    """Fit a level and gather its pooled embeddings and a position sample in ONE pass over the data.
+
+    Equivalent to ``level_features.fit(model, data)`` followed by
+    :func:`extract_pooled` and :func:`sample_positions` (same seed, same
+    order), but the network runs once per image instead of two or three
+    times. ``sigma_b`` is only known at the end of the pass, so the pass
+    gathers, for each block, the sum of squares of its map resampled to the
+    level's grid (for ``sigma_b``), the *unscaled* pooled embedding and the
+    *unscaled* sampled positions; the block's channels of both are divided by
+    ``sigma_b`` afterwards. This is exact because the scaling is linear,
+    ``mean_p(a_p / sigma) = mean_p(a_p) / sigma`` (equal up to float rounding,
+    about 1e-7 relative). The resampling is linear too, so these three are
+    computed from the block's own map, without building the resampled map
+    (see :func:`kmexplain_utils.resample.resample_matrices`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+    data : tensor, tuple, Dataset or DataLoader
+        Images in a fixed order (see :func:`iter_batches`).
+    level_features : LevelFeatures
+        The level to fit (fitted in place; any level, ``"logits"`` included).
+    per_image : int
+        Positions sampled (without replacement) from every image's grid; ``0``
+        samples none. Ignored for ``"logits"``, which has no positions.
+    random_state : int, torch.Generator or None
+        Seed of the position draw (the same draws as :func:`sample_positions`).
+    batch_size : int
+        Images per forward pass.
+    desc : str, optional
+        Progress-bar label.
+
+    Returns
+    -------
+    sample : PositionSample or None
+        ``N * min(per_image, H_S W_S)`` position vectors (CPU, float32), or
+        ``None`` for ``"logits"`` or ``per_image=0``.
+    Z : torch.Tensor
+        ``(N, D_S)`` float32 pooled embeddings, on the input tensor's device
+        (CPU for datasets and loaders).
+    y : torch.Tensor or None
+        ``(N,)`` int64 labels when the data has them.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> m = torchvision.models.resnet18(weights=None, num_classes=2)
+    >>> x, y = torch.rand(3, 3, 64, 64), torch.tensor([0, 1, 0])
+    >>> lf = LevelFeatures("B34")
+    >>> sample, Z, labels = fit_and_sample(m, (x, y), lf, per_image=5)
+    >>> tuple(sample.vectors.shape), tuple(Z.shape), sorted(lf.sigma_)
+    ((15, 768), (3, 768), ['B3', 'B4'])
+    """
+    if not isinstance(level_features, LevelFeatures):
+        raise TypeError(f"level_features must be a LevelFeatures, got {type(level_features).__name__}")
+    if isinstance(per_image, bool) or not isinstance(per_image, int) or per_image < 0:
+        raise ValueError(f"per_image must be an int >= 0, got {per_image!r}")
+    return _fit_pass(model, data, level_features, per_image=per_image, random_state=random_state,
+                     batch_size=batch_size, want_pooled=True, desc=desc)
+
+
+def _fit_pass(
+    model: nn.Module,
+    data: Any,
+    lf: LevelFeatures,
+    *,
+    per_image: int,
+    random_state: int | torch.Generator | None,
+    batch_size: int,
+    want_pooled: bool,
+    desc: str | None,
+) -> tuple[PositionSample | None, torch.Tensor, torch.Tensor | None]:
+    """The one streamed pass behind :meth:`LevelFeatures.fit` and :func:`fit_and_sample`.
+
+    Sets the level's fitted attributes; returns ``(sample, Z, y)`` (``Z`` and
+    ``y`` empty/``None`` unless ``want_pooled``).
+    """
+    blocks = lf._check_params()
+    lf._device_for(model)
+    logits_level = blocks == ("logits",)
+    if not logits_level and lf.registration not in ("exact", "cell"):
+        raise ValueError(f"registration must be 'exact' or 'cell', got {lf.registration!r}")
+    per_image = 0 if logits_level else per_image
+    if per_image:
+        from torch.utils.data import DataLoader, SequentialSampler
+
+        if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
+            warnings.warn(
+                "the DataLoader does not read the data in order; image_index will not match dataset "
+                "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
+                stacklevel=3,
+            )
+    from .architectures import block_geometries
+
+    g = as_generator(random_state) if per_image else None
+    out_dev = _out_device(data)
+    batches, n = iter_batches(data, batch_size)
+    if logits_level:
+        # no blocks: the logits are the embedding; the level needs only their width
+        zs, ys, has_y, width = [], [], True, None
+        with eval_mode(model), torch.no_grad():
+            for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
+                                   desc=desc or f"fit {lf.level}"):
+                xb = lf._prepare(model, xb if want_pooled else xb[:1])
+                out = model(xb)
+                width = out.shape[1]
+                if not want_pooled:
+                    break
+                zs.append(out.float().to(out_dev))
+                if yb is None:
+                    has_y = False
+                else:
+                    ys.append(torch.as_tensor(yb).long().to(out_dev))
+        if width is None:
+            raise ValueError("data holds no images")
+        lf.blocks_ = blocks
+        lf.sigma_, lf.dims_ = {}, {"logits": width}
+        lf.slices_ = {"logits": slice(0, width)}
+        lf.n_features_, lf.grid_size_, lf.n_positions_ = width, None, 0
+        Z = torch.cat(zs) if zs else torch.empty(0, width)
+        return None, Z, (torch.cat(ys) if (has_y and ys) else None)
+
+    lf.adapter_ = model_adapter(model, lf.blocks, lf.head)
+    hooked = lf._hooked_blocks(blocks)
+    dev = lf._device_for(model)
+    sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
+    count, grid, image_size, offset, registered = 0, None, None, 0, False
+    resamplers: dict[tuple, _BlockResampler] = {}
+    dims: dict[str, int] = {}
+    zs, ys, vecs, idxs, yxs, labs = [], [], [], [], [], []
+    has_y = True
+    with eval_mode(model), torch.no_grad(), block_features(model, hooked, adapter=lf.adapter_) as extract:
+        for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
+                               desc=desc or f"fit {lf.level}"):
+            xb = lf._prepare(model, xb)
+            if not registered:  # one traced probe image: where each block's positions sit
+                regs = block_geometries(model, lf.adapter_, tuple(xb.shape[-2:]), hooked)
+                lf.registration_ = regs
+                lf.geometry_ = {b: GridGeometry.from_registration(r, lf.registration) for b, r in regs.items()}
+                registered = True
+            maps = extract(xb)
+            gs = lf._target_grid(maps)
+            geo, target = lf._geometries(maps, gs, tuple(xb.shape[-2:]))
+            if grid is None:
+                grid = gs
+                lf.grid_geometry_ = target
+            B, (H, W) = xb.shape[0], gs
+            count += B * H * W
+            sources = []
+            for b in blocks:
+                m = maps[b]
+                key = (b, tuple(m.shape[-2:]), gs, geo[b], target)
+                if key not in resamplers:
+                    resamplers[key] = _BlockResampler(geo[b], tuple(m.shape[-2:]), gs, target, m.dtype, m.device)
+                rs = resamplers[key]
+                dims[b] = m.shape[1]
+                sq[b] += rs.sum_squares(m)  # unscaled: the results are divided by sigma_b afterwards
+                sources.append((rs, m))
+            if want_pooled or per_image:
+                if want_pooled:
+                    zs.append(torch.cat([rs.pooled(m) for rs, m in sources], dim=1).float().to(out_dev))
+                if per_image:
+                    grid, image_size = (H, W), tuple(xb.shape[-2:])
+                    k = min(per_image, H * W)
+                    pos = torch.rand(B, H * W, generator=g).argsort(dim=1)[:, :k]  # (B, k) on CPU
+                    py, px = (pos // W).to(dev), (pos % W).to(dev)
+                    picked = torch.cat([rs.at(m, py, px) for rs, m in sources], dim=2)  # (B, k, D)
+                    vecs.append(picked.reshape(B * k, picked.shape[2]).float().cpu())
+                    idxs.append((offset + torch.arange(B)).repeat_interleave(k))
+                    yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
+                    if yb is not None:
+                        labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
+                if yb is None:
+                    has_y = False
+                elif want_pooled:
+                    ys.append(torch.as_tensor(yb).long().to(out_dev))
+            offset += B
+    if count == 0:
+        raise ValueError("data holds no images: cannot fit the level's scales")
+    if lf.scale == "rms":
+        sigma = {}
+        for b in blocks:
+            s = math.sqrt(float(sq[b]) / count)
+            if not s > 0:
+                warnings.warn(f"block {b} is all zeros on the fitting data; using sigma = 1", stacklevel=3)
+                s = 1.0
+            sigma[b] = s
+    else:
+        sigma = lf._sigmas(blocks)
+    lf.blocks_ = blocks
+    lf.sigma_ = sigma
+    lf.dims_ = dims
+    start, lf.slices_ = 0, {}
+    for b in blocks:
+        lf.slices_[b] = slice(start, start + dims[b])
+        start += dims[b]
+    lf.n_features_ = start
+    lf.grid_size_ = grid
+    lf.n_positions_ = count
+    # the scaling is linear: divide each block's channels of the unscaled results by sigma_b
+    scale = torch.cat([torch.full((dims[b],), sigma[b], dtype=torch.float32) for b in blocks])
+    Z = torch.cat(zs).div_(scale.to(out_dev)) if zs else torch.empty(0, start)
+    sample = None
+    if per_image:
+        sample = PositionSample(
+            vectors=torch.cat(vecs).div_(scale),
+            image_index=torch.cat(idxs),
+            yx=torch.cat(yxs),
+            grid=grid,  # type: ignore[arg-type]
+            image_size=image_size,  # type: ignore[arg-type]
+            labels=torch.cat(labs) if has_y else None,
+            geometry=getattr(lf, "grid_geometry_", None),
+        )
+    return sample, Z, (torch.cat(ys) if (has_y and ys) else None)

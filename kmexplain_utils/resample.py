@@ -48,6 +48,7 @@ __all__ = [
     "as_size",
     "infer_geometry",
     "resample_map",
+    "resample_matrices",
     "resample_labels",
     "position_box",
 ]
@@ -164,15 +165,51 @@ def resample_map(
     """
     if not isinstance(maps, torch.Tensor) or maps.ndim < 2:
         raise ValueError(f"maps must be a tensor (..., h, w), got {getattr(maps, 'shape', type(maps).__name__)}")
-    (H, W), tgt = _targets(size, target)
+    (H, W) = as_size(size)
     h, w = maps.shape[-2:]
-    ty, tx = tgt.centres((H, W))
-    My = _interp_matrix(h, geometry.index_of(ty, 0)).to(device=maps.device, dtype=maps.dtype)
-    Mx = _interp_matrix(w, geometry.index_of(tx, 1)).to(device=maps.device, dtype=maps.dtype)
+    My, Mx = resample_matrices(geometry, (h, w), size, target=target)
+    My, Mx = My.to(device=maps.device, dtype=maps.dtype), Mx.to(device=maps.device, dtype=maps.dtype)
     if (H, W) == (h, w) and torch.equal(My, torch.eye(h, dtype=My.dtype, device=My.device)) and \
             torch.equal(Mx, torch.eye(w, dtype=Mx.dtype, device=Mx.device)):
         return maps
     return torch.einsum("Hh,...hw,Ww->...HW", My, maps, Mx)
+
+
+def resample_matrices(
+    geometry: GridGeometry, grid: Any, size: Any, *, target: GridGeometry | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two bilinear weight matrices of :func:`resample_map`: ``out = My @ map @ Mx.T``.
+
+    Resampling is separable and linear, so quantities of a resampled map can be
+    computed from the small source map (its mean is ``u @ map @ v`` with ``u, v``
+    the column means of ``My, Mx``; one output position is ``My[i] @ map @ Mx[j]``).
+
+    Parameters
+    ----------
+    geometry : GridGeometry
+        Where the source positions sit on the image.
+    grid : int or (int, int)
+        Source grid size ``(h, w)``.
+    size : int or (int, int)
+        Output grid size ``(H, W)``.
+    target : GridGeometry, optional
+        Where the output positions sit (default: the image's pixels).
+
+    Returns
+    -------
+    My, Mx : torch.Tensor
+        ``(H, h)`` and ``(W, w)`` float64 on the CPU; each row sums to 1.
+
+    Example
+    -------
+    >>> My, Mx = resample_matrices(GridGeometry.registered(4), (1, 2), (1, 8))
+    >>> Mx[:, 1].tolist()
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
+    """
+    (H, W), tgt = _targets(size, target)
+    h, w = as_size(grid, name="grid")
+    ty, tx = tgt.centres((H, W))
+    return _interp_matrix(h, geometry.index_of(ty, 0)), _interp_matrix(w, geometry.index_of(tx, 1))
 
 
 def resample_labels(

@@ -236,3 +236,29 @@ def test_whole_pipeline_follows_the_cuda_device() -> None:
     assert patches.image_index.shape == (3,)
     s = sample_positions(model, (x, y), lf, per_image=3)
     assert not s.vectors.is_cuda and s.vectors.shape == (54, lf.n_features_)
+
+
+def test_choose_prototypes_is_the_one_rule() -> None:
+    """Target = prediction by default, rival = the best other class; given columns are used as they are."""
+    from kmexplain_utils.attribution import choose_prototypes
+
+    Z = torch.tensor([[0.0], [0.2], [1.0], [1.3], [4.0], [4.4]])
+    clf = KMeansClassifier(2, device="cpu").fit(Z, [0, 0, 1, 1, 2, 2])
+    z = torch.tensor([[0.9], [3.0], [-1.0]])
+    c = choose_prototypes(clf, z)
+    scores = clf.class_scores(z)
+    assert torch.equal(c.predicted, scores.argmax(1)) and torch.equal(c.target, c.predicted)
+    second = scores.clone()
+    second[torch.arange(3), c.target] = -torch.inf
+    assert torch.equal(c.rival, second.argmax(1))
+    assert torch.allclose(c.score, scores.max(1).values) and torch.allclose(c.margin, c.score - second.max(1).values)
+    P = clf.prototypes_
+    # the chosen prototypes are the classes' best: their scores are the class scores
+    assert torch.allclose(2 * (z * P[c.prototype]).sum(1) - (P[c.prototype] ** 2).sum(1), c.score)
+    assert torch.equal(clf.prototype_class_index_[c.rival_prototype], c.rival)
+    fixed = choose_prototypes(clf, z, target=torch.tensor(2), versus=torch.tensor([0, 0, 1]))
+    assert fixed.target.tolist() == [2, 2, 2] and fixed.rival.tolist() == [0, 0, 1]
+    assert torch.allclose(fixed.margin, scores[:, 2] - scores[torch.arange(3), torch.tensor([0, 0, 1])])
+    one = KMeansClassifier(1, device="cpu").fit(Z[:2], [0, 0])
+    c1 = choose_prototypes(one, z)
+    assert c1.rival is None and c1.margin is None and c1.target.tolist() == [0, 0, 0]

@@ -250,3 +250,48 @@ def test_string_and_other_non_integer_labels(per_class: bool, data, fitted: Expl
     assert fl.explain(x[:2], target=4.0).target.tolist() == [4.0, 4.0]
     bo = Explainer(model, level="B4", n_prototypes=1, n_concepts=2, device="cpu").fit(x, (y > 0).numpy())
     assert bo.classes_.tolist() == [False, True]
+@pytest.mark.parametrize("level", ["logits", "B4", "B234", "B1234"])
+def test_fit_runs_the_network_once_over_the_data(data, level: str) -> None:
+    """Explainer.fit is one pass over the training images (scales, embeddings and positions together):
+    every batch of the data goes through the network exactly once. The only other forward passes are
+    probes of ONE image each that read the network: adapting it (128 px: the head identity check), tracing
+    the blocks' registration at 256 px (strides, before the pass) and at the data's size (the level's grid;
+    not for the logits): three, whatever the data size (before: the data went through the network twice)."""
+    x, y = data
+    torch.manual_seed(0)
+    model = TinyResNet(3, width=8).eval()  # fresh: its adapter is not cached yet
+    seen: list[torch.Tensor] = []
+    handle = model.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach().clone()))
+    try:
+        Explainer(model, level=level, n_prototypes=1, n_concepts=2, positions_per_image=4, batch_size=5,
+                  device="cpu").fit(x, y)
+    finally:
+        handle.remove()
+    batches = [x[i:i + 5] for i in range(0, len(x), 5)]
+    data_calls = [t for t in seen if any(t.shape == b.shape and torch.equal(t, b) for b in batches)]
+    assert len(data_calls) == len(batches) == 4
+    assert all(any(torch.equal(t, b) for t in data_calls) for b in batches)
+    probes = [t for t in seen if not any(t.shape == b.shape and torch.equal(t, b) for b in batches)]
+    assert all(t.shape[0] == 1 for t in probes) and len(probes) == (2 if level == "logits" else 3), [tuple(t.shape) for t in probes]
+
+
+def test_explain_maps_equal_the_position_feature_reference(data) -> None:
+    """explain projects each block map on the prototypes and concepts, then resamples (it never builds the
+    (N, D_S, H_S, W_S) features): the same maps as attribution_map / concept_map on position_features."""
+    from kmexplain_utils.attribution import attribution_map
+    from kmexplain_utils.concepts import concept_map
+
+    x, y = data
+    torch.manual_seed(0)
+    ex = Explainer(torchvision.models.resnet18(weights=None, num_classes=3).eval(), level="B1234", n_prototypes=2,
+                   n_concepts=5, positions_per_image=8, device="cpu").fit(x, y)
+    e = ex.explain(x[:4])
+    feats = ex.level_features_.position_features(ex.model, x[:4])
+    mu = ex.classifier_.prototypes_
+    assert torch.allclose(ex.transform(x[:4]), feats.mean((2, 3)), rtol=1e-5, atol=1e-6)
+    ref = attribution_map(feats, mu[e.prototype])
+    assert torch.allclose(e.attribution_grid, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    rival = ex.classifier_.best_prototype_per_class(ex.transform(x[:4]))[1][torch.arange(4), ex.target_columns(e.versus, 4)]
+    ref_c = ref - attribution_map(feats, mu[rival])
+    assert torch.allclose(e.contrastive_grid, ref_c, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    assert torch.equal(e.concepts_grid, concept_map(feats, ex.concepts_.centroids_))

@@ -14,6 +14,7 @@ from kmexplain_utils.features import (
     block_features,
     eval_mode,
     extract_pooled,
+    fit_and_sample,
     iter_batches,
     parse_level,
     sample_positions,
@@ -325,3 +326,76 @@ def test_grid_named_by_another_level(model: nn.Module, images: torch.Tensor) -> 
         LevelFeatures("B4", grid="logits").fit(model, images)
     with pytest.raises(ValueError, match="define grid='B234'"):
         ctrl.combine({"B4": torch.rand(1, 32, 2, 2)})
+
+
+# ------------------------------------------------------------ the one pass
+@pytest.mark.parametrize("level, kwargs", [
+    ("B4", {}), ("B34", {}), ("B1234", {}), ("B234", {"registration": "cell"}),
+    ("B234", {"scale": "none"}), ("B34", {"scale": {"B3": 2.0, "B4": 0.5}}), ("B4", {"grid": "B234"}),
+])
+def test_one_pass_fit_equals_the_separate_passes(model: nn.Module, images: torch.Tensor, level: str, kwargs) -> None:
+    """fit_and_sample (scales, pooled embeddings and positions from one pass, rescaled afterwards, computed
+    from the blocks' own maps) gives what fit, extract_pooled and sample_positions give in three passes (from
+    the resampled maps), on the same data and seed."""
+    y = torch.arange(10) % 3
+    one = LevelFeatures(level, **kwargs)
+    sample, Z, labels = fit_and_sample(model, (images, y), one, per_image=5, random_state=3, batch_size=4)
+    sep = LevelFeatures(level, **kwargs).fit(model, images)
+    assert one.sigma_ == pytest.approx(sep.sigma_, rel=1e-12)
+    for attr in ("blocks_", "dims_", "slices_", "n_features_", "grid_size_", "n_positions_", "geometry_",
+                 "grid_geometry_", "registration_"):
+        assert getattr(one, attr) == getattr(sep, attr), attr
+    Z_sep, y_sep = extract_pooled(model, (images, y), sep, batch_size=4)
+    assert Z.dtype == torch.float32 and Z.shape == (10, sep.n_features_)
+    assert torch.allclose(Z, Z_sep, rtol=1e-6, atol=1e-7) and torch.equal(labels, y_sep)
+    s_sep = sample_positions(model, (images, y), sep, per_image=5, random_state=3, batch_size=4)
+    assert torch.equal(sample.image_index, s_sep.image_index) and torch.equal(sample.yx, s_sep.yx)
+    assert torch.equal(sample.labels, s_sep.labels)
+    assert (sample.grid, sample.image_size, sample.geometry) == (s_sep.grid, s_sep.image_size, s_sep.geometry)
+    assert torch.allclose(sample.vectors, s_sep.vectors, rtol=1e-5, atol=1e-6)
+    # what the fitted level computes from the resampled maps, too
+    feats = one.position_features(model, images)
+    assert torch.allclose(sample.vectors, feats[sample.image_index, :, sample.yx[:, 0], sample.yx[:, 1]],
+                          rtol=1e-5, atol=1e-6)
+    assert torch.allclose(Z, feats.mean((2, 3)), rtol=1e-5, atol=1e-6)
+    if kwargs.get("scale", "rms") == "rms":  # sigma_b^2 = mean over positions of ||a_p||^2 of the resampled map
+        raw = LevelFeatures(level, **{**kwargs, "scale": "none"}).fit(model, images).position_features(model, images)
+        for b, sl in one.slices_.items():
+            assert one.sigma_[b] ** 2 == pytest.approx(float(raw[:, sl].double().pow(2).sum(1).mean()), rel=1e-6), b
+
+
+def test_one_pass_logits_and_options(model: nn.Module, images: torch.Tensor) -> None:
+    lf = LevelFeatures("logits")
+    sample, Z, labels = fit_and_sample(model, images, lf, per_image=5)
+    with torch.no_grad():
+        assert sample is None and labels is None and torch.allclose(Z, model(images))
+    assert lf.n_features_ == 3 and lf.grid_size_ is None
+    # per_image=0: the level and the embeddings only; streaming order and batch size do not matter
+    lf2 = LevelFeatures("B234")
+    none, Z2, _ = fit_and_sample(model, DataLoader(TensorDataset(images), batch_size=3), lf2, per_image=0)
+    assert none is None and torch.allclose(Z2, lf2.pooled(model, images), atol=1e-6)
+    with pytest.raises(ValueError, match="per_image must be an int >= 0"):
+        fit_and_sample(model, images, LevelFeatures("B4"), per_image=-1)
+    with pytest.raises(TypeError, match="must be a LevelFeatures"):
+        fit_and_sample(model, images, "B4")  # type: ignore[arg-type]
+    with pytest.warns(UserWarning, match="shuffle=False"):
+        fit_and_sample(model, DataLoader(TensorDataset(images), batch_size=4, shuffle=True), LevelFeatures("B4"),
+                       per_image=1)
+
+
+@pytest.mark.parametrize("level, kwargs", [("B4", {}), ("B1234", {}), ("B234", {"registration": "cell"}),
+                                           ("B4", {"grid": "B234"})])
+def test_project_and_pooled_from_block_maps(model: nn.Module, images: torch.Tensor, level: str, kwargs) -> None:
+    """Projecting each block map then resampling equals projecting the resampled, scaled, concatenated features."""
+    lf = LevelFeatures(level, **kwargs).fit(model, images)
+    feats = lf.position_features(model, images)
+    maps = lf.block_maps(model, images)
+    assert torch.allclose(lf.pooled_from_maps(maps), feats.mean((2, 3)), rtol=1e-5, atol=1e-6)
+    w = torch.randn(3, lf.n_features_, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(lf.project(maps, w), torch.einsum("kd,ndhw->nkhw", w, feats), rtol=1e-4, atol=1e-5)
+    w_n = torch.randn(10, 2, lf.n_features_, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(lf.project(maps, w_n), torch.einsum("nkd,ndhw->nkhw", w_n, feats), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="weights must be"):
+        lf.project(maps, w[:, :-1])
+    with pytest.raises(ValueError, match="image-level only"):
+        LevelFeatures("logits").fit(model, images).block_maps(model, images)
