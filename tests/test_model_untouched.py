@@ -206,6 +206,9 @@ CALLS: dict[str, Callable[[Ctx], Any]] = {
     "BlockExtractor.__init__": _block_features,
     "LevelFeatures.fit": lambda c: api("LevelFeatures")("B234").fit(c.model, c.x),
     "LevelFeatures.pooled": lambda c: c.lf.pooled(c.model, c.x[:2]),
+    "LevelFeatures.block_maps": lambda c: c.lf.block_maps(c.model, c.x[:2]),
+    "fit_and_sample": lambda c: api("fit_and_sample")(
+        c.model, (c.x, c.y), api("LevelFeatures")("B234"), per_image=2),
     "LevelFeatures.position_features": lambda c: c.lf.position_features(c.model, c.x[:2]),
     "extract_pooled": lambda c: api("extract_pooled")(c.model, (c.x, c.y), c.lf),
     "sample_positions": lambda c: api("sample_positions")(c.model, (c.x, c.y), c.lf, per_image=2),
