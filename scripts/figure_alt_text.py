@@ -146,6 +146,10 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                         "concepts."},
     },
     "06_real_network": {
+        "92a85a8f": {"alt": "Line plot of the cascading randomisation on the held-out photos: for each method (CAM, "
+                            "the k-means attribution map, its class-specific part and the contrastive map), the mean "
+                            "Spearman correlation with the trained maps after re-initialising the head, then each "
+                            "block from B4 down; a grey line marks zero."},
         "a149e6ad": {"alt": "Real photographs (a cat, a cup of coffee, an astronaut and others) overlaid with the "
                             "class activation map of the network's top ImageNet class, red where the region raises "
                             "that class and blue where it lowers it."},

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+import kmexplain_utils
 from kmexplain_utils.chapters import training
 from kmexplain_utils.chapters.checkpoints import (
     CheckpointError,
@@ -210,7 +211,7 @@ def test_cache_key_separates_profiles_seeds_and_training_fields(profile):
     assert training.checkpoint_path(get_profile("quick"), 0) != p0
     # fields that do not change the weights do not change the key
     assert training.checkpoint_path(profile.replace(n_concepts=99, k_per_class=7), 0) == p0
-    assert p0.name.startswith("smoke-") and "seed0" in p0.name and "v0.1.0" in p0.name
+    assert p0.name.startswith("smoke-") and "seed0" in p0.name and f"v{kmexplain_utils.__version__}" in p0.name
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
