@@ -708,7 +708,7 @@ def book_sizes(profile_name: str) -> dict[str, int]:
 def default_results_dir() -> Path | None:
     """``benchmarks/results`` of this checkout, if the package runs from one (else ``None``)."""
     candidates = [Path.cwd() / "benchmarks" / "results", Path.cwd().parent / "benchmarks" / "results",
-                  Path(__file__).resolve().parents[1] / "benchmarks" / "results"]
+                  Path(__file__).resolve().parents[2] / "benchmarks" / "results"]
     for c in candidates:
         if c.is_dir():
             return c
