@@ -103,6 +103,7 @@ __all__ = [
     "choose_k",
     "claims_table",
     "deciding_part",
+    "drop_empty",
     "evaluation_specs",
     "fewer_data_profile",
     "format_mean_std",
@@ -117,6 +118,7 @@ __all__ = [
     "measure_keypoints",
     "measure_representativeness",
     "measure_sanity",
+    "merge_identical_columns",
     "method_label",
     "plot_curves",
     "plot_qualitative",
@@ -127,6 +129,8 @@ __all__ = [
     "k_cost",
     "plot_k_cost",
     "plot_sanity",
+    "record_per_seed",
+    "record_stat",
     "run_evaluation",
     "sanity_advice",
     "sanity_label",
@@ -1713,7 +1717,7 @@ def format_mean_std(mean: float, std: float | None = None, digits: int = 3) -> s
 
 
 def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,  # noqa: F821
-                  digits: int = 3) -> pandas.DataFrame:  # noqa: F821
+                  digits: int = 3, merge_identical: bool = False) -> pandas.DataFrame:  # noqa: F821
     """Mean ± standard deviation over seeds, one row per (level, method), one column per metric.
 
     Sweep rows and per-part IoUs are left out. Each cell is written compactly,
@@ -1730,6 +1734,8 @@ def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,
         Metrics (columns) to show, in order; default all present.
     digits : int
         Decimals.
+    merge_identical : bool
+        Show columns whose cells are all identical once (:func:`merge_identical_columns`).
 
     Returns
     -------
@@ -1744,12 +1750,77 @@ def summary_table(df: pandas.DataFrame, metrics: Sequence[str] | None = None, *,
 
     cells = g.apply(fmt, axis=1).unstack("metric")
     cols = [m for m in (metrics or METRICS) if m in cells.columns]
-    return cells[cols].fillna("")
+    table = cells[cols].fillna("")
+    return merge_identical_columns(table) if merge_identical else table
+
+
+def merge_identical_columns(table: pandas.DataFrame) -> pandas.DataFrame:  # noqa: F821
+    """Show identical columns once: a column whose every cell equals an earlier column's is dropped,
+    and the earlier column is renamed ``"a = b"``.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> merge_identical_columns(pd.DataFrame({"nmi": ["0.1", "0.2"], "ami": ["0.1", "0.2"], "x": ["1", "2"]}))
+      nmi = ami  x
+    0       0.1  1
+    1       0.2  2
+    """
+    keep: list[str] = []
+    names: dict[str, str] = {}
+    for c in table.columns:
+        twin = next((k for k in keep if table[k].equals(table[c]) and (table[c] != "").any()), None)
+        if twin is None:
+            keep.append(c)
+            names[c] = str(c)
+        else:
+            names[twin] += f" = {c}"
+    out = table[keep].copy()
+    out.columns = [names[c] for c in keep]
+    out.columns.name = table.columns.name
+    return out
 
 
 def _mean_std(df: pandas.DataFrame, level: str, method: str, metric: str) -> tuple[float, float]:  # noqa: F821
     v = df[(df["level"] == level) & (df["method"] == method) & (df["metric"] == metric) & df["sweep"].isna()]["value"]
     return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0) if len(v) else (float("nan"), float("nan"))
+
+
+def record_stat(df: pandas.DataFrame, level: str, method: str, metric: str,  # noqa: F821
+                **where: Any) -> tuple[float, float]:
+    """Mean and standard deviation over seeds of one measurement (``0`` sd for one seed).
+
+    Sweep rows are excluded unless ``sweep=`` is given; other keywords select on their column
+    (e.g. ``part="head"``). ``(nan, nan)`` when nothing matches.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"level": "B4", "method": "kmeans", "metric": "accuracy", "sweep": None,
+    ...                    "seed": [0, 1], "value": [0.9, 0.8]})
+    >>> [round(v, 3) for v in record_stat(df, "B4", "kmeans", "accuracy")]
+    [0.85, 0.071]
+    """
+    sel = (df["level"] == level) & (df["method"] == method) & (df["metric"] == metric)
+    sel &= df["sweep"].isna() if "sweep" not in where else (df["sweep"] == where.pop("sweep"))
+    for col, val in where.items():
+        sel &= df[col] == val
+    v = df.loc[sel, "value"]
+    if not len(v):
+        return float("nan"), float("nan")
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+
+
+def record_per_seed(df: pandas.DataFrame, level: str, method: str, metric: str) -> pandas.Series:  # noqa: F821
+    """The values of one main (non-sweep) measurement, indexed by seed."""
+    sel = (df["level"] == level) & (df["method"] == method) & (df["metric"] == metric) & df["sweep"].isna()
+    return df[sel].set_index("seed")["value"]
+
+
+def drop_empty(table: pandas.DataFrame) -> pandas.DataFrame:  # noqa: F821
+    """A table of strings without its empty rows and columns (cells ``""``)."""
+    table = table[(table != "").any(axis=1)]
+    return table.loc[:, (table != "").any(axis=0)]
 
 
 # ----------------------------------------------------------------------------- JSON and command line

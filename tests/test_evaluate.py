@@ -541,3 +541,26 @@ def test_k_cost_and_its_figure():
     assert len(fig.axes[0].get_legend().get_texts()) == 3
     with pytest.raises(ValueError, match="sweep"):
         evaluate.k_cost(df, level="B1234")
+
+
+def test_identical_columns_are_shown_once():
+    df = _fake_records()
+    twin = df[df["metric"] == "nmi_object"].assign(metric="ami_object")
+    both = pd.concat([df, twin], ignore_index=True)
+    table = evaluate.summary_table(both, ["nmi_object", "ami_object", "accuracy"], merge_identical=True)
+    assert list(table.columns) == ["nmi_object = ami_object", "accuracy"]
+    # a contradicting number keeps both columns
+    both.loc[both.index[-1], "value"] = 0.3
+    table = evaluate.summary_table(both, ["nmi_object", "ami_object"], merge_identical=True)
+    assert list(table.columns) == ["nmi_object", "ami_object"]
+    assert list(evaluate.summary_table(both, ["nmi_object", "ami_object"]).columns) == ["nmi_object", "ami_object"]
+
+
+def test_record_helpers_read_the_named_rows():
+    df = _fake_records()
+    assert evaluate.record_stat(df, "B4", "linear", "accuracy") == pytest.approx((0.85, 0.0707107), abs=1e-6)
+    assert evaluate.record_stat(df, "B4", "kmeans", "accuracy", sweep="k_per_class")[0] == pytest.approx(0.5)
+    assert np.isnan(evaluate.record_stat(df, "B4", "nope", "accuracy")[0])
+    assert evaluate.record_per_seed(df, "B4", "kmeans", "accuracy").to_dict() == pytest.approx({0: 0.8, 1: 0.7})
+    t = pd.DataFrame({"a": ["", "x"], "b": ["", ""]})
+    assert evaluate.drop_empty(t).to_dict() == {"a": {1: "x"}}
