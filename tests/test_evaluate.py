@@ -86,8 +86,14 @@ def test_json_schema_and_every_level_and_metric(cli_result):
     assert set(zip(contrast["level"], contrast["method"])) == {("B4", "kmeans"), ("B234", "kmeans"), ("B4", "cam"),
                                                                ("B3", "gradcam"), ("pixel", "random")}
     # sweeps: every k of the profile and every K' of the profile
-    acc_sweep = df[df["sweep"] == "k_per_class"]
+    acc_sweep = df[(df["sweep"] == "k_per_class") & (df["metric"] == "accuracy")]
     assert sorted(acc_sweep[acc_sweep["level"] == "B4"]["param"]) == [1, 2]
+    # K chosen on validation data at every level, from the validation accuracies recorded beside it
+    val = df[(df["metric"] == "val_accuracy") & (df["level"] == "B234")]
+    chosen = main[(main["metric"] == "k_chosen") & (main["level"] == "B234")]["value"].iloc[0]
+    assert sorted(val["param"]) == [1, 2] and chosen == val.loc[val["value"].idxmax(), "param"]
+    acc_b234 = main[(main["metric"] == "accuracy") & (main["level"] == "B234") & (main["method"] == "kmeans")]
+    assert acc_b234["param"].iloc[0] == chosen
     con_sweep = df[(df["sweep"] == "n_concepts") & (df["metric"] == "miou")]
     assert sorted(con_sweep[con_sweep["level"] == "B234"]["param"]) == [3, 4]
     per_class = df[(df["sweep"] == "per_class") & (df["metric"] == "miou")]
