@@ -7,7 +7,9 @@ the training and test images for all of them (pooled embeddings, logits,
 concept maps); then one function per measurement adds records:
 
 - :func:`measure_accuracy` -- the linear head and the k-means classifier at
-  every level (and the sweep over prototypes per class);
+  every level, with the number of prototypes per class K chosen on a validation
+  split carved from the training images (:func:`choose_k`), and B4's and B234's
+  test accuracy at every K on every seed (:func:`k_cost`, :func:`plot_k_cost`);
 - :func:`measure_representativeness` -- linear rows vs k-means centroids;
 - :func:`measure_concepts` -- concept maps vs parts: NMI and AMI, purity, on
   all and on object pixels, mIoU with its floor, per-part IoU and the parts
@@ -36,6 +38,13 @@ concept maps); then one function per measurement adds records:
   part on a data set with part masks only) and EvalProtoPNet's part
   consistency of the k-means prototypes of every level, beside its chance
   level (boxes on random pixels); skipped on a data set without parts.
+
+The claims table (:func:`claims_table`) turns the records into verdicts by rules it prints; the
+report functions (:func:`sanity_table`, :func:`sanity_shares`, :func:`sanity_verdicts`,
+:func:`sanity_advice`, :func:`plot_sanity`, :func:`k_cost`, :func:`record_stat`...) keep the
+chapter's cells short. :func:`part_masses`, :func:`intervention_effects` and
+:func:`single_deletion` measure part interventions (METHOD section 7); they are not wired into
+:func:`run_evaluation` yet.
 
 Records (rows of the returned DataFrame and ``"records"`` of the JSON) have
 the columns of :data:`COLUMNS`:
@@ -108,6 +117,7 @@ __all__ = [
     "fewer_data_profile",
     "format_mean_std",
     "grad_cam",
+    "intervention_effects",
     "load_data",
     "main",
     "measure_accuracy",
@@ -127,8 +137,10 @@ __all__ = [
     "prepare_seed",
     "k_chosen",
     "k_cost",
+    "part_masses",
     "plot_k_cost",
     "plot_sanity",
+    "record_interventions",
     "record_per_seed",
     "record_stat",
     "run_evaluation",
@@ -137,6 +149,7 @@ __all__ = [
     "sanity_shares",
     "sanity_table",
     "sanity_verdicts",
+    "single_deletion",
     "summary_table",
     "to_json",
     "validation_split",
@@ -184,6 +197,8 @@ METRICS: dict[str, str] = {
     "(the mean prototype's map): Cov(m, s) / Var(m)",
     "sanity_specific_share": "median share carried by its class-specific part (1 - the shared share)",
     "sanity_shared_spearman": "median Spearman correlation of a k-means map with its shared part",
+    "intervention_single_deletion": "mean over images of the Spearman correlation between a map's mass on "
+    "each part and the score drop when that part is removed by re-rendering (not measured yet)",
     "contrastive_mass": "share of a contrastive map's positive mass on the deciding part",
     "contrastive_peak": "share of contrastive maps whose maximum lies on the deciding part",
     "contrastive_part_share": "the deciding part's share of the pixels (a random map's expected mass)",
@@ -1473,7 +1488,7 @@ def plot_k_cost(df: pandas.DataFrame, ax: Any = None, level: str = "B234", refer
 
     cost = k_cost(df, level, reference)
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
+        _, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
     seeds = [c for c in cost.columns if c not in ("mean", "sd")]
     for sd in seeds:
         ax.plot(cost.index, cost[sd], "o", color="0.6", ms=4, label="one seed" if sd == seeds[0] else None)
@@ -1489,9 +1504,127 @@ def plot_k_cost(df: pandas.DataFrame, ax: Any = None, level: str = "B234", refer
     ax.set_xticks(list(cost.index), [str(k) for k in cost.index])
     ax.set_xlabel("prototypes per class K")
     ax.set_ylabel(f"{level} − {reference} test accuracy (points)")
-    ax.set_title(f"The accuracy cost of {level} depends on K")
+    ax.set_title(f"{level} against {reference} in test accuracy, per K")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return ax.figure
+
+
+# ----------------------------------------------------------------------------- part interventions (not wired yet)
+# METHOD section 7. The generator's re-rendering (`intervene(...)`) is being written elsewhere; these
+# functions take its output through a plain interface -- images re-rendered without part k, keyed by
+# part label -- and are not called by run_evaluation yet.
+def part_masses(maps: torch.Tensor, parts: torch.Tensor, n_parts: int) -> torch.Tensor:
+    """An explanation's mass on each part: ``M_k = sum of the map over part k's pixels`` (METHOD section 7).
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``(N, H, W)`` maps at image size (registered).
+    parts : torch.Tensor
+        ``(N, H, W)`` integer part labels.
+    n_parts : int
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, n_parts)`` float64; ``nan`` for a part absent from the image.
+
+    Example
+    -------
+    >>> part_masses(torch.tensor([[[1., 2], [3, 4]]]), torch.tensor([[[0, 1], [1, 2]]]), 4).tolist()
+    [[1.0, 5.0, 4.0, nan]]
+    """
+    if maps.shape != parts.shape or maps.ndim != 3:
+        raise ValueError(f"maps and parts must both be (N, H, W), got {tuple(maps.shape)} and {tuple(parts.shape)}")
+    m = maps.detach().double().flatten(1).cpu()
+    lab = parts.long().flatten(1).cpu()
+    if lab.numel() and (lab.min() < 0 or lab.max() >= n_parts):
+        raise ValueError(f"part labels must lie in [0, {n_parts}), got [{int(lab.min())}, {int(lab.max())}]")
+    out = torch.zeros(m.shape[0], int(n_parts), dtype=torch.float64).scatter_add_(1, lab, m)
+    count = torch.zeros_like(out).scatter_add_(1, lab, torch.ones_like(m))
+    return out.masked_fill(count == 0, float("nan"))
+
+
+def intervention_effects(score: Any, images: torch.Tensor, without: dict[int, torch.Tensor],
+                         target: torch.Tensor, n_parts: int, *, batch_size: int = 200) -> torch.Tensor:
+    """``effect_k(x) = score_c(x) - score_c(x without part k)`` for every image and part.
+
+    Parameters
+    ----------
+    score : callable
+        ``score(images (B, 3, H, W)) -> (B, C)`` class scores (a network's logits, a k-means
+        classifier's best prototype scores, or probabilities).
+    images : torch.Tensor
+        ``(N, 3, H, W)`` the original scenes.
+    without : dict of int to torch.Tensor
+        ``{k: (N, 3, H, W)}`` the same scenes re-rendered without part ``k`` (a part absent from an
+        image may be given unchanged: its effect is then 0, and :func:`single_deletion` skips it
+        through the part masses).
+    target : torch.Tensor
+        ``(N,)`` the class ``c`` scored.
+    n_parts : int
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, n_parts)`` float64; ``nan`` for the parts not in ``without``.
+    """
+    t = torch.as_tensor(target).long().reshape(-1)
+    if t.numel() != images.shape[0]:
+        raise ValueError(f"target must have shape (N,) = ({images.shape[0]},), got {tuple(t.shape)}")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = [torch.as_tensor(score(x[s:s + batch_size])).detach().double().cpu()
+                   for s in range(0, x.shape[0], batch_size)]
+        return torch.cat(out).gather(1, t[:, None])[:, 0]
+
+    base = run(images)
+    out = torch.full((images.shape[0], int(n_parts)), float("nan"), dtype=torch.float64)
+    for k, xk in without.items():
+        if xk.shape != images.shape:
+            raise ValueError(f"the scenes without part {k} have shape {tuple(xk.shape)}, not {tuple(images.shape)}")
+        out[:, int(k)] = base - run(xk)
+    return out
+
+
+def single_deletion(masses: torch.Tensor, effects: torch.Tensor, *, min_parts: int = 3) -> np.ndarray:
+    """FunnyBirds' single deletion: per image, Spearman correlation between part masses and effects.
+
+    Parts where either is ``nan`` (absent, or not intervened on) are left out; an image with fewer
+    than ``min_parts`` parts left (or a constant vector) gives ``nan``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` correlations in ``[-1, 1]``.
+
+    Example
+    -------
+    >>> m = torch.tensor([[1., 2, 3, float("nan")]]); e = torch.tensor([[0.1, 0.5, 0.9, 2.0]])
+    >>> single_deletion(m, e).tolist()
+    [1.0]
+    """
+    from .sanity import spearman_maps
+
+    if masses.shape != effects.shape:
+        raise ValueError(f"masses and effects must have the same shape, got {tuple(masses.shape)} and "
+                         f"{tuple(effects.shape)}")
+    M, E = masses.double().cpu().numpy(), effects.double().cpu().numpy()
+    out = np.full(M.shape[0], np.nan)
+    for i in range(M.shape[0]):
+        ok = np.isfinite(M[i]) & np.isfinite(E[i])
+        if ok.sum() >= min_parts:
+            out[i] = spearman_maps(M[i][ok][None], E[i][ok][None])[0]
+    return out
+
+
+def record_interventions(rec: Recorder, seed: int, level: str, method: str, correlations: np.ndarray, *,
+                         note: str | None = None) -> None:
+    """Add the ``intervention_single_deletion`` record (mean over images, ``n`` = images scored)."""
+    ok = np.isfinite(correlations)
+    rec.add(seed, level, method, "intervention_single_deletion",
+            float(correlations[ok].mean()) if ok.any() else float("nan"), int(ok.sum()), note=note)
 
 
 # ----------------------------------------------------------------------------- the sanity check, reported

@@ -428,7 +428,7 @@ def test_the_evaluation_fits_what_the_explainer_fits():
     d = evaluate.prepare_seed(sh, 1, specs, sigma_images=None)
     x, y = sh.x_fit, sh.train.labels
     for lv in ("B4", "B234"):
-        ex = Explainer(d.model, lv, n_prototypes=prof.k_per_class, n_concepts=prof.n_concepts, random_state=1,
+        ex = Explainer(d.model, lv, n_prototypes=d.k_chosen[lv], n_concepts=prof.n_concepts, random_state=1,
                        positions_per_image=prof.positions_per_image, device="cpu").fit(x, y)
         mine = d.explainer(lv)
         for b, sig in ex.level_features_.sigma_.items():
@@ -570,3 +570,32 @@ def test_record_helpers_read_the_named_rows():
     assert evaluate.record_per_seed(df, "B4", "kmeans", "accuracy").to_dict() == pytest.approx({0: 0.8, 1: 0.7})
     t = pd.DataFrame({"a": ["", "x"], "b": ["", ""]})
     assert evaluate.drop_empty(t).to_dict() == {"a": {1: "x"}}
+
+
+def test_intervention_measurements_on_a_known_scene():
+    """Part masses, effects of removing a part and their rank correlation (unwired: METHOD section 7)."""
+    parts = torch.tensor([[[0, 1], [2, 3]]]).repeat(2, 1, 1)            # four parts of one pixel each
+    maps = torch.tensor([[[0.0, 1.0], [2.0, 3.0]], [[3.0, 2.0], [1.0, 0.0]]])
+    masses = evaluate.part_masses(maps, parts, 5)
+    assert masses[:, :4].tolist() == [[0, 1, 2, 3], [3, 2, 1, 0]] and torch.isnan(masses[:, 4]).all()
+    x = torch.zeros(2, 3, 2, 2)
+    x[:, 0] = torch.tensor([[0.0, 1.0], [2.0, 3.0]])                    # part k paints k into red
+
+    def score(images):  # class 0 scores the red mass: removing part k (painting it 0) drops it by k
+        return torch.stack([images[:, 0].sum((1, 2)), torch.zeros(len(images))], 1)
+
+    without = {}
+    for k in range(4):
+        xk = x.clone()
+        xk[:, 0][parts == k] = 0.0
+        without[k] = xk
+    eff = evaluate.intervention_effects(score, x, without, torch.tensor([0, 0]), 5)
+    assert eff[:, :4].tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]] and torch.isnan(eff[:, 4]).all()
+    rho = evaluate.single_deletion(masses, eff)
+    np.testing.assert_allclose(rho, [1.0, -1.0])                           # a faithful map, a reversed one
+    rec = evaluate.Recorder("p")
+    evaluate.record_interventions(rec, 0, "B4", "kmeans", rho)
+    assert rec.rows[0]["metric"] == "intervention_single_deletion" and rec.rows[0]["value"] == 0.0
+    assert rec.rows[0]["metric"] in evaluate.METRICS
+    with pytest.raises(ValueError, match="part labels"):
+        evaluate.part_masses(maps, parts + 5, 5)
