@@ -551,6 +551,7 @@ def test_k_cost_and_its_figure():
 
 def test_identical_columns_are_shown_once():
     df = _fake_records()
+    df.attrs = {}  # (pandas compares the attrs of concatenated frames)
     twin = df[df["metric"] == "nmi_object"].assign(metric="ami_object")
     both = pd.concat([df, twin], ignore_index=True)
     table = evaluate.summary_table(both, ["nmi_object", "ami_object", "accuracy"], merge_identical=True)
