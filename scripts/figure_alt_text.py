@@ -125,6 +125,12 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "of the winning prototype."},
     },
     "05_evaluation": {
+        "c040": {"alt": "Three panels of the cascading randomisation: the median Spearman correlation of each "
+                         "method's maps with the trained ones (mean and spread over seeds) after re-initialising "
+                         "the head, then B4, then B3; the left panel shows the k-means B4 maps, the middle one "
+                         "the k-means B234 maps (full map, contrastive map, class-specific part, shared part), "
+                         "the right one CAM, Grad-CAM B3 and occlusion; a dashed line marks the pass threshold "
+                         "and a grey band the step the rule reads."},
         "c032": {"alt": "Two scatter plots, one point per level with error bars over seeds: k-means test accuracy "
                         "against the object-pixel AMI of the concept maps (left) and against their mIoU with the "
                         "parts (right); hollow markers are the resolution controls, a grey band the linear head.",

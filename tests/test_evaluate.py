@@ -75,15 +75,25 @@ def test_json_schema_and_every_level_and_metric(cli_result):
     assert not present("B4", "gradcam", "deletion_auc")
     # sanity check: every method at every stage; contrastive scores for every method
     sanity = df[df["metric"] == "sanity_spearman"]
-    assert set(zip(sanity["level"], sanity["method"])) == {("B4", "kmeans"), ("B234", "kmeans"), ("B4", "cam"),
-                                                           ("B3", "gradcam"), ("pixel", "occlusion")}
-    assert "head" in set(sanity["note"]) and sanity["param"].min() == 1
+    km_maps = {(lv, m) for lv in ("B4", "B234") for m in ("kmeans", "contrastive", "class-specific", "shared")}
+    assert set(zip(sanity["level"], sanity["method"])) == km_maps | {("B4", "cam"), ("B3", "gradcam"),
+                                                                     ("pixel", "occlusion")}
+    assert list(dict.fromkeys(sanity["note"])) == ["head", "B4", "B3"] and sanity["param"].min() == 1
+    assert (sanity["n"] > 2).all()
+    shares = df[df["metric"].isin(["sanity_shared_share", "sanity_specific_share"])]
+    assert set(shares["level"]) == {"B4", "B234"} and (shares["param"] == 0).all()
     contrast = main[(main["metric"] == "contrastive_mass") & main["part"].isna()]
     assert set(zip(contrast["level"], contrast["method"])) == {("B4", "kmeans"), ("B234", "kmeans"), ("B4", "cam"),
                                                                ("B3", "gradcam"), ("pixel", "random")}
     # sweeps: every k of the profile and every K' of the profile
-    acc_sweep = df[df["sweep"] == "k_per_class"]
+    acc_sweep = df[(df["sweep"] == "k_per_class") & (df["metric"] == "accuracy")]
     assert sorted(acc_sweep[acc_sweep["level"] == "B4"]["param"]) == [1, 2]
+    # K chosen on validation data at every level, from the validation accuracies recorded beside it
+    val = df[(df["metric"] == "val_accuracy") & (df["level"] == "B234")]
+    chosen = main[(main["metric"] == "k_chosen") & (main["level"] == "B234")]["value"].iloc[0]
+    assert sorted(val["param"]) == [1, 2] and chosen == val.loc[val["value"].idxmax(), "param"]
+    acc_b234 = main[(main["metric"] == "accuracy") & (main["level"] == "B234") & (main["method"] == "kmeans")]
+    assert acc_b234["param"].iloc[0] == chosen
     con_sweep = df[(df["sweep"] == "n_concepts") & (df["metric"] == "miou")]
     assert sorted(con_sweep[con_sweep["level"] == "B234"]["param"]) == [3, 4]
     per_class = df[(df["sweep"] == "per_class") & (df["metric"] == "miou")]
@@ -324,6 +334,253 @@ def test_deciding_part_only_for_one_differing_attribute():
 def test_claims_table_has_a_verdict_per_claim(cli_result):
     df = pd.DataFrame(cli_result["records"])
     table = evaluate.claims_table(df)
-    assert list(table.columns) == ["the paper's claim", "measured here", "verdict"]
-    assert len(table) == 6 and table["verdict"].isin(["holds", "does not hold", "not supported", "not observed",
-                                                      "partly", "on average only"]).all()
+    assert list(table.columns) == list(evaluate.CLAIM_COLUMNS)
+    assert list(dict.fromkeys(table["part"])) == list(evaluate.CLAIM_PARTS)
+    assert (table["part"] == evaluate.CLAIM_PARTS[0]).sum() == 5  # the abstract's four claims (the last in two)
+    assert table["verdict"].isin(["holds", "does not hold", "on average only", "passes", "fails",
+                                  "not measurable here"]).all()
+    assert table["rule"].str.contains("seed").all()
+
+
+def _claim_records(override=None):
+    """Two seeds of the records claims_table reads, every claim holding; ``override[(level, method, metric[, seed])]``."""
+    override = override or {}
+    base = {("B4", "linear", "accuracy"): 0.95, ("B4", "kmeans", "accuracy"): 0.95, ("B234", "kmeans", "accuracy"): 0.93,
+            ("B4", "kmeans", "prototype_nn_ratio"): 0.5, ("B4", "linear-rescaled", "prototype_nn_ratio"): 3.0,
+            ("B4", "concepts", "ami_object"): 0.2, ("B234", "concepts", "ami_object"): 0.3,
+            ("B4@B234-grid", "concepts", "ami_object"): 0.2, ("B234", "ceiling", "ami_object"): 0.6,
+            ("B4", "kmeans", "pointing_game"): 0.5, ("B234", "kmeans", "pointing_game"): 0.7,
+            ("B4@B234-grid", "kmeans", "pointing_game"): 0.5, ("B4", "kmeans", "deletion_auc"): 0.2,
+            ("B234", "kmeans", "deletion_auc"): 0.2, ("B234", "random", "deletion_auc"): 0.4}
+    rows = []
+    for seed in (0, 1):
+        for (lv, method, metric), v in base.items():
+            v = override.get((lv, method, metric, seed), override.get((lv, method, metric), v))
+            rows.append(dict(seed=seed, level=lv, method=method, metric=metric, value=v, sweep=None, note=None))
+        for lv in ("B4", "B234"):
+            for method in ("kmeans", "contrastive"):
+                v = override.get((lv, method, "sanity", seed), 0.1)
+                rows.append(dict(seed=seed, level=lv, method=method, metric="sanity_spearman", value=v, sweep=None,
+                                 note="B4"))
+    return pd.DataFrame(rows)
+
+
+def test_each_claim_verdict_follows_its_rule_and_a_contradicting_number_flips_it():
+    verdict = lambda df, i: evaluate.claims_table(df)["verdict"].iloc[i]  # noqa: E731
+    good = _claim_records()
+    assert evaluate.claims_table(good)["verdict"].tolist() == ["holds"] * 6 + ["passes"]
+    flips = [
+        (0, {("B4", "kmeans", "prototype_nn_ratio", 1): 3.5}, "does not hold"),  # one seed is enough
+        (1, {("B4", "kmeans", "accuracy"): 0.93}, "does not hold"),               # 2 points lost
+        (2, {("B234", "kmeans", "deletion_auc"): 0.45}, "does not hold"),
+        (3, {("B234", "kmeans", "accuracy", 1): 0.948}, "does not hold"),         # only 0.2 point on seed 1
+        (4, {("B4@B234-grid", "concepts", "ami_object"): 0.35}, "does not hold"),  # the grid explains the gain
+        (5, {("B234", "kmeans", "pointing_game", 1): 0.4}, "on average only"),
+        (5, {("B234", "kmeans", "pointing_game"): 0.4}, "does not hold"),
+        (6, {("B234", "kmeans", "sanity", 0): 0.94}, "fails"),                    # one seed, one level
+    ]
+    for i, override, want in flips:
+        assert verdict(_claim_records(override), i) == want, (i, override)
+    rules = evaluate.claims_table(good)["rule"]
+    assert "1.5 points" in rules.iloc[1] and "0.5 point on every seed (2 seeds)" in rules.iloc[3]
+    from kmexplain_utils.evaluation.sanity import PASS_THRESHOLD
+
+    assert f"below {PASS_THRESHOLD} on every seed" in rules.iloc[6]
+
+
+def test_claims_table_reads_the_fewer_data_run():
+    few = pd.DataFrame([dict(seed=0, level=lv, method=m, metric="accuracy", value=v, sweep=None, note=None)
+                        for lv, m, v in [("B4", "linear", 0.9), ("B4", "kmeans", 0.9), ("B234", "kmeans", 0.88)]])
+    row = evaluate.claims_table(_claim_records(), fewer_data=few).iloc[-1]
+    assert row["part"] == evaluate.CLAIM_PARTS[1] and row["verdict"] == "holds" and "-2.0" in row["measured here"]
+    few.loc[0, "value"] = evaluate.LEARNED_ACCURACY - 0.01   # the network has not learned: no reading
+    assert evaluate.claims_table(_claim_records(), fewer_data=few).iloc[-1]["verdict"] == "not measurable here"
+
+
+def test_the_evaluation_fits_what_the_explainer_fits():
+    """prepare_seed's level, classifier, temperature, concepts and maps are Explainer.fit's on the same data and seed.
+
+    With every training image as fitting image (and for sigma_b), the evaluation's data step and the
+    front door see the same data: their objects must agree.
+    """
+    from kmexplain_utils import Explainer
+
+    prof = evaluate.get_profile("smoke")
+    sh = evaluate.load_data(prof, n_fit_images=10**6)
+    assert sh.x_fit.shape[0] == len(sh.train)
+    specs = [sp for sp in evaluate.evaluation_specs(["B4", "B234"]) if sp.registration == "exact" and sp.grid is None]
+    d = evaluate.prepare_seed(sh, 1, specs, sigma_images=None)
+    x, y = sh.x_fit, sh.train.labels
+    for lv in ("B4", "B234"):
+        ex = Explainer(d.model, lv, n_prototypes=d.k_chosen[lv], n_concepts=prof.n_concepts, random_state=1,
+                       positions_per_image=prof.positions_per_image, device="cpu").fit(x, y)
+        mine = d.explainer(lv)
+        for b, sig in ex.level_features_.sigma_.items():
+            torch.testing.assert_close(torch.as_tensor(mine.level_features_.sigma_[b]).double(),
+                                       torch.as_tensor(sig).double(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(mine.classifier_.prototypes_.double(), ex.classifier_.prototypes_.double(),
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(mine.concepts_.centroids_.double(), ex.concepts_.centroids_.double(),
+                                   rtol=1e-4, atol=1e-5)
+        assert mine.temperature_ == pytest.approx(ex.temperature_, rel=1e-3)
+        # the maps the chapter scores are Explainer.explain's
+        e_mine, e_ex = mine.explain(x[:4]), ex.explain(x[:4])
+        torch.testing.assert_close(e_mine.attribution.float(), e_ex.attribution.float(), rtol=1e-4, atol=1e-4)
+        km, _ = evaluate._kmeans_maps(d, lv, x[:4])
+        torch.testing.assert_close(km, e_ex.attribution.float(), rtol=1e-4, atol=1e-4)
+
+
+def _sanity_records(b4_kmeans_seed1=0.98):
+    rows = []
+    for seed in (0, 1):
+        for lv in ("B4", "B234"):
+            for step, stage in ((1, "head"), (2, "B4"), (3, "B3")):
+                for method, v in (("kmeans", 0.97), ("contrastive", 0.1), ("class-specific", 0.2), ("shared", 0.99)):
+                    if (lv, method, seed, stage) == ("B4", "kmeans", 1, "B4"):
+                        v = b4_kmeans_seed1
+                    rows.append(dict(seed=seed, level=lv, method=method, metric="sanity_spearman", value=v,
+                                     param=step, note=stage, sweep=None))
+            for metric, v in (("sanity_shared_share", 0.8), ("sanity_specific_share", 0.2),
+                              ("sanity_shared_spearman", 0.95)):
+                rows.append(dict(seed=seed, level=lv, method="kmeans", metric=metric, value=v, param=0,
+                                 note="trained", sweep=None))
+        for step, stage in ((1, "head"), (2, "B4"), (3, "B3")):
+            rows.append(dict(seed=seed, level="B4", method="cam", metric="sanity_spearman", value=-0.3, param=step,
+                             note=stage, sweep=None))
+    return pd.DataFrame(rows)
+
+
+def test_sanity_report_reads_the_rule_and_the_right_records():
+    from kmexplain_utils.evaluation.sanity import PASS_THRESHOLD
+
+    v = evaluate.sanity_verdicts(_sanity_records())
+    assert not v.loc[("B4", "kmeans"), "passes"] and v.loc[("B4", "contrastive"), "passes"]
+    assert v.loc[("B4", "cam"), "passes"] and v.loc[("B4", "kmeans"), "worst"] == pytest.approx(0.98)
+    assert list(v["map"])[:2] == ["k-means B4", "k-means B234"]
+    # a contradicting number: B4's k-means map below the threshold on every seed passes ...
+    low = evaluate.sanity_verdicts(_sanity_records(0.1).replace({"value": {0.97: 0.1}}))
+    assert low.loc[("B4", "kmeans"), "passes"]
+    # ... but one seed at the threshold fails it
+    one = _sanity_records(PASS_THRESHOLD).replace({"value": {0.97: 0.1}})
+    assert not evaluate.sanity_verdicts(one).loc[("B4", "kmeans"), "passes"]
+    table = evaluate.sanity_table(_sanity_records())
+    assert list(table.columns) == ["after head", "after B4", "after B3", "verdict"]
+    assert table.loc["k-means B4", "verdict"] == "fails" and table.loc["CAM", "verdict"] == "passes"
+    assert table.loc["k-means B4, contrastive", "after B4"].startswith("0.10")
+    shares = evaluate.sanity_shares(_sanity_records())
+    assert list(shares.index) == ["k-means B4", "k-means B234"] and shares.iloc[0, 0].startswith("0.80")
+    with pytest.raises(ValueError, match="measure_sanity"):
+        evaluate.sanity_verdicts(_sanity_records(), stage="stem")
+
+
+def test_plot_sanity_draws_every_map():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = evaluate.plot_sanity(_sanity_records())
+    n_lines = sum(len(ax.get_legend().get_texts()) for ax in fig.axes)
+    assert n_lines == 4 + 4 + 1
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_sanity_advice_follows_the_verdicts():
+    v = evaluate.sanity_verdicts(_sanity_records())
+    text = evaluate.sanity_advice(v)
+    assert "fails at B4 and B234" in text and "contrastive map at B4" in text and "class-specific part at B234" in text
+    good = evaluate.sanity_verdicts(_sanity_records(0.1).replace({"value": {0.97: 0.1}}))
+    assert "the k-means maps pass at B4 and B234" in evaluate.sanity_advice(good)
+    bad = evaluate.sanity_verdicts(_sanity_records().replace({"value": {0.1: 0.9, 0.2: 0.9}}))
+    assert "Neither its contrastive form nor its class-specific part passes" in evaluate.sanity_advice(bad)
+
+
+def test_choose_k_uses_the_validation_split_only():
+    torch.manual_seed(0)
+    # two classes, each two tight clusters: K = 2 separates them, K = 1 puts a centroid between
+    centres = torch.tensor([[0.0, 0], [10, 0], [5, 5], [5, -5]])
+    y = torch.tensor([0, 0, 1, 1]).repeat_interleave(50)
+    Z = centres.repeat_interleave(50, 0) + 0.3 * torch.randn(200, 2)
+    val = evaluate.validation_split(200, seed=0)
+    assert val.sum() == 40 and torch.equal(val, evaluate.validation_split(200, seed=0))
+    k, acc = evaluate.choose_k(Z, y, val, [1, 2, 4])
+    assert set(acc) == {1, 2, 4} and acc[2] == 1.0 and acc[1] < 1.0 and k == 2   # smallest of the ties
+    # a contradicting number: relabel the validation images and the choice follows them, not the training ones
+    y_bad = y.clone()
+    y_bad[val] = 1 - y_bad[val]
+    assert evaluate.choose_k(Z, y_bad, val, [1, 2, 4])[1][2] == 0.0
+    with pytest.raises(ValueError, match="some, not all"):
+        evaluate.choose_k(Z, y, torch.zeros(200, dtype=torch.bool), [1])
+
+
+def test_k_cost_and_its_figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [dict(sweep="k_per_class", metric="accuracy", method="kmeans", seed=s, param=k, level=lv,
+                 value=0.95 - (0.01 * k if lv == "B234" else 0) + 0.001 * s)
+            for s in (0, 1, 2) for k in (1, 2, 4) for lv in ("B4", "B234")]
+    rows += [dict(sweep=None, metric="k_chosen", method="kmeans", seed=s, param=1, level=lv, value=1)
+             for s in (0, 1, 2) for lv in ("B4", "B234")]
+    df = pd.DataFrame(rows)
+    cost = evaluate.k_cost(df)
+    np.testing.assert_allclose(cost["mean"].to_numpy(), [-1, -2, -4])
+    np.testing.assert_allclose(cost["sd"].to_numpy(), 0, atol=1e-9)
+    assert evaluate.k_chosen(df).loc[0, "B234"] == 1
+    fig = evaluate.plot_k_cost(df)
+    assert len(fig.axes[0].get_legend().get_texts()) == 3
+    with pytest.raises(ValueError, match="sweep"):
+        evaluate.k_cost(df, level="B1234")
+
+
+def test_identical_columns_are_shown_once():
+    df = _fake_records()
+    df.attrs = {}  # (pandas compares the attrs of concatenated frames)
+    twin = df[df["metric"] == "nmi_object"].assign(metric="ami_object")
+    both = pd.concat([df, twin], ignore_index=True)
+    table = evaluate.summary_table(both, ["nmi_object", "ami_object", "accuracy"], merge_identical=True)
+    assert list(table.columns) == ["nmi_object = ami_object", "accuracy"]
+    # a contradicting number keeps both columns
+    both.loc[both.index[-1], "value"] = 0.3
+    table = evaluate.summary_table(both, ["nmi_object", "ami_object"], merge_identical=True)
+    assert list(table.columns) == ["nmi_object", "ami_object"]
+    assert list(evaluate.summary_table(both, ["nmi_object", "ami_object"]).columns) == ["nmi_object", "ami_object"]
+
+
+def test_record_helpers_read_the_named_rows():
+    df = _fake_records()
+    assert evaluate.record_stat(df, "B4", "linear", "accuracy") == pytest.approx((0.85, 0.0707107), abs=1e-6)
+    assert evaluate.record_stat(df, "B4", "kmeans", "accuracy", sweep="k_per_class")[0] == pytest.approx(0.5)
+    assert np.isnan(evaluate.record_stat(df, "B4", "nope", "accuracy")[0])
+    assert evaluate.record_per_seed(df, "B4", "kmeans", "accuracy").to_dict() == pytest.approx({0: 0.8, 1: 0.7})
+    t = pd.DataFrame({"a": ["", "x"], "b": ["", ""]})
+    assert evaluate.drop_empty(t).to_dict() == {"a": {1: "x"}}
+
+
+def test_intervention_measurements_on_a_known_scene():
+    """Part masses, effects of removing a part and their rank correlation (unwired: METHOD section 7)."""
+    parts = torch.tensor([[[0, 1], [2, 3]]]).repeat(2, 1, 1)            # four parts of one pixel each
+    maps = torch.tensor([[[0.0, 1.0], [2.0, 3.0]], [[3.0, 2.0], [1.0, 0.0]]])
+    masses = evaluate.part_masses(maps, parts, 5)
+    assert masses[:, :4].tolist() == [[0, 1, 2, 3], [3, 2, 1, 0]] and torch.isnan(masses[:, 4]).all()
+    x = torch.zeros(2, 3, 2, 2)
+    x[:, 0] = torch.tensor([[0.0, 1.0], [2.0, 3.0]])                    # part k paints k into red
+
+    def score(images):  # class 0 scores the red mass: removing part k (painting it 0) drops it by k
+        return torch.stack([images[:, 0].sum((1, 2)), torch.zeros(len(images))], 1)
+
+    without = {}
+    for k in range(4):
+        xk = x.clone()
+        xk[:, 0][parts == k] = 0.0
+        without[k] = xk
+    eff = evaluate.intervention_effects(score, x, without, torch.tensor([0, 0]), 5)
+    assert eff[:, :4].tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]] and torch.isnan(eff[:, 4]).all()
+    rho = evaluate.single_deletion(masses, eff)
+    np.testing.assert_allclose(rho, [1.0, -1.0])                           # a faithful map, a reversed one
+    rec = evaluate.Recorder("p")
+    evaluate.record_interventions(rec, 0, "B4", "kmeans", rho)
+    assert rec.rows[0]["metric"] == "intervention_single_deletion" and rec.rows[0]["value"] == 0.0
+    assert rec.rows[0]["metric"] in evaluate.METRICS
+    with pytest.raises(ValueError, match="part labels"):
+        evaluate.part_masses(maps, parts + 5, 5)

@@ -100,3 +100,94 @@ def test_cascade_errors() -> None:
         cascading_randomization(net, lambda m, x: {}, x, layers=[("fc", ["fc"])])
     with pytest.raises(TypeError):
         cascading_randomization("net", lambda m, x: {}, x)
+
+
+# ----------------------------------------------------------------------------- the decomposition and the protocol
+from kmexplain_utils.evaluation.sanity import (  # noqa: E402
+    PASS_THRESHOLD, ProtocolRecord, randomisation_protocol, split_prototype_maps, variance_shares, verdicts,
+)
+
+
+def test_split_is_exact_and_contrastive_maps_lose_the_shared_part() -> None:
+    torch.manual_seed(0)
+    a = torch.rand(3, 5, 4, 4, dtype=torch.float64)
+    P = torch.rand(6, 5, dtype=torch.float64)
+    idx = torch.tensor([0, 3, 5])
+    m, s, r = split_prototype_maps(a, P, idx)
+    mu, mbar = P[idx], P.mean(0)
+    ref = 2 * torch.einsum("nd,ndhw->nhw", mu, a) - (mu**2).sum(1)[:, None, None]
+    torch.testing.assert_close(m, ref)
+    torch.testing.assert_close(s, 2 * torch.einsum("d,ndhw->nhw", mbar, a) - (mbar**2).sum())
+    torch.testing.assert_close(m, s + r)
+    m2, s2, r2 = split_prototype_maps(a, P, torch.tensor([1, 1, 1]))
+    torch.testing.assert_close(s, s2)                       # the shared part does not depend on the prototype
+    torch.testing.assert_close(m - m2, r - r2)              # so a contrastive map is a difference of specific parts
+    with pytest.raises(ValueError, match="index must have shape"):
+        split_prototype_maps(a, P, torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"\(P, D\)"):
+        split_prototype_maps(a, P[0], idx)
+
+
+def test_variance_shares_sum_to_one_and_read_the_right_part() -> None:
+    rng = np.random.default_rng(0)
+    s, r = rng.normal(size=(4, 30)), rng.normal(size=(4, 30))
+    sh, sp = variance_shares(s + r, s)
+    np.testing.assert_allclose(sh + sp, 1.0)
+    ref = [np.cov(s[i] + r[i], s[i])[0, 1] / np.var(s[i] + r[i], ddof=1) for i in range(4)]
+    np.testing.assert_allclose(sh, ref)
+    big, _ = variance_shares(10 * s + r, 10 * s)          # a dominant shared part takes nearly all the variance
+    assert (big > 0.95).all()
+    small, _ = variance_shares(0.01 * s + r, 0.01 * s)
+    assert (np.abs(small) < 0.05).all()
+    assert np.isnan(variance_shares(np.ones((1, 5)), s[:1, :5])[0][0])
+    with pytest.raises(ValueError, match="same shape"):
+        variance_shares(s, s[:, :3])
+
+
+def test_verdicts_read_the_stage_and_threshold() -> None:
+    def rec(stage, method, med):
+        return ProtocolRecord(2, stage, "B4", method, "spearman", med, med, np.array([med]))
+
+    recs = [rec("head", "kmeans", 0.1), rec("B4", "kmeans", 0.98), rec("B4", "contrastive", 0.2)]
+    assert verdicts(recs) == {("B4", "kmeans"): False, ("B4", "contrastive"): True}
+    # a contradicting number flips the verdict
+    assert verdicts([rec("B4", "kmeans", PASS_THRESHOLD - 1e-9)]) == {("B4", "kmeans"): True}
+    assert verdicts([rec("B4", "kmeans", PASS_THRESHOLD)]) == {("B4", "kmeans"): False}
+    with pytest.raises(ValueError, match="cut before"):
+        verdicts([rec("head", "kmeans", 0.1)])
+
+
+def test_protocol_on_a_network_with_explainers() -> None:
+    from kmexplain_utils import Explainer
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=2).eval()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = torch.rand(12, 3, 64, 64), torch.tensor([0, 1] * 6)
+    ex = Explainer(net, "B34", n_prototypes=2, n_concepts=2, device="cpu").fit(x, y)
+    recs = randomisation_protocol(net, {"B34": ex}, x[:6], n_stages=2, occlusion_patch=32, random_state=0)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    dec = {(r.metric): r for r in recs if r.step == 0}
+    np.testing.assert_allclose(dec["shared_share"].per_image + dec["specific_share"].per_image, 1.0)
+    # the k-means map at step 0 is Explainer.explain's own map
+    e = ex.explain(x[:6])
+    m, s, _ = split_prototype_maps(ex.level_features_.position_features(net, x[:6]), ex.classifier_.prototypes_,
+                                   e.prototype)
+    torch.testing.assert_close(m.float(), e.attribution_grid.float(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dec["shared_spearman"].per_image, spearman_maps(m, s), atol=1e-6)
+    spear = {(r.stage, r.level, r.method): r for r in recs if r.metric == "spearman"}
+    assert {k[0] for k in spear} == {"head", "B4"}
+    assert {k[2] for k in spear} == {"kmeans", "contrastive", "class-specific", "shared", "cam", "gradcam",
+                                     "occlusion"}
+    assert all(r.per_image.shape == (6,) for r in spear.values())
+    # after the head only, the shared part is drawn by nearly the same mean prototype: it barely changes,
+    # while the class-specific part (a random direction) does
+    assert spear[("head", "B34", "shared")].median > 0.9
+    assert spear[("head", "B34", "class-specific")].median < spear[("head", "B34", "shared")].median
+    again = randomisation_protocol(net, ex, x[:6], n_stages=2, occlusion_patch=32, random_state=0)
+    assert [r.median for r in again] == [r.median for r in recs]
+    with pytest.raises(ValueError, match="fit_data"):
+        randomisation_protocol(net, ["B4"], x)
+    with pytest.raises(ValueError, match="not fitted"):
+        randomisation_protocol(net, {"B4": Explainer(net, "B4")}, x)

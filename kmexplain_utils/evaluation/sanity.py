@@ -14,6 +14,17 @@ given is never modified); :func:`randomization_stages` lists the stages of any
 network that :func:`kmexplain_utils.architectures.adapt` reads;
 :func:`spearman_maps` is the per-image rank correlation.
 
+A k-means map ``m(p) = 2 mu . a_p - ||mu||^2`` is the sum of a part that every
+prototype shares, the map of the mean prototype ``mu_bar``
+(``s(p) = 2 mu_bar . a_p - ||mu_bar||^2``), and a class-specific remainder
+``r = m - s``. :func:`split_prototype_maps` splits the maps and
+:func:`variance_shares` measures the share of each part in a map's spatial
+variance. :func:`randomisation_protocol` is the one protocol the book runs
+(chapters 5 and 6): the cascade on fitted :class:`~kmexplain_utils.Explainer`
+objects, for the k-means maps, the contrastive maps (where the shared part
+cancels), the class-specific part and the shared part, beside CAM, Grad-CAM at
+B3 and occlusion, with a pass rule (:data:`PASS_THRESHOLD`, :func:`verdicts`).
+
 Example
 -------
 >>> import torch, torchvision
@@ -40,8 +51,16 @@ import torch
 from torch import nn
 
 __all__ = [
-    "RandomizationRecord", "spearman_maps", "randomization_stages", "reinitialize", "cascading_randomization",
+    "PASS_STAGE", "PASS_THRESHOLD", "ProtocolRecord", "RandomizationRecord", "cascading_randomization",
+    "randomisation_protocol", "randomization_stages", "reinitialize", "spearman_maps", "split_prototype_maps",
+    "variance_shares", "verdicts",
 ]
+
+#: a map passes the sanity check when its median rank correlation with the trained maps, after the head
+#: and the last block (:data:`PASS_STAGE`) are randomised, is below this value (on every seed)
+PASS_THRESHOLD = 0.5
+#: the cascade step the pass rule reads: the head and B4 re-initialised
+PASS_STAGE = "B4"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,3 +306,320 @@ def cascading_randomization(
                                                float(np.nanmean(rho_abs)) if np.isfinite(rho_abs).any()
                                                else float("nan"), rho))
     return records
+
+
+# ----------------------------------------------------------------------------- the shared part of k-means maps
+def split_prototype_maps(
+    position_features: torch.Tensor, prototypes: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split k-means maps into the part every prototype shares and a class-specific remainder.
+
+    With ``mu = prototypes[index[i]]`` and ``mu_bar`` the mean of all prototypes,
+
+    - full map ``m(p) = 2 mu . a_p - ||mu||^2`` (the attribution map of ``mu``);
+    - shared part ``s(p) = 2 mu_bar . a_p - ||mu_bar||^2``, the same for every prototype;
+    - class-specific part ``r(p) = m(p) - s(p) = 2 (mu - mu_bar) . a_p - (||mu||^2 - ||mu_bar||^2)``.
+
+    ``m = s + r`` exactly. A contrastive map ``m_1 - m_2`` is ``r_1 - r_2``: the
+    shared part cancels.
+
+    Parameters
+    ----------
+    position_features : torch.Tensor
+        ``(N, D, h, w)`` position vectors ``a_p`` of a level.
+    prototypes : torch.Tensor
+        ``(P, D)`` every prototype of the classifier.
+    index : torch.Tensor
+        ``(N,)`` the prototype of each image (e.g. the winning one).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(full, shared, specific)``, each ``(N, h, w)`` on the grid.
+
+    Example
+    -------
+    >>> import torch
+    >>> a, P = torch.rand(2, 3, 4, 4), torch.rand(5, 3)
+    >>> m, s, r = split_prototype_maps(a, P, torch.tensor([0, 4]))
+    >>> bool(torch.allclose(m, s + r))
+    True
+    """
+    from ..attribution import attribution_map
+
+    if not isinstance(prototypes, torch.Tensor) or prototypes.ndim != 2:
+        raise ValueError(f"prototypes must be a (P, D) tensor, got {getattr(prototypes, 'shape', type(prototypes))}")
+    idx = torch.as_tensor(index).long().reshape(-1)
+    if idx.numel() != position_features.shape[0]:
+        raise ValueError(f"index must have shape (N,) = ({position_features.shape[0]},), got {tuple(idx.shape)}")
+    P = prototypes.to(device=position_features.device, dtype=position_features.dtype)
+    full = attribution_map(position_features, P[idx.to(P.device)])
+    shared = attribution_map(position_features, P.mean(0))
+    return full, shared, full - shared
+
+
+def variance_shares(full: Any, shared: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The share of the shared part and of the class-specific part in each map's spatial variance.
+
+    With ``m = s + r`` (see :func:`split_prototype_maps`),
+    ``Var(m) = Cov(m, s) + Cov(m, r)``, so ``Cov(m, s) / Var(m)`` and
+    ``Cov(m, r) / Var(m)`` sum to 1 exactly: the share of the map's variance that
+    each part carries (a part anti-correlated with the map gets a negative share).
+
+    Parameters
+    ----------
+    full, shared : torch.Tensor or numpy.ndarray
+        ``(N, h, w)`` (or ``(N, P)``) the maps ``m`` and their shared parts ``s``.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(N,)`` shares of the shared and of the class-specific part (``nan`` for a constant map).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> s = np.array([[0., 1, 2, 3]]); r = np.array([[1., -1, 1, -1]])
+    >>> variance_shares(s + r, s)[0].round(3), variance_shares(s + r, s)[1].round(3)
+    (array([0.6]), array([0.4]))
+    """
+    M, S = _flat(full, "full"), _flat(shared, "shared")
+    if M.shape != S.shape:
+        raise ValueError(f"full and shared must have the same shape, got {np.shape(full)} and {np.shape(shared)}")
+    Mc, Sc = M - M.mean(1, keepdims=True), S - S.mean(1, keepdims=True)
+    var = (Mc**2).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(var > 0, (Mc * Sc).sum(1) / np.where(var > 0, var, 1.0), np.nan)
+    return share, 1.0 - share
+
+
+# ----------------------------------------------------------------------------- the book's protocol
+@dataclasses.dataclass(frozen=True)
+class ProtocolRecord:
+    """One step of :func:`randomisation_protocol` for one map.
+
+    Attributes
+    ----------
+    step : int
+        ``0`` for the decomposition of the trained maps (no randomisation), then ``1, 2, ...``.
+    stage : str
+        The stage randomised at this step (all earlier ones stay randomised); ``"trained"`` at step 0.
+    level : str
+        ``"B4"``, ``"B234"`` ... for k-means maps; ``"B4"`` (CAM), ``"B3"`` (Grad-CAM), ``"pixel"`` (occlusion).
+    method : str
+        ``"kmeans"`` (the winning prototype's map), ``"contrastive"`` (winner minus the runner-up
+        class's best prototype), ``"class-specific"`` (the map minus its shared part), ``"shared"``
+        (the mean prototype's map), ``"cam"``, ``"gradcam"``, ``"occlusion"``.
+    metric : str
+        ``"spearman"`` (rank correlation with the trained maps), or at step 0
+        ``"shared_share"`` / ``"specific_share"`` (:func:`variance_shares`) and ``"shared_spearman"``
+        (rank correlation of the map with its shared part).
+    median, mean : float
+        Over the images (``nan`` ignored).
+    per_image : numpy.ndarray
+        ``(N,)``.
+    """
+
+    step: int
+    stage: str
+    level: str
+    method: str
+    metric: str
+    median: float
+    mean: float
+    per_image: np.ndarray
+
+
+def _stat(v: np.ndarray) -> tuple[float, float]:
+    ok = np.isfinite(v)
+    return (float(np.median(v[ok])), float(v[ok].mean())) if ok.any() else (float("nan"), float("nan"))
+
+
+def randomisation_protocol(
+    model: nn.Module,
+    explainers: Any,
+    images: torch.Tensor,
+    *,
+    fit_data: tuple[torch.Tensor, Any] | None = None,
+    n_stages: int | None = None,
+    baselines: bool = True,
+    occlusion_patch: int | None = None,
+    random_state: int = 0,
+    batch_size: int = 100,
+) -> list[ProtocolRecord]:
+    """The book's model-randomisation sanity check (chapters 5 and 6), with the k-means maps decomposed.
+
+    1. **Decomposition** (step 0): for every level, the winning prototype's map ``m`` on the trained
+       network is split into its shared part (the mean prototype's map) and its class-specific part
+       (:func:`split_prototype_maps`); records the share of each in the map's variance
+       (:func:`variance_shares`) and the rank correlation of ``m`` with its shared part.
+    2. **Cascade** (Adebayo et al., 2018; :func:`cascading_randomization`): the head is
+       re-initialised (the linear layer, and the k-means prototypes replaced by Gaussian vectors with
+       the trained prototypes' per-dimension mean and spread: a k-means head re-drawn in the same
+       region), then B4's stage, B3's, ... cumulatively, on a copy. After each step, every map
+       is compared with the trained network's by Spearman's rank correlation per image. Every map
+       keeps explaining what it explained on the trained network: the same prototype indices (the
+       winner and the runner-up class's best), the same class for the baselines.
+
+    Maps (at image size, registered): per level ``kmeans`` (the winning prototype's map, as
+    :meth:`Explainer.explain` draws it), ``contrastive`` (winner minus the runner-up class's best
+    prototype: the shared part cancels), ``class-specific`` (map minus shared part) and ``shared``;
+    with ``baselines``, CAM (level ``B4``), Grad-CAM at B3 and occlusion (level ``pixel``) of the
+    network's prediction.
+
+    A map **passes** when the median correlation after the step that randomises
+    :data:`PASS_STAGE` is below :data:`PASS_THRESHOLD` (:func:`verdicts`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained network; never modified.
+    explainers : Explainer, mapping of str to Explainer, or sequence of str
+        Fitted explainers of ``model`` (keyed by level), or level names to fit on ``fit_data``.
+    images : torch.Tensor
+        ``(N, 3, H, W)`` images in ``[0, 1]`` (the book uses at least 100).
+    fit_data : (images, labels), optional
+        Training data, when ``explainers`` are level names.
+    n_stages : int, optional
+        Randomise only the first ``n_stages`` stages of :func:`randomization_stages` (default all).
+    baselines : bool
+        Add CAM, Grad-CAM at B3 and occlusion.
+    occlusion_patch : int, optional
+        Side of the occlusion patches, moved by their own side (default ``H // 4``: 16 patches).
+    random_state : int
+        Seed of the random prototypes and of the re-initialisation.
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    list of ProtocolRecord
+        Step 0 (decomposition) first, then the cascade in order.
+
+    Example
+    -------
+    >>> import torch, torchvision
+    >>> from kmexplain_utils import Explainer
+    >>> net = torchvision.models.resnet18(weights=None, num_classes=2).eval()
+    >>> x, y = torch.rand(8, 3, 64, 64), torch.tensor([0, 1] * 4)
+    >>> recs = randomisation_protocol(net, ["B4"], x, fit_data=(x, y), n_stages=2, baselines=False)
+    >>> sorted({(r.stage, r.method) for r in recs if r.metric == "spearman"})[:2]
+    [('B4', 'class-specific'), ('B4', 'contrastive')]
+    """
+    from ..attribution import cam
+    from .baselines import grad_cam, occlusion
+    from ..explainer import Explainer
+    from .._torch import eval_mode
+    from ..resample import resample_map
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(explainers, Explainer):
+        explainers = {explainers.level: explainers}
+    elif isinstance(explainers, Mapping):
+        explainers = dict(explainers)
+    else:
+        levels = [str(lv) for lv in explainers]
+        if fit_data is None:
+            raise ValueError("explainers are level names: give fit_data=(train_images, train_labels) to fit them")
+        explainers = {lv: Explainer(model, lv, random_state=random_state, device="cpu").fit(*fit_data)
+                      for lv in levels}
+    for lv, ex in explainers.items():
+        if not hasattr(ex, "classifier_"):
+            raise ValueError(f"the explainer of {lv!r} is not fitted: call fit(train_images, train_labels) first")
+        if ex.level_features_.is_logits:
+            raise ValueError(f"level {lv!r} has no maps: the sanity check needs a spatial level (B4, B234, ...)")
+    x = images.detach().cpu().float()
+    n, size = x.shape[0], tuple(x.shape[-2:])
+    if n < 2:
+        raise ValueError(f"give at least 2 images, got {n}")
+    patch = int(occlusion_patch or max(1, size[0] // 4))
+    batches = [slice(s, s + batch_size) for s in range(0, n, batch_size)]
+    g = torch.Generator().manual_seed(int(random_state))
+    trained, rand, win, rival = {}, {}, {}, {}
+    with eval_mode(model), torch.no_grad():
+        for lv, ex in explainers.items():
+            clf = ex.classifier_
+            P = clf.prototypes_.detach().cpu().float()
+            trained[lv] = P
+            rand[lv] = P.mean(0) + P.std(0) * torch.randn(P.shape, generator=g)
+            scores, index = clf.best_prototype_per_class(torch.cat([ex.transform(x[b]) for b in batches]))
+            scores, index = scores.cpu(), index.cpu()
+            col = scores.argmax(1)
+            rcol = scores.scatter(1, col[:, None], -torch.inf).argmax(1)
+            rows = torch.arange(n)
+            win[lv], rival[lv] = index[rows, col], index[rows, rcol]
+        dev = next(model.parameters()).device
+        pred = torch.cat([model(x[b].to(dev)).argmax(1).cpu() for b in batches])
+
+    records: list[ProtocolRecord] = []
+    # step 0: the decomposition of the trained maps
+    for lv, ex in explainers.items():
+        parts = [split_prototype_maps(ex.level_features_.position_features(model, x[b]).cpu().float(),
+                                      trained[lv], win[lv][b]) for b in batches]
+        full, shared = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        sh, sp = variance_shares(full, shared)
+        for metric, v in (("shared_share", sh), ("specific_share", sp), ("shared_spearman", spearman_maps(full, shared))):
+            records.append(ProtocolRecord(0, "trained", lv, "kmeans", metric, *_stat(v), v))
+
+    def maps(net: nn.Module, xb: torch.Tensor, b: slice) -> dict[str, torch.Tensor]:
+        protos = trained if net is model else rand  # the randomised network has a random k-means head too
+        out = {}
+        for lv, ex in explainers.items():
+            lf = ex.level_features_
+            feats = lf.position_features(net, xb).cpu().float()
+            full, shared, specific = split_prototype_maps(feats, protos[lv], win[lv][b])
+            other = split_prototype_maps(feats, protos[lv], rival[lv][b])[0]
+            for method, m in (("kmeans", full), ("contrastive", full - other), ("class-specific", specific),
+                              ("shared", shared)):
+                out[f"{lv}/{method}"] = resample_map(m, lf.grid_geometry_, size)
+        if baselines:
+            ndev = next(net.parameters()).device
+            t = pred[b].to(ndev)
+            out["B4/cam"] = cam(net, xb.to(ndev), target=t, size=size).float().cpu()
+            out["B3/gradcam"] = grad_cam(net, xb.to(ndev), t, block="B3", size=size).float().cpu()
+            out["pixel/occlusion"] = occlusion(net, xb, pred[b], patch=patch, stride=patch)
+        return out
+
+    def explain_fn(net: nn.Module, xx: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = [maps(net, xx[b], b) for b in batches]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    stages = randomization_stages(model)
+    if n_stages is not None:
+        stages = stages[: max(1, int(n_stages))]
+    for r in cascading_randomization(model, explain_fn, x, layers=stages, random_state=random_state):
+        lv, method = r.method.split("/")
+        records.append(ProtocolRecord(r.step, r.stage, lv, method, "spearman", *_stat(r.per_image), r.per_image))
+    return records
+
+
+def verdicts(records: Sequence[ProtocolRecord], *, threshold: float = PASS_THRESHOLD,
+             stage: str = PASS_STAGE) -> dict[tuple[str, str], bool]:
+    """Which maps pass: median rank correlation after ``stage`` is randomised below ``threshold``.
+
+    Parameters
+    ----------
+    records : sequence of ProtocolRecord
+        From :func:`randomisation_protocol` (one seed; for several seeds, a map passes when it passes
+        on each: combine with ``all``).
+    threshold : float
+    stage : str
+        The stage whose step the rule reads (default :data:`PASS_STAGE`, ``"B4"``).
+
+    Returns
+    -------
+    dict of (level, method) to bool
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> r = [ProtocolRecord(2, "B4", "B4", "kmeans", "spearman", 0.9, 0.9, np.array([0.9]))]
+    >>> verdicts(r)
+    {('B4', 'kmeans'): False}
+    """
+    out = {(r.level, r.method): bool(r.median < threshold) for r in records
+           if r.metric == "spearman" and r.stage == stage}
+    if not out:
+        raise ValueError(f"no rank correlation recorded after stage {stage!r}: was the cascade cut before it?")
+    return out
