@@ -15,6 +15,7 @@ One implementation each, so that every module means the same thing by them.
 """
 
 from __future__ import annotations
+from typing import Any
 
 import contextlib
 import numbers

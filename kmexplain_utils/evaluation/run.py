@@ -1763,6 +1763,9 @@ def plot_sanity(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
 
 
 # ----------------------------------------------------------------------------- tables
+_PM = "\u202f±\u202f"  # the ± of a table cell, between narrow no-break spaces (never wrapped)
+
+
 def format_mean_std(mean: float, std: float | None = None, digits: int = 3) -> str:
     """``"0.071 ± 0.007"``: a mean and its standard deviation as one unbreakable table cell.
 
