@@ -15,11 +15,11 @@ One implementation each, so that every module means the same thing by them.
 """
 
 from __future__ import annotations
-from typing import Any
 
 import contextlib
 import numbers
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
