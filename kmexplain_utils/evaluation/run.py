@@ -116,6 +116,7 @@ __all__ = [
     "evaluation_specs",
     "fewer_data_profile",
     "format_mean_std",
+    "records_link",
     "intervention_effects",
     "load_data",
     "main",
@@ -1763,6 +1764,35 @@ def plot_sanity(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
 
 
 # ----------------------------------------------------------------------------- tables
+def records_link(df: pandas.DataFrame, filename: str = "records.csv") -> Any:  # noqa: F821
+    """A download link holding the records as CSV, for a page: no file is written anywhere.
+
+    The CSV travels inside the link (a ``data:`` URI), so the link works in the built site, in
+    Jupyter and in Colab alike, and the chapter leaves nothing behind in its folder.
+
+    Returns
+    -------
+    IPython.display.HTML
+        ``<a download="filename" href="data:text/csv;base64,...">filename</a>`` with the row count.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> html = records_link(pd.DataFrame({"a": [1, 2]}), "r.csv").data
+    >>> html.startswith('<a download="r.csv" href="data:text/csv;base64,') and "2 rows" in html
+    True
+    """
+    import base64
+    import html as _html
+
+    from IPython.display import HTML
+
+    payload = base64.b64encode(df.to_csv(index=False).encode("utf-8")).decode("ascii")
+    name = _html.escape(filename, quote=True)
+    return HTML(f'<a download="{name}" href="data:text/csv;base64,{payload}">{name}</a> '
+                f"({len(df)} rows, {df.shape[1]} columns, CSV)")
+
+
 _PM = "\u202f±\u202f"  # the ± of a table cell, between narrow no-break spaces (never wrapped)
 
 
