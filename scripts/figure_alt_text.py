@@ -152,10 +152,11 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                         "concepts."},
     },
     "06_real_network": {
-        "92a85a8f": {"alt": "Line plot of the cascading randomisation on the held-out photos: for each method (CAM, "
-                            "the k-means attribution map, its class-specific part and the contrastive map), the mean "
-                            "Spearman correlation with the trained maps after re-initialising the head, then each "
-                            "block from B4 down; a grey line marks zero."},
+        "92a85a8f": {"alt": "Line plot of the cascading randomisation on the held-out photos: for each map (the B234 "
+                            "k-means map, its contrastive map, its class-specific part, its shared part, and CAM), "
+                            "the median Spearman correlation with the trained maps after re-initialising the head, "
+                            "then each block from B4 down; a dashed line marks the pass threshold and a grey band "
+                            "the B4 step that the pass rule reads."},
         "a149e6ad": {"alt": "Real photographs (a cat, a cup of coffee, an astronaut and others) overlaid with the "
                             "class activation map of the network's top ImageNet class, red where the region raises "
                             "that class and blue where it lowers it."},

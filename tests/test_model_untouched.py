@@ -232,8 +232,8 @@ CALLS: dict[str, Callable[[Ctx], Any]] = {
     "occlusion": lambda c: api("occlusion")(c.model, c.x[:2], 0, patch=16),
     "randomization_stages": lambda c: api("randomization_stages")(c.model),
     "cascading_randomization": _cascading,
-    "randomization_protocol": lambda c: api("randomization_protocol")(
-        c.explainer, c.model, c.x[:2], linear_target=torch.tensor([0, 1]), gradcam_block=None),
+    "randomisation_protocol": lambda c: api("randomisation_protocol")(
+        c.model, c.explainer, c.x[:2], n_stages=2, baselines=["cam"]),
     "receptive_field_centres": lambda c: api("receptive_field_centres")(c.model, ["B4"], axes=(0,)),
     "predict_logits": lambda c: api("predict_logits")(c.model, c.x),
     "accuracy": lambda c: api("accuracy")(c.model, torch.utils.data.TensorDataset(c.x, c.y)),

@@ -191,3 +191,24 @@ def test_protocol_on_a_network_with_explainers() -> None:
         randomisation_protocol(net, ["B4"], x)
     with pytest.raises(ValueError, match="not fitted"):
         randomisation_protocol(net, {"B4": Explainer(net, "B4")}, x)
+
+
+def test_protocol_keeps_only_the_baselines_named() -> None:
+    """Chapter 6 keeps CAM only; the k-means maps are the same whichever baselines run."""
+    from kmexplain_utils import Explainer
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=2).eval()
+    x, y = torch.rand(8, 3, 64, 64), torch.tensor([0, 1] * 4)
+    ex = Explainer(net, "B4", n_prototypes=1, n_concepts=2, device="cpu").fit(x, y)
+    cam_only = randomisation_protocol(net, ex, x[:4], n_stages=2, baselines=["cam"])
+    none = randomisation_protocol(net, ex, x[:4], n_stages=2, baselines=False)
+    methods = {r.method for r in cam_only if r.metric == "spearman"}
+    assert methods == {"kmeans", "contrastive", "class-specific", "shared", "cam"}
+    assert {r.method for r in none if r.metric == "spearman"} == methods - {"cam"}
+    km = {(r.stage, r.method): r.median for r in cam_only if r.method != "cam"}
+    assert km == {(r.stage, r.method): r.median for r in none}
+    with pytest.raises(ValueError, match=r"unknown baseline\(s\) \['gradcm'\]"):
+        randomisation_protocol(net, ex, x[:4], n_stages=1, baselines=["cam", "gradcm"])
+    with pytest.raises(TypeError, match=r"baselines=\['cam'\]"):
+        randomisation_protocol(net, ex, x[:4], n_stages=1, baselines="cam")

@@ -18,18 +18,15 @@ not the method itself:
   concepts are on real pixels: mean colour, saturation, texture, a name
   computed from these, and how much of the concept assignment a pixel's colour
   (and texture) alone recovers;
-- :func:`sanity_maps` and :func:`randomization_protocol` -- a thin wrapper over
-  :func:`kmexplain_utils.evaluation.sanity.cascading_randomization` that runs chapter 5's
-  protocol (prototypes replaced by random vectors at the head step, the
-  encoder re-initialised from B4 down) on the k-means attribution, contrastive
-  and class-specific maps beside CAM and Grad-CAM, and :func:`shared_part_share`,
-  the share of a k-means map that every prototype shares;
 - :func:`figure_legend` -- one legend under a figure of concept maps.
+
+The randomisation sanity check is not here: chapter 6 runs chapter 5's protocol,
+:func:`kmexplain_utils.evaluation.sanity.randomisation_protocol`.
 
 Example
 -------
 >>> import numpy as np
->>> from kmexplain_utils.real_photos import colour_name
+>>> from kmexplain_utils.evaluation.real_photos import colour_name
 >>> colour_name(np.array([0.9, 0.2, 0.1])), colour_name(np.array([0.5, 0.5, 0.5]))
 ('red', 'grey')
 """
@@ -42,12 +39,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 __all__ = [
     "prediction_table", "linear_probe", "choose_n_prototypes", "choose_n_concepts", "refit_concepts", "agreement",
-    "colour_name", "concept_content", "colour_explains_concepts", "shared_part_share", "sanity_maps",
-    "randomization_protocol", "figure_legend",
+    "colour_name", "concept_content", "colour_explains_concepts", "figure_legend",
 ]
 
 
@@ -538,105 +533,3 @@ def figure_legend(fig: Any, names: Sequence[str], colors: Sequence[Any], *, titl
     handles = [Patch(facecolor=c, edgecolor="none", label=str(n)) for n, c in zip(names, colors)]
     return fig.legend(handles=handles, loc="outside lower center", ncol=ncol or min(len(names), 4), fontsize=8,
                       title=title, title_fontsize=8, frameon=False)
-
-
-# ----------------------------------------------------------------------------- the sanity protocol
-def shared_part_share(explainer: Any, x: torch.Tensor, target: Any = None) -> np.ndarray:
-    """Per image, the share of the k-means attribution map's spatial variance that every prototype shares.
-
-    The map ``m(p) = 2 mu . a_p - ||mu||^2`` splits into the map of the mean
-    prototype ``mu_bar`` (the same for every class) and the class-specific
-    remainder ``2 (mu - mu_bar) . a_p - (||mu||^2 - ||mu_bar||^2)``. The share
-    is the squared correlation over positions of ``m`` with the shared part.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N,)`` shares in ``[0, 1]``.
-    """
-    from ..attribution import attribution_map
-
-    e = explainer.explain(x, target=target)
-    feats = explainer.level_features_.position_features(explainer.model, x)
-    mu_bar = explainer.classifier_.prototypes_.float().mean(0).to(feats)
-    shared = attribution_map(feats, mu_bar).flatten(1).double().cpu()
-    m = e.attribution_grid.flatten(1).double().cpu()
-    mc, sc = m - m.mean(1, keepdim=True), shared - shared.mean(1, keepdim=True)
-    r = (mc * sc).sum(1) / (mc.norm(dim=1) * sc.norm(dim=1)).clamp_min(1e-30)
-    return (r**2).numpy()
-
-
-def sanity_maps(explainer: Any, trained: nn.Module, x: torch.Tensor, *, linear_target: Any,
-                random_state: int = 0, gradcam_block: str | None = "B3"):
-    """The maps of chapter 5's randomisation protocol, as an ``explain_fn(model, x)`` for the cascade.
-
-    On the trained network: the k-means attribution map of the class the
-    k-means head predicts on the trained network, its contrastive map
-    against the runner-up's best prototype, and its class-specific part (the
-    map minus the mean prototype's map); CAM and Grad-CAM (``gradcam_block``;
-    ``None`` leaves it out, it costs a backward pass per step) of the
-    network's class ``linear_target``. On any other (randomised)
-    network the k-means maps use random prototypes instead: Gaussian vectors
-    with the trained prototypes' per-dimension mean and spread (chapter 5's
-    "head" step), the same rows for the target and the rival.
-
-    Returns
-    -------
-    callable
-        ``explain_fn(model, x) -> {method: maps (N, ...)}``.
-    """
-    from ..attribution import attribution_map, cam
-    from .baselines import grad_cam
-
-    e = explainer.explain(x)
-    clf = explainer.classifier_
-    _, index = clf.best_prototype_per_class(explainer.transform(x))
-    rows = torch.arange(x.shape[0])
-    tcol = clf.class_columns(e.target, n=x.shape[0]).cpu()
-    vcol = clf.class_columns(e.versus, n=x.shape[0]).cpu()
-    t_idx, v_idx = index.cpu()[rows, tcol], index.cpu()[rows, vcol]
-    P = clf.prototypes_.detach().float().cpu()
-    g = torch.Generator().manual_seed(int(random_state))
-    R = P.mean(0) + P.std(0) * torch.randn(P.shape, generator=g)
-    lf = explainer.level_features_
-    size = tuple(x.shape[-2:])
-
-    def explain_fn(model: nn.Module, xb: torch.Tensor) -> dict[str, torch.Tensor]:
-        protos = P if model is trained else R
-        feats = lf.position_features(model, xb).float().cpu()
-        m = attribution_map(feats, protos[t_idx])
-        out = {"k-means attribution": m,
-               "k-means contrastive": m - attribution_map(feats, protos[v_idx]),
-               "k-means class-specific": m - attribution_map(feats, protos.mean(0)),
-               "CAM": cam(model, xb, target=linear_target, size=size).float().cpu()}
-        if gradcam_block is not None:
-            out[f"Grad-CAM {gradcam_block}"] = grad_cam(model, xb, linear_target, block=gradcam_block,
-                                                        size=size).float().cpu()
-        return out
-
-    return explain_fn
-
-
-def randomization_protocol(explainer: Any, network: nn.Module, x: torch.Tensor, *, linear_target: Any,
-                           random_state: int = 0, gradcam_block: str | None = "B3"):
-    """Chapter 6's call of the randomisation sanity check (one place to swap in the book's shared protocol).
-
-    Runs :func:`kmexplain_utils.evaluation.sanity.cascading_randomization` on ``network``
-    (never modified) with :func:`sanity_maps`, head first, then B4, B3, ...
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``step``, ``stage``, ``method``, ``spearman`` (mean over images),
-        ``spearman_abs`` (the same on absolute values), ``images`` (with a defined correlation).
-    """
-    import pandas as pd
-
-    from .sanity import cascading_randomization
-
-    fn = sanity_maps(explainer, network, x, linear_target=linear_target, random_state=random_state,
-                     gradcam_block=gradcam_block)
-    recs = cascading_randomization(network, fn, x, random_state=random_state)
-    return pd.DataFrame([{"step": r.step, "stage": r.stage, "method": r.method, "spearman": r.spearman,
-                          "spearman_abs": r.spearman_abs, "images": int(np.isfinite(r.per_image).sum())}
-                         for r in recs])

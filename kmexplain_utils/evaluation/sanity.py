@@ -430,6 +430,10 @@ class ProtocolRecord:
     per_image: np.ndarray
 
 
+#: the baseline maps :func:`randomisation_protocol` can add, in its order
+_BASELINES = ("cam", "gradcam", "occlusion")
+
+
 def _stat(v: np.ndarray) -> tuple[float, float]:
     ok = np.isfinite(v)
     return (float(np.median(v[ok])), float(v[ok].mean())) if ok.any() else (float("nan"), float("nan"))
@@ -442,7 +446,7 @@ def randomisation_protocol(
     *,
     fit_data: tuple[torch.Tensor, Any] | None = None,
     n_stages: int | None = None,
-    baselines: bool = True,
+    baselines: bool | Sequence[str] = True,
     occlusion_patch: int | None = None,
     random_state: int = 0,
     batch_size: int = 100,
@@ -465,7 +469,9 @@ def randomisation_protocol(
     :meth:`Explainer.explain` draws it), ``contrastive`` (winner minus the runner-up class's best
     prototype: the shared part cancels), ``class-specific`` (map minus shared part) and ``shared``;
     with ``baselines``, CAM (level ``B4``), Grad-CAM at B3 and occlusion (level ``pixel``) of the
-    network's prediction.
+    network's prediction (or those of them named). The network may have any head that
+    :func:`kmexplain_utils.architectures.adapt` reads (a ResNet's ``fc``, EfficientNet's
+    ``classifier``, ...).
 
     A map **passes** when the median correlation after the step that randomises
     :data:`PASS_STAGE` is below :data:`PASS_THRESHOLD` (:func:`verdicts`).
@@ -482,8 +488,10 @@ def randomisation_protocol(
         Training data, when ``explainers`` are level names.
     n_stages : int, optional
         Randomise only the first ``n_stages`` stages of :func:`randomization_stages` (default all).
-    baselines : bool
-        Add CAM, Grad-CAM at B3 and occlusion.
+    baselines : bool or sequence of str
+        ``True``: add CAM, Grad-CAM at B3 and occlusion; ``False``: none; or the ones named, among
+        ``"cam"``, ``"gradcam"``, ``"occlusion"`` (chapter 6 keeps CAM only: the other two cost a
+        backward pass or many forward passes per step).
     occlusion_patch : int, optional
         Side of the occlusion patches, moved by their own side (default ``H // 4``: 16 patches).
     random_state : int
@@ -529,6 +537,16 @@ def randomisation_protocol(
             raise ValueError(f"the explainer of {lv!r} is not fitted: call fit(train_images, train_labels) first")
         if ex.level_features_.is_logits:
             raise ValueError(f"level {lv!r} has no maps: the sanity check needs a spatial level (B4, B234, ...)")
+    if isinstance(baselines, bool):
+        chosen = set(_BASELINES) if baselines else set()
+    elif isinstance(baselines, str):
+        raise TypeError(f"baselines must be a bool or a sequence of names, got the string {baselines!r}: "
+                        f"write baselines=[{baselines!r}]")
+    else:
+        chosen = {str(b) for b in baselines}
+        unknown = sorted(chosen - set(_BASELINES))
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}: choose among {list(_BASELINES)}")
     x = images.detach().cpu().float()
     n, size = x.shape[0], tuple(x.shape[-2:])
     if n < 2:
@@ -573,11 +591,14 @@ def randomisation_protocol(
             for method, m in (("kmeans", full), ("contrastive", full - other), ("class-specific", specific),
                               ("shared", shared)):
                 out[f"{lv}/{method}"] = resample_map(m, lf.grid_geometry_, size)
-        if baselines:
+        if chosen:
             ndev = next(net.parameters()).device
             t = pred[b].to(ndev)
+        if "cam" in chosen:
             out["B4/cam"] = cam(net, xb.to(ndev), target=t, size=size).float().cpu()
+        if "gradcam" in chosen:
             out["B3/gradcam"] = grad_cam(net, xb.to(ndev), t, block="B3", size=size).float().cpu()
+        if "occlusion" in chosen:
             out["pixel/occlusion"] = occlusion(net, xb, pred[b], patch=patch, stride=patch)
         return out
 
