@@ -901,11 +901,13 @@ def measure_attribution(sh: SharedData, d: SeedData, rec: Recorder, curves: list
 
 
 # ----------------------------------------------------------------------------- sanity check and contrastive maps
-def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int = 100,
-                   n_stages: int | None = 3, batch_size: int = 100) -> list:
+def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int = 128,
+                   n_stages: int | None = 3, batch_size: int = 128) -> list:
     """The sanity check of :func:`kmexplain_utils.evaluation.sanity.randomisation_protocol` on one seed.
 
-    On the first ``n_images`` test images (at most ``n_eval``), with the explainers of B4 and B234
+    On the first ``n_images`` test images (at most ``n_eval``; 128 so that at least 100 of them
+    have a defined rank correlation for every map: a map that is constant on an image, e.g. an
+    all-zero Grad-CAM, has none, and ``n`` of a record counts only the defined ones), with the explainers of B4 and B234
     (:meth:`SeedData.explainer`): the decomposition of the trained k-means maps (metrics
     ``sanity_shared_share``, ``sanity_specific_share``, ``sanity_shared_spearman``, median over
     images, ``param`` 0) and the cascade over the first ``n_stages`` stages (head, B4, B3; metric
