@@ -905,7 +905,7 @@ def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int 
                    n_stages: int | None = 3, batch_size: int = 128) -> list:
     """The sanity check of :func:`kmexplain_utils.evaluation.sanity.randomisation_protocol` on one seed.
 
-    On the first ``n_images`` test images (at most ``n_eval``; 128 so that at least 100 of them
+    On the first ``n_images`` test images (not limited to ``n_eval``; 128 so that at least 100 of them
     have a defined rank correlation for every map: a map that is constant on an image, e.g. an
     all-zero Grad-CAM, has none, and ``n`` of a record counts only the defined ones), with the explainers of B4 and B234
     (:meth:`SeedData.explainer`): the decomposition of the trained k-means maps (metrics
@@ -917,7 +917,7 @@ def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int 
     """
     from .sanity import randomisation_protocol
 
-    n = min(int(n_images), sh.n_eval)
+    n = min(int(n_images), len(sh.test))
     levels = [lv for lv in ("B4", "B234") if lv in d.clfs]
     if n < 2 or not levels:
         return []
@@ -1766,21 +1766,28 @@ def plot_sanity(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
 
 
 # ----------------------------------------------------------------------------- tables
-def records_link(df: pandas.DataFrame, filename: str = "records.csv") -> Any:  # noqa: F821
+def records_link(df: pandas.DataFrame, name: str = "records") -> Any:  # noqa: F821
     """A download link holding the records as CSV, for a page: no file is written anywhere.
 
     The CSV travels inside the link (a ``data:`` URI), so the link works in the built site, in
     Jupyter and in Colab alike, and the chapter leaves nothing behind in its folder.
 
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The records.
+    name : str
+        The downloaded file's name, without its ``.csv``.
+
     Returns
     -------
     IPython.display.HTML
-        ``<a download="filename" href="data:text/csv;base64,...">filename</a>`` with the row count.
+        ``<a download="name.csv" href="data:text/csv;base64,...">name.csv</a>`` with the row count.
 
     Example
     -------
     >>> import pandas as pd
-    >>> html = records_link(pd.DataFrame({"a": [1, 2]}), "r.csv").data
+    >>> html = records_link(pd.DataFrame({"a": [1, 2]}), "r").data
     >>> html.startswith('<a download="r.csv" href="data:text/csv;base64,') and "2 rows" in html
     True
     """
@@ -1790,7 +1797,7 @@ def records_link(df: pandas.DataFrame, filename: str = "records.csv") -> Any:  #
     from IPython.display import HTML
 
     payload = base64.b64encode(df.to_csv(index=False).encode("utf-8")).decode("ascii")
-    name = _html.escape(filename, quote=True)
+    name = _html.escape(f"{name}.csv", quote=True)
     return HTML(f'<a download="{name}" href="data:text/csv;base64,{payload}">{name}</a> '
                 f"({len(df)} rows, {df.shape[1]} columns, CSV)")
 
