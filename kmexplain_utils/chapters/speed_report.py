@@ -1,7 +1,7 @@
 """The fit/explain speed benchmark read back for appendix A1.
 
 ``benchmarks/fit_explain.py`` times, in one run on the same network and images, a plain forward
-pass, :meth:`kmexplain_utils.Explainer.fit`, :meth:`~kmexplain_utils.Explainer.explain`,
+pass, ``Explainer.fit``, ``Explainer.explain``,
 pytorch-grad-cam's GradCAM and Score-CAM, and writes ``fit_explain_<host>_<date>.json`` (Score-CAM
 may have its own ``scorecam_*.json``) into ``benchmarks/results/``. :func:`fit_explain_report`
 reads the newest saved run and returns the appendix's table, its sentences and the run itself;

@@ -339,7 +339,7 @@ class SeedData:
     temperatures: dict[str, float] = dataclasses.field(default_factory=dict)
     #: prototypes per class of each level's classifier, chosen on the validation split (:func:`choose_k`)
     k_chosen: dict[str, int] = dataclasses.field(default_factory=dict)
-    #: validation accuracy of each level at each candidate K: ``{name: {K: accuracy}}``
+    #: ``{name: {K: accuracy}}``, the validation accuracy of each level at each candidate K
     val_accuracy: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
     #: ``(n_train,)`` True for the training images held out to choose K
     validation: torch.Tensor | None = None
@@ -572,7 +572,7 @@ def prepare_seed(sh: SharedData, seed: int, specs: Sequence[FeatureSpace], *, de
     (:func:`choose_k`, :func:`validation_split`; never the test set), an int fixes it; concept models on the first ``n_fit`` training images (the first
     ``sigma_images`` fit ``sigma_b``; ``None``: all ``n_fit``); ``ablation`` adds the concept sweep
     and per-class concepts (first seed). Each object is built by the same calls, in the same order,
-    as :meth:`kmexplain_utils.Explainer.fit` (a test proves them equal on the same images and
+    as ``Explainer.fit`` (a test proves them equal on the same images and
     seed); the data step shares one forward pass between all levels instead of one per level.
     :meth:`SeedData.explainer` hands them out as an ``Explainer``.
     """
@@ -1288,7 +1288,7 @@ def claims_table(df: pandas.DataFrame, fewer_data: pandas.DataFrame | None = Non
     states them, and the book's own hypotheses. The rule of each verdict (thresholds and seeds) is
     written in the column ``rule`` so that the page prints it beside the verdict:
 
-    - no accuracy lost by the k-means head: |k-means B4 - linear| <= 1.5 points (mean over seeds);
+    - no accuracy lost by the k-means head: ``abs(k-means B4 - linear) <= 1.5`` points (mean over seeds);
     - the linear prototypes do not represent the data, the k-means ones do: the k-means centroids'
       nearest-embedding ratio is below the best-rescaled linear rows' on every seed;
     - the maps are backed by faithful attribution: on their own k-means classifier, the deletion AUC
