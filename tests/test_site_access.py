@@ -77,6 +77,8 @@ def image_problems(images: list[dict]) -> list[str]:
     for img in images:
         if img["widget"] or img["decorative"] or not img["inContent"]:
             continue
+        if re.search(r"_static/(minus|plus)\.png$", img["src"]):
+            continue  # Sphinx's own expand/collapse buttons of the module index, not figures
         problem = alt_problem(img["alt"])
         if problem:
             out.append(f"{problem}: {img['src']} (alt={img['alt']!r})")
