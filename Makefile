@@ -61,6 +61,7 @@ widgets:
 # re-executes every chapter when kmexplain_utils/, pyproject.toml or the profile changed.
 book: install widgets
 	KMEX_STRICT_CHECKS=1 KMEX_PROFILE=$(BOOK_PROFILE) KMEX_BOOK_EXECUTE=$(BOOK_EXECUTE) \
+		KMEX_FIGURE_LOG=$(CURDIR)/_build/figure_panels.jsonl \
 		$(BIN)/jupyter-book build . -W -n --keep-going
 	@$(BIN)/python scripts/book_times.py --build _build
 	@echo "==> book: $(CURDIR)/_build/html/index.html"

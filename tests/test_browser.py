@@ -672,9 +672,31 @@ CODE_BOX_JS = r"""
   const clone = main.cloneNode(true);
   clone.querySelectorAll("pre, code, .highlight, mjx-container, script, style, .cell_input, "
                          + ".MathJax, mjx-assistive-mml").forEach((e) => e.remove());
-  return {boxes: boxes.map(({el, ...b}) => b), text: clone.innerText};
+  const images = [...document.querySelectorAll(".cell_output img, .output img")].map((im) => ({
+    name: decodeURIComponent((im.getAttribute("src") || "").split("/").pop().split("?")[0]),
+    width: im.getBoundingClientRect().width}));
+  return {boxes: boxes.map(({el, ...b}) => b), text: clone.innerText, images};
 })()
 """
+# Issue 25: no image panel narrower than 160 px on the page at 1280 px. The build logs, for every figure
+# a chapter displays, the fraction of the picture's width each image panel takes
+# (kmexplain_utils.chapters.figure_log, KMEX_FIGURE_LOG, set by `make book`); here the rendered width of
+# the picture times its narrowest fraction is the narrowest panel on the page.
+MIN_PANEL_PX = 160
+FIGURE_LOG = SITE.parent / "figure_panels.jsonl"
+
+
+def _panel_problems(images: list[dict], log: dict[str, dict]) -> list[str]:
+    problems = []
+    for im in images:
+        rec = log.get(Path(im["name"]).stem)
+        if rec is None or not rec["fractions"] or im["width"] <= 0:
+            continue
+        narrowest = min(rec["fractions"]) * im["width"]
+        if narrowest < MIN_PANEL_PX - 0.5:
+            problems.append(f"an image panel is {narrowest:.0f} px wide on the page (< {MIN_PANEL_PX} px; "
+                            f"{len(rec['fractions'])} panels in {im['name']})")
+    return problems
 
 
 def _code_box_problems(seen: dict, check_code: bool = True) -> list[str]:
@@ -703,7 +725,8 @@ def _pending_chapters() -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGE_PARAMS)
 def test_code_boxes_fit_and_no_raw_markup(page, browser):
-    """At 1280 px: code boxes of chapter pages fit (width, 20 lines); no page shows raw markup."""
+    """At 1280 px: code boxes of chapter pages fit (width, 20 lines), their image panels are at least
+    160 px wide; no page shows raw markup."""
     if page is None:
         _need_site()
         pytest.fail("no HTML pages found in _build/html")
@@ -721,6 +744,12 @@ def test_code_boxes_fit_and_no_raw_markup(page, browser):
     pending = chapter is not None and Path(chapter).stem in _pending_chapters()
     # chapters still being reworked by others are only checked for raw markup
     problems = _code_box_problems(seen, check_code=chapter is not None and not pending)
+    if chapter is not None:
+        if not FIGURE_LOG.is_file() and IN_CI:
+            pytest.fail(f"{FIGURE_LOG} is missing: build the book with `make book` (it sets KMEX_FIGURE_LOG)")
+        from kmexplain_utils.chapters.figure_log import read_figure_log
+
+        problems += _panel_problems(seen["images"], read_figure_log(FIGURE_LOG))
     assert not problems, f"{name}: " + "; ".join(dict.fromkeys(problems))
 
 
@@ -749,4 +778,9 @@ def test_the_code_box_checks_can_fail(tmp_path):
     assert any("scrolls sideways" in p for p in problems), problems
     assert sum("25 > 20 lines" in p for p in problems) == 1, problems  # the folded one is not counted
     raw = [p for p in problems if p.startswith("raw markup")]
+    log = {"a" * 64: {"fractions": [0.2, 0.2, 0.2, 0.2]}, "b" * 64: {"fractions": [0.5, 0.5]}}
+    panels = _panel_problems([{"name": "a" * 64 + ".png", "width": 700.0},  # 140 px panels
+                              {"name": "b" * 64 + ".png", "width": 700.0},  # 350 px panels
+                              {"name": "c" * 64 + ".png", "width": 50.0}], log)  # not a logged figure
+    assert len(panels) == 1 and "140 px" in panels[0], panels
     assert raw == ["raw markup rendered as text: '{doc}`'", "raw markup rendered as text: '$w_c$'"], raw

@@ -15,6 +15,8 @@ module                what
 ``widgets.py``        ipywidgets explorers and their static fall-backs
 ``exercises.py``      ``check_<exercise>(student_function)``: the checkers of the coding exercises
 ``speed_report.py``   appendix A1's fit/explain table, read from the saved benchmark runs
+``figure_log.py``     logs the width of every image panel of a displayed figure (the browser
+                      test's "no panel under 160 px" rule reads the log)
 ====================  =====================================================================
 """
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..config import Profile, get_profile, resolve_device, set_seed
+from .figure_log import FIGURE_LOG_ENV, install_figure_log
 
 __all__ = [
     "STRICT_CHECKS_ENV",
@@ -171,6 +172,8 @@ def setup_notebook(
 
         set_book_style()
     ctx = NotebookContext(profile=prof, device=dev, seed=seed, started=_STARTED)
+    if os.environ.get(FIGURE_LOG_ENV):  # the book build measures image panels (chapters.figure_log)
+        install_figure_log(os.environ[FIGURE_LOG_ENV], notebook=os.environ.get("JPY_SESSION_NAME"))
     if verbose:
         print(ctx)
     return ctx
