@@ -665,28 +665,19 @@ class BlockLevel(LevelFeatures):
         lf._device_for(model)
         if lf.registration not in ("exact", "cell"):
             raise ValueError(f"registration must be 'exact' or 'cell', got {lf.registration!r}")
-        if per_image:
-            from torch.utils.data import DataLoader, SequentialSampler
-
-            if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
-                warnings.warn(
-                    "the DataLoader does not read the data in order; image_index will not match dataset "
-                    "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
-                    stacklevel=3,
-                )
+        draws = _PositionDraws(data, per_image, random_state, stacklevel=4) if per_image else None
         from .architectures import block_geometries
 
-        g = as_generator(random_state) if per_image else None
         out_dev = _out_device(data)
         batches, n = iter_batches(data, batch_size)
         lf.adapter_ = model_adapter(model, lf.blocks, lf.head)
         hooked = lf._hooked_blocks(blocks)
         dev = lf._device_for(model)
         sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
-        count, grid, image_size, offset, registered = 0, None, None, 0, False
+        count, grid, registered = 0, None, False
         resamplers: dict[tuple, _BlockResampler] = {}
         dims: dict[str, int] = {}
-        zs, ys, vecs, idxs, yxs, labs = [], [], [], [], [], []
+        zs, ys = [], []
         has_y = True
         with eval_mode(model), torch.no_grad(), block_features(model, hooked, adapter=lf.adapter_) as extract:
             for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
@@ -718,22 +709,15 @@ class BlockLevel(LevelFeatures):
                 if want_pooled or per_image:
                     if want_pooled:
                         zs.append(torch.cat([rs.pooled(m) for rs, m in sources], dim=1).float().to(out_dev))
-                    if per_image:
-                        grid, image_size = (H, W), tuple(xb.shape[-2:])
-                        k = min(per_image, H * W)
-                        pos = torch.rand(B, H * W, generator=g).argsort(dim=1)[:, :k]  # (B, k) on CPU
+                    if draws is not None:
+                        pos = draws.draw(B, (H, W), tuple(xb.shape[-2:]), yb)  # (B, k) on CPU
                         py, px = (pos // W).to(dev), (pos % W).to(dev)
                         picked = torch.cat([rs.at(m, py, px) for rs, m in sources], dim=2)  # (B, k, D)
-                        vecs.append(picked.reshape(B * k, picked.shape[2]).float().cpu())
-                        idxs.append((offset + torch.arange(B)).repeat_interleave(k))
-                        yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
-                        if yb is not None:
-                            labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
+                        draws.vectors.append(picked.reshape(-1, picked.shape[2]).float().cpu())
                     if yb is None:
                         has_y = False
                     elif want_pooled:
                         ys.append(torch.as_tensor(yb).long().to(out_dev))
-                offset += B
         if count == 0:
             raise ValueError("data holds no images: cannot fit the level's scales")
         if lf.scale == "rms":
@@ -754,22 +738,12 @@ class BlockLevel(LevelFeatures):
             lf.slices_[b] = slice(start, start + dims[b])
             start += dims[b]
         lf.n_features_ = start
-        lf.grid_size_ = grid
+        lf.grid_size_ = grid if draws is None else draws.grid
         lf.n_positions_ = count
         # the scaling is linear: divide each block's channels of the unscaled results by sigma_b
         scale = torch.cat([torch.full((dims[b],), sigma[b], dtype=torch.float32) for b in blocks])
         Z = torch.cat(zs).div_(scale.to(out_dev)) if zs else torch.empty(0, start)
-        sample = None
-        if per_image:
-            sample = PositionSample(
-                vectors=torch.cat(vecs).div_(scale),
-                image_index=torch.cat(idxs),
-                yx=torch.cat(yxs),
-                grid=grid,  # type: ignore[arg-type]
-                image_size=image_size,  # type: ignore[arg-type]
-                labels=torch.cat(labs) if has_y else None,
-                geometry=getattr(lf, "grid_geometry_", None),
-            )
+        sample = None if draws is None else draws.sample(getattr(lf, "grid_geometry_", None), scale)
         return sample, Z, (torch.cat(ys) if (has_y and ys) else None)
 
     # -- helpers
@@ -1232,18 +1206,9 @@ def sample_positions(
     if per_image < 1:
         raise ValueError(f"per_image must be >= 1, got {per_image}")
     level_features.require_positions()
-    from torch.utils.data import DataLoader, SequentialSampler
-
-    if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
-        warnings.warn(
-            "the DataLoader does not read the data in order; image_index will not match dataset "
-            "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
-            stacklevel=2,
-        )
-    g = as_generator(random_state)
+    draws = _PositionDraws(data, per_image, random_state, stacklevel=3)
     batches, n = iter_batches(data, batch_size)
-    vecs, idxs, yxs, labs, pooled, ys = [], [], [], [], [], []
-    has_y, offset, grid, image_size = True, 0, None, None
+    pooled, ys = [], []
     for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
                            desc=desc or f"positions {level_features.level}"):
         feats = level_features.position_features(model, xb)
@@ -1252,33 +1217,72 @@ def sample_positions(
             pooled.append(feats.mean((2, 3)).float().cpu())
             if yb is not None:
                 ys.append(torch.as_tensor(yb).long().cpu())
-        grid, image_size = (H, W), tuple(xb.shape[-2:])
-        k = min(per_image, H * W)
-        pos = torch.rand(B, H * W, generator=g).argsort(dim=1)[:, :k]  # (B, k) on CPU
+        pos = draws.draw(B, (H, W), tuple(xb.shape[-2:]), yb)  # (B, k)
         flat = feats.flatten(2).transpose(1, 2)  # (B, HW, D)
-        picked = torch.gather(flat, 1, pos.to(flat.device)[..., None].expand(B, k, D))
-        vecs.append(picked.reshape(B * k, D).float().cpu())
-        idxs.append((offset + torch.arange(B)).repeat_interleave(k))
-        yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
-        if yb is None:
-            has_y = False
-        else:
-            labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
-        offset += B
-    if not vecs:
+        picked = torch.gather(flat, 1, pos.to(flat.device)[..., None].expand(B, pos.shape[1], D))
+        draws.vectors.append(picked.reshape(-1, D).float().cpu())
+    if not draws.vectors:
         raise ValueError("data holds no images")
-    sample = PositionSample(
-        vectors=torch.cat(vecs),
-        image_index=torch.cat(idxs),
-        yx=torch.cat(yxs),
-        grid=grid,  # type: ignore[arg-type]
-        image_size=image_size,  # type: ignore[arg-type]
-        labels=torch.cat(labs) if has_y else None,
-        geometry=getattr(level_features, "grid_geometry_", None),
-    )
+    sample = draws.sample(getattr(level_features, "grid_geometry_", None))
     if return_pooled:
-        return sample, torch.cat(pooled), (torch.cat(ys) if has_y else None)
+        return sample, torch.cat(pooled), (torch.cat(ys) if draws.has_y else None)
     return sample
+
+
+class _PositionDraws:
+    """The bookkeeping of a position sample, the same for :func:`sample_positions` and the fit's pass.
+
+    Each batch draws ``min(per_image, H W)`` positions per image without replacement (the same
+    draws for the same seed, whichever function draws them) and records their images, grid rows and
+    columns and labels; the caller appends the ``(B k, D)`` vectors at those positions to ``vectors``.
+    """
+
+    def __init__(self, data: Any, per_image: int, random_state: int | torch.Generator | None,
+                 stacklevel: int) -> None:
+        from torch.utils.data import DataLoader, SequentialSampler
+
+        if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
+            warnings.warn(
+                "the DataLoader does not read the data in order; image_index will not match dataset "
+                "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
+                stacklevel=stacklevel,
+            )
+        self.per_image, self.g = per_image, as_generator(random_state)
+        self.vectors: list[torch.Tensor] = []
+        self.idxs: list[torch.Tensor] = []
+        self.yxs: list[torch.Tensor] = []
+        self.labs: list[torch.Tensor] = []
+        self.has_y, self.offset = True, 0
+        self.grid: tuple[int, int] | None = None
+        self.image_size: tuple[int, int] | None = None
+
+    def draw(self, n_images: int, grid: tuple[int, int], image_size: tuple[int, int], yb: Any) -> torch.Tensor:
+        """``(B, k)`` flat positions (CPU) drawn for the next ``B = n_images`` images on a ``grid``."""
+        (H, W), B = grid, n_images
+        k = min(self.per_image, H * W)
+        pos = torch.rand(B, H * W, generator=self.g).argsort(dim=1)[:, :k]  # (B, k) on CPU
+        self.grid, self.image_size = (H, W), image_size
+        self.idxs.append((self.offset + torch.arange(B)).repeat_interleave(k))
+        self.yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
+        if yb is None:
+            self.has_y = False
+        else:
+            self.labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
+        self.offset += B
+        return pos
+
+    def sample(self, geometry: GridGeometry | None, scale: torch.Tensor | None = None) -> PositionSample:
+        """The :class:`PositionSample` of the draws (vectors divided by ``scale`` ``(D,)`` when given)."""
+        vectors = torch.cat(self.vectors)
+        return PositionSample(
+            vectors=vectors if scale is None else vectors.div_(scale),
+            image_index=torch.cat(self.idxs),
+            yx=torch.cat(self.yxs),
+            grid=self.grid,  # type: ignore[arg-type]
+            image_size=self.image_size,  # type: ignore[arg-type]
+            labels=torch.cat(self.labs) if self.has_y else None,
+            geometry=geometry,
+        )
 
 
 class _BlockResampler:

@@ -40,7 +40,7 @@ METHOD = {
     "prototypes", "receptive_field", "resample", "scores", "sem",
 }
 #: modules at the top of the package that everything may import: private helpers and the settings
-BASE = {"_validation", "_torch", "_sklearn", "config"}
+BASE = {"_validation", "_torch", "_sklearn", "_figures", "config"}
 #: the folders, each its own layer
 FOLDERS = {"kmeans", "data", "chapters", "evaluation"}
 
