@@ -391,6 +391,7 @@ def _as_grid(grid: Any) -> tuple[int, int] | None:
         raise ValueError(f"grid must be an int or a pair (H, W) of positive ints, got {grid}")
     return grid  # type: ignore[return-value]
 
+
 def _level_class(level: Any) -> type["LevelFeatures"]:
     """The class of a level's feature space, chosen from its name: the one place where the name decides.
 
@@ -546,6 +547,7 @@ class LevelFeatures:
         else:
             raise TypeError(f"scale must be 'rms', 'none' or a dict, got {type(self.scale).__name__}")
         if isinstance(self.grid, str):
+            parse_level(self.grid)  # a bad name fails here, with its own message
             if not _level_class(self.grid).has_positions:
                 raise ValueError("grid='logits' has no grid; name a block level such as 'B234'")
         else:
@@ -635,7 +637,6 @@ class LevelFeatures:
 
     def __repr__(self) -> str:
         return f"LevelFeatures(level={self.level!r}, scale={self.scale!r}, grid={self.grid!r})"
-
 
 
 class BlockLevel(LevelFeatures):
