@@ -336,9 +336,6 @@ class SeedData:
     cmaps_test: dict[tuple[str, int, bool], torch.Tensor]
     ablation: bool
     mappings: dict[tuple[str, int, bool], np.ndarray] = dataclasses.field(default_factory=dict)
-    #: ``{level: Explainer}``: the front door's object of each level with a classifier, whose steps fitted
-    #: ``lfs``, ``clfs``, ``temperatures`` and the main concept model (see :meth:`explainer`)
-    explainers: dict[str, Any] = dataclasses.field(default_factory=dict)
     temperatures: dict[str, float] = dataclasses.field(default_factory=dict)
     #: prototypes per class of each level's classifier, chosen on the validation split (:func:`choose_k`)
     k_chosen: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -346,6 +343,9 @@ class SeedData:
     val_accuracy: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
     #: ``(n_train,)`` True for the training images held out to choose K
     validation: torch.Tensor | None = None
+    #: ``{level: Explainer}``: the front door's object of each level with a classifier, whose steps fitted
+    #: ``lfs``, ``clfs``, ``temperatures`` and the main concept model (see :meth:`explainer`)
+    explainers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def scorer(self, name: str) -> Any:
         """The k-means classifier of a level as a model (images -> class scores / its fitted temperature)."""
