@@ -434,6 +434,15 @@ def _to_numpy_map(m: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
+def _check_map_batch(images: Any, maps: Any, label: str) -> int:
+    """``N = len(images)``, after checking that every map of ``maps`` is ``(N, h, w)`` (``label`` names one)."""
+    n = len(images)
+    for name, m in maps.items():
+        if m.ndim != 3 or len(m) != n:
+            raise ValueError(f"{label.format(name)} must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    return n
+
+
 def _clean(ax: Any, title: str | None) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -736,10 +745,7 @@ def plot_level_maps(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    n = len(images)
-    for name, m in maps.items():
-        if m.ndim != 3 or len(m) != n:
-            raise ValueError(f"maps[{name!r}] must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    n = _check_map_batch(images, maps, "maps[{!r}]")
     if col_labels is not None and len(col_labels) != n:
         raise ValueError(f"col_labels must have one entry per image ({n}), got {len(col_labels)}")
     rows = ["parts", *maps]
@@ -1227,10 +1233,7 @@ def plot_explanations(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    n = len(images)
-    for name, m in columns.items():
-        if m.ndim != 3 or len(m) != n:
-            raise ValueError(f"column {name!r} must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    n = _check_map_batch(images, columns, "column {!r}")
     heads = (["image"] if with_image else []) + (["parts"] if parts is not None else []) + list(columns)
     if not heads:
         raise ValueError("nothing to draw: no image column, no parts and no maps")
