@@ -267,8 +267,7 @@ def _check_classifier(classifier: KMeansClassifier, level_features: LevelFeature
     check_is_fitted(classifier, ["prototypes_"])
     if not isinstance(level_features, LevelFeatures):
         raise TypeError(f"level_features must be a LevelFeatures, got {type(level_features).__name__}")
-    if level_features.is_logits:
-        raise ValueError(level_features._no_positions())
+    level_features.require_positions()
 
 
 def explain(

@@ -233,8 +233,7 @@ class ConceptModel:
             raise ValueError(f"n_concepts must be a positive int, got {K!r}")
         if level_features is None:
             level_features = LevelFeatures(self.level)
-            if level_features.is_logits:
-                raise ValueError(level_features._no_positions())
+            level_features.require_positions()
             if sample is None:  # fit the level and sample its positions in one pass over the data
                 sample = fit_and_sample(model, data, level_features, per_image=self.positions_per_image,
                                         random_state=self.random_state)[0]

@@ -277,7 +277,7 @@ class Explainer:
                 "the model is in training mode; the Explainer runs it in eval mode (BatchNorm uses its running "
                 "statistics, dropout is off) and restores its mode afterwards.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # the user's fit -> _start_fit -> here
             )
 
     def _check_images(self, x: torch.Tensor, *, name: str = "images") -> None:
@@ -357,13 +357,7 @@ class Explainer:
         Explainer
             ``self``.
         """
-        from .classifier import KMeansClassifier
-        from .concepts import ConceptModel
-
-        if not isinstance(self.model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
-        self.adapter_ = model_adapter(self.model, self.blocks, self.head)
-        self._warn_training()
+        self._start_fit()
         if isinstance(data, torch.Tensor):
             if labels is None:
                 raise ValueError("labels are required with an image tensor: fit(images (N, 3, H, W), labels (N,))")
@@ -381,38 +375,114 @@ class Explainer:
             self._check_images(first)
         self.class_names_ = list(class_names) if class_names is not None else (
             list(data.class_names) if hasattr(data, "class_names") else None)
-        lf = LevelFeatures(self.level, scale=self.scale, batch_size=self.batch_size, blocks=self.blocks,
-                           head=self.head, registration=self.registration)
-        if not lf.is_logits:
-            if isinstance(self.positions_per_image, bool) or not isinstance(self.positions_per_image, int) \
-                    or self.positions_per_image < 1:
-                raise ValueError(f"positions_per_image must be an int >= 1, got {self.positions_per_image!r}")
-            self._check_nesting()  # from the strides, before the pass over the data
+        lf = self.new_level_features()
+        per_image = lf.sample_size(self.positions_per_image)  # 0: the level has no positions
+        self._check_nesting()  # from the strides, before the pass over the data
         # one pass over the data: the level's scales, the pooled embeddings and the position sample
         sample, Z, y = fit_and_sample(
-            self.model, source, lf, per_image=self.positions_per_image, random_state=self.random_state,
+            self.model, source, lf, per_image=per_image, random_state=self.random_state,
             batch_size=self.batch_size, desc=f"fit {self.level}",
         )
-        self.level_features_ = lf
-        self.registration_ = {} if lf.is_logits else lf.registration_
+        self._set_level_features(lf)
         if y is None:
             raise ValueError("the data has no labels: pass (images, labels) or a dataset of (image, label)")
         if self._label_values is not None:  # back from the int64 codes that travelled with the images
             y = self._label_values[y.cpu().numpy()]
+        self.fit_classifier(Z, y)
+        self.concepts_ = None
+        if sample is not None:  # the logits level samples no positions: no concepts
+            self.fit_concepts(source, sample=sample)
+        return self
+
+    # The steps of fit, for a caller that fits them on different data (the evaluation fits the
+    # scales on fewer images than the classifier): each is what fit runs, nothing else.
+    def new_level_features(self) -> LevelFeatures:
+        """The level's feature space with this explainer's settings, not fitted (what :meth:`fit` fits)."""
+        return LevelFeatures(self.level, scale=self.scale, batch_size=self.batch_size, blocks=self.blocks,
+                             head=self.head, registration=self.registration)
+
+    def fit_level(self, data: Any) -> "Explainer":
+        """Fit only the level's feature space (its per-block scales) on images ``data``; the first step of :meth:`fit`.
+
+        Parameters
+        ----------
+        data : torch.Tensor, Dataset or DataLoader
+            ``(N, 3, H, W)`` images in ``[0, 1]`` (see :func:`~kmexplain_utils.features.iter_batches`).
+
+        Returns
+        -------
+        Explainer
+            ``self``, with ``level_features_`` and ``registration_``; then :meth:`fit_classifier`
+            and :meth:`fit_concepts`.
+        """
+        self._start_fit()
+        first, _ = next(iter(iter_batches(data, 1)[0]))
+        self._check_images(first)
+        self._label_values, self.class_names_ = None, None
+        self._check_nesting()
+        self._set_level_features(self.new_level_features().fit(self.model, data))
+        return self
+
+    def fit_classifier(self, Z: torch.Tensor, y: Any) -> "Explainer":
+        """Fit the k-means classifier and its softmax temperature on pooled embeddings; a step of :meth:`fit`.
+
+        Parameters
+        ----------
+        Z : torch.Tensor
+            ``(N, D_S)`` pooled embeddings of training images at this level (``level_features_.pooled``).
+        y : array-like
+            ``(N,)`` their labels.
+
+        Returns
+        -------
+        Explainer
+            ``self``, with ``classifier_``, ``classes_`` and ``temperature_``.
+        """
+        from .classifier import KMeansClassifier
+        from .scores import fit_temperature
+
         self.classifier_ = KMeansClassifier(
             self.n_prototypes, random_state=self.random_state, device=self.device).fit(Z, y)
         self.classes_ = self.classifier_.classes_
-        from .scores import fit_temperature
-
         # softmax(scores / T) calibrated on the training embeddings: the model deletion/insertion track
         self.temperature_ = fit_temperature(self.classifier_.class_scores(Z), self.classifier_.class_columns(y))
-        self.concepts_ = None
-        if sample is not None:
-            self.concepts_ = ConceptModel(
-                self.n_concepts, level=self.level, per_class=self.per_class_concepts,
-                positions_per_image=self.positions_per_image, random_state=self.random_state, device=self.device,
-            ).fit(self.model, source, level_features=lf, sample=sample)
         return self
+
+    def fit_concepts(self, data: Any, sample: Any = None) -> "Explainer":
+        """Fit the k-means concepts on positions of training images; the last step of :meth:`fit`.
+
+        Parameters
+        ----------
+        data : tuple, Dataset or DataLoader
+            ``(images (N, 3, H, W), labels (N,))`` or a dataset of ``(image, label)``.
+        sample : PositionSample, optional
+            Positions already sampled from ``data`` at this level (default: sampled here, with
+            ``positions_per_image`` and ``random_state``: the same draws as :meth:`fit`'s pass).
+
+        Returns
+        -------
+        Explainer
+            ``self``, with ``concepts_``.
+        """
+        from .concepts import ConceptModel
+
+        if not hasattr(self, "level_features_"):
+            raise NotFittedError("fit the level first: explainer.fit_level(images) (or fit(images, labels))")
+        self.concepts_ = ConceptModel(
+            self.n_concepts, level=self.level, per_class=self.per_class_concepts,
+            positions_per_image=self.positions_per_image, random_state=self.random_state, device=self.device,
+        ).fit(self.model, data, level_features=self.level_features_, sample=sample)
+        return self
+
+    def _start_fit(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
+        self.adapter_ = model_adapter(self.model, self.blocks, self.head)
+        self._warn_training()
+
+    def _set_level_features(self, lf: LevelFeatures) -> None:
+        self.level_features_ = lf
+        self.registration_ = lf.registration_
 
     def _encode_labels(self, labels: Any) -> torch.Tensor:
         """``(N,)`` labels as a tensor that can travel with the images (int64 codes for strings and the like).
@@ -443,12 +513,7 @@ class Explainer:
     def _forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
         self._check_fitted()
         self._check_images(x, name="x")
-        lf = self.level_features_
-        if lf.is_logits:
-            return None, lf.pooled(self.model, x)  # type: ignore[return-value]
-        # the block maps, not the (N, D_S, H_S, W_S) features: maps are computed by projecting then resampling
-        maps = lf.block_maps(self.model, x)
-        return maps, lf.pooled_from_maps(maps, tuple(x.shape[-2:]))  # type: ignore[return-value]
+        return self.level_features_.maps_and_pooled(self.model, x)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings ``z_S`` ``(N, D_S)`` of images ``x`` ``(N, 3, H, W)``."""

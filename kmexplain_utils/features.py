@@ -62,6 +62,8 @@ __all__ = [
     "BlockExtractor",
     "block_features",
     "LevelFeatures",
+    "BlockLevel",
+    "LogitsLevel",
     "PositionSample",
     "iter_batches",
     "extract_pooled",
@@ -185,9 +187,7 @@ def _resolve_blocks(model: nn.Module, blocks: Any, adapter: Any = None) -> tuple
     elif blocks is None:
         names = tuple(BLOCK_MODULES)
     elif isinstance(blocks, str):
-        names = parse_level(blocks)
-        if names == ("logits",):
-            names = ()
+        names = tuple(b for b in parse_level(blocks) if b in BLOCK_MODULES)  # the logits name no block
     else:
         names = tuple(blocks)
         for b in names:
@@ -392,8 +392,31 @@ def _as_grid(grid: Any) -> tuple[int, int] | None:
     return grid  # type: ignore[return-value]
 
 
+def _level_class(level: Any) -> type["LevelFeatures"]:
+    """The class of a level's feature space, chosen from its name: the one place where the name decides.
+
+    ``"logits"`` -> :class:`LogitsLevel`; a block level, and a name that does
+    not parse (its error is raised by ``fit``, as scikit-learn validates
+    parameters there), -> :class:`BlockLevel`.
+    """
+    try:
+        return LogitsLevel if parse_level(level) == ("logits",) else BlockLevel
+    except (TypeError, ValueError):
+        return BlockLevel
+
+
 class LevelFeatures:
     """Feature space of one level: resized, per-block scaled, concatenated block maps.
+
+    ``LevelFeatures(level, ...)`` builds the level's object, chosen once from
+    the name: a :class:`BlockLevel` (block maps resampled to one grid, scaled
+    and concatenated) or the :class:`LogitsLevel` (the classifier's output,
+    image-level, no positions). Both have the same interface (``fit``,
+    ``pooled``, ``maps_and_pooled``, ``features_of_pass``, ``fit_and_sample``'s
+    pass, ``registration_`` ...), so that callers never test the level's name;
+    ``has_positions`` says whether the level has feature-map positions
+    (position features, concept and attribution maps), and the methods that
+    need positions raise a clear error on the logits.
 
     Parameters
     ----------
@@ -425,6 +448,7 @@ class LevelFeatures:
         ``"exact"`` (default) resamples blocks at their registered centres
         ``s_b i + o_b``; ``"cell"`` uses the first edition's cell-centred
         convention (``o = (s - 1) / 2``), kept as an ablation.
+        Scale, grid and registration are ignored by the logits level.
 
     Attributes
     ----------
@@ -444,6 +468,9 @@ class LevelFeatures:
         Number of positions used to fit ``sigma_``.
     adapter_ : Adapter
         How the model was read (head, block modules).
+    registration_ : dict of str to BlockRegistration
+        Grid, stride and offset of each block at the fitting image size
+        (``{}`` for the logits).
     geometry_ : dict of str to GridGeometry
         Where each block's positions sit on the image (per ``registration``).
     grid_geometry_ : GridGeometry
@@ -463,6 +490,14 @@ class LevelFeatures:
     >>> lf.grid_size, lf.n_features_
     ((4, 4), 768)
     """
+
+    #: whether the level has feature-map positions (``False`` for the logits)
+    has_positions: bool = True
+
+    def __new__(cls, level: str = "B4", *args: Any, **kwargs: Any) -> "LevelFeatures":
+        if cls is LevelFeatures:  # the factory: the level's own class
+            cls = _level_class(level)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -488,8 +523,8 @@ class LevelFeatures:
     # -- helpers
     @property
     def is_logits(self) -> bool:
-        """True for the image-level ``"logits"`` level."""
-        return parse_level(self.level) == ("logits",)
+        """True for the image-level ``"logits"`` level (``not has_positions``)."""
+        return not self.has_positions
 
     @property
     def grid_size(self) -> tuple[int, int] | None:
@@ -499,29 +534,25 @@ class LevelFeatures:
 
     def _check_params(self) -> tuple[str, ...]:
         blocks = parse_level(self.level)
+        if not isinstance(self, _level_class(self.level)):
+            raise ValueError(
+                f"level was changed to {self.level!r} after this {type(self).__name__} was built; "
+                f"build a new one: LevelFeatures({self.level!r}, ...)"
+            )
         if isinstance(self.scale, str):
             if self.scale not in ("rms", "none"):
                 raise ValueError(f"scale must be 'rms', 'none' or a dict of per-block constants, got {self.scale!r}")
         elif isinstance(self.scale, Mapping):
-            if blocks != ("logits",):
-                missing = [b for b in blocks if b not in self.scale]
-                if missing:
-                    raise ValueError(f"scale dict lacks block(s) {missing} of level {self.level!r}")
-                bad = {b: s for b, s in self.scale.items() if not (float(s) > 0 and math.isfinite(float(s)))}
-                if bad:
-                    raise ValueError(f"scale constants must be positive and finite, got {bad}")
+            self._check_scale_dict(blocks)
         else:
             raise TypeError(f"scale must be 'rms', 'none' or a dict, got {type(self.scale).__name__}")
         if isinstance(self.grid, str):
-            if parse_level(self.grid) == ("logits",):
+            parse_level(self.grid)  # a bad name fails here, with its own message
+            if not _level_class(self.grid).has_positions:
                 raise ValueError("grid='logits' has no grid; name a block level such as 'B234'")
         else:
             _as_grid(self.grid)
         return blocks
-
-    def _hooked_blocks(self, blocks: tuple[str, ...]) -> tuple[str, ...]:
-        extra = parse_level(self.grid) if isinstance(self.grid, str) else ()
-        return tuple(sorted(set(blocks) | set(extra)))
 
     def _device_for(self, model: nn.Module) -> torch.device:
         dev = model_device(model)
@@ -533,6 +564,193 @@ class LevelFeatures:
                     f"(model.to({str(want)!r})) or use device='auto'."
                 )
         return dev
+
+    def _prepare(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be floating point images in [0, 1], got dtype {x.dtype}")
+        return x.to(self._device_for(model))
+
+    # -- fitting
+    def fit(self, model: nn.Module, data: Any, y: Any = None) -> "LevelFeatures":
+        """Fit the per-block scales on training images (streamed, one batch of maps at a time).
+
+        Parameters
+        ----------
+        model : nn.Module
+            ResNet-style model (``layer1..layer4``, see :func:`block_features`).
+        data : tensor, tuple, Dataset or DataLoader
+            Training images, see :func:`iter_batches`.
+        y : ignored
+            For scikit-learn compatibility.
+
+        Returns
+        -------
+        LevelFeatures
+            ``self``.
+        """
+        self._fit_pass(model, data, per_image=0, random_state=None, batch_size=self.batch_size,
+                       want_pooled=False, desc=f"fit scales {self.level}")
+        return self
+
+    def require_positions(self) -> None:
+        """Raise a ``ValueError`` that says why when the level has no positions (the logits)."""
+
+    def sample_size(self, per_image: Any) -> int:
+        """Positions to sample per image at this level: ``per_image`` checked (an int >= 1), or 0 without positions."""
+        if isinstance(per_image, bool) or not isinstance(per_image, int) or per_image < 1:
+            raise ValueError(f"positions_per_image must be an int >= 1, got {per_image!r}")
+        return per_image
+
+    def _check_scale_dict(self, blocks: tuple[str, ...]) -> None:
+        """Check a dict ``scale`` against the level's blocks."""
+
+    def _check_transformable(self) -> None:
+        """Raise ``NotFittedError`` when the level must be fitted before it transforms images."""
+
+    def _fit_pass(self, model: nn.Module, data: Any, *, per_image: int, random_state: Any, batch_size: int,
+                  want_pooled: bool, desc: str | None) -> tuple[PositionSample | None, torch.Tensor, torch.Tensor | None]:
+        """The one streamed pass behind :meth:`fit` and :func:`fit_and_sample` (see there).
+
+        Sets the level's fitted attributes; returns ``(sample, Z, y)`` (``Z`` and ``y`` empty/``None``
+        unless ``want_pooled``).
+        """
+        raise NotImplementedError
+
+    def pooled(self, model: nn.Module, x: torch.Tensor, *, return_logits: bool = False
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Pooled embeddings ``z_S`` ``(N, D_S)`` of images ``x`` ``(N, 3, H, W)`` (and the logits ``(N, C)``)."""
+        raise NotImplementedError
+
+    def maps_and_pooled(self, model: nn.Module, x: torch.Tensor
+                        ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
+        """One forward pass: the level's block maps (:meth:`block_maps`; ``None`` without positions) and the
+        pooled embeddings ``(N, D_S)``."""
+        raise NotImplementedError
+
+    def features_of_pass(self, maps: Mapping[str, torch.Tensor], logits: torch.Tensor, image_size: Any = None
+                         ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The level's position features ``(N, D_S, H_S, W_S)`` (``None`` without positions) and pooled
+        embeddings ``(N, D_S)`` from one forward pass's block maps (:func:`block_features`) and logits ``(N, C)``.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"LevelFeatures(level={self.level!r}, scale={self.scale!r}, grid={self.grid!r})"
+
+
+class BlockLevel(LevelFeatures):
+    """A block level (``"B4"``, ``"B234"`` ...): registered resampling, per-block scales, concatenation.
+
+    Built by ``LevelFeatures("B234", ...)`` (same parameters and attributes as
+    :class:`LevelFeatures`).
+    """
+
+    def _check_scale_dict(self, blocks: tuple[str, ...]) -> None:
+        missing = [b for b in blocks if b not in self.scale]
+        if missing:
+            raise ValueError(f"scale dict lacks block(s) {missing} of level {self.level!r}")
+        bad = {b: s for b, s in self.scale.items() if not (float(s) > 0 and math.isfinite(float(s)))}
+        if bad:
+            raise ValueError(f"scale constants must be positive and finite, got {bad}")
+
+    def _check_transformable(self) -> None:
+        if self.scale == "rms" and not hasattr(self, "sigma_"):
+            raise NotFittedError(f"{self!r} is not fitted; call level_features.fit(model, train_data) first.")
+
+    # -- fitting
+    def _fit_pass(self, model: nn.Module, data: Any, *, per_image: int, random_state: Any, batch_size: int,
+                  want_pooled: bool, desc: str | None) -> tuple[PositionSample | None, torch.Tensor, torch.Tensor | None]:
+        lf = self
+        blocks = lf._check_params()
+        lf._device_for(model)
+        if lf.registration not in ("exact", "cell"):
+            raise ValueError(f"registration must be 'exact' or 'cell', got {lf.registration!r}")
+        draws = _PositionDraws(data, per_image, random_state, stacklevel=4) if per_image else None
+        from .architectures import block_geometries
+
+        out_dev = _out_device(data)
+        batches, n = iter_batches(data, batch_size)
+        lf.adapter_ = model_adapter(model, lf.blocks, lf.head)
+        hooked = lf._hooked_blocks(blocks)
+        dev = lf._device_for(model)
+        sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
+        count, grid, registered = 0, None, False
+        resamplers: dict[tuple, _BlockResampler] = {}
+        dims: dict[str, int] = {}
+        zs, ys = [], []
+        has_y = True
+        with eval_mode(model), torch.no_grad(), block_features(model, hooked, adapter=lf.adapter_) as extract:
+            for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
+                                   desc=desc or f"fit {lf.level}"):
+                xb = lf._prepare(model, xb)
+                if not registered:  # one traced probe image: where each block's positions sit
+                    regs = block_geometries(model, lf.adapter_, tuple(xb.shape[-2:]), hooked)
+                    lf.registration_ = regs
+                    lf.geometry_ = {b: GridGeometry.from_registration(r, lf.registration) for b, r in regs.items()}
+                    registered = True
+                maps = extract(xb)
+                gs = lf._target_grid(maps)
+                geo, target = lf._geometries(maps, gs, tuple(xb.shape[-2:]))
+                if grid is None:
+                    grid = gs
+                    lf.grid_geometry_ = target
+                B, (H, W) = xb.shape[0], gs
+                count += B * H * W
+                sources = []
+                for b in blocks:
+                    m = maps[b]
+                    key = (b, tuple(m.shape[-2:]), gs, geo[b], target)
+                    if key not in resamplers:
+                        resamplers[key] = _BlockResampler(geo[b], tuple(m.shape[-2:]), gs, target, m.dtype, m.device)
+                    rs = resamplers[key]
+                    dims[b] = m.shape[1]
+                    sq[b] += rs.sum_squares(m)  # unscaled: the results are divided by sigma_b afterwards
+                    sources.append((rs, m))
+                if want_pooled or per_image:
+                    if want_pooled:
+                        zs.append(torch.cat([rs.pooled(m) for rs, m in sources], dim=1).float().to(out_dev))
+                    if draws is not None:
+                        pos = draws.draw(B, (H, W), tuple(xb.shape[-2:]), yb)  # (B, k) on CPU
+                        py, px = (pos // W).to(dev), (pos % W).to(dev)
+                        picked = torch.cat([rs.at(m, py, px) for rs, m in sources], dim=2)  # (B, k, D)
+                        draws.vectors.append(picked.reshape(-1, picked.shape[2]).float().cpu())
+                    if yb is None:
+                        has_y = False
+                    elif want_pooled:
+                        ys.append(torch.as_tensor(yb).long().to(out_dev))
+        if count == 0:
+            raise ValueError("data holds no images: cannot fit the level's scales")
+        if lf.scale == "rms":
+            sigma = {}
+            for b in blocks:
+                s = math.sqrt(float(sq[b]) / count)
+                if not s > 0:
+                    warnings.warn(f"block {b} is all zeros on the fitting data; using sigma = 1", stacklevel=3)
+                    s = 1.0
+                sigma[b] = s
+        else:
+            sigma = lf._sigmas(blocks)
+        lf.blocks_ = blocks
+        lf.sigma_ = sigma
+        lf.dims_ = dims
+        start, lf.slices_ = 0, {}
+        for b in blocks:
+            lf.slices_[b] = slice(start, start + dims[b])
+            start += dims[b]
+        lf.n_features_ = start
+        lf.grid_size_ = grid if draws is None else draws.grid
+        lf.n_positions_ = count
+        # the scaling is linear: divide each block's channels of the unscaled results by sigma_b
+        scale = torch.cat([torch.full((dims[b],), sigma[b], dtype=torch.float32) for b in blocks])
+        Z = torch.cat(zs).div_(scale.to(out_dev)) if zs else torch.empty(0, start)
+        sample = None if draws is None else draws.sample(getattr(lf, "grid_geometry_", None), scale)
+        return sample, Z, (torch.cat(ys) if (has_y and ys) else None)
+
+    # -- helpers
+    def _hooked_blocks(self, blocks: tuple[str, ...]) -> tuple[str, ...]:
+        extra = parse_level(self.grid) if isinstance(self.grid, str) else ()
+        return tuple(sorted(set(blocks) | set(extra)))
 
     def _target_blocks(self, maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if isinstance(self.grid, str):
@@ -589,34 +807,6 @@ class LevelFeatures:
         check_is_fitted(self, ["sigma_"])
         return self.sigma_
 
-    def _prepare(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        check_tensor(x, 4, name="x", shape_doc="(N, 3, H, W)")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be floating point images in [0, 1], got dtype {x.dtype}")
-        return x.to(self._device_for(model))
-
-    # -- fitting
-    def fit(self, model: nn.Module, data: Any, y: Any = None) -> "LevelFeatures":
-        """Fit the per-block scales on training images (streamed, one batch of maps at a time).
-
-        Parameters
-        ----------
-        model : nn.Module
-            ResNet-style model (``layer1..layer4``, see :func:`block_features`).
-        data : tensor, tuple, Dataset or DataLoader
-            Training images, see :func:`iter_batches`.
-        y : ignored
-            For scikit-learn compatibility.
-
-        Returns
-        -------
-        LevelFeatures
-            ``self``.
-        """
-        _fit_pass(model, data, self, per_image=0, random_state=None, batch_size=self.batch_size,
-                  want_pooled=False, desc=f"fit scales {self.level}")
-        return self
-
     # -- transforming
     def combine(self, maps: Mapping[str, torch.Tensor], image_size: Any = None) -> torch.Tensor:
         """Resample (at the registered coordinates), scale and concatenate block maps.
@@ -634,8 +824,6 @@ class LevelFeatures:
             ``(N, sum D_b, H_S, W_S)`` on the grid of the level's finest block.
         """
         blocks = self._check_params()
-        if blocks == ("logits",):
-            raise ValueError(self._no_positions())
         missing = [b for b in blocks if b not in maps]
         if missing:
             raise ValueError(f"maps lack block(s) {missing} of level {self.level!r}")
@@ -643,13 +831,6 @@ class LevelFeatures:
         grid = self._target_grid(maps)
         geo, target = self._geometries(maps, grid, None if image_size is None else tuple(image_size))
         return torch.cat([self._resize(maps[b], geo[b], grid, target) / sig[b] for b in blocks], dim=1)
-
-    def _no_positions(self) -> str:
-        return (
-            "level 'logits' is image-level only: it has no feature-map positions, so there are no "
-            "position features, concept maps or attribution maps; use a block level such as 'B4' or "
-            "'B234' (pooled(...) works for 'logits')."
-        )
 
     def position_features(
         self, model: nn.Module, x: torch.Tensor, *, return_logits: bool = False
@@ -666,8 +847,6 @@ class LevelFeatures:
             Also return the logits ``(N, C)`` of the same forward pass.
         """
         blocks = self._check_params()
-        if blocks == ("logits",):
-            raise ValueError(self._no_positions())
         self._sigmas(blocks)  # NotFittedError early
         x = self._prepare(model, x)
         with eval_mode(model), torch.no_grad(), \
@@ -679,19 +858,21 @@ class LevelFeatures:
     def pooled(
         self, model: nn.Module, x: torch.Tensor, *, return_logits: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Pooled embeddings ``z_S`` ``(N, D_S)``: the spatial mean of :meth:`position_features`.
-
-        For ``"logits"`` they are the logits themselves.
-        """
-        blocks = self._check_params()
-        if blocks == ("logits",):
-            x = self._prepare(model, x)
-            with eval_mode(model), torch.no_grad():
-                logits = model(x)
-            return (logits, logits) if return_logits else logits
+        """Pooled embeddings ``z_S`` ``(N, D_S)``: the spatial mean of :meth:`position_features`."""
         feats, logits = self.position_features(model, x, return_logits=True)  # type: ignore[misc]
         z = feats.mean((2, 3))
         return (z, logits) if return_logits else z
+
+    def maps_and_pooled(self, model: nn.Module, x: torch.Tensor
+                        ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
+        # the block maps, not the (N, D_S, H_S, W_S) features: maps are computed by projecting then resampling
+        maps = self.block_maps(model, x)
+        return maps, self.pooled_from_maps(maps, tuple(x.shape[-2:]))
+
+    def features_of_pass(self, maps: Mapping[str, torch.Tensor], logits: torch.Tensor, image_size: Any = None
+                         ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        feats = self.combine(maps, image_size)
+        return feats, feats.mean((2, 3))
 
     def block_maps(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The level's block maps ``{"B2": (N, D_2, H_2, W_2), ...}`` of images ``x`` (one forward pass).
@@ -701,8 +882,6 @@ class LevelFeatures:
         building the ``(N, D_S, H_S, W_S)`` position features.
         """
         blocks = self._check_params()
-        if blocks == ("logits",):
-            raise ValueError(self._no_positions())
         self._sigmas(blocks)  # NotFittedError early
         x = self._prepare(model, x)
         with eval_mode(model), torch.no_grad(), \
@@ -772,8 +951,97 @@ class LevelFeatures:
             out = r if out is None else out + r
         return out  # type: ignore[return-value]
 
-    def __repr__(self) -> str:
-        return f"LevelFeatures(level={self.level!r}, scale={self.scale!r}, grid={self.grid!r})"
+
+class LogitsLevel(LevelFeatures):
+    """The ``"logits"`` level: the classifier's output ``(N, C)`` is the embedding; image-level, no positions.
+
+    Built by ``LevelFeatures("logits")``. It needs no fit beyond the logits'
+    width; ``scale``, ``grid`` and ``registration`` are ignored. Position
+    features, block maps, concept and attribution maps do not exist here: the
+    methods that would return them raise a ``ValueError`` that says so.
+    """
+
+    has_positions = False
+
+    def _no_positions(self) -> str:
+        return (
+            "level 'logits' is image-level only: it has no feature-map positions, so there are no "
+            "position features, concept maps or attribution maps; use a block level such as 'B4' or "
+            "'B234' (pooled(...) works for 'logits')."
+        )
+
+    def require_positions(self) -> None:
+        raise ValueError(self._no_positions())
+
+    def sample_size(self, per_image: Any) -> int:
+        return 0
+
+    def _fit_pass(self, model: nn.Module, data: Any, *, per_image: int, random_state: Any, batch_size: int,
+                  want_pooled: bool, desc: str | None) -> tuple[PositionSample | None, torch.Tensor, torch.Tensor | None]:
+        lf = self
+        blocks = lf._check_params()
+        lf._device_for(model)
+        out_dev = _out_device(data)
+        batches, n = iter_batches(data, batch_size)
+        # no blocks: the logits are the embedding; the level needs only their width
+        zs, ys, has_y, width = [], [], True, None
+        with eval_mode(model), torch.no_grad():
+            for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
+                                   desc=desc or f"fit {lf.level}"):
+                xb = lf._prepare(model, xb if want_pooled else xb[:1])
+                out = model(xb)
+                width = out.shape[1]
+                if not want_pooled:
+                    break
+                zs.append(out.float().to(out_dev))
+                if yb is None:
+                    has_y = False
+                else:
+                    ys.append(torch.as_tensor(yb).long().to(out_dev))
+        if width is None:
+            raise ValueError("data holds no images")
+        lf.blocks_, lf.registration_ = blocks, {}
+        lf.sigma_, lf.dims_ = {}, {"logits": width}
+        lf.slices_ = {"logits": slice(0, width)}
+        lf.n_features_, lf.grid_size_, lf.n_positions_ = width, None, 0
+        Z = torch.cat(zs) if zs else torch.empty(0, width)
+        return None, Z, (torch.cat(ys) if (has_y and ys) else None)
+
+    def pooled(self, model: nn.Module, x: torch.Tensor, *, return_logits: bool = False
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The logits ``(N, C)`` of images ``x`` ``(N, 3, H, W)`` (twice with ``return_logits``)."""
+        self._check_params()
+        x = self._prepare(model, x)
+        with eval_mode(model), torch.no_grad():
+            logits = model(x)
+        return (logits, logits) if return_logits else logits
+
+    def maps_and_pooled(self, model: nn.Module, x: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, self.pooled(model, x)  # type: ignore[return-value]
+
+    def features_of_pass(self, maps: Mapping[str, torch.Tensor], logits: torch.Tensor, image_size: Any = None
+                         ) -> tuple[None, torch.Tensor]:
+        return None, logits
+
+    def position_features(self, model: nn.Module, x: torch.Tensor, *, return_logits: bool = False) -> Any:
+        """No positions: raises ``ValueError``."""
+        self.require_positions()
+
+    def combine(self, maps: Mapping[str, torch.Tensor], image_size: Any = None) -> torch.Tensor:
+        """No positions: raises ``ValueError``."""
+        self.require_positions()
+
+    def block_maps(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """No blocks: raises ``ValueError``."""
+        self.require_positions()
+
+    def pooled_from_maps(self, maps: Mapping[str, torch.Tensor], image_size: Any = None) -> torch.Tensor:
+        """No blocks: raises ``ValueError``."""
+        self.require_positions()
+
+    def project(self, maps: Mapping[str, torch.Tensor], weights: torch.Tensor, image_size: Any = None) -> torch.Tensor:
+        """No positions: raises ``ValueError``."""
+        self.require_positions()
 
 
 # ---------------------------------------------------------------- streaming
@@ -833,10 +1101,7 @@ def extract_pooled(
     """
     if not isinstance(level_features, LevelFeatures):
         raise TypeError(f"level_features must be a LevelFeatures, got {type(level_features).__name__}")
-    if not level_features.is_logits and level_features.scale == "rms" and not hasattr(level_features, "sigma_"):
-        raise NotFittedError(
-            f"{level_features!r} is not fitted; call level_features.fit(model, train_data) first."
-        )
+    level_features._check_transformable()
     LevelFeatures(level_features.level, device=device)._device_for(model)
     out_dev = _out_device(data)
     batches, n = iter_batches(data, batch_size)
@@ -941,20 +1206,10 @@ def sample_positions(
     """
     if per_image < 1:
         raise ValueError(f"per_image must be >= 1, got {per_image}")
-    if level_features.is_logits:
-        raise ValueError(level_features._no_positions())
-    from torch.utils.data import DataLoader, SequentialSampler
-
-    if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
-        warnings.warn(
-            "the DataLoader does not read the data in order; image_index will not match dataset "
-            "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
-            stacklevel=2,
-        )
-    g = as_generator(random_state)
+    level_features.require_positions()
+    draws = _PositionDraws(data, per_image, random_state, stacklevel=3)
     batches, n = iter_batches(data, batch_size)
-    vecs, idxs, yxs, labs, pooled, ys = [], [], [], [], [], []
-    has_y, offset, grid, image_size = True, 0, None, None
+    pooled, ys = [], []
     for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
                            desc=desc or f"positions {level_features.level}"):
         feats = level_features.position_features(model, xb)
@@ -963,33 +1218,72 @@ def sample_positions(
             pooled.append(feats.mean((2, 3)).float().cpu())
             if yb is not None:
                 ys.append(torch.as_tensor(yb).long().cpu())
-        grid, image_size = (H, W), tuple(xb.shape[-2:])
-        k = min(per_image, H * W)
-        pos = torch.rand(B, H * W, generator=g).argsort(dim=1)[:, :k]  # (B, k) on CPU
+        pos = draws.draw(B, (H, W), tuple(xb.shape[-2:]), yb)  # (B, k)
         flat = feats.flatten(2).transpose(1, 2)  # (B, HW, D)
-        picked = torch.gather(flat, 1, pos.to(flat.device)[..., None].expand(B, k, D))
-        vecs.append(picked.reshape(B * k, D).float().cpu())
-        idxs.append((offset + torch.arange(B)).repeat_interleave(k))
-        yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
-        if yb is None:
-            has_y = False
-        else:
-            labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
-        offset += B
-    if not vecs:
+        picked = torch.gather(flat, 1, pos.to(flat.device)[..., None].expand(B, pos.shape[1], D))
+        draws.vectors.append(picked.reshape(-1, D).float().cpu())
+    if not draws.vectors:
         raise ValueError("data holds no images")
-    sample = PositionSample(
-        vectors=torch.cat(vecs),
-        image_index=torch.cat(idxs),
-        yx=torch.cat(yxs),
-        grid=grid,  # type: ignore[arg-type]
-        image_size=image_size,  # type: ignore[arg-type]
-        labels=torch.cat(labs) if has_y else None,
-        geometry=getattr(level_features, "grid_geometry_", None),
-    )
+    sample = draws.sample(getattr(level_features, "grid_geometry_", None))
     if return_pooled:
-        return sample, torch.cat(pooled), (torch.cat(ys) if has_y else None)
+        return sample, torch.cat(pooled), (torch.cat(ys) if draws.has_y else None)
     return sample
+
+
+class _PositionDraws:
+    """The bookkeeping of a position sample, the same for :func:`sample_positions` and the fit's pass.
+
+    Each batch draws ``min(per_image, H W)`` positions per image without replacement (the same
+    draws for the same seed, whichever function draws them) and records their images, grid rows and
+    columns and labels; the caller appends the ``(B k, D)`` vectors at those positions to ``vectors``.
+    """
+
+    def __init__(self, data: Any, per_image: int, random_state: int | torch.Generator | None,
+                 stacklevel: int) -> None:
+        from torch.utils.data import DataLoader, SequentialSampler
+
+        if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
+            warnings.warn(
+                "the DataLoader does not read the data in order; image_index will not match dataset "
+                "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
+                stacklevel=stacklevel,
+            )
+        self.per_image, self.g = per_image, as_generator(random_state)
+        self.vectors: list[torch.Tensor] = []
+        self.idxs: list[torch.Tensor] = []
+        self.yxs: list[torch.Tensor] = []
+        self.labs: list[torch.Tensor] = []
+        self.has_y, self.offset = True, 0
+        self.grid: tuple[int, int] | None = None
+        self.image_size: tuple[int, int] | None = None
+
+    def draw(self, n_images: int, grid: tuple[int, int], image_size: tuple[int, int], yb: Any) -> torch.Tensor:
+        """``(B, k)`` flat positions (CPU) drawn for the next ``B = n_images`` images on a ``grid``."""
+        (H, W), B = grid, n_images
+        k = min(self.per_image, H * W)
+        pos = torch.rand(B, H * W, generator=self.g).argsort(dim=1)[:, :k]  # (B, k) on CPU
+        self.grid, self.image_size = (H, W), image_size
+        self.idxs.append((self.offset + torch.arange(B)).repeat_interleave(k))
+        self.yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
+        if yb is None:
+            self.has_y = False
+        else:
+            self.labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
+        self.offset += B
+        return pos
+
+    def sample(self, geometry: GridGeometry | None, scale: torch.Tensor | None = None) -> PositionSample:
+        """The :class:`PositionSample` of the draws (vectors divided by ``scale`` ``(D,)`` when given)."""
+        vectors = torch.cat(self.vectors)
+        return PositionSample(
+            vectors=vectors if scale is None else vectors.div_(scale),
+            image_index=torch.cat(self.idxs),
+            yx=torch.cat(self.yxs),
+            grid=self.grid,  # type: ignore[arg-type]
+            image_size=self.image_size,  # type: ignore[arg-type]
+            labels=torch.cat(self.labs) if self.has_y else None,
+            geometry=geometry,
+        )
 
 
 class _BlockResampler:
@@ -1109,160 +1403,5 @@ def fit_and_sample(
         raise TypeError(f"level_features must be a LevelFeatures, got {type(level_features).__name__}")
     if isinstance(per_image, bool) or not isinstance(per_image, int) or per_image < 0:
         raise ValueError(f"per_image must be an int >= 0, got {per_image!r}")
-    return _fit_pass(model, data, level_features, per_image=per_image, random_state=random_state,
-                     batch_size=batch_size, want_pooled=True, desc=desc)
-
-
-def _fit_pass(
-    model: nn.Module,
-    data: Any,
-    lf: LevelFeatures,
-    *,
-    per_image: int,
-    random_state: int | torch.Generator | None,
-    batch_size: int,
-    want_pooled: bool,
-    desc: str | None,
-) -> tuple[PositionSample | None, torch.Tensor, torch.Tensor | None]:
-    """The one streamed pass behind :meth:`LevelFeatures.fit` and :func:`fit_and_sample`.
-
-    Sets the level's fitted attributes; returns ``(sample, Z, y)`` (``Z`` and
-    ``y`` empty/``None`` unless ``want_pooled``).
-    """
-    blocks = lf._check_params()
-    lf._device_for(model)
-    logits_level = blocks == ("logits",)
-    if not logits_level and lf.registration not in ("exact", "cell"):
-        raise ValueError(f"registration must be 'exact' or 'cell', got {lf.registration!r}")
-    per_image = 0 if logits_level else per_image
-    if per_image:
-        from torch.utils.data import DataLoader, SequentialSampler
-
-        if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler):
-            warnings.warn(
-                "the DataLoader does not read the data in order; image_index will not match dataset "
-                "indices. Pass the dataset itself or a DataLoader with shuffle=False.",
-                stacklevel=3,
-            )
-    from .architectures import block_geometries
-
-    g = as_generator(random_state) if per_image else None
-    out_dev = _out_device(data)
-    batches, n = iter_batches(data, batch_size)
-    if logits_level:
-        # no blocks: the logits are the embedding; the level needs only their width
-        zs, ys, has_y, width = [], [], True, None
-        with eval_mode(model), torch.no_grad():
-            for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
-                                   desc=desc or f"fit {lf.level}"):
-                xb = lf._prepare(model, xb if want_pooled else xb[:1])
-                out = model(xb)
-                width = out.shape[1]
-                if not want_pooled:
-                    break
-                zs.append(out.float().to(out_dev))
-                if yb is None:
-                    has_y = False
-                else:
-                    ys.append(torch.as_tensor(yb).long().to(out_dev))
-        if width is None:
-            raise ValueError("data holds no images")
-        lf.blocks_ = blocks
-        lf.sigma_, lf.dims_ = {}, {"logits": width}
-        lf.slices_ = {"logits": slice(0, width)}
-        lf.n_features_, lf.grid_size_, lf.n_positions_ = width, None, 0
-        Z = torch.cat(zs) if zs else torch.empty(0, width)
-        return None, Z, (torch.cat(ys) if (has_y and ys) else None)
-
-    lf.adapter_ = model_adapter(model, lf.blocks, lf.head)
-    hooked = lf._hooked_blocks(blocks)
-    dev = lf._device_for(model)
-    sq = {b: torch.zeros((), dtype=torch.float64, device=dev) for b in blocks}
-    count, grid, image_size, offset, registered = 0, None, None, 0, False
-    resamplers: dict[tuple, _BlockResampler] = {}
-    dims: dict[str, int] = {}
-    zs, ys, vecs, idxs, yxs, labs = [], [], [], [], [], []
-    has_y = True
-    with eval_mode(model), torch.no_grad(), block_features(model, hooked, adapter=lf.adapter_) as extract:
-        for xb, yb in progress(batches, total=None if n is None else math.ceil(n / batch_size),
-                               desc=desc or f"fit {lf.level}"):
-            xb = lf._prepare(model, xb)
-            if not registered:  # one traced probe image: where each block's positions sit
-                regs = block_geometries(model, lf.adapter_, tuple(xb.shape[-2:]), hooked)
-                lf.registration_ = regs
-                lf.geometry_ = {b: GridGeometry.from_registration(r, lf.registration) for b, r in regs.items()}
-                registered = True
-            maps = extract(xb)
-            gs = lf._target_grid(maps)
-            geo, target = lf._geometries(maps, gs, tuple(xb.shape[-2:]))
-            if grid is None:
-                grid = gs
-                lf.grid_geometry_ = target
-            B, (H, W) = xb.shape[0], gs
-            count += B * H * W
-            sources = []
-            for b in blocks:
-                m = maps[b]
-                key = (b, tuple(m.shape[-2:]), gs, geo[b], target)
-                if key not in resamplers:
-                    resamplers[key] = _BlockResampler(geo[b], tuple(m.shape[-2:]), gs, target, m.dtype, m.device)
-                rs = resamplers[key]
-                dims[b] = m.shape[1]
-                sq[b] += rs.sum_squares(m)  # unscaled: the results are divided by sigma_b afterwards
-                sources.append((rs, m))
-            if want_pooled or per_image:
-                if want_pooled:
-                    zs.append(torch.cat([rs.pooled(m) for rs, m in sources], dim=1).float().to(out_dev))
-                if per_image:
-                    grid, image_size = (H, W), tuple(xb.shape[-2:])
-                    k = min(per_image, H * W)
-                    pos = torch.rand(B, H * W, generator=g).argsort(dim=1)[:, :k]  # (B, k) on CPU
-                    py, px = (pos // W).to(dev), (pos % W).to(dev)
-                    picked = torch.cat([rs.at(m, py, px) for rs, m in sources], dim=2)  # (B, k, D)
-                    vecs.append(picked.reshape(B * k, picked.shape[2]).float().cpu())
-                    idxs.append((offset + torch.arange(B)).repeat_interleave(k))
-                    yxs.append(torch.stack([pos // W, pos % W], dim=-1).reshape(B * k, 2))
-                    if yb is not None:
-                        labs.append(torch.as_tensor(yb).long().cpu().repeat_interleave(k))
-                if yb is None:
-                    has_y = False
-                elif want_pooled:
-                    ys.append(torch.as_tensor(yb).long().to(out_dev))
-            offset += B
-    if count == 0:
-        raise ValueError("data holds no images: cannot fit the level's scales")
-    if lf.scale == "rms":
-        sigma = {}
-        for b in blocks:
-            s = math.sqrt(float(sq[b]) / count)
-            if not s > 0:
-                warnings.warn(f"block {b} is all zeros on the fitting data; using sigma = 1", stacklevel=3)
-                s = 1.0
-            sigma[b] = s
-    else:
-        sigma = lf._sigmas(blocks)
-    lf.blocks_ = blocks
-    lf.sigma_ = sigma
-    lf.dims_ = dims
-    start, lf.slices_ = 0, {}
-    for b in blocks:
-        lf.slices_[b] = slice(start, start + dims[b])
-        start += dims[b]
-    lf.n_features_ = start
-    lf.grid_size_ = grid
-    lf.n_positions_ = count
-    # the scaling is linear: divide each block's channels of the unscaled results by sigma_b
-    scale = torch.cat([torch.full((dims[b],), sigma[b], dtype=torch.float32) for b in blocks])
-    Z = torch.cat(zs).div_(scale.to(out_dev)) if zs else torch.empty(0, start)
-    sample = None
-    if per_image:
-        sample = PositionSample(
-            vectors=torch.cat(vecs).div_(scale),
-            image_index=torch.cat(idxs),
-            yx=torch.cat(yxs),
-            grid=grid,  # type: ignore[arg-type]
-            image_size=image_size,  # type: ignore[arg-type]
-            labels=torch.cat(labs) if has_y else None,
-            geometry=getattr(lf, "grid_geometry_", None),
-        )
-    return sample, Z, (torch.cat(ys) if (has_y and ys) else None)
+    return level_features._fit_pass(model, data, per_image=per_image, random_state=random_state,
+                                    batch_size=batch_size, want_pooled=True, desc=desc)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._figures import new_axes
+
 __all__ = [
     "BACKGROUND_GREY",
     "DIVERGING_CMAP",
@@ -432,12 +434,13 @@ def _to_numpy_map(m: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def _new_axes(ax: Any, size: tuple[float, float] = (3.0, 3.0)):
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _fig, ax = plt.subplots(figsize=size)
-    return ax.figure, ax
+def _check_map_batch(images: Any, maps: Any, label: str) -> int:
+    """``N = len(images)``, after checking that every map of ``maps`` is ``(N, h, w)`` (``label`` names one)."""
+    n = len(images)
+    for name, m in maps.items():
+        if m.ndim != 3 or len(m) != n:
+            raise ValueError(f"{label.format(name)} must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    return n
 
 
 def _clean(ax: Any, title: str | None) -> None:
@@ -463,7 +466,7 @@ def show_image(image: torch.Tensor | np.ndarray, ax: Any = None, title: str | No
     -------
     matplotlib.figure.Figure
     """
-    fig, ax = _new_axes(ax)
+    fig, ax = new_axes(ax)
     ax.imshow(to_numpy_image(image), interpolation="nearest")
     _clean(ax, title)
     return fig
@@ -579,7 +582,7 @@ def show_label_map(
     from matplotlib.colors import to_rgba
 
     rgba = np.array([to_rgba(c) for c in colors], dtype=np.float32)
-    fig, ax = _new_axes(ax)
+    fig, ax = new_axes(ax)
     if image is not None:
         img = to_numpy_image(image)
         h, w = img.shape[:2]
@@ -661,7 +664,7 @@ def show_heatmap(
     if not np.isfinite(hm).all():
         raise ValueError("heat contains NaN or infinite values")
     cmap = cmap or (DIVERGING_CMAP if diverging else HEATMAP_CMAP)
-    fig, ax = _new_axes(ax)
+    fig, ax = new_axes(ax)
     extent = None
     if image is not None:
         img = to_numpy_image(image)
@@ -742,10 +745,7 @@ def plot_level_maps(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    n = len(images)
-    for name, m in maps.items():
-        if m.ndim != 3 or len(m) != n:
-            raise ValueError(f"maps[{name!r}] must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    n = _check_map_batch(images, maps, "maps[{!r}]")
     if col_labels is not None and len(col_labels) != n:
         raise ValueError(f"col_labels must have one entry per image ({n}), got {len(col_labels)}")
     rows = ["parts", *maps]
@@ -808,7 +808,7 @@ def plot_norm_strip(
     Zc, y = Z.detach().cpu().double(), torch.as_tensor(labels).cpu().long()
     norms = Zc.norm(dim=1)
     C = len(class_names)
-    fig, ax = _new_axes(ax, size=(FIGURE_WIDTH * 0.8, 0.45 * C + 1.0))
+    fig, ax = new_axes(ax, size=(FIGURE_WIDTH * 0.8, 0.45 * C + 1.0))
     rng = np.random.default_rng(0)
     markers = ["o", "s", "^", "D"]
     colors = ["#D55E00", "#0072B2", "#009E73", "#CC79A7"]
@@ -1111,7 +1111,7 @@ def plot_accuracy_vs_k(
     """
     if len(k_values) != len(accuracies):
         raise ValueError(f"k_values ({len(k_values)}) and accuracies ({len(accuracies)}) differ in length")
-    fig, ax = _new_axes(ax, size=(4.5, 3.0))
+    fig, ax = new_axes(ax, size=(4.5, 3.0))
     ks = [int(k) for k in k_values]
     ax.plot(ks, [100 * float(a) for a in accuracies], marker="o", color=_QUALITATIVE[4], label=label)
     if reference is not None:
@@ -1233,10 +1233,7 @@ def plot_explanations(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    n = len(images)
-    for name, m in columns.items():
-        if m.ndim != 3 or len(m) != n:
-            raise ValueError(f"column {name!r} must have shape (N, h, w) with N = {n}, got {tuple(m.shape)}")
+    n = _check_map_batch(images, columns, "column {!r}")
     heads = (["image"] if with_image else []) + (["parts"] if parts is not None else []) + list(columns)
     if not heads:
         raise ValueError("nothing to draw: no image column, no parts and no maps")
@@ -1333,7 +1330,7 @@ def plot_concept_contributions(
     labels = list(concept_names) if concept_names is not None else [str(i) for i in range(k)]
     if len(labels) != k:
         raise ValueError(f"concept_names must have {k} entries, got {len(labels)}")
-    fig, ax = _new_axes(ax, size=(0.45 * k + 1.5, 2.6))
+    fig, ax = new_axes(ax, size=(0.45 * k + 1.5, 2.6))
     ax.bar(np.arange(k), vals, color=concept_colors(k), edgecolor="0.3", linewidth=0.5)
     ax.axhline(0.0, color="0.3", linewidth=0.8)
     ax.set_xticks(np.arange(k), labels)
@@ -1370,7 +1367,7 @@ def plot_block_scaling(
         raise ValueError(f"before and after must name the same blocks, got {blocks} and {list(after)}")
     b = np.array([before[k] for k in blocks], dtype=np.float64)
     a = np.array([after[k] for k in blocks], dtype=np.float64)
-    fig, ax = _new_axes(ax, size=(4.2, 2.8))
+    fig, ax = new_axes(ax, size=(4.2, 2.8))
     x = np.arange(len(blocks))
     ax.bar(x - 0.2, b / b.sum(), width=0.4, label="without scaling", color="#bdbdbd", edgecolor="0.3")
     ax.bar(x + 0.2, a / a.sum(), width=0.4, label=r"divided by $\sigma_b$", color="#0072B2", edgecolor="0.3")

@@ -415,6 +415,7 @@ def test_the_evaluation_fits_what_the_explainer_fits():
         ex = Explainer(d.model, lv, n_prototypes=d.k_chosen[lv], n_concepts=prof.n_concepts, random_state=1,
                        positions_per_image=prof.positions_per_image, device="cpu").fit(x, y)
         mine = d.explainer(lv)
+        assert mine is d.explainers[lv] and mine.classifier_ is d.clfs[lv] and mine.level_features_ is d.lfs[lv]
         for b, sig in ex.level_features_.sigma_.items():
             torch.testing.assert_close(torch.as_tensor(mine.level_features_.sigma_[b]).double(),
                                        torch.as_tensor(sig).double(), rtol=1e-5, atol=0)
@@ -428,6 +429,10 @@ def test_the_evaluation_fits_what_the_explainer_fits():
         torch.testing.assert_close(e_mine.attribution.float(), e_ex.attribution.float(), rtol=1e-4, atol=1e-4)
         km, _ = evaluate._kmeans_maps(d, lv, x[:4])
         torch.testing.assert_close(km, e_ex.attribution.float(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="no concept model with 99 concepts"):
+        d.explainer("B4", n_concepts=99)
+    with pytest.raises(ValueError, match="no k-means classifier of its own"):
+        d.explainer("B4@B234-grid")
 
 
 def _sanity_records(b4_kmeans_seed1=0.98):

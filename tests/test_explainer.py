@@ -295,3 +295,25 @@ def test_explain_maps_equal_the_position_feature_reference(data) -> None:
     ref_c = ref - attribution_map(feats, mu[rival])
     assert torch.allclose(e.contrastive_grid, ref_c, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
     assert torch.equal(e.concepts_grid, concept_map(feats, ex.concepts_.centroids_))
+
+
+def test_the_steps_of_fit_build_what_fit_builds(data) -> None:
+    """fit_level, fit_classifier and fit_concepts (the evaluation's way in) give fit's objects."""
+    x, y = data
+    torch.manual_seed(0)
+    model = TinyResNet(3, width=8).eval()
+    kw = dict(level="B34", n_prototypes=2, n_concepts=3, device="cpu", positions_per_image=8)
+    whole = Explainer(model, **kw).fit(x, y)
+    steps = Explainer(model, **kw)
+    with pytest.raises(NotFittedError, match="fit_level"):
+        steps.fit_concepts((x, y))
+    steps.fit_level(x)
+    assert steps.registration_ == whole.registration_ and steps.level_features_.sigma_.keys() == {"B3", "B4"}
+    steps.fit_classifier(steps.level_features_.pooled(model, x), y).fit_concepts((x, y))
+    for b, sigma in whole.level_features_.sigma_.items():
+        assert steps.level_features_.sigma_[b] == pytest.approx(sigma, rel=1e-5)
+    torch.testing.assert_close(steps.classifier_.prototypes_, whole.classifier_.prototypes_, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(steps.concepts_.centroids_, whole.concepts_.centroids_, rtol=1e-4, atol=1e-5)
+    assert steps.temperature_ == pytest.approx(whole.temperature_, rel=1e-3)
+    torch.testing.assert_close(steps.explain(x[:3]).attribution, whole.explain(x[:3]).attribution,
+                               rtol=1e-4, atol=1e-4)

@@ -158,6 +158,51 @@ def test_pooled_b4_unscaled_equals_avgpool_output(model: nn.Module, images: torc
         assert torch.allclose(model.fc(z), model(images), atol=1e-5)
 
 
+def test_the_level_object_is_chosen_once_from_the_name(model: nn.Module, images: torch.Tensor) -> None:
+    import copy
+    import pickle
+
+    from kmexplain_utils.features import BlockLevel, LogitsLevel, fit_and_sample
+
+    block, logits = LevelFeatures("B34"), LevelFeatures(level="Logits")
+    assert type(block) is BlockLevel and type(logits) is LogitsLevel
+    assert isinstance(logits, LevelFeatures) and logits.is_logits and not logits.has_positions
+    assert block.has_positions and not block.is_logits
+    for lf in (block.fit(model, images), logits.fit(model, images)):
+        for twin in (copy.deepcopy(lf), pickle.loads(pickle.dumps(lf))):
+            assert type(twin) is type(lf) and twin.level == lf.level
+    assert logits.registration_ == {} and set(block.registration_) == {"B3", "B4"}
+    # one interface: the callers never test the name
+    maps, z = block.maps_and_pooled(model, images)
+    assert set(maps) == {"B3", "B4"}
+    torch.testing.assert_close(z, block.pooled(model, images), rtol=1e-5, atol=1e-6)
+    none, z_logits = logits.maps_and_pooled(model, images)
+    with torch.no_grad():
+        assert none is None and torch.equal(z_logits, model(images))
+        with block_features(model, "B34") as extract:
+            maps, out = extract(images, return_logits=True)
+    feats, z = block.features_of_pass(maps, out, tuple(images.shape[-2:]))
+    assert torch.equal(feats, block.combine(maps, tuple(images.shape[-2:]))) and torch.equal(z, feats.mean((2, 3)))
+    assert logits.features_of_pass(maps, out) == (None, out)
+    assert block.sample_size(5) == 5 and logits.sample_size(0) == 0 and logits.sample_size("ignored") == 0
+    with pytest.raises(ValueError, match="positions_per_image must be an int >= 1"):
+        block.sample_size(0)
+    block.require_positions()
+    for call in (logits.require_positions, lambda: logits.block_maps(model, images),
+                 lambda: logits.combine(maps), lambda: logits.project(maps, torch.ones(2, 3)),
+                 lambda: logits.pooled_from_maps(maps)):
+        with pytest.raises(ValueError, match="image-level only"):
+            call()
+    assert fit_and_sample(model, images, LevelFeatures("logits"), per_image=4)[0] is None
+    # a bad name is reported by fit, as before; a level renamed across the two kinds names the fix
+    with pytest.raises(ValueError, match="B1..B4"):
+        LevelFeatures("B5").fit(model, images)
+    renamed = LevelFeatures("B4")
+    renamed.level = "logits"
+    with pytest.raises(ValueError, match=r"build a new one: LevelFeatures\('logits'"):
+        renamed.fit(model, images)
+
+
 def test_logits_level(model: nn.Module, images: torch.Tensor) -> None:
     lf = LevelFeatures("logits").fit(model, images)
     with torch.no_grad():

@@ -9,7 +9,7 @@ layers listed for it in :data:`MAY_IMPORT`::
     data/         the book's data sets                -> base
     method        the modules at the top              -> kmeans, base
     kmeans/       the k-means engine                  -> base
-    base          _validation, _torch, _sklearn, config -> base
+    base          _validation, _torch, _sklearn, _figures, config -> base
 
 Three rules, each shown to fail on a synthetic package at the end of the file:
 
@@ -40,7 +40,7 @@ METHOD = {
     "prototypes", "receptive_field", "resample", "scores", "sem",
 }
 #: modules at the top of the package that everything may import: private helpers and the settings
-BASE = {"_validation", "_torch", "_sklearn", "config"}
+BASE = {"_validation", "_torch", "_sklearn", "_figures", "config"}
 #: the folders, each its own layer
 FOLDERS = {"kmeans", "data", "chapters", "evaluation"}
 

@@ -188,6 +188,9 @@ def _no_batch_statistics(c: Ctx) -> bool:
 #: public name -> a call that runs the user's model (``c.model``) through it.
 CALLS: dict[str, Callable[[Ctx], Any]] = {
     "Explainer.fit": lambda c: c.explainer,
+    "Explainer.fit_level": lambda c: api("Explainer")(c.model, level="B34", device="cpu").fit_level(c.x),
+    "Explainer.fit_concepts": lambda c: api("Explainer")(
+        c.model, level="B34", n_concepts=2, positions_per_image=4, device="cpu").fit_level(c.x).fit_concepts((c.x, c.y)),
     "Explainer.explain": lambda c: c.explainer.explain(c.x[:3], target=1, versus=2),
     "Explainer.predict": lambda c: c.explainer.predict(c.x[:3]),
     "Explainer.score": lambda c: c.explainer.score(c.x[:3], c.y[:3]),
@@ -205,11 +208,19 @@ CALLS: dict[str, Callable[[Ctx], Any]] = {
     "block_features": _block_features,
     "BlockExtractor.__init__": _block_features,
     "LevelFeatures.fit": lambda c: api("LevelFeatures")("B234").fit(c.model, c.x),
+    "LevelFeatures.fit(logits)": lambda c: api("LevelFeatures")("logits").fit(c.model, c.x),
     "LevelFeatures.pooled": lambda c: c.lf.pooled(c.model, c.x[:2]),
-    "LevelFeatures.block_maps": lambda c: c.lf.block_maps(c.model, c.x[:2]),
+    "LevelFeatures.maps_and_pooled": lambda c: c.lf.maps_and_pooled(c.model, c.x[:2]),
+    "BlockLevel.pooled": lambda c: c.lf.pooled(c.model, c.x[:2]),
+    "BlockLevel.maps_and_pooled": lambda c: c.lf.maps_and_pooled(c.model, c.x[:2]),
+    "BlockLevel.block_maps": lambda c: c.lf.block_maps(c.model, c.x[:2]),
+    "LogitsLevel.pooled": lambda c: api("LevelFeatures")("logits").pooled(c.model, c.x[:2]),
+    "LogitsLevel.maps_and_pooled": lambda c: api("LevelFeatures")("logits").maps_and_pooled(c.model, c.x[:2]),
     "fit_and_sample": lambda c: api("fit_and_sample")(
         c.model, (c.x, c.y), api("LevelFeatures")("B234"), per_image=2),
-    "LevelFeatures.position_features": lambda c: c.lf.position_features(c.model, c.x[:2]),
+    "fit_and_sample(logits)": lambda c: api("fit_and_sample")(
+        c.model, (c.x, c.y), api("LevelFeatures")("logits"), per_image=2),
+    "BlockLevel.position_features": lambda c: c.lf.position_features(c.model, c.x[:2]),
     "extract_pooled": lambda c: api("extract_pooled")(c.model, (c.x, c.y), c.lf),
     "sample_positions": lambda c: api("sample_positions")(c.model, (c.x, c.y), c.lf, per_image=2),
     "eval_mode": lambda c: None,  # run as a `with` block by the test
@@ -246,6 +257,8 @@ CALLS: dict[str, Callable[[Ctx], Any]] = {
 NOT_RUNNING: dict[str, str] = {
     "Explainer.__init__": "stores the model; fit/explain run it (in CALLS)",
     "Explainer.with_model": "a copy holding another network; runs nothing",
+    "LogitsLevel.block_maps": "the logits level has no blocks: raises before running the model",
+    "LogitsLevel.position_features": "the logits level has no positions: raises before running the model",
     "Profile.__init__": "'model' is the name of an architecture (a string)",
     "SeedData.__init__": "a record of one seed's fitted objects; runs nothing",
     "train_model": "trains the model: changing its weights is its purpose",
@@ -255,7 +268,7 @@ NOT_RUNNING: dict[str, str] = {
 
 #: Explainer methods that run the model although they take no model argument (all in CALLS);
 #: every other public Explainer method must be listed here as not running it.
-EXPLAINER_NOT_RUNNING = {"with_model", "target_columns"}
+EXPLAINER_NOT_RUNNING = {"with_model", "target_columns", "new_level_features", "fit_classifier"}
 
 
 def _public_model_callables() -> set[str]:

@@ -174,7 +174,38 @@ def _initial(options: dict[str, list[Any]], value: Mapping[str, Any] | None) -> 
     return chosen
 
 
-class LiveExplorer:
+class _Explorer:
+    """What both explorers share: the checked options, the initial values and one control per option.
+
+    Subclasses build their view in ``_build(widgets, render, initial)``.
+    """
+
+    def __init__(
+        self,
+        render: RenderFn,
+        options: Mapping[str, Sequence[Any]],
+        *,
+        value: Mapping[str, Any] | None = None,
+        dpi: int = 80,
+        descriptions: Mapping[str, str] | None = None,
+    ) -> None:
+        import ipywidgets as widgets
+
+        self.options = _check_options(options)
+        self.dpi = dpi
+        initial = _initial(self.options, value)
+        descriptions = dict(descriptions or {})
+        self.controls = {
+            name: _make_control(name, values, initial[name], descriptions.get(name))
+            for name, values in self.options.items()
+        }
+        self._build(widgets, render, initial)
+
+    def _build(self, widgets: Any, render: RenderFn, initial: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class LiveExplorer(_Explorer):
     """Controls and an image that Python re-draws whenever a control changes.
 
     Needs a running kernel: in a static HTML page the controls move but the
@@ -211,26 +242,8 @@ class LiveExplorer:
         How many times ``render`` was called.
     """
 
-    def __init__(
-        self,
-        render: RenderFn,
-        options: Mapping[str, Sequence[Any]],
-        *,
-        value: Mapping[str, Any] | None = None,
-        dpi: int = 80,
-        descriptions: Mapping[str, str] | None = None,
-    ) -> None:
-        import ipywidgets as widgets
-
+    def _build(self, widgets: Any, render: RenderFn, initial: dict[str, Any]) -> None:
         self.render = render
-        self.options = _check_options(options)
-        self.dpi = dpi
-        initial = _initial(self.options, value)
-        descriptions = dict(descriptions or {})
-        self.controls = {
-            name: _make_control(name, values, initial[name], descriptions.get(name))
-            for name, values in self.options.items()
-        }
         self.view = widgets.Image(format="png")
         self.caption = widgets.HTML()
         self.n_renders = 0
@@ -278,7 +291,7 @@ def _widget_mimebundle(widget: Any, **kwargs: Any) -> Any:
     return data
 
 
-class PrerenderedExplorer:
+class PrerenderedExplorer(_Explorer):
     """Every combination of a small grid drawn once; controls switch between them.
 
     The figures are PNGs in nested ``ipywidgets.Stack`` containers (one
@@ -317,25 +330,12 @@ class PrerenderedExplorer:
         What the notebook displays.
     """
 
-    def __init__(
-        self,
-        render: RenderFn,
-        options: Mapping[str, Sequence[Any]],
-        *,
-        value: Mapping[str, Any] | None = None,
-        dpi: int = 80,
-        descriptions: Mapping[str, str] | None = None,
-    ) -> None:
-        import ipywidgets as widgets
-
-        self.options = _check_options(options)
+    def _build(self, widgets: Any, render: RenderFn, initial: dict[str, Any]) -> None:
         names = list(self.options)
-        initial = _initial(self.options, value)
-        descriptions = dict(descriptions or {})
         self.images: dict[tuple[Any, ...], Any] = {}
         leaves: dict[tuple[Any, ...], Any] = {}
         for combo in itertools.product(*self.options.values()):
-            png, caption = _as_png(render(**dict(zip(names, combo))), dpi)
+            png, caption = _as_png(render(**dict(zip(names, combo))), self.dpi)
             image = widgets.Image(value=png, format="png")
             self.images[tuple(combo)] = image
             leaves[tuple(combo)] = image if caption is None else widgets.VBox([widgets.HTML(caption), image])
@@ -354,10 +354,6 @@ class PrerenderedExplorer:
             return stack
 
         root = build(0, ())
-        self.controls = {
-            name: _make_control(name, self.options[name], initial[name], descriptions.get(name))
-            for name in names
-        }
         self.links = [
             widgets.jslink((self.controls[name], "index"), (stack, "selected_index"))
             for depth, name in enumerate(names)

@@ -123,6 +123,25 @@ def _entropy(counts: np.ndarray) -> float:
     return float(-(q * np.log(q)).sum())
 
 
+def _information(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None
+                 ) -> tuple[np.ndarray, float, float] | None:
+    """What NMI and AMI are made of, from one contingency table of the pixels (the set-up both share).
+
+    Returns ``(table, I(K; J), (H(K) + H(J)) / 2)``, the table ``(K, J)`` without the rows and
+    columns of absent labels; ``None`` when both sides are one cluster (NMI = AMI = 1 then, as in
+    scikit-learn). Same values as scikit-learn's scores, much faster on millions of pixels (the
+    tests compare them).
+    """
+    from sklearn.metrics import mutual_info_score
+
+    table = _contingency(*_label_pair(concepts, parts, mask))
+    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
+    if table.shape == (1, 1):
+        return None
+    mi = float(mutual_info_score(None, None, contingency=table))
+    return table, mi, (_entropy(table.sum(1)) + _entropy(table.sum(0))) / 2
+
+
 # --------------------------------------------------------------------------
 # concept maps vs parts
 # --------------------------------------------------------------------------
@@ -160,20 +179,14 @@ def nmi(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) ->
     >>> round(nmi(parts + 5, parts), 6)
     1.0
     """
-    from sklearn.metrics import mutual_info_score
-
-    c, p = _label_pair(concepts, parts, mask)
-    # same value as sklearn.metrics.normalized_mutual_info_score(p, c), from one contingency table
-    # (much faster on millions of pixels; the tests compare the two)
-    table = _contingency(c, p)
-    h_c, h_p = _entropy(table.sum(axis=1)), _entropy(table.sum(axis=0))
-    n_c, n_p = int((table.sum(axis=1) > 0).sum()), int((table.sum(axis=0) > 0).sum())
-    if n_c == n_p == 1:
+    # sklearn.metrics.normalized_mutual_info_score(p, c), from one contingency table
+    info = _information(concepts, parts, mask)
+    if info is None:
         return 1.0
-    mi = float(mutual_info_score(None, None, contingency=table))
+    _, mi, mean_h = info
     if mi <= 0:
         return 0.0
-    return float(mi / max((h_c + h_p) / 2, np.finfo(np.float64).eps))
+    return float(mi / max(mean_h, np.finfo(np.float64).eps))
 
 
 def ami(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) -> float:
@@ -196,28 +209,27 @@ def ami(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) ->
     Returns
     -------
     float
+        A random concept map scores about 0 (NMI does not):
 
-    Example
-    -------
-    >>> import torch
-    >>> parts = torch.tensor([[[0, 1], [2, 2]]])
-    >>> round(ami(parts + 5, parts), 6)
-    1.0
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> parts, random_map = rng.integers(0, 3, (1, 32, 32)), rng.integers(0, 8, (1, 32, 32))
+    >>> abs(ami(random_map, parts)) < 0.005 < nmi(random_map, parts)
+    True
     """
-    from sklearn.metrics import adjusted_mutual_info_score, mutual_info_score
-
-    c, p = _label_pair(concepts, parts, mask)
-    table = _contingency(c, p)
-    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
-    if table.shape[0] == table.shape[1] == 1:
+    info = _information(concepts, parts, mask)
+    if info is None:
         return 1.0  # scikit-learn's convention for two one-cluster partitions
+    table, mi, mean_h = info
     try:  # the expected MI from the contingency table: scikit-learn's compiled routine, without relabelling pixels
         from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
     except ImportError:  # pragma: no cover - a scikit-learn without the private module
+        from sklearn.metrics import adjusted_mutual_info_score
+
+        c, p = _label_pair(concepts, parts, mask)
         return float(adjusted_mutual_info_score(p, c))
-    mi = float(mutual_info_score(None, None, contingency=table))
-    emi = float(expected_mutual_information(table.astype(np.int64), int(c.size)))
-    denom = (_entropy(table.sum(1)) + _entropy(table.sum(0))) / 2 - emi
+    emi = float(expected_mutual_information(table.astype(np.int64), int(table.sum())))
+    denom = mean_h - emi
     eps = np.finfo(np.float64).eps
     denom = min(denom, -eps) if denom < 0 else max(denom, eps)
     return float((mi - emi) / denom)

@@ -256,10 +256,10 @@ def evaluation_specs(levels: Sequence[str]) -> list[FeatureSpace]:
 
 
 def _specs(levels: Sequence[str], cell: bool = True) -> list[FeatureSpace]:
-    from ..features import parse_level
+    from ..features import LevelFeatures, parse_level
 
     blocks_of = {lv: parse_level(lv) for lv in levels}
-    spatial = [lv for lv in levels if blocks_of[lv] != ("logits",)]
+    spatial = [lv for lv in levels if LevelFeatures(lv).has_positions]
     specs = [FeatureSpace(lv, lv, None, "exact", True, lv in spatial, lv in spatial) for lv in levels]
     with_b4 = [lv for lv in spatial if len(blocks_of[lv]) > 1 and "B4" in blocks_of[lv]]
     for lv in (["B234"] if "B234" in with_b4 else with_b4):  # the control the book reads: beside B234
@@ -343,6 +343,9 @@ class SeedData:
     val_accuracy: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
     #: ``(n_train,)`` True for the training images held out to choose K
     validation: torch.Tensor | None = None
+    #: ``{level: Explainer}``: the front door's object of each level with a classifier, whose steps fitted
+    #: ``lfs``, ``clfs``, ``temperatures`` and the main concept model (see :meth:`explainer`)
+    explainers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def scorer(self, name: str) -> Any:
         """The k-means classifier of a level as a model (images -> class scores / its fitted temperature)."""
@@ -355,30 +358,28 @@ class SeedData:
         return next(sp for sp in self.specs if sp.name == name)
 
     def explainer(self, name: str, n_concepts: int | None = None) -> Any:
-        """The :class:`~kmexplain_utils.Explainer` of a level, holding this seed's fitted objects.
+        """The :class:`~kmexplain_utils.Explainer` of a level: the one :func:`prepare_seed` fitted.
 
-        The level's features, k-means classifier, temperature and main concept model are the ones
-        :func:`prepare_seed` fitted; ``tests/test_evaluate.py`` proves them equal to what
-        ``Explainer(model, level, K, K', random_state=seed).fit(images, labels)`` builds on the same
-        images. So ``explain`` here is what a user of the front door gets.
+        :func:`prepare_seed` builds every level's classifier, temperature, level features and main
+        concept model with the steps of ``Explainer.fit`` (``fit_level``, ``fit_concepts``,
+        ``fit_classifier``), so ``explain`` here is what a user of the front door gets;
+        ``tests/test_evaluate.py`` proves them equal to ``Explainer(model, level, K, K',
+        random_state=seed).fit(images, labels)`` on the same images. ``n_concepts`` picks another
+        concept model of the sweep (a copy of the explainer holding it).
         """
-        from ..explainer import Explainer
-        from ..features import model_adapter
+        import copy
 
-        sp = self.spec(name)
-        if not sp.classify or sp.grid is not None:
-            raise ValueError(f"{name!r} has no k-means classifier of its own: use a level ({list(self.clfs)})")
-        clf, lf = self.clfs[name], self.lfs[name]
-        K = next((k for (nm, k, pc) in self.cms if nm == name and not pc), 0) if n_concepts is None else n_concepts
-        ex = Explainer(self.model, sp.level, n_prototypes=clf.n_prototypes, n_concepts=K, random_state=self.seed,
-                       registration=sp.registration)
-        ex.adapter_ = model_adapter(self.model, None, None)
-        ex.level_features_, ex.classifier_, ex.classes_ = lf, clf, clf.classes_
-        ex.class_names_ = None
-        ex.registration_ = {} if lf.is_logits else lf.registration_
-        ex.temperature_ = self.temperatures.get(name, 1.0)
-        ex.concepts_ = self.cms.get((name, K, False))
-        return ex
+        if name not in self.explainers:
+            raise ValueError(f"{name!r} has no k-means classifier of its own: use a level ({list(self.explainers)})")
+        ex = self.explainers[name]
+        if n_concepts is None or n_concepts == ex.n_concepts:
+            return ex
+        if (name, n_concepts, False) not in self.cms:
+            have = sorted(k for (nm, k, pc) in self.cms if nm == name and not pc)
+            raise ValueError(f"no concept model with {n_concepts} concepts at {name!r}; fitted: {have}")
+        twin = copy.copy(ex)
+        twin.n_concepts, twin.concepts_ = n_concepts, self.cms[(name, n_concepts, False)]
+        return twin
 
     def up(self, maps: torch.Tensor, name: str, size: tuple[int, int]) -> torch.Tensor:
         """Grid label maps -> pixels (each pixel takes the nearest registered position)."""
@@ -430,7 +431,8 @@ def _concept_settings(prof: Profile, sp: FeatureSpace, ablation: bool) -> list[t
 
 
 def _fit_concepts(prof: Profile, sh: SharedData, model: Any, specs: Sequence[FeatureSpace], lfs: dict, seed: int,
-                  device: Any, ablation: bool) -> tuple[dict, dict]:
+                  device: Any, ablation: bool, explainers: dict) -> tuple[dict, dict]:
+    """The concept models of every spec; a level's main one is its explainer's (``Explainer.fit_concepts``)."""
     from sklearn.decomposition import NMF
 
     from ..concepts import ConceptModel
@@ -442,10 +444,14 @@ def _fit_concepts(prof: Profile, sh: SharedData, model: Any, specs: Sequence[Fea
         if not sp.concepts:
             continue
         base = None
+        ex = explainers.get(sp.name)
         for K, per_class in _concept_settings(prof, sp, ablation):
-            cm = ConceptModel(K, level=sp.level, per_class=per_class, positions_per_image=prof.positions_per_image,
-                              random_state=seed, device=device)
-            cm.fit(model, (sh.x_fit, y_fit), level_features=lfs[sp.name], sample=None if base is None else base)
+            if ex is not None and (K, per_class) == (ex.n_concepts, ex.per_class_concepts):
+                cm = ex.fit_concepts((sh.x_fit, y_fit), sample=base).concepts_
+            else:  # the ablations: other K', per-class concepts, the controls and the cell registration
+                cm = ConceptModel(K, level=sp.level, per_class=per_class, positions_per_image=prof.positions_per_image,
+                                  random_state=seed, device=device)
+                cm.fit(model, (sh.x_fit, y_fit), level_features=lfs[sp.name], sample=base)
             base = base or cm.sample_
             cms[(sp.name, K, per_class)] = cm
         if ablation and sp.name in ("B4", "B234"):  # the concept baseline of the literature (Deep Feature Factorization)
@@ -491,15 +497,12 @@ def _features_pass(model: torch.nn.Module, data: Any, n: int, specs: Sequence[Fe
             logits_all.append(logits.float().cpu())
             pred = logits.argmax(1)
             for sp in specs:
-                if sp.level == "logits":
-                    pooled[sp.name].append(logits.float().cpu())
-                    continue
                 need_maps = sp.concepts and s < n_maps
                 if not (sp.classify or need_maps):
                     continue
-                feats = lfs[sp.name].combine(maps, tuple(x.shape[-2:]))
+                feats, z = lfs[sp.name].features_of_pass(maps, logits, tuple(x.shape[-2:]))
                 if sp.classify:
-                    pooled[sp.name].append(feats.mean((2, 3)).float().cpu())
+                    pooled[sp.name].append(z.float().cpu())
                 if need_maps:
                     m = min(n_maps - s, feats.shape[0])
                     _pass_maps(feats[:m], sp, cms, nmf, pred[:m], cmaps)
@@ -571,22 +574,28 @@ def prepare_seed(sh: SharedData, seed: int, specs: Sequence[FeatureSpace], *, de
     ``profile.k_per_class`` on a validation split carved from the training images
     (:func:`choose_k`, :func:`validation_split`; never the test set), an int fixes it; concept models on the first ``n_fit`` training images (the first
     ``sigma_images`` fit ``sigma_b``; ``None``: all ``n_fit``); ``ablation`` adds the concept sweep
-    and per-class concepts (first seed). Each object is built by the same calls, in the same order,
-    as ``Explainer.fit`` (a test proves them equal on the same images and
-    seed); the data step shares one forward pass between all levels instead of one per level.
-    :meth:`SeedData.explainer` hands them out as an ``Explainer``.
+    and per-class concepts (first seed). Every level with a classifier is an
+    :class:`~kmexplain_utils.Explainer` fitted by the steps of ``Explainer.fit`` (``fit_level``,
+    ``fit_concepts``, ``fit_classifier``), each on the data the evaluation gives it (a test proves
+    them equal to ``Explainer.fit``'s on the same images and seed); the data step shares one forward
+    pass between all levels instead of one per level. :meth:`SeedData.explainer` hands them out.
     """
-    from ..scores import fit_temperature
-    from ..classifier import KMeansClassifier
+    from ..explainer import Explainer
     from ..features import LevelFeatures
     from ..chapters.training import get_trained_model
 
     prof = sh.profile
     model, _info = get_trained_model(prof, seed, device=device)
     model.eval()
-    lfs = {sp.name: LevelFeatures(sp.level, grid=sp.grid, batch_size=batch_size, registration=sp.registration)
-           .fit(model, sh.x_fit[:sigma_images]) for sp in specs}
-    cms, nmf = _fit_concepts(prof, sh, model, specs, lfs, seed, device, ablation)
+    x_sigma = sh.x_fit[:sigma_images]
+    exs = {sp.name: Explainer(model, sp.level, n_concepts=prof.n_concepts, random_state=seed, device=device,
+                              registration=sp.registration, positions_per_image=prof.positions_per_image,
+                              batch_size=batch_size).fit_level(x_sigma) for sp in specs if sp.classify}
+    # the resolution controls and the cell twins have no classifier: their level features alone
+    lfs = {sp.name: exs[sp.name].level_features_ if sp.name in exs else LevelFeatures(
+        sp.level, grid=sp.grid, batch_size=batch_size, registration=sp.registration).fit(model, x_sigma)
+        for sp in specs}
+    cms, nmf = _fit_concepts(prof, sh, model, specs, lfs, seed, device, ablation, exs)
     n_fit = sh.x_fit.shape[0]
     Z_train, _, cm_train = _features_pass(model, sh.train, len(sh.train), specs, lfs, cms, nmf, n_fit, batch_size)
     Z_test, logits_test, cm_test = _features_pass(model, sh.test, len(sh.test), specs, lfs, cms, nmf,
@@ -600,13 +609,14 @@ def prepare_seed(sh: SharedData, seed: int, specs: Sequence[FeatureSpace], *, de
                                                      random_state=seed, device=device)
         else:
             k_chosen[name] = int(k)
-    clfs = {name: KMeansClassifier(k_chosen[name], random_state=seed, device=device).fit(Z, y)
-            for name, Z in Z_train.items()}
-    temps = {name: fit_temperature(torch.as_tensor(clf.class_scores(Z_train[name])).cpu(),
-                                   clf.class_columns(sh.train.labels).cpu()) for name, clf in clfs.items()}
+    for name, Z in Z_train.items():
+        exs[name].n_prototypes = k_chosen[name]
+        exs[name].fit_classifier(Z, y)
+    clfs = {name: ex.classifier_ for name, ex in exs.items()}
+    temps = {name: ex.temperature_ for name, ex in exs.items()}
     return SeedData(seed, model, list(specs), lfs, cms, nmf, clfs, Z_train, Z_test, logits_test, cm_train,
                     cm_test, ablation, temperatures=temps, k_chosen=k_chosen, val_accuracy=val_acc,
-                    validation=val)
+                    validation=val, explainers=exs)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -824,7 +834,7 @@ def _attribution_set(d: SeedData, x: torch.Tensor, *, batch_size: int = 200) -> 
 
     out: dict[tuple[str, str], tuple] = {}
     for sp in d.specs:
-        if sp.attribution and sp.level != "logits":
+        if sp.attribution:  # a level without positions (the logits) has no map
             maps, labels = _kmeans_maps(d, sp.name, x, batch_size=batch_size)
             out[(sp.label, "kmeans-cell" if sp.registration == "cell" else "kmeans")] = (maps, labels, sp.name)
     size = tuple(x.shape[-2:])
@@ -1036,7 +1046,7 @@ def measure_keypoints(sh: SharedData, d: SeedData, rec: Recorder, *, batch_size:
         return
     labels, kps, n_parts = sh.test.labels[:n], sh.keypoints_test[:n], len(sh.part_names)
     for sp in d.specs:
-        if not sp.classify or sp.registration != "exact" or sp.level == "logits":  # logits: no map
+        if not sp.classify or sp.registration != "exact" or not d.lfs[sp.name].has_positions:
             continue
         lf, clf = d.lfs[sp.name], d.clfs[sp.name]
         measured: dict[str, list] = {"max": [], "random": []}

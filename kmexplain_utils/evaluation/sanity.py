@@ -535,7 +535,7 @@ def randomisation_protocol(
     for lv, ex in explainers.items():
         if not hasattr(ex, "classifier_"):
             raise ValueError(f"the explainer of {lv!r} is not fitted: call fit(train_images, train_labels) first")
-        if ex.level_features_.is_logits:
+        if not ex.level_features_.has_positions:
             raise ValueError(f"level {lv!r} has no maps: the sanity check needs a spatial level (B4, B234, ...)")
     if isinstance(baselines, bool):
         chosen = set(_BASELINES) if baselines else set()

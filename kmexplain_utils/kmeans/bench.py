@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._figures import new_axes
 from ._dist import cpu_has_bf16
 from .estimator import POINTS_PER_CENTROID, KMeans
 
@@ -779,13 +780,8 @@ def plot_seconds_per_iter(records: Sequence[dict[str, Any]], ax: Any = None, tit
 
     Returns the figure (drawn on ``ax`` when given).
     """
-    import matplotlib.pyplot as plt
-
     recs = [r for r in records if "s_per_iter" in r]
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.0, 3.0))
-    else:
-        fig = ax.figure
+    fig, ax = new_axes(ax, size=(5.0, 3.0))
     names = [f"{r['engine']}\n({r.get('device', 'cpu')})" for r in recs]
     ax.bar(range(len(recs)), [r["s_per_iter"] for r in recs], color="#9ecae1", edgecolor="#3182bd")
     for i, r in enumerate(recs):
@@ -813,12 +809,7 @@ def plot_distance_fraction(fractions: dict[str, Sequence[float]], ax: Any = None
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7.0, 3.0))
-    else:
-        fig = ax.figure
+    fig, ax = new_axes(ax, size=(7.0, 3.0))
     for name, frac in fractions.items():
         frac = np.asarray(frac, dtype=float)
         ax.plot(np.arange(1, len(frac) + 1), 100 * frac, "o-", ms=3, label=name)
