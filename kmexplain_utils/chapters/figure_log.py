@@ -94,13 +94,21 @@ def install_figure_log(path: str | os.PathLike[str], notebook: str | None = None
     shell = get_ipython()
     if shell is None:
         return False
-    import matplotlib.pyplot  # noqa: F401  (activates the inline backend, which registers the formatter)
+    import importlib
+
+    import matplotlib
     from matplotlib.figure import Figure
 
+    backend = matplotlib.get_backend()
+    if backend.startswith("module://"):  # importing the inline backend registers its PNG formatter
+        importlib.import_module(backend.removeprefix("module://"))
     formatter = shell.display_formatter.formatters["image/png"]
-    original = formatter.lookup_by_type(Figure) if Figure in formatter.type_printers else None
-    if original is None or getattr(original, "_kmex_logged", False):
-        return original is not None
+    try:
+        original = formatter.lookup_by_type(Figure)
+    except KeyError:
+        return False
+    if getattr(original, "_kmex_logged", False):
+        return True
     log = Path(path)
     log.parent.mkdir(parents=True, exist_ok=True)
 
