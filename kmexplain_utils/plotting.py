@@ -1423,6 +1423,7 @@ def plot_concept_patches(
     from matplotlib.patches import Rectangle
 
     from .prototypes import nearest_patches, patch_box
+    from .resample import infer_geometry
 
     cents = concept_model.centroids_
     rows = list(range(cents.shape[0])) if concepts is None else [int(c) for c in concepts]
@@ -1440,14 +1441,22 @@ def plot_concept_patches(
                 ax.axis("off")
                 continue
             img = to_numpy_image(dataset.images_at([int(near.image_index[j])])[0])
-            t, l, b, rr = (int(v) for v in patch_box(near.yx[j], near.grid, near.image_size, context=context,
-                                                     geometry=near.geometry))
             ct, cl, cb, cr = (int(v) for v in patch_box(near.yx[j], near.grid, near.image_size,
                                                         geometry=near.geometry))
-            ax.imshow(img[t:b, l:rr], interpolation="nearest")
-            ax.add_patch(Rectangle((cl - l - 0.5, ct - t - 0.5), cr - cl, cb - ct, fill=False,
+            # every panel is the same window about the position's centre: a patch at the border
+            # keeps its panel's size, the part outside the image left grey
+            geo = near.geometry if near.geometry is not None else infer_geometry(near.grid, near.image_size)
+            cy = geo.stride[0] * int(near.yx[j][0]) + geo.offset[0]
+            cx = geo.stride[1] * int(near.yx[j][1]) + geo.offset[1]
+            hh, hw = 0.5 * geo.stride[0] * context, 0.5 * geo.stride[1] * context
+            ax.imshow(img, interpolation="nearest")
+            ax.set_facecolor("0.85")
+            ax.set_xlim(cx - hw, cx + hw)
+            ax.set_ylim(cy + hh, cy - hh)
+            ax.add_patch(Rectangle((cl - 0.5, ct - 0.5), cr - cl, cb - ct, fill=False,
                                    edgecolor=colors[c], linewidth=2))
             _clean(ax, None)
+            ax.set_facecolor("0.85")
         label = f"concept {c}" if names is None else str(names[c]).replace(": ", ":\n", 1)
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8, color=colors[c])
     return fig

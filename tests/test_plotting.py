@@ -298,6 +298,13 @@ def test_plot_concept_patches_rows_and_boxes():
     assert [axes[r, 0].get_ylabel() for r in range(3)] == ["concept 0", "concept 1", "concept 2"]
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 12 and all(len(ax.patches) == 1 for ax in shown)
+    # every panel is the same square window (context x stride), also for a patch at the border:
+    # the panels keep their size on the page (issue 25: no panel under 160 px)
+    spans = {(round(np.ptp(ax.get_xlim()), 6), round(np.ptp(ax.get_ylim()), 6)) for ax in shown}
+    assert len(spans) == 1 and len(set(next(iter(spans)))) == 1, spans
+    fig.canvas.draw()
+    widths = {round(ax.get_window_extent().width, 3) for ax in shown}
+    assert len(widths) == 1, widths
 
 
 def _qualitative_examples(n: int = 3, levels=("B4", "B34", "B234", "B1234", "B4@B234-grid")) -> dict:
