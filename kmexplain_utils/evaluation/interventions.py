@@ -61,11 +61,13 @@ __all__ = [
     "intervention_table",
     "measure_interventions",
     "part_masses",
+    "plot_intervention",
     "plot_interventions",
     "record_interventions",
     "render_interventions",
     "scores_under",
     "single_deletion",
+    "showcase_reading",
     "single_deletion_reading",
     "use_reading",
 ]
@@ -432,7 +434,9 @@ def measure_interventions(sh: Any, d: Any, rec: Any, *, explain: Callable[[torch
     -------
     dict
         ``"scenes"`` (:class:`InterventionScenes`), ``"drops"`` (``{model key: (n, parts)}`` score
-        drops of the predicted class), ``"predictions"`` (``{model key: {variant: (n,)}}``),
+        drops of the predicted class), ``"predictions"`` and ``"scores"`` (``{model key: {variant:
+        (n,) or (n, C)}}``, variants ``"original"``, ``"-<part>"``, ``"swap <attribute>"``,
+        ``"no distractors"``; model keys ``"network"`` and the levels), ``"temperatures"``,
         ``"correlations"`` (``{(level, method): (n,)}``), ``"maps"`` and ``"maps_no_distractors"``.
     """
     from . import metrics
@@ -457,7 +461,8 @@ def measure_interventions(sh: Any, d: Any, rec: Any, *, explain: Callable[[torch
     S = {key: {v: scores_under(m[2], xv, batch_size=batch_size) for v, xv in variants.items()}
          for key, m in models.items()}
     pred = {key: {v: s.argmax(1) for v, s in table.items()} for key, table in S.items()}
-    out: dict[str, Any] = {"scenes": sc, "drops": {}, "predictions": pred, "correlations": {}, "maps": maps}
+    out: dict[str, Any] = {"scenes": sc, "drops": {}, "predictions": pred, "scores": S, "correlations": {},
+                           "maps": maps, "temperatures": {k: m[3] for k, m in models.items()}}
 
     # the ground truth of use, per model and part
     for key, (lv, method, _, temp) in models.items():
@@ -586,3 +591,309 @@ def _target_sensitivity(sh: Any, d: Any, rec: Any, sc: InterventionScenes, S: di
             ok = np.isfinite(v)
             rec.add(d.seed, lv, method, metric, float(v[ok].mean()) if ok.any() else float("nan"), int(ok.sum()),
                     note=note)
+
+
+# ----------------------------------------------------------------------------- the records, reported
+def _label(level: str, method: str) -> str:
+    from ..plotting import method_label
+
+    if method == "concepts":
+        return f"concept contributions {level}"
+    if method == "linear":
+        return "network (linear head)"
+    return method_label(level, method)
+
+
+def _stat(df: Any, metric: str, **eq: Any) -> Any:
+    """Mean and sd over seeds of ``metric`` per (level, method[, part]) (pandas DataFrame)."""
+    sel = df[df["metric"] == metric]
+    for k, v in eq.items():
+        sel = sel[sel[k] == v]
+    keys = ["level", "method"] + (["part"] if sel["part"].notna().any() else [])
+    g = sel.groupby(keys, sort=False)["value"]
+    return g.agg(["mean", "std", "count"])
+
+
+def intervention_table(df: Any, kind: str = "maps") -> Any:
+    """The intervention records as one table (mean, and ± sd over seeds where there are several).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Records with ``intervention_*`` rows (:func:`measure_interventions`).
+    kind : {"maps", "use"}
+        ``"maps"``: one row per map: single deletion (mean over images, then mean ± sd over
+        seeds), its spread over images, target sensitivity (mass on the flipping part beside the
+        part's pixel share) and background independence (rank correlation of the map before and
+        after the distractors go). ``"use"``: one row per model (the network, each level's
+        k-means classifier): the share of decisions that change when each part is removed, the
+        share that follow each attribute swap, and when the distractors are removed.
+
+    Returns
+    -------
+    DataFrame
+        Cells are strings ``"mean ± sd"``.
+    """
+    import pandas as pd
+
+    if kind not in ("maps", "use"):
+        raise ValueError(f"kind must be 'maps' or 'use', got {kind!r}")
+    sel = df[df["metric"].astype(str).str.startswith("intervention_")]
+    if sel.empty:
+        raise ValueError("no intervention_* records: run measure_interventions (run_evaluation(..., "
+                         "include_interventions=True)) first")
+    cols = ({"intervention_single_deletion": "single deletion ρ",
+             "intervention_single_deletion_sd": "sd over images",
+             "intervention_target_mass": "target mass", "intervention_target_chance": "part's share",
+             "intervention_background_map_spearman": "map ρ without distractors"}
+            if kind == "maps" else None)
+    rows: dict[str, dict[str, str]] = {}
+    if kind == "maps":
+        for metric, col in cols.items():
+            for (lv, m, *_), r in _stat(sel, metric).iterrows():
+                rows.setdefault(_label(lv, m), {})[col] = _fmt(r)
+        out = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=list(cols.values()))
+        out = out.fillna("")
+        out.index.name = "map"
+        return out
+    for metric, prefix in (("intervention_flip", "removed: "), ("intervention_swap_follow", "swapped: ")):
+        for (lv, m, part), r in _stat(sel, metric).iterrows():
+            rows.setdefault(_label(lv, m), {})[prefix + str(part)] = _fmt(r, percent=True)
+    for (lv, m), r in _stat(sel, "intervention_background_flip").iterrows():
+        rows.setdefault(_label(lv, m), {})["distractors removed"] = _fmt(r, percent=True)
+    out = pd.DataFrame.from_dict(rows, orient="index").fillna("")
+    out.index.name = "decisions that change (%)"
+    return out
+
+
+def _fmt(r: Any, percent: bool = False) -> str:
+    f = 100.0 if percent else 1.0
+    mean, sd = f * float(r["mean"]), f * float(r["std"]) if r["count"] > 1 else float("nan")
+    digits = 0 if percent else 2
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if np.isfinite(sd) else "")
+
+
+def plot_interventions(df: Any, ax: Any = None):
+    """Single deletion of every map: mean over images, mean ± sd over seeds (each seed a dot).
+
+    The random map's value is drawn as a line: a map's mass on a part grows with the part's area,
+    and so does, often, the drop when the part goes; the line is what area alone gives.
+    """
+    import matplotlib.pyplot as plt
+
+    t = _stat(df, "intervention_single_deletion")
+    if t.empty:
+        raise ValueError("no intervention_single_deletion records: run measure_interventions first")
+    t = t.sort_values("mean")
+    labels = [_label(lv, m) for lv, m in t.index]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.32 * len(t) + 1.2), layout="constrained")
+    y = np.arange(len(t))
+    sel = df[df["metric"] == "intervention_single_deletion"]
+    for i, (lv, m) in enumerate(t.index):
+        v = sel[(sel["level"] == lv) & (sel["method"] == m)]["value"]
+        ax.plot(v, [i] * len(v), "o", color="0.6", ms=3, label="one seed" if i == 0 else None)
+    colours = ["C3" if m == "random" else "C0" if m in ("kmeans", "concepts") else "C1" for _, m in t.index]
+    ax.barh(y, t["mean"], xerr=t["std"].fillna(0), color=colours, alpha=0.8, capsize=2)
+    if ("pixel", "random") in t.index:
+        ax.axvline(t.loc[("pixel", "random"), "mean"], color="C3", ls="--", lw=1, label="random map")
+    ax.set_yticks(y, labels)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("Spearman ρ between a map's mass per part and the score drop when the part is removed")
+    ax.set_title("Single deletion: does a map rank the parts as removing them does?")
+    ax.legend(fontsize="small", loc="lower left", frameon=False)
+    return ax.figure
+
+
+def _mean(df: Any, metric: str, level: str, method: str, part: str | None = None) -> float:
+    sel = df[(df["metric"] == metric) & (df["level"] == level) & (df["method"] == method)]
+    if part is not None:
+        sel = sel[sel["part"] == part]
+    return float(sel["value"].mean()) if len(sel) else float("nan")
+
+
+def use_reading(df: Any, *, follow: float = 0.8) -> str:
+    """Does the network use the parts that decide its classes? A sentence generated from the records.
+
+    The rule: the network *uses the deciding parts* when, for every attribute, at least ``follow``
+    of its correctly classified images change to the new class when the attribute is swapped
+    (``intervention_swap_follow``); removing the legs (which carry no class information) is the
+    control. Shortcuts are named where a removal without class information (legs, distractors)
+    changes more decisions than removing a deciding part.
+    """
+    swap = {a: _mean(df, "intervention_swap_follow", "B4", "linear", a) for a in ATTRIBUTES}
+    flip = {p: _mean(df, "intervention_flip", "B4", "linear", p) for p in ("head", "tail", "marking", "legs", "body")}
+    bg = _mean(df, "intervention_background_flip", "B4", "linear")
+    if not all(np.isfinite(v) for v in swap.values()):
+        return "No attribute swap was measured: nothing can be said about what the network uses."
+    uses = all(v >= follow for v in swap.values())
+    deciding_min = min(flip[a] for a in ATTRIBUTES)
+    shortcuts = [name for name, v in (("the legs", flip["legs"]), ("the distractors", bg)) if v > deciding_min]
+    text = ("When an attribute is swapped, the network's decision follows it to the new class on "
+            + ", ".join(f"{100 * swap[a]:.0f} % ({a})" for a in ATTRIBUTES)
+            + " of the images it classified correctly: "
+            + (f"it uses all three deciding parts (rule: at least {100 * follow:.0f} % for each)."
+               if uses else f"it does not follow every deciding part (rule: at least {100 * follow:.0f} % for each).")
+            + " Removing a part changes its decision on "
+            + ", ".join(f"{100 * flip[p]:.0f} % ({p})" for p in flip) + f" of the images, removing the distractors on "
+            f"{100 * bg:.0f} %. ")
+    if shortcuts:
+        return text + ("Removing " + " and ".join(shortcuts) + ", which carry no class information, changes more "
+                       "decisions than removing the least used deciding part: a shortcut.")
+    return text + "No removal without class information (legs, distractors) changes more decisions than removing a deciding part: no shortcut shows."
+
+
+def single_deletion_reading(df: Any) -> str:
+    """Which maps rank the parts as their removal does, against the random map (a generated sentence)."""
+    t = _stat(df, "intervention_single_deletion")
+    if t.empty:
+        return "No single-deletion record."
+    t = t.sort_values("mean", ascending=False)
+    best = t.index[0]
+    rnd = float(t.loc[("pixel", "random"), "mean"]) if ("pixel", "random") in t.index else float("nan")
+    above = [(k, r) for k, r in t.iterrows() if k != ("pixel", "random") and
+             r["mean"] - (r["std"] if r["count"] > 1 else 0) > rnd]
+    below = [k for k, r in t.iterrows() if k != ("pixel", "random") and r["mean"] <= rnd]
+    text = (f"The best map by single deletion is {_label(*best)} (ρ = {t.loc[best, 'mean']:.2f}). The random map "
+            f"reaches ρ = {rnd:.2f}: its mass on a part is proportional to the part's area, and so, largely, is "
+            "the drop when the part goes, so this is the level that area alone gives, not zero. ")
+    text += (f"{len(above)} of {len(t) - 1} maps lie above it by more than their seed-to-seed spread"
+             + (": " + ", ".join(_label(*k) for k, _ in above[:6]) + ("…" if len(above) > 6 else "") if above else "")
+             + ". ")
+    if below:
+        text += "Not above it at all: " + ", ".join(_label(*k) for k in below) + "."
+    return text
+
+
+def background_reading(df: Any, *, still: float = 0.9) -> str:
+    """Background independence from the records: decisions that change and maps that move when distractors go."""
+    bg = _mean(df, "intervention_background_flip", "B4", "linear")
+    t = _stat(df, "intervention_background_map_spearman")
+    if t.empty or not np.isfinite(bg):
+        return "No background-independence record."
+    moved = [(_label(*k), r["mean"]) for k, r in t.iterrows() if r["mean"] < still and k != ("pixel", "random")]
+    text = (f"Removing the distractors changes the network's decision on {100 * bg:.0f} % of the images. ")
+    if moved:
+        return text + (f"Maps that move (rank correlation before/after below {still}): "
+                       + ", ".join(f"{n} ({v:.2f})" for n, v in moved) + ".")
+    return text + f"Every map keeps a rank correlation of at least {still} with itself: they barely move."
+
+
+def plot_intervention(out: dict, i: int, variant: str, methods: Sequence[tuple[str, str]],
+                      class_names: Sequence[str] | None = None):
+    """One intervention as a picture: the scene before and after, and each method's map.
+
+    Top row: the original image (titled with the network's prediction and its probability) and
+    each map of ``methods`` on it. Bottom row: the scene after the intervention (its prediction
+    and probability); for ``variant="distractors"`` each map recomputed on it, for a removed part
+    (``variant`` a part name) each map with the part's footprint outlined and titled with its
+    share of the map's positive mass, and the part's rank by mass against its rank by drop.
+
+    Parameters
+    ----------
+    out : dict
+        What :func:`measure_interventions` returned.
+    i : int
+        Image (row of ``out["scenes"]``).
+    variant : str
+        A removed part (``"head"``...) or ``"distractors"``.
+    methods : sequence of (level, method)
+        Keys of ``out["maps"]``.
+    class_names : sequence of str, optional
+    """
+    import matplotlib.pyplot as plt
+
+    sc = out["scenes"]
+    if variant != "distractors" and variant not in sc.removed:
+        raise ValueError(f"variant must be 'distractors' or one of {list(sc.removed)}, got {variant!r}")
+    missing = [m for m in methods if m not in out["maps"]]
+    if missing:
+        raise ValueError(f"no maps {missing}; available: {sorted(out['maps'])}")
+    key = "no distractors" if variant == "distractors" else f"-{variant}"
+    after_img = sc.no_distractors if variant == "distractors" else sc.without[variant]
+    names = list(class_names) if class_names is not None else None
+    fig, axes = plt.subplots(2, 1 + len(methods), figsize=(2.0 * (1 + len(methods)), 4.6), layout="constrained",
+                             squeeze=False)
+
+    def title(v: str) -> str:
+        s = out["scores"]["network"][v][i]
+        c = int(s.argmax())
+        p = float(torch.softmax(s, 0)[c])
+        return f"{names[c] if names else c}\np = {p:.2f}"
+
+    for r, (img, v) in enumerate(((sc.images, "original"), (after_img, key))):
+        axes[r, 0].imshow(img[i].permute(1, 2, 0).numpy())
+        axes[r, 0].set_title(("original: " if r == 0 else ("without distractors: " if variant == "distractors"
+                                                              else f"without {variant}: ")) + title(v), fontsize=7)
+    foot = sc.footprints.get(variant) if variant != "distractors" else sc.distractor_pixels
+    for j, m in enumerate(methods, start=1):
+        mp = out["maps"][m][0][i]
+        lim = float(mp.abs().max()) or 1.0
+        axes[0, j].imshow(mp.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[0, j].set_title(_label(*m), fontsize=7)
+        if variant == "distractors":
+            mp2 = out["maps_no_distractors"][m][0][i]
+            lim2 = float(mp2.abs().max()) or 1.0
+            axes[1, j].imshow(mp2.numpy(), cmap="RdBu_r", vmin=-lim2, vmax=lim2)
+            on = foot[i]
+            peak = bool(on.flatten()[int(mp.flatten().argmax())]) if on.any() else False
+            axes[1, j].set_title(f"after; before, its peak {'was' if peak else 'was not'}\non a distractor",
+                                 fontsize=7)
+        else:
+            axes[1, j].imshow(mp.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            axes[1, j].contour(foot[i].numpy().astype(float), levels=[0.5], colors="k", linewidths=0.8)
+            pos = mp.clamp_min(0)
+            share = float((pos * foot[i]).sum() / pos.sum().clamp_min(1e-12))
+            axes[1, j].set_title(f"{share:.0%} of its positive mass\non the {variant}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def showcase_reading(out: dict, i: int, class_names: Sequence[str], *, levels: Sequence[str] = ("B4", "B234"),
+                     maps: Sequence[tuple[str, str]] = (("B4", "kmeans"), ("B234", "kmeans"))) -> str:
+    """What removing the distractors does to one image: decisions before and after, and where the maps peak.
+
+    Generated from ``out`` (:func:`measure_interventions`): the true class, the network's and each
+    level's k-means prediction before and after the distractors are removed, and whether each map
+    of ``maps`` has its maximum on a distractor pixel before. The verdict: the distractors
+    *explain* a wrong decision when removing them makes it right; a decision that stays wrong is
+    not explained by them; a right decision has nothing to explain.
+    """
+    sc, pred = out["scenes"], out["predictions"]
+    names = list(class_names)
+    true = int(sc.labels[i])
+    keys = ["network", *[lv for lv in levels if lv in pred]]
+
+    def who(k: str) -> str:
+        return "the network" if k == "network" else f"k-means {k}"
+
+    parts = []
+    for k in keys:
+        b, a = int(pred[k]["original"][i]), int(pred[k]["no distractors"][i])
+        parts.append(f"{who(k)} predicts {names[b]} ({'right' if b == true else 'wrong'}) and, without the "
+                     f"distractors, {names[a]} ({'right' if a == true else 'wrong'})")
+    dist = sc.distractor_pixels[i]
+    peaks = []
+    for m in maps:
+        if m in out["maps"]:
+            mp = out["maps"][m][0][i]
+            on = bool(dist.flatten()[int(mp.flatten().argmax())]) if dist.any() else False
+            peaks.append(f"{_label(*m)} {'on a distractor' if on else 'not on a distractor'}")
+    b, a = int(pred["network"]["original"][i]), int(pred["network"]["no distractors"][i])
+    if b == true:
+        verdict = ("The network classifies this image correctly on this seed, so there is no error for the "
+                   "distractors to explain here" + ("; removing them changes its decision, so it does react to them."
+                                                    if a != b else "; removing them leaves its decision as it is."))
+    elif a == true:
+        verdict = ("Removing the distractors corrects the network's decision: on this image the distractors "
+                   "explain the error (a shortcut through the background).")
+    else:
+        verdict = ("The decision stays wrong without the distractors: they do not explain this error; the "
+                   "creature itself is read as another class.")
+    return (f"Image {i} is a {names[true]}. " + "; ".join(parts) + ". Before the intervention, the maximum of "
+            + ("the maps lies: " + ", ".join(peaks) if peaks else "no map was measured") + ". " + verdict)
