@@ -130,3 +130,93 @@ def test_bad_input_errors_name_the_fix(seed0):
     with pytest.raises(ValueError, match="cannot be re-rendered"):
         evaluate.run_evaluation("paper-smoke", include_interventions=True)
     assert not rec.rows
+
+
+# ---------------------------------------------------------------------------- readings from the records
+def _records(swap=(0.95, 0.9, 0.85), flips=None, background=0.02, rho=None, seeds=(0, 1)):
+    """Fake intervention records of the network (and maps) on ``seeds``."""
+    flips = flips or {"head": 0.6, "tail": 0.5, "marking": 0.4, "legs": 0.01, "body": 0.7}
+    rho = rho or {("B234", "kmeans"): 0.8, ("B4", "cam"): 0.5, ("pixel", "random"): 0.6}
+    rows = []
+    for s in seeds:
+        for a, v in zip(iv.ATTRIBUTES, swap):
+            rows.append(dict(seed=s, level="B4", method="linear", metric="intervention_swap_follow", value=v, part=a))
+        for p, v in flips.items():
+            rows.append(dict(seed=s, level="B4", method="linear", metric="intervention_flip", value=v, part=p))
+        rows.append(dict(seed=s, level="B4", method="linear", metric="intervention_background_flip", value=background,
+                         part=None))
+        for (lv, m), v in rho.items():
+            rows.append(dict(seed=s, level=lv, method=m, metric="intervention_single_deletion", value=v + 0.02 * s,
+                             part=None))
+            rows.append(dict(seed=s, level=lv, method=m, metric="intervention_background_map_spearman", value=0.95,
+                             part=None))
+    return pd.DataFrame(rows)
+
+
+def test_use_reading_follows_the_swaps_and_names_a_shortcut():
+    assert "uses all three deciding parts" in iv.use_reading(_records())
+    assert "no shortcut" in iv.use_reading(_records())
+    contradicting = iv.use_reading(_records(swap=(0.95, 0.3, 0.9)))  # the tail swap is not followed
+    assert "does not follow every deciding part" in contradicting and "30 % (tail)" in contradicting
+    legs = iv.use_reading(_records(flips={"head": 0.6, "tail": 0.5, "marking": 0.4, "legs": 0.45, "body": 0.7}))
+    assert "Removing the legs" in legs and "shortcut" in legs
+    assert "the distractors" in iv.use_reading(_records(background=0.5)).split("Removing")[-1]
+
+
+def test_single_deletion_reading_places_every_map_against_the_random_map():
+    text = iv.single_deletion_reading(_records())
+    assert "k-means B234 (ρ = 0.81)" in text and "random map reaches ρ = 0.61" in text
+    assert "1 of 2 maps lie above it" in text and "Not above it at all: CAM" in text
+    flipped = iv.single_deletion_reading(_records(rho={("B234", "kmeans"): 0.2, ("B4", "cam"): 0.9,
+                                                       ("pixel", "random"): 0.6}))
+    assert "best map by single deletion is CAM" in flipped and "Not above it at all: k-means B234" in flipped
+    assert "one seed" in iv.single_deletion_reading(_records(seeds=(0,)))
+
+
+def test_background_reading_and_tables():
+    assert "every map keeps" in iv.background_reading(_records()).lower()
+    df = _records()
+    df.loc[(df["metric"] == "intervention_background_map_spearman") & (df["method"] == "cam"), "value"] = 0.5
+    assert "CAM (0.50)" in iv.background_reading(df)
+    use = iv.intervention_table(_records(), "use")
+    assert use.loc["network (linear head)", "swapped: tail"] == "90 ± 0"
+    maps = iv.intervention_table(_records(), "maps")
+    assert maps.loc["k-means B234", "single deletion ρ"] == "0.81 ± 0.01"
+    with pytest.raises(ValueError, match="kind"):
+        iv.intervention_table(_records(), "nope")
+    with pytest.raises(ValueError, match="no intervention"):
+        iv.intervention_table(_records().assign(metric="accuracy"))
+
+
+def test_showcase_reading_says_whether_the_distractors_explain_the_error(seed0):
+    sh, _, _, out = seed0
+    names = sh.test.class_names
+    i, true = 0, int(out["scenes"].labels[0])
+    wrong = (true + 1) % len(names)
+
+    def with_predictions(before, after):
+        pred = {k: dict(v) for k, v in out["predictions"].items()}
+        pred["network"]["original"] = pred["network"]["original"].clone()
+        pred["network"]["no distractors"] = pred["network"]["no distractors"].clone()
+        pred["network"]["original"][i], pred["network"]["no distractors"][i] = before, after
+        return iv.showcase_reading({**out, "predictions": pred}, i, names)
+
+    assert "explain the error" in with_predictions(wrong, true)
+    assert "do not explain this error" in with_predictions(wrong, wrong)
+    assert "no error for the distractors to explain" in with_predictions(true, true)
+    assert with_predictions(true, true).startswith(f"Image {i} is a {names[true]}. The network")
+
+
+def test_plots_return_figures(seed0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sh, _, df, out = seed0
+    assert iv.plot_interventions(df).axes
+    fig = iv.plot_intervention(out, 0, "head", [("B234", "kmeans"), ("B4", "cam")], sh.test.class_names)
+    assert len(fig.axes) == 6
+    assert len(iv.plot_intervention(out, 0, "distractors", [("B4", "kmeans")]).axes) == 4
+    with pytest.raises(ValueError, match="variant"):
+        iv.plot_intervention(out, 0, "wings", [("B4", "kmeans")])
+    with pytest.raises(ValueError, match="no maps"):
+        iv.plot_intervention(out, 0, "head", [("B9", "kmeans")])

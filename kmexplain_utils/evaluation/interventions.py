@@ -653,7 +653,7 @@ def intervention_table(df: Any, kind: str = "maps") -> Any:
             for (lv, m, *_), r in _stat(sel, metric).iterrows():
                 rows.setdefault(_label(lv, m), {})[col] = _fmt(r)
         out = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=list(cols.values()))
-        out = out.fillna("")
+        out = out.astype(object).where(out.notna(), "")
         out.index.name = "map"
         return out
     for metric, prefix in (("intervention_flip", "removed: "), ("intervention_swap_follow", "swapped: ")):
@@ -661,7 +661,8 @@ def intervention_table(df: Any, kind: str = "maps") -> Any:
             rows.setdefault(_label(lv, m), {})[prefix + str(part)] = _fmt(r, percent=True)
     for (lv, m), r in _stat(sel, "intervention_background_flip").iterrows():
         rows.setdefault(_label(lv, m), {})["distractors removed"] = _fmt(r, percent=True)
-    out = pd.DataFrame.from_dict(rows, orient="index").fillna("")
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out = out.astype(object).where(out.notna(), "")
     out.index.name = "decisions that change (%)"
     return out
 
@@ -760,7 +761,9 @@ def single_deletion_reading(df: Any) -> str:
     text = (f"The best map by single deletion is {_label(*best)} (ρ = {t.loc[best, 'mean']:.2f}). The random map "
             f"reaches ρ = {rnd:.2f}: its mass on a part is proportional to the part's area, and so, largely, is "
             "the drop when the part goes, so this is the level that area alone gives, not zero. ")
-    text += (f"{len(above)} of {len(t) - 1} maps lie above it by more than their seed-to-seed spread"
+    spread = ("by more than their seed-to-seed spread" if int(t["count"].max()) > 1
+              else "(one seed: no spread between seeds to compare with)")
+    text += (f"{len(above)} of {len(t) - 1} maps lie above it {spread}"
              + (": " + ", ".join(_label(*k) for k, _ in above[:6]) + ("…" if len(above) > 6 else "") if above else "")
              + ". ")
     if below:
@@ -895,5 +898,11 @@ def showcase_reading(out: dict, i: int, class_names: Sequence[str], *, levels: S
     else:
         verdict = ("The decision stays wrong without the distractors: they do not explain this error; the "
                    "creature itself is read as another class.")
-    return (f"Image {i} is a {names[true]}. " + "; ".join(parts) + ". Before the intervention, the maximum of "
-            + ("the maps lies: " + ", ".join(peaks) if peaks else "no map was measured") + ". " + verdict)
+    said = "; ".join(parts)
+    before, after = pred["network"]["original"], pred["network"]["no distractors"]
+    wrong, right_after = before != sc.labels, after == sc.labels
+    overall = (f" Over all {len(sc.labels)} images scored, the network errs on {int(wrong.sum())}; removing the "
+               f"distractors corrects {int((wrong & right_after).sum())} of them and breaks "
+               f"{int((~wrong & ~right_after).sum())} of the {int((~wrong).sum())} it got right.")
+    return (f"Image {i} is a {names[true]}. " + said[:1].upper() + said[1:] + ". Before the intervention, the maximum of "
+            + ("the maps lies: " + ", ".join(peaks) if peaks else "no map was measured") + ". " + verdict + overall)
