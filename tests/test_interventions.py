@@ -220,3 +220,17 @@ def test_plots_return_figures(seed0):
         iv.plot_intervention(out, 0, "wings", [("B4", "kmeans")])
     with pytest.raises(ValueError, match="no maps"):
         iv.plot_intervention(out, 0, "head", [("B9", "kmeans")])
+
+
+def test_a_network_in_training_mode_is_left_as_it_was_found():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)).train()
+    net[4].eval()  # mixed flags
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(4, 3, 8, 8)
+    a = iv.scores_under(net, x, batch_size=3)
+    torch.testing.assert_close(a, iv.scores_under(net, x))  # eval mode: batch-independent
+    assert [m.training for m in net.modules()] == [True, True, True, True, True, False, True]
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # running statistics untouched
+    eff = iv.intervention_effects(net, x, {1: x}, torch.zeros(4), 3)
+    assert torch.equal(eff[:, 1], torch.zeros(4, dtype=torch.float64)) and eff[:, [0, 2]].isnan().all()

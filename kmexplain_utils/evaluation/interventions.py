@@ -235,13 +235,22 @@ def record_interventions(rec: Any, seed: int, level: str, method: str, correlati
 
 
 def scores_under(score: Any, images: torch.Tensor, *, batch_size: int = 200) -> torch.Tensor:
-    """``score(images)`` in batches, without gradients: ``(N, C)`` float64 on the CPU."""
+    """``score(images)`` in batches, without gradients: ``(N, C)`` float64 on the CPU.
+
+    A ``torch.nn.Module`` is run in eval mode, and every module's train/eval flag is restored
+    afterwards (a user's network is left as it was found: no batch-norm statistic moves).
+    """
+    import contextlib
+
+    from .._torch import eval_mode
+
     if images.ndim != 4:
         raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = _device_of(score)
-    with torch.no_grad():
+    mode = eval_mode(score) if isinstance(score, torch.nn.Module) else contextlib.nullcontext()
+    with torch.no_grad(), mode:
         out = [torch.as_tensor(score(images[s:s + batch_size].to(dev))).detach().double().cpu()
                for s in range(0, images.shape[0], int(batch_size))]
     return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
