@@ -23,8 +23,9 @@ birds:
     (``intervention_single_deletion``, ``intervention_single_deletion_sd``);
   * target sensitivity: on images whose top two classes differ in one attribute and whose
     decision between them flips when that attribute is swapped, the contrastive map's positive
-    mass on the part carrying it (``intervention_target_mass``, ``..._peak``, and the part's
-    share of the pixels, ``intervention_target_chance``);
+    mass on the part carrying it (``intervention_target_mass``, ``..._peak``, the part's
+    share of the pixels, ``intervention_target_chance``, and the share of maps whose largest
+    positive part mass is on it, ``intervention_target_top``);
   * background independence: when the distractors are removed, the share of decisions that
     change (``intervention_background_flip``), the mean absolute change of the predicted class's
     probability (``intervention_background_prob_change``), the rank correlation of each map
@@ -91,6 +92,8 @@ INTERVENTION_METRICS: dict[str, str] = {
     "decision between the top two classes (images where the swap flips it for the explained model)",
     "intervention_target_peak": "share of those contrastive maps whose maximum lies on that part",
     "intervention_target_chance": "that part's share of the pixels (a random map's expected mass)",
+    "intervention_target_top": "share of those contrastive maps whose largest positive mass over the object parts "
+    "is on that part (METHOD section 7)",
     "intervention_background_flip": "share of images whose predicted class changes when the distractors are removed",
     "intervention_background_prob_change": "mean |change| of the predicted class's probability when the "
     "distractors are removed",
@@ -594,6 +597,12 @@ def _target_sensitivity(sh: Any, d: Any, rec: Any, sc: InterventionScenes, S: di
         m = int(flips.sum())
         s = metrics.deciding_part_scores(mp[flips], sc.parts[rows][flips], dp[flips]) if m else None
         note = f"{m} of {rows.numel()} images whose top two classes differ in one attribute flip when it is swapped"
+        if m:  # METHOD 7: is the flipping part the object part with the largest (positive) mass?
+            pm = part_masses(mp[flips].clamp_min(0), sc.parts[rows][flips], len(names))[:, 1:]
+            top = (pm.nan_to_num(-1.0).argmax(1) + 1 == dp[flips]).double().numpy()
+        else:
+            top = np.zeros(0)
+        rec.add(d.seed, lv, method, "intervention_target_top", float(top.mean()) if m else float("nan"), m, note=note)
         for metric, attr_name in (("intervention_target_mass", "mass"), ("intervention_target_peak", "peak"),
                                   ("intervention_target_chance", "part_share")):
             v = np.asarray(getattr(s, attr_name), dtype=float) if s is not None else np.zeros(0)
@@ -654,6 +663,7 @@ def intervention_table(df: Any, kind: str = "maps") -> Any:
     cols = ({"intervention_single_deletion": "single deletion ρ",
              "intervention_single_deletion_sd": "sd over images",
              "intervention_target_mass": "target mass", "intervention_target_chance": "part's share",
+             "intervention_target_top": "target part first",
              "intervention_background_map_spearman": "map ρ without distractors"}
             if kind == "maps" else None)
     rows: dict[str, dict[str, str]] = {}
