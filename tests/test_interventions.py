@@ -234,3 +234,14 @@ def test_a_network_in_training_mode_is_left_as_it_was_found():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # running statistics untouched
     eff = iv.intervention_effects(net, x, {1: x}, torch.zeros(4), 3)
     assert torch.equal(eff[:, 1], torch.zeros(4, dtype=torch.float64)) and eff[:, [0, 2]].isnan().all()
+
+
+def test_target_reading_names_the_map_that_follows_the_flipping_part():
+    rows = [dict(seed=0, level=lv, method=m, metric="intervention_target_top", value=v, n=40, part=None)
+            for (lv, m), v in {("B234", "kmeans"): 0.5, ("B4", "cam"): 0.3, ("pixel", "random"): 0.02}.items()]
+    text = iv.target_reading(pd.DataFrame(rows))
+    assert "50 % of the time (k-means B234)" in text and "k-means B234 follows the flipping part most often" in text
+    assert "random map does so 2 %" in text
+    rows[1]["value"] = 0.9  # a contradicting number: CAM now leads
+    assert "CAM follows the flipping part most often" in iv.target_reading(pd.DataFrame(rows))
+    assert "not measured" in iv.target_reading(pd.DataFrame(rows).assign(value=float("nan")))

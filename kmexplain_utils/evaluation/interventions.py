@@ -70,6 +70,7 @@ __all__ = [
     "single_deletion",
     "showcase_reading",
     "single_deletion_reading",
+    "target_reading",
     "use_reading",
 ]
 
@@ -925,3 +926,21 @@ def showcase_reading(out: dict, i: int, class_names: Sequence[str], *, levels: S
                f"{int((~wrong & ~right_after).sum())} of the {int((~wrong).sum())} it got right.")
     return (f"Image {i} is a {names[true]}. " + said[:1].upper() + said[1:] + ". Before the intervention, the maximum of "
             + ("the maps lies: " + ", ".join(peaks) if peaks else "no map was measured") + ". " + verdict + overall)
+
+
+def target_reading(df: Any) -> str:
+    """Target sensitivity from the records: which contrastive map most often ranks the flipping part first."""
+    t = _stat(df, "intervention_target_top")
+    t = t[np.isfinite(t["mean"])]
+    if t.empty:
+        return ("No image had two top classes differing in one attribute whose swap flips the decision: target "
+                "sensitivity was not measured.")
+    t = t.sort_values("mean", ascending=False, kind="stable")
+    n = int(df[df["metric"] == "intervention_target_top"]["n"].max())
+    best = t.index[0]
+    rnd = float(t.loc[("pixel", "random"), "mean"]) if ("pixel", "random") in t.index else float("nan")
+    return (f"On the images where swapping the attribute that separates the two top classes flips the decision "
+            f"(up to {n} per seed), the contrastive map puts its largest positive part mass on the part carrying it "
+            + ", ".join(f"{100 * r['mean']:.0f} % of the time ({_label(*k)})" for k, r in t.iterrows())
+            + f". {_label(*best)} follows the flipping part most often"
+            + (f"; a random map does so {100 * rnd:.0f} % of the time." if np.isfinite(rnd) else "."))
