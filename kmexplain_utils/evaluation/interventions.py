@@ -764,7 +764,8 @@ def use_reading(df: Any, *, follow: float = 0.8) -> str:
     if shortcuts:
         return text + ("Removing " + " and ".join(shortcuts) + ", which carry no class information, changes more "
                        "decisions than removing the least used deciding part: a shortcut.")
-    return text + "No removal without class information (legs, distractors) changes more decisions than removing a deciding part: no shortcut shows."
+    return text + ("No removal without class information (legs, distractors) changes more decisions than "
+                   "removing a deciding part: no shortcut shows.")
 
 
 def single_deletion_reading(df: Any) -> str:
@@ -924,7 +925,8 @@ def showcase_reading(out: dict, i: int, class_names: Sequence[str], *, levels: S
     overall = (f" Over all {len(sc.labels)} images scored, the network errs on {int(wrong.sum())}; removing the "
                f"distractors corrects {int((wrong & right_after).sum())} of them and breaks "
                f"{int((~wrong & ~right_after).sum())} of the {int((~wrong).sum())} it got right.")
-    return (f"Image {i} is a {names[true]}. " + said[:1].upper() + said[1:] + ". Before the intervention, the maximum of "
+    return (f"Image {i} is a {names[true]}. " + said[:1].upper() + said[1:]
+            + ". Before the intervention, the maximum of "
             + ("the maps lies: " + ", ".join(peaks) if peaks else "no map was measured") + ". " + verdict + overall)
 
 
