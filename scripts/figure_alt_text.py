@@ -180,6 +180,11 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                                 "network's maps as the network is re-initialised from the head down; a map that "
                                 "passes the sanity check falls."},
     },
+    "07_interventions": {
+        "iv-007": {"alt": "Two rows of small panels for one test creature: the image and, beside it, the map of each explanation method; below, the same creature re-rendered without its head and each map again with the head's outline, titled with the share of its positive mass on the head."},
+        "iv-009": {"alt": "Horizontal bar chart, one bar per explanation method, of the mean rank correlation between the map's mass per part and the drop of the explained score when the part is removed; a dashed line marks the random map's value."},
+        "iv-014": {"alt": "Two rows of panels for chapter 5's first showcase creature: the image and each method's map before, and below the same scene without its background shapes with each map recomputed, titled with the predicted class and its probability."},
+    },
     "A1_benchmarks": {
         "db7728c3b": {"alt": "Line plot of the share of points whose distances still had to be computed at each "
                             "iteration, for plain Lloyd (always all points) and for Hamerly's bounds (falling as "

@@ -107,6 +107,12 @@ def test_json_schema_and_every_level_and_metric(cli_result):
     kp = main[main["metric"].str.startswith("keypoint_") | (main["metric"] == "part_consistency")]
     assert kp["note"].str.startswith("keypoints from part masks").all()
     assert not (kp["level"] == "logits").any()
+    # part interventions (the command line runs them): every map's single deletion, on every model
+    sd = main[main["metric"] == "intervention_single_deletion"]
+    assert {("B4", "kmeans"), ("B234", "kmeans"), ("B4@B234-grid", "kmeans"), ("B234", "concepts"), ("B4", "cam"),
+            ("B3", "gradcam"), ("pixel", "occlusion"), ("pixel", "random")} <= set(zip(sd["level"], sd["method"]))
+    drops = main[main["metric"] == "intervention_drop"]
+    assert {("B4", "linear"), ("B4", "kmeans"), ("B234", "kmeans")} <= set(zip(drops["level"], drops["method"]))
     # values in range
     bounded = df[df["metric"].isin(["accuracy", "agreement", "nmi", "purity", "nmi_object", "purity_object", "miou",
                                     "miou_floor", "iou", "pointing_game", "energy_in_mask",

@@ -42,9 +42,14 @@ concept maps); then one function per measurement adds records:
 The claims table (:func:`claims_table`) turns the records into verdicts by rules it prints; the
 report functions (:func:`sanity_table`, :func:`sanity_shares`, :func:`sanity_verdicts`,
 :func:`sanity_advice`, :func:`plot_sanity`, :func:`k_cost`, :func:`record_stat`...) keep the
-chapter's cells short. :func:`part_masses`, :func:`intervention_effects` and
-:func:`single_deletion` measure part interventions (METHOD section 7); they are not wired into
-:func:`run_evaluation` yet.
+chapter's cells short.
+
+- :func:`~kmexplain_utils.evaluation.interventions.measure_interventions` -- part interventions
+  (METHOD section 7, FunnyBirds): the test scenes re-rendered without each part, with each
+  attribute swapped and without their distractors; the drop of each model's score (the ground
+  truth of use), single deletion, target sensitivity and background independence of every map
+  (records ``intervention_*``; generated data only, module
+  :mod:`~kmexplain_utils.evaluation.interventions`).
 
 Records (rows of the returned DataFrame and ``"records"`` of the JSON) have
 the columns of :data:`COLUMNS`:
@@ -96,6 +101,8 @@ import torch
 from .. import config
 from ..config import Profile, get_profile, progress, resolve_device, set_progress
 from ..plotting import method_label, plot_curves, plot_qualitative, plot_sweeps, plot_tradeoff
+from .interventions import (INTERVENTION_METRICS, deciding_part, intervention_effects, measure_interventions,
+                            part_masses, record_interventions, single_deletion)
 
 __all__ = [
     "COLUMNS",
@@ -125,6 +132,8 @@ __all__ = [
     "measure_concept_references",
     "measure_concepts",
     "measure_contrastive",
+    "measure_interventions",
+    "measure_seed_interventions",
     "measure_keypoints",
     "measure_representativeness",
     "measure_sanity",
@@ -196,8 +205,7 @@ METRICS: dict[str, str] = {
     "(the mean prototype's map): Cov(m, s) / Var(m)",
     "sanity_specific_share": "median share carried by its class-specific part (1 - the shared share)",
     "sanity_shared_spearman": "median Spearman correlation of a k-means map with its shared part",
-    "intervention_single_deletion": "mean over images of the Spearman correlation between a map's mass on "
-    "each part and the score drop when that part is removed by re-rendering (not measured yet)",
+    **INTERVENTION_METRICS,
     "contrastive_mass": "share of a contrastive map's positive mass on the deciding part",
     "contrastive_peak": "share of contrastive maps whose maximum lies on the deciding part",
     "contrastive_part_share": "the deciding part's share of the pixels (a random map's expected mass)",
@@ -941,27 +949,6 @@ def measure_sanity(sh: SharedData, d: SeedData, rec: Recorder, *, n_images: int 
     return recs
 
 
-def deciding_part(class_names: Sequence[str], part_names: Sequence[str], c1: int, c2: int) -> int:
-    """Part label that decides between classes ``c1`` and ``c2``, or ``-1``.
-
-    For the generated creatures (class names ``"<head colour>-<tail type>-<marking>"``, see
-    :mod:`kmexplain_utils.data.parts`): when the two classes differ in exactly one attribute, the
-    part carrying it (``"head"``, ``"tail"`` or ``"marking"``); otherwise ``-1``.
-
-    Example
-    -------
-    >>> deciding_part(["red-pointed-striped", "red-round-striped"],
-    ...               ["background", "body", "head", "tail", "legs", "marking"], 0, 1)
-    3
-    """
-    a, b = str(class_names[int(c1)]).split("-"), str(class_names[int(c2)]).split("-")
-    attrs = ("head", "tail", "marking")
-    if len(a) != 3 or len(b) != 3 or not set(attrs) <= set(part_names):
-        return -1
-    diff = [attrs[i] for i in range(3) if a[i] != b[i]]
-    return list(part_names).index(diff[0]) if len(diff) == 1 else -1
-
-
 def _contrastive_maps(d: SeedData, x: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> dict:
     from . import metrics
     from ..attribution import cam
@@ -1106,7 +1093,7 @@ def _examples(sh: SharedData, d: SeedData, example_indices: Sequence[int] | None
 
 def _measure_seed(sh: SharedData, d: SeedData, rec: Recorder, curves: list, tick: Any, *, first: bool,
                   sweeps: bool, attribution: bool, extras: bool, steps: int, baseline: Any,
-                  example_indices: Any, batch_size: int) -> dict:
+                  example_indices: Any, batch_size: int, interventions: bool = False) -> dict:
     """Every measurement of one prepared seed; returns the showcase maps on the first seed ({} otherwise)."""
     examples: dict = {}
     t = time.perf_counter()
@@ -1118,8 +1105,9 @@ def _measure_seed(sh: SharedData, d: SeedData, rec: Recorder, curves: list, tick
     if extras and first:
         measure_concept_references(sh, d, rec)
         t = tick("concept references", t)
+    att = None
     if attribution and sh.n_eval > 0:
-        measure_attribution(sh, d, rec, curves, steps=steps, baseline=baseline, batch_size=batch_size)
+        att = measure_attribution(sh, d, rec, curves, steps=steps, baseline=baseline, batch_size=batch_size)
         if first:
             examples = _examples(sh, d, example_indices, batch_size)
         t = tick("attribution", t)
@@ -1130,8 +1118,23 @@ def _measure_seed(sh: SharedData, d: SeedData, rec: Recorder, curves: list, tick
         measure_contrastive(sh, d, rec)
         t = tick("contrastive", t)
         measure_keypoints(sh, d, rec, batch_size=batch_size)
-        tick("keypoints", t)
+        t = tick("keypoints", t)
+    if interventions and sh.n_eval > 0:
+        measure_seed_interventions(sh, d, rec, maps=att, batch_size=batch_size)
+        tick("interventions", t)
     return examples
+
+
+def measure_seed_interventions(sh: SharedData, d: SeedData, rec: Recorder, *, maps: dict | None = None,
+                               n_images: int | None = None, batch_size: int = 200) -> dict:
+    """:func:`~kmexplain_utils.evaluation.interventions.measure_interventions` with this evaluation's maps.
+
+    Every map of :func:`measure_attribution` (``maps``: its return value on the first ``n_eval``
+    test images, reused; else computed) and the contrastive maps of :func:`measure_contrastive`.
+    """
+    return measure_interventions(sh, d, rec, explain=lambda x: _attribution_set(d, x, batch_size=batch_size),
+                                 contrast=lambda x, c1, c2: _contrastive_maps(d, x, c1, c2), maps=maps,
+                                 n_images=n_images, batch_size=batch_size)
 
 
 def _result_frame(rec: Recorder, curves: list, examples: dict, prof: Profile, seed_list: list, specs: list,
@@ -1164,6 +1167,7 @@ def run_evaluation(
     include_sweeps: bool = True,
     include_attribution: bool = True,
     include_extras: bool = True,
+    include_interventions: bool = False,
     deletion_steps: int = 10,
     deletion_baseline: str | float = "blur",
     n_fit_images: int = 500,
@@ -1192,6 +1196,10 @@ def run_evaluation(
     include_extras : bool, default True
         The concept references (first seed), the sanity check and the contrastive scores (every
         seed).
+    include_interventions : bool, default False
+        The part interventions (:mod:`~kmexplain_utils.evaluation.interventions`, every seed; the
+        generated data set only). Off by default so that chapter 5 stays within its time budget;
+        chapter 7 measures them, and the command line runs them unless ``--no-interventions``.
     deletion_steps : int, default 10
     deletion_baseline : {"blur", "mean"} or float, default "blur"
     n_fit_images : int, default 500
@@ -1220,6 +1228,10 @@ def run_evaluation(
     specs = evaluation_specs(level_list)
     dev = resolve_device(device)
     rec, curves, examples, timings = Recorder(prof.name), [], {}, {}
+    if include_interventions and prof.dataset != "parts":
+        raise ValueError(f"interventions re-render generated scenes: the {prof.dataset!r} data set cannot be "
+                         "re-rendered; use include_interventions=False (or a profile on the 'parts' data set)")
+    interventions = bool(include_interventions)
 
     def tick(key: str, t0: float) -> float:
         t1 = time.perf_counter()
@@ -1242,7 +1254,7 @@ def run_evaluation(
             examples = _measure_seed(sh, d, rec, curves, tick, first=first, sweeps=include_sweeps,
                                      attribution=include_attribution, extras=include_extras, steps=deletion_steps,
                                      baseline=deletion_baseline, example_indices=example_indices,
-                                     batch_size=batch_size) or examples
+                                     batch_size=batch_size, interventions=interventions) or examples
             t = time.perf_counter()
             bar.update(1)
     finally:
@@ -1472,124 +1484,6 @@ def plot_k_cost(df: pandas.DataFrame, ax: Any = None, level: str = "B234", refer
     ax.set_title(f"{level} against {reference} in test accuracy, per K")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return ax.figure
-
-
-# ----------------------------------------------------------------------------- part interventions (not wired yet)
-# METHOD section 7. The generator's re-rendering (`intervene(...)`) is being written elsewhere; these
-# functions take its output through a plain interface -- images re-rendered without part k, keyed by
-# part label -- and are not called by run_evaluation yet.
-def part_masses(maps: torch.Tensor, parts: torch.Tensor, n_parts: int) -> torch.Tensor:
-    """An explanation's mass on each part: ``M_k = sum of the map over part k's pixels`` (METHOD section 7).
-
-    Parameters
-    ----------
-    maps : torch.Tensor
-        ``(N, H, W)`` maps at image size (registered).
-    parts : torch.Tensor
-        ``(N, H, W)`` integer part labels.
-    n_parts : int
-
-    Returns
-    -------
-    torch.Tensor
-        ``(N, n_parts)`` float64; ``nan`` for a part absent from the image.
-
-    Example
-    -------
-    >>> part_masses(torch.tensor([[[1., 2], [3, 4]]]), torch.tensor([[[0, 1], [1, 2]]]), 4).tolist()
-    [[1.0, 5.0, 4.0, nan]]
-    """
-    if maps.shape != parts.shape or maps.ndim != 3:
-        raise ValueError(f"maps and parts must both be (N, H, W), got {tuple(maps.shape)} and {tuple(parts.shape)}")
-    m = maps.detach().double().flatten(1).cpu()
-    lab = parts.long().flatten(1).cpu()
-    if lab.numel() and (lab.min() < 0 or lab.max() >= n_parts):
-        raise ValueError(f"part labels must lie in [0, {n_parts}), got [{int(lab.min())}, {int(lab.max())}]")
-    out = torch.zeros(m.shape[0], int(n_parts), dtype=torch.float64).scatter_add_(1, lab, m)
-    count = torch.zeros_like(out).scatter_add_(1, lab, torch.ones_like(m))
-    return out.masked_fill(count == 0, float("nan"))
-
-
-def intervention_effects(score: Any, images: torch.Tensor, without: dict[int, torch.Tensor],
-                         target: torch.Tensor, n_parts: int, *, batch_size: int = 200) -> torch.Tensor:
-    """``effect_k(x) = score_c(x) - score_c(x without part k)`` for every image and part.
-
-    Parameters
-    ----------
-    score : callable
-        ``score(images (B, 3, H, W)) -> (B, C)`` class scores (a network's logits, a k-means
-        classifier's best prototype scores, or probabilities).
-    images : torch.Tensor
-        ``(N, 3, H, W)`` the original scenes.
-    without : dict of int to torch.Tensor
-        ``{k: (N, 3, H, W)}`` the same scenes re-rendered without part ``k`` (a part absent from an
-        image may be given unchanged: its effect is then 0, and :func:`single_deletion` skips it
-        through the part masses).
-    target : torch.Tensor
-        ``(N,)`` the class ``c`` scored.
-    n_parts : int
-
-    Returns
-    -------
-    torch.Tensor
-        ``(N, n_parts)`` float64; ``nan`` for the parts not in ``without``.
-    """
-    t = torch.as_tensor(target).long().reshape(-1)
-    if t.numel() != images.shape[0]:
-        raise ValueError(f"target must have shape (N,) = ({images.shape[0]},), got {tuple(t.shape)}")
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out = [torch.as_tensor(score(x[s:s + batch_size])).detach().double().cpu()
-                   for s in range(0, x.shape[0], batch_size)]
-        return torch.cat(out).gather(1, t[:, None])[:, 0]
-
-    base = run(images)
-    out = torch.full((images.shape[0], int(n_parts)), float("nan"), dtype=torch.float64)
-    for k, xk in without.items():
-        if xk.shape != images.shape:
-            raise ValueError(f"the scenes without part {k} have shape {tuple(xk.shape)}, not {tuple(images.shape)}")
-        out[:, int(k)] = base - run(xk)
-    return out
-
-
-def single_deletion(masses: torch.Tensor, effects: torch.Tensor, *, min_parts: int = 3) -> np.ndarray:
-    """FunnyBirds' single deletion: per image, Spearman correlation between part masses and effects.
-
-    Parts where either is ``nan`` (absent, or not intervened on) are left out; an image with fewer
-    than ``min_parts`` parts left (or a constant vector) gives ``nan``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N,)`` correlations in ``[-1, 1]``.
-
-    Example
-    -------
-    >>> m = torch.tensor([[1., 2, 3, float("nan")]]); e = torch.tensor([[0.1, 0.5, 0.9, 2.0]])
-    >>> single_deletion(m, e).tolist()
-    [1.0]
-    """
-    from .sanity import spearman_maps
-
-    if masses.shape != effects.shape:
-        raise ValueError(f"masses and effects must have the same shape, got {tuple(masses.shape)} and "
-                         f"{tuple(effects.shape)}")
-    M, E = masses.double().cpu().numpy(), effects.double().cpu().numpy()
-    out = np.full(M.shape[0], np.nan)
-    for i in range(M.shape[0]):
-        ok = np.isfinite(M[i]) & np.isfinite(E[i])
-        if ok.sum() >= min_parts:
-            out[i] = spearman_maps(M[i][ok][None], E[i][ok][None])[0]
-    return out
-
-
-def record_interventions(rec: Recorder, seed: int, level: str, method: str, correlations: np.ndarray, *,
-                         note: str | None = None) -> None:
-    """Add the ``intervention_single_deletion`` record (mean over images, ``n`` = images scored)."""
-    ok = np.isfinite(correlations)
-    rec.add(seed, level, method, "intervention_single_deletion",
-            float(correlations[ok].mean()) if ok.any() else float("nan"), int(ok.sum()), note=note)
 
 
 # ----------------------------------------------------------------------------- the sanity check, reported
@@ -1988,12 +1882,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--levels", default=None, help="comma-separated levels, e.g. logits,B4,B234")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--no-sweeps", action="store_true", help="skip the sensitivity sweeps")
+    parser.add_argument("--no-interventions", action="store_true",
+                        help="skip the part interventions (they need the generated 'parts' data set)")
     parser.add_argument("--steps", type=int, default=10, help="deletion/insertion steps (default 10)")
     parser.add_argument("--out", default="results.json", help="output JSON file (default results.json)")
     args = parser.parse_args(argv)
     levels = [s.strip() for s in args.levels.split(",") if s.strip()] if args.levels else None
     df = run_evaluation(args.profile, args.seeds, levels=levels, device=args.device,
-                        include_sweeps=not args.no_sweeps, deletion_steps=args.steps)
+                        include_sweeps=not args.no_sweeps, deletion_steps=args.steps,
+                        include_interventions=not args.no_interventions
+                        and get_profile(args.profile).dataset == "parts")
     to_json(df, args.out)
     info = df.attrs["info"]
     print(f"{len(df)} records for seeds {info['seeds']} and levels {', '.join(info['levels'])} "
