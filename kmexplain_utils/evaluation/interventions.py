@@ -785,7 +785,7 @@ def single_deletion_reading(df: Any) -> str:
     spread = ("by more than their seed-to-seed spread" if int(t["count"].max()) > 1
               else "(one seed: no spread between seeds to compare with)")
     text += (f"{len(above)} of {len(t) - 1} maps lie above it {spread}"
-             + (": " + ", ".join(_label(*k) for k, _ in above[:6]) + ("…" if len(above) > 6 else "") if above else "")
+             + (": " + ", ".join(_label(*k) for k, _ in above) if above else "")
              + ". ")
     if below:
         text += "Not above it at all: " + ", ".join(_label(*k) for k in below) + "."
