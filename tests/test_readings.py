@@ -1,0 +1,424 @@
+"""Chapter 5's readings and checks (kmexplain_utils.evaluation.readings) on synthetic records.
+
+For every reading: the sentence quotes the value of the record it names (change the record, the
+sentence changes) and each branch is taken on numbers that call for it. For every check: it holds on
+consistent records and fails on a contradicting number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from kmexplain_utils.evaluation import readings
+from kmexplain_utils.evaluation import run as evaluate
+from kmexplain_utils.evaluation.sanity import PASS_STAGE
+
+SEEDS = (0, 1, 2)
+LEVELS = ("B4", "B234", "B1234")
+CONTROL = "B4@B234-grid"
+
+#: (level, method, metric) -> value on every seed: a consistent evaluation in which every check holds
+BASE = {
+    ("B4", "linear", "accuracy"): 0.970, ("logits", "kmeans", "accuracy"): 0.968,
+    ("B4", "kmeans", "accuracy"): 0.965, ("B234", "kmeans", "accuracy"): 0.950,
+    ("B1234", "kmeans", "accuracy"): 0.940,
+    ("B4", "linear", "prototype_nn_ratio"): 4.0, ("B4", "linear-rescaled", "prototype_nn_ratio"): 3.6,
+    ("B4", "kmeans", "prototype_nn_ratio"): 0.7,
+    # concepts against parts, and their references
+    **{(lv, "concepts", "ami_object"): v for lv, v in [("B4", 0.18), ("B234", 0.33), ("B1234", 0.40), (CONTROL, 0.20)]},
+    **{(lv, "concepts", "nmi_object"): v for lv, v in [("B4", 0.19), ("B234", 0.34), ("B1234", 0.41), (CONTROL, 0.21)]},
+    **{(lv, "concepts", "miou"): v for lv, v in [("B4", 0.21), ("B234", 0.27), ("B1234", 0.29), (CONTROL, 0.22)]},
+    **{(lv, "concepts", "purity"): v for lv, v in [("B4", 0.86), ("B234", 0.88), ("B1234", 0.89)]},
+    **{(lv, "ceiling", "ami_object"): v for lv, v in [("B4", 0.45), ("B234", 0.70), ("B1234", 0.80)]},
+    **{(lv, "ceiling", "miou"): v for lv, v in [("B4", 0.50), ("B234", 0.71), ("B1234", 0.81)]},
+    ("pixel", "kmeans-rgb", "ami_object"): 0.58, ("pixel", "kmeans-rgbxy", "ami_object"): 0.38,
+    ("B4", "nmf", "ami_object"): 0.18, ("B234", "nmf", "ami_object"): 0.26,
+    ("B4", "concepts", "miou_floor"): 0.13,
+    # the first edition's cell registration
+    **{(lv, "concepts-cell", m): v for lv in LEVELS for m, v in [("nmi_object", 0.15), ("ami_object", 0.14),
+                                                                  ("miou", 0.20)]},
+    ("B4", "kmeans", "pointing_game"): 0.80, ("B234", "kmeans", "pointing_game"): 0.90,
+    ("B1234", "kmeans", "pointing_game"): 0.90, (CONTROL, "kmeans", "pointing_game"): 0.82,
+    **{(lv, "kmeans-cell", "pointing_game"): v for lv, v in [("B4", 0.75), ("B234", 0.80), ("B1234", 0.80)]},
+    # attribution
+    ("B4", "kmeans", "deletion_auc"): 0.20, ("B234", "kmeans", "deletion_auc"): 0.22,
+    (CONTROL, "kmeans", "deletion_auc"): 0.25, ("B4", "cam", "deletion_auc"): 0.30,
+    ("B3", "gradcam", "deletion_auc"): 0.28, ("pixel", "occlusion", "deletion_auc"): 0.26,
+    ("pixel", "random", "deletion_auc"): 0.50, ("B234", "random", "deletion_auc"): 0.45,
+    ("B4", "kmeans", "insertion_auc"): 0.7, ("B234", "kmeans", "insertion_auc"): 0.7,
+    ("B4", "kmeans", "deletion_auc_transfer"): 0.31, ("B234", "kmeans", "deletion_auc_transfer"): 0.33,
+    ("B4", "cam", "pointing_game"): 0.85, ("B3", "gradcam", "pointing_game"): 0.86,
+    ("pixel", "occlusion", "pointing_game"): 0.87, ("pixel", "random", "pointing_game"): 0.30,
+    ("B4", "kmeans", "energy_in_mask"): 0.40, ("B234", "kmeans", "energy_in_mask"): 0.45,
+    ("pixel", "random", "energy_in_mask"): 0.20,
+    ("B4", "cam", "gradcam_identity_error"): 1e-7,
+    # keypoints (n: keypoints / prototypes)
+    **{(lv, "concepts", "keypoint_ami"): v for lv, v in [("B4", 0.10), ("B234", 0.20), ("B1234", 0.25),
+                                                          (CONTROL, 0.12)]},
+    **{(lv, "kmeans", "part_consistency"): v for lv, v in [("B4", 0.30), ("B234", 0.50), ("B1234", 0.55)]},
+    **{(lv, "random", "part_consistency"): v for lv, v in [("B4", 0.40), ("B234", 0.40), ("B1234", 0.40)]},
+    # the sanity check's decomposition
+    **{(lv, "kmeans", m): v for lv in ("B4", "B234") for m, v in [("sanity_shared_share", 0.55),
+                                                                  ("sanity_shared_spearman", 0.93)]},
+}
+#: sanity_spearman after PASS_STAGE, per (level, method)
+SANITY = {("B4", "kmeans"): 0.79, ("B234", "kmeans"): 0.86, ("B4", "contrastive"): 0.10,
+          ("B234", "contrastive"): 0.12, ("B4", "class-specific"): 0.20, ("B234", "class-specific"): 0.25,
+          ("B4", "cam"): -0.3}
+#: contrastive scores per (level, method): mass, peak, part share
+CONTRAST = {("B234", "kmeans"): 0.30, ("B4", "kmeans"): 0.25, ("B4", "cam"): 0.20, ("B3", "gradcam"): 0.22,
+            ("pixel", "random"): 0.08}
+#: accuracy at every K, per seed: B4 and B234 (the cost grows with K, more than the spread)
+K_SWEEP = {1: [(0.97, 0.965), (0.97, 0.962), (0.97, 0.966)], 2: [(0.97, 0.955), (0.97, 0.950), (0.97, 0.952)],
+           4: [(0.97, 0.945), (0.97, 0.948), (0.97, 0.944)]}
+#: (level, method, metric, seed) keys: per-seed overrides of BASE, SANITY ("sanity") or CONTRAST ("contrastive_mass")
+
+
+def _row(seed, level, method, metric, value, **kw):
+    row = dict(profile="test", seed=seed, level=level, method=method, metric=metric, value=value, n=kw.pop("n", 10),
+               sweep=None, param=None, part=None, note=None)
+    row.update(kw)
+    return row
+
+
+def records(override=None, seeds=SEEDS, sanity_n=128, k_sweep=None):
+    """A consistent evaluation's records; ``override[(level, method, metric[, seed])] = value``."""
+    override = dict(override or {})
+    k_sweep = K_SWEEP if k_sweep is None else k_sweep
+
+    def value(key, seed, default):
+        return override.get((*key, seed), override.get(key, default))
+
+    rows = []
+    for s, seed in enumerate(seeds):
+        for key, v in BASE.items():
+            note = None
+            if key[2] == "deletion_auc":
+                note = "blur, on k-means" if key[1] == "kmeans" else "blur, on the linear head"
+            n = 40 if key[2] == "keypoint_ami" else 12 if key[2] == "part_consistency" else 10
+            rows.append(_row(seed, *key, value(key, seed, v), note=note, n=n))
+        for lv in LEVELS:  # the parts without a concept, main setting
+            missing = value((lv, "concepts", "parts_without_concept"), seed, "tail, marking" if lv == "B4" else "")
+            rows.append(_row(seed, lv, "concepts", "parts_without_concept", float(len(missing.split(", ")) if missing
+                                                                                      else 0), note=missing or None))
+        for (lv, method), v in SANITY.items():
+            for step, stage in enumerate(("head", PASS_STAGE, "B3"), start=1):
+                val = value((lv, method, "sanity"), seed, v) if stage == PASS_STAGE else 0.95
+                rows.append(_row(seed, lv, method, "sanity_spearman", val, n=sanity_n, param=step, note=stage))
+        for (lv, method), v in CONTRAST.items():
+            rows.append(_row(seed, lv, method, "contrastive_mass", value((lv, method, "contrastive_mass"), seed, v)))
+            rows.append(_row(seed, lv, method, "contrastive_peak", 0.3))
+            rows.append(_row(seed, lv, method, "contrastive_part_share", 0.07))
+        for part, v in [("head", 0.35), ("tail", 0.20), ("marking", 0.30)]:
+            rows.append(_row(seed, "B234", "kmeans", "contrastive_mass", v, part=part))
+        for K, per_seed in k_sweep.items():
+            b4, b234 = per_seed[s]
+            rows.append(_row(seed, "B4", "kmeans", "accuracy", b4, sweep="k_per_class", param=K))
+            rows.append(_row(seed, "B234", "kmeans", "accuracy", b234, sweep="k_per_class", param=K))
+        for lv, K in [("B4", 4), ("B234", 1 + s)]:
+            rows.append(_row(seed, lv, "kmeans", "k_chosen", float(K)))
+        # the ablation (per-part IoU of the concept settings) and the main setting's IoU
+        for lv in ("B4", "B234"):
+            rows += [_row(seed, lv, "concepts", "iou", 0.5, part="head")]
+            for K in (6, 8):
+                tail = value((lv, "concepts", "iou_tail", K), seed, 0.0 if lv == "B4" else 0.05 * (K - 5))
+                for part, v in [("head", 0.4), ("tail", tail), ("marking", 0.0)]:
+                    rows.append(_row(seed, lv, "concepts", "iou", v, sweep="n_concepts", param=K, part=part))
+    return pd.DataFrame(rows, columns=list(evaluate.COLUMNS))
+
+
+def few_records(lin=0.90, b4=0.90, b234=0.88):
+    return pd.DataFrame([_row(0, lv, m, metric, v) for lv, m, metric, v in [
+        ("B4", "linear", "accuracy", lin), ("B4", "kmeans", "accuracy", b4), ("B234", "kmeans", "accuracy", b234),
+        ("B4", "concepts", "ami_object", 0.2), ("B234", "concepts", "ami_object", 0.3)]], columns=list(evaluate.COLUMNS))
+
+
+PART_SHARE = {"background": 0.80, "body": 0.12, "head": 0.03, "tail": 0.015, "legs": 0.02, "marking": 0.015}
+
+
+def all_texts(df, fewer=None):
+    return {"fidelity": readings.fidelity(df), "keypoints": readings.keypoints(df, "parts", "part masks"),
+            "sanity": readings.sanity(df), "k_cost": readings.k_cost(df),
+            "fewer_data": readings.fewer_data(few_records() if fewer is None else fewer, 300, 1200)}
+
+
+# ============================================================================= readings
+def test_a_reading_shows_as_markdown():
+    r = readings.accuracy(records())
+    assert r._repr_markdown_() == str(r) == repr(r) == r.text and r.text.startswith("**Reading.**")
+    assert "linear head" in r
+
+
+def test_accuracy_quotes_its_records_and_takes_each_branch():
+    r = readings.accuracy(records())
+    assert "reaches 96.5 % against 97.0 % for the linear head" in r
+    assert "changes the accuracy by -0.5 points, nothing worth mentioning" in r and r.values["head_ok"]
+    assert "B234 minus B4 is -1.5 points on average (higher on 0 seed(s), lower on 3 of 3)" in r
+    assert "span 2.8 points" in r  # logits 96.8 ... B1234 94.0
+    assert "lie 4.0 typical" in r and "(3.6 after the best rescaling), the k-means centroids 0.70" in r
+    moved = readings.accuracy(records({("B4", "kmeans", "accuracy"): 0.940}))
+    assert "reaches 94.0 %" in moved and "replacing the head costs 3.0 points" in moved
+    assert not moved.values["head_ok"]
+    gains = readings.accuracy(records({("B4", "kmeans", "accuracy"): 0.990}))
+    assert "replacing the head gains 2.0 points" in gains
+    mixed = readings.accuracy(records({("B234", "kmeans", "accuracy", 1): 0.99}))
+    assert "(higher on 1 seed(s), lower on 2 of 3)" in mixed
+    with pytest.raises(ValueError, match="run the measurement"):
+        readings.accuracy(records().query("method != 'linear'"))
+
+
+def test_fidelity_quotes_its_records_and_takes_each_branch():
+    r = readings.fidelity(records())
+    assert "B234 concepts share 0.330 AMI with the parts against 0.180 for B4 (NMI 0.340 vs 0.190)" in r
+    assert "the best level is B1234 (0.400)" in r and "B4@B234-grid reaches 0.200" in r
+    assert "does not explain the gain: the earlier blocks do" in r
+    assert "can reach is 0.700 (B4's grid: 0.450), so B234 reaches 47 % of its ceiling and B4 40 %" in r
+    assert "gets 0.380 (colour alone 0.580): B234 concepts beat neither trivial baseline" in r
+    assert "colour alone finds the parts better than the concepts do" in r
+    assert "NMF on the same B234 position vectors gets 0.260: k-means concepts beat" in r
+    assert "mIoU: 0.270 for B234, 0.210 for B4, ceiling 0.710, floor 0.130" in r
+    assert "between 0.860 and 0.890 at every level: with this much background it says almost nothing" in r
+    # the control explains the gain; no gain at all
+    assert "a finer grid alone accounts" in readings.fidelity(records({(CONTROL, "concepts", "ami_object"): 0.30}))
+    no_gain = readings.fidelity(records({("B234", "concepts", "ami_object"): 0.17}))
+    assert "B234 gains nothing over B4 here" in no_gain and "finer grid alone" not in no_gain
+    # the colour baselines, each branch
+    both = readings.fidelity(records({("pixel", "kmeans-rgb", "ami_object"): 0.30,
+                                      ("pixel", "kmeans-rgbxy", "ami_object"): 0.20}))
+    assert "beat both trivial baselines" in both and "colour alone finds" not in both
+    assert "beat colour and position, but not colour alone" in readings.fidelity(
+        records({("pixel", "kmeans-rgbxy", "ami_object"): 0.20}))
+    assert "beat colour alone, but not colour and position" in readings.fidelity(
+        records({("pixel", "kmeans-rgb", "ami_object"): 0.20}))
+    assert "k-means concepts do not beat the factorisation" in readings.fidelity(
+        records({("B234", "nmf", "ami_object"): 0.35}))
+    spread = readings.fidelity(records({("B1234", "concepts", "purity"): 0.99}))
+    assert "it separates the levels by 0.130" in spread
+
+
+def test_registration_table_and_reading():
+    df = records()
+    table = readings.registration_table(df)
+    assert table.loc[("B234", "registered"), "ami_object"] == pytest.approx(0.33)
+    assert table.loc[("B234", "cell (first edition)"), "pointing_game"] == pytest.approx(0.80)
+    r = readings.registration(df)
+    # cell: B234 - B4 = 0 on NMI -> not ahead; pointing: 0.80 - 0.75 = 0.05 -> registered 0.10 grows x 2.0
+    assert "Object-pixel NMI: B234 − B4 = +0.000 with the cell convention, +0.150 registered (B234 was not ahead" in r
+    assert "pointing game: B234 − B4 = +0.050 with the cell convention, +0.100 registered (the gap survives and " \
+           "grows × 2.0)" in r
+    assert "(object-pixel NMI 0.150 → 0.190 for B4, 0.150 → 0.340 for B234)" in r
+    assert "ahead of B4 by more than one standard deviation of the per-seed difference on nmi_object, ami_object, " \
+           "miou, pointing_game." in r
+    shrinks = readings.registration(records({("B234", "kmeans", "pointing_game"): 0.82}))
+    assert "+0.020 registered (40 % of the gap survives)" in shrinks
+    gone = readings.registration(records({("B234", "kmeans", "pointing_game"): 0.80}))
+    assert "+0.000 registered (the gap vanishes)" in gone and "; not on pointing_game" in gone
+    noisy = readings.registration(records({("B234", "kmeans", "pointing_game", 0): 0.70,
+                                           ("B234", "kmeans", "pointing_game", 1): 1.10}))
+    assert "not on pointing_game" in noisy  # mean gap 0.10 but a per-seed sd of 0.2
+
+
+def test_where_found_reads_the_ablation_and_the_missing_parts():
+    df = records()
+    ablation = readings.ablation_table(df, 0)
+    assert len(ablation) == 4 and ablation["tail has a concept"].sum() == 2
+    r = readings.where_found(df, PART_SHARE, 8, 0)
+    assert "(K′ = 8, global concepts), the parts without a concept in at least one seed are: B4: marking, tail." in r
+    assert "under 2 % of the pixels are tail, marking (tail 1.5 %, marking 1.5 %)" in r
+    assert "the tail gets a concept in 2 of 4 settings (among them B234 (global, K' = 6), B234 (global, K' = 8))" in r
+    assert "its best IoU is 0.150 (B234, global, K' = 8)" in r
+    assert "the marking gets no concept in any setting tried (4 settings)" in r
+    none = readings.where_found(records({("B4", "concepts", "parts_without_concept"): ""}),
+                                {"background": 0.9, "body": 0.1}, 8, 0)
+    assert "seed are: none." in none and "pixels are none." in none
+    better = readings.where_found(records({("B4", "concepts", "iou_tail", 8): 0.6}), PART_SHARE, 8, 0)
+    assert "gets a concept in 3 of 4" in better and "best IoU is 0.600 (B4, global, K' = 8)" in better
+
+
+def test_keypoints_reading_each_branch():
+    r = readings.keypoints(records(), "parts", "part masks")
+    assert "Measured at 40 pseudo-keypoints" in r and "(the generated set has none of its own)" in r
+    assert "B234 concepts share 0.200 AMI with the keypoints' parts against 0.100 for B4" in r
+    assert "(resolution control B4@B234-grid: 0.120)" in r and "the order of B234 and B4 was the same" in r
+    assert "B4: 30 % of 12 against 40 % by chance" in r
+    assert "above its chance level at B234, B1234, not at B4." in r
+    own = readings.keypoints(records({("B4", "concepts", "keypoint_ami"): 0.3}), "cub", "keypoints")
+    assert "the 40 keypoints that CUB-200-2011 marks" in own and "was the other way round" in own
+    low = readings.keypoints(records({("kmeans", "part_consistency"): 0}
+                                     | {(lv, "kmeans", "part_consistency"): 0.1 for lv in LEVELS}), "parts", None)
+    assert "at no level above its chance level" in low
+    none = readings.keypoints(records().query("metric not in ['keypoint_ami', 'part_consistency']"), "pets", None)
+    assert "Oxford-IIIT Pet has object masks only" in none
+
+
+def test_attribution_quotes_each_map():
+    r = readings.attribution(records())
+    assert "relative error of 1.0e-07" in r
+    assert "delete to an area of 0.200 (B4) and 0.220 (B234), against 0.450 for the random map" in r
+    assert "the best baseline is occlusion (0.260; CAM 0.300, Grad-CAM B3 0.280, occlusion 0.260, random 0.500)" in r
+    assert "score 0.310 (B4) and 0.330 (B234)" in r
+    assert "pointing game k-means B234 0.90, B4 0.80, the resolution control B4@B234-grid 0.82, CAM 0.85" in r
+    assert "Energy on the object: B234 0.45, B4 0.40, random 0.20" in r
+    cam = readings.attribution(records({("B4", "cam", "deletion_auc"): 0.1}))
+    assert "the best baseline is CAM (0.100" in cam
+    assert "0.500 for the random map" in readings.attribution(records({("B234", "random", "deletion_auc"): 0.5}))
+
+
+def test_sanity_reading_names_every_map_and_follows_the_verdicts():
+    r = readings.sanity(records())
+    assert "carries 55 % of a k-means map's variance at B4 and 55 % at B234" in r
+    assert "rank correlation with it is 0.93 (B4)" in r
+    assert "**pass**: k-means B4, contrastive (0.10)" in r and "CAM (-0.30)" in r
+    assert "**fail**: k-means B4 (0.79); k-means B234 (0.86)" in r and "fails at B4 and B234" in r
+    ok = readings.sanity(records({("B4", "kmeans", "sanity"): 0.3, ("B234", "kmeans", "sanity"): 0.2}))
+    assert "**fail**: no map" in ok and "the k-means maps pass at B4 and B234" in ok
+    one_seed = readings.sanity(records({("B4", "kmeans", "sanity"): 0.3, ("B234", "kmeans", "sanity"): 0.2,
+                                        ("B234", "kmeans", "sanity", 2): 0.6}))
+    assert "k-means B234 (0.60)" in one_seed and "fails at B234" in one_seed
+
+
+def test_contrastive_reading_each_branch():
+    table, by_part = readings.contrastive_tables(records())
+    assert table.loc["k-means B234", "mass"] == pytest.approx(0.30) and list(by_part.columns) == ["head", "tail",
+                                                                                                  "marking"]
+    r = readings.contrastive(records(), "parts")
+    assert "is k-means B234 (0.300); the k-means Δ reaches 0.300 at B234 and 0.250 at B4" in r
+    assert "CAM's difference 0.200 and Grad-CAM's at B3 0.220, against 0.080 for the random map" in r
+    assert "cover 0.070 of the pixels" in r and "most mass on the head and least on the tail" in r
+    assert "No method puts even half" in r
+    high = readings.contrastive(records({("B4", "cam", "contrastive_mass"): 0.6}), "parts")
+    assert "is CAM (0.600)" in high and "The best method puts most of its positive mass" in high
+    none = readings.contrastive(records().query("~metric.str.startswith('contrastive')"), "pets")
+    assert "On pets no test image's top two classes differ" in none
+
+
+def test_k_cost_reading_each_branch():
+    r = readings.k_cost(records())
+    assert "-0.6 ± 0.2 at K = 1, -1.8 ± 0.3 at K = 2, -2.4 ± 0.2 at K = 4" in r
+    assert "moves by 1.9 points across K" in r and "depends on K more than on the seed" in r
+    assert "B4 chose K = 4, 4, 4 and B234 K = 1, 2, 3" in r
+    flat = {K: [(0.97, 0.95 + 0.01 * (s - 1) + 0.001 * K) for s in range(3)] for K in (1, 2, 4)}
+    assert "within that spread, K does not change it" in readings.k_cost(records(k_sweep=flat))
+    one = readings.k_cost(records(seeds=(0,)))
+    assert "with one seed, no spread to compare with" in one and "-0.5 at K = 1" in one
+
+
+def test_fewer_data_reading_each_branch():
+    r = readings.fewer_data(few_records(), 300, 1200)
+    assert "Trained on 300 images instead of 1200" in r and "reaches 90.0 %, above the 80 % threshold" in r
+    assert "88.0 % against 90.0 % for B4 (-2.0 points, 1 seed)" in r and "0.300 against 0.200" in r
+    low = readings.fewer_data(few_records(lin=0.5), 300, 1200)
+    assert "reaches only 50.0 %" in low and "has not learned" in low and not low.values["learned"]
+
+
+def test_claims_reading_counts_each_part():
+    table = pd.DataFrame({"part": [evaluate.CLAIM_PARTS[0]] * 3 + [evaluate.CLAIM_PARTS[1]] * 2,
+                          "claim": ["a", "b", "c", "d", "e"],
+                          "verdict": ["holds", "does not hold", "holds", "passes", "fails"]})
+    r = readings.claims(table, "quick")
+    assert "Of the paper's claims (rows of its part), 2 of 3 hold by their rule; not held: “b” (does not hold)." in r
+    assert "hypotheses, 1 of 2 hold by their rule; not held: “e” (fails)" in r and "in the quick profile" in r
+    table["verdict"] = "holds"
+    assert "3 of 3 hold by their rule. Of the book" in readings.claims(table, "quick")
+
+
+# ============================================================================= checks
+CONTRADICTIONS = [
+    (readings.check_levels, lambda: records().query("level != 'B4@B234-grid' or method != 'concepts'")),
+    (readings.check_deletion_setup, lambda: records().replace({"note": {"blur, on k-means": "mean, on k-means"}})),
+    (readings.check_deletion_setup, lambda: records().replace({"note": {"blur, on k-means": "blur, on the linear "
+                                                                                             "head"}})),
+    (readings.check_gradcam_identity, lambda: records({("B4", "cam", "gradcam_identity_error", 2): 1e-3})),
+    (readings.check_ceiling, lambda: records({("B1234", "concepts", "ami_object"): 0.85})),
+    (readings.check_head, lambda: records({("B4", "kmeans", "accuracy"): 0.95})),
+    (readings.check_prototypes, lambda: records({("B4", "kmeans", "prototype_nn_ratio"): 1.6})),
+    (readings.check_prototypes, lambda: records({("B4", "linear-rescaled", "prototype_nn_ratio"): 1.2})),
+    (readings.check_purity_spread, lambda: records({("B4", "concepts", "purity"): 0.70})),
+    (readings.check_deletion_beats_random, lambda: records({("B234", "kmeans", "deletion_auc"): 0.46})),
+    (readings.check_pointing_beats_random, lambda: records({("B234", "kmeans", "pointing_game"): 0.30})),
+    (readings.check_contrastive_beats_random, lambda: records({("B234", "kmeans", "contrastive_mass"): 0.05})),
+    (readings.check_k_chosen, lambda: records().query("~(metric == 'k_chosen' and seed == 2 and level == 'B234')")),
+]
+
+
+@pytest.mark.parametrize("check, contradicting", CONTRADICTIONS, ids=lambda x: getattr(x, "__name__", ""))
+def test_each_check_holds_and_fails_on_a_contradicting_number(check, contradicting):
+    good = check(records())
+    assert good.ok, good.message
+    bad = check(contradicting())
+    assert not bad.ok and bad.message.startswith(bad.name)
+
+
+def test_keypoint_checks_fail_on_contradictions():
+    df = records()
+    assert readings.check_keypoints(df, "part masks").ok
+    assert not readings.check_keypoints(df, "guessed").ok
+    assert not readings.check_keypoints(records({("B234", "random", "part_consistency"): 1.2}), "part masks").ok
+    assert readings.check_keypoints(df.query("metric != 'keypoint_ami'"), None).ok  # nothing measured, nothing checked
+    text = readings.keypoints(df, "parts", "part masks")
+    assert readings.check_keypoint_text(df, text).ok
+    low = records({(lv, "kmeans", "part_consistency"): 0.1 for lv in LEVELS})
+    assert not readings.check_keypoint_text(low, text).ok  # the text says "above" where no level is
+
+
+def test_text_checks_fail_on_a_reading_of_other_numbers():
+    df = records()
+    fid = readings.fidelity(df)
+    assert readings.check_fidelity_text(df, fid).ok
+    assert not readings.check_fidelity_text(records({(CONTROL, "concepts", "ami_object"): 0.30}), fid).ok
+    assert not readings.check_fidelity_text(records({("pixel", "kmeans-rgb", "ami_object"): 0.2}), fid).ok
+    k = readings.k_cost(df)
+    flat = {K: [(0.97, 0.95 + 0.01 * (s - 1) + 0.001 * K) for s in range(3)] for K in (1, 2, 4)}
+    assert readings.check_k_text(df, k).ok and not readings.check_k_text(records(k_sweep=flat), k).ok
+    assert not readings.check_k_text(records(seeds=(0,)), k).ok
+    few = readings.fewer_data(few_records(), 300, 1200)
+    assert readings.check_fewer_data_text(few_records(), few).ok
+    assert not readings.check_fewer_data_text(few_records(lin=0.5), few).ok
+
+
+def test_sanity_checks_fail_on_contradictions():
+    df = records()
+    assert readings.check_sanity_coverage(df).ok
+    assert not readings.check_sanity_coverage(records(sanity_n=16)).ok
+    assert readings.check_sanity_coverage(records(sanity_n=16), smoke=True).ok
+    assert not readings.check_sanity_coverage(df.query("~(metric == 'sanity_spearman' and seed == 1)")).ok
+    text = readings.sanity(df)
+    assert readings.check_sanity_reading(df, text).ok
+    passing = records({("B4", "kmeans", "sanity"): 0.3, ("B234", "kmeans", "sanity"): 0.2})
+    assert not readings.check_sanity_reading(passing, text).ok  # the advice says "fails at"; the maps pass
+    named = readings.Reading(text.text.replace("CAM (", "CAM ["))
+    assert not readings.check_sanity_reading(df, named).ok
+
+
+def test_claims_check_fails_on_contradictions():
+    df = records()
+    table = evaluate.claims_table(df, fewer_data=few_records())
+    assert readings.check_claims(table, df).ok
+    flipped = table.replace({"verdict": {"fails": "passes"}})
+    assert not readings.check_claims(flipped, df).ok
+    one_part = table.assign(part=evaluate.CLAIM_PARTS[0])
+    assert not readings.check_claims(one_part, df).ok
+    no_rule = table.assign(rule="")
+    assert not readings.check_claims(no_rule, df).ok
+
+
+def test_chapter_checks_all_hold_on_consistent_records_and_name_what_fails():
+    df = records()
+    claims = evaluate.claims_table(df, fewer_data=few_records())
+    kw = dict(claims_table=claims, fewer=few_records(), keypoint_source="part masks")
+    checks = readings.chapter_checks(df, all_texts(df), smoke=False, **kw)
+    assert len(checks) == 19 and all(c.ok for c in checks), [c.message for c in checks if not c.ok]
+    assert len(readings.chapter_checks(df, all_texts(df), smoke=True, **kw)) == 8
+    bad = records({("B234", "kmeans", "deletion_auc"): 0.9})
+    failed = [c.name for c in readings.chapter_checks(bad, all_texts(bad), smoke=False, **kw) if not c.ok]
+    assert failed == ["deletion vs random"]
+    with pytest.raises(ValueError, match="sanity"):
+        readings.chapter_checks(df, {"fidelity": None}, smoke=False, **kw)
+
+
+def test_block_levels_leave_out_logits_and_controls():
+    assert readings.block_levels(records()) == ["B4", "B234", "B1234"]
+    assert math.isnan(readings._mean(records(), "B34", "kmeans", "accuracy"))
