@@ -16,7 +16,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -208,11 +208,13 @@ def _words(text: str) -> int:
     return len(re.findall(r"[A-Za-z0-9\u00c0-\u024f]+", text))
 
 
-def reading_minutes(notebook: str | Path, *, words_per_minute: int = WORDS_PER_MINUTE) -> int:
+def reading_minutes(notebook: str | Path, *, words_per_minute: int = WORDS_PER_MINUTE,
+                    generated: Sequence[str] = ()) -> int:
     """Reading time of a chapter file, in whole minutes, from the words of its text and code.
 
     Counts the words of the markdown cells and of the code cells that are not tagged
-    ``remove-cell`` or ``solution`` (a reader reads the code too), at ``words_per_minute``.
+    ``remove-cell`` or ``solution`` (a reader reads the code too), at ``words_per_minute``,
+    plus the words of ``generated``.
 
     Parameters
     ----------
@@ -220,6 +222,9 @@ def reading_minutes(notebook: str | Path, *, words_per_minute: int = WORDS_PER_M
         The chapter's ``.ipynb`` file.
     words_per_minute : int, default 150
         Reading speed.
+    generated : sequence of str, default ()
+        Text the chapter generates and shows (e.g. its readings, computed by a package function):
+        the page holds it, the file does not.
 
     Returns
     -------
@@ -243,6 +248,7 @@ def reading_minutes(notebook: str | Path, *, words_per_minute: int = WORDS_PER_M
             continue
         src = cell.get("source", "")
         n += _words("".join(src) if isinstance(src, list) else src)
+    n += sum(_words(str(text)) for text in generated)
     return max(1, round(n / max(1, int(words_per_minute))))
 
 
@@ -252,7 +258,8 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def glue_chapter_times(ctx: NotebookContext, notebook: str | Path | None = None) -> dict[str, str]:
+def glue_chapter_times(ctx: NotebookContext, notebook: str | Path | None = None, *,
+                       generated: Sequence[str] = ()) -> dict[str, str]:
     """Glue the chapter header's compute time (measured now) and reading time (counted from the file).
 
     Call it in the chapter's last cell: the compute time is the wall-clock time from the set-up
@@ -267,6 +274,8 @@ def glue_chapter_times(ctx: NotebookContext, notebook: str | Path | None = None)
         The chapter's context (from :func:`setup_notebook`).
     notebook : str or Path, optional
         The chapter's ``.ipynb`` file, for the reading time (skipped when missing, e.g. in Colab).
+    generated : sequence of str, default ()
+        The text the chapter generated and shows, counted in the reading time (:func:`reading_minutes`).
 
     Returns
     -------
@@ -279,7 +288,7 @@ def glue_chapter_times(ctx: NotebookContext, notebook: str | Path | None = None)
         f"{ctx.profile.name}, {ctx.device.type}, {torch.get_num_threads()} CPU threads)",
     }
     if notebook is not None and Path(notebook).is_file():
-        out["reading_time"] = f"about {reading_minutes(notebook)} min"
+        out["reading_time"] = f"about {reading_minutes(notebook, generated=generated)} min"
     try:
         from IPython.display import Markdown
         from myst_nb import glue
