@@ -15,6 +15,8 @@ module            what
 ``baselines.py``  Grad-CAM / LayerCAM at any block, occlusion
 ``run.py``        :func:`~kmexplain_utils.evaluation.run.run_evaluation`, the records, the
                   claims table and the command line
+``readings.py``   chapter 5's generated sentences and build-time checks, as pure
+                  functions of the records
 ================  ======================================================================
 
 Command line::

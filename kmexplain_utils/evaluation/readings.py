@@ -55,6 +55,8 @@ from .run import k_cost as _k_cost_table
 __all__ = [
     "Check",
     "HEAD_TOLERANCE",
+    "IDENTITY_TOLERANCE",
+    "MIN_SANITY_IMAGES",
     "PURITY_SPREAD",
     "Reading",
     "ablation_table",
@@ -945,7 +947,7 @@ def check_k_text(df: Any, reading: Reading) -> Check:
 
 
 def check_fewer_data_text(hard: Any, reading: Reading) -> Check:
-    """The less-data reading draws a conclusion only when the network reached :data:`LEARNED_ACCURACY`."""
+    """The less-data reading draws a conclusion only when the network reached :data:`~kmexplain_utils.evaluation.run.LEARNED_ACCURACY`."""
     lin = _mean(hard, "B4", "linear", "accuracy")
     learned = lin >= LEARNED_ACCURACY
     return _check("less-data text", ("has not learned" in reading) == (not learned),
