@@ -86,6 +86,9 @@ def test_chapter_times_are_measured_from_the_set_up_cell(tmp_path, monkeypatch):
     out = notebook.glue_chapter_times(ctx, chapter)
     assert re.match(r"\d+ s on the run that produced this page \(profile smoke", out["compute_time"])
     assert out["reading_time"] == "about 4 min"
+    # generated text (a chapter's readings) is on the page, not in the file: it counts too
+    assert notebook.reading_minutes(chapter, generated=["read " * 300]) == 6
+    assert notebook.glue_chapter_times(ctx, chapter, generated=["read " * 300])["reading_time"] == "about 6 min"
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "book").glob("*.ipynb")))
