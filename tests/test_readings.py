@@ -166,6 +166,11 @@ def test_accuracy_quotes_its_records_and_takes_each_branch():
     assert "replacing the head gains 2.0 points" in gains
     mixed = readings.accuracy(records({("B234", "kmeans", "accuracy", 1): 0.99}))
     assert "(higher on 1 seed(s), lower on 2 of 3)" in mixed
+    tied = readings.accuracy(records({("B234", "kmeans", "accuracy", 2): 0.965}))
+    assert "(higher on 0 seed(s), lower on 2 of 3, equal on 1)" in tied
+    # a part just under 2 % is not printed as "2.0 %" beside "under 2 %"
+    just = readings.where_found(records(), PART_SHARE | {"legs": 0.01996}, 8, 0)
+    assert "legs 1.99 %" in just and "legs 2.0" not in just
     with pytest.raises(ValueError, match="run the measurement"):
         readings.accuracy(records().query("method != 'linear'"))
 
@@ -227,7 +232,7 @@ def test_where_found_reads_the_ablation_and_the_missing_parts():
     assert len(ablation) == 4 and ablation["tail has a concept"].sum() == 2
     r = readings.where_found(df, PART_SHARE, 8, 0)
     assert "(K′ = 8, global concepts), the parts without a concept in at least one seed are: B4: marking, tail." in r
-    assert "under 2 % of the pixels are tail, marking (tail 1.5 %, marking 1.5 %)" in r
+    assert "under 2 % of the pixels are tail, marking (tail 1.50 %, marking 1.50 %)" in r
     assert "the tail gets a concept in 2 of 4 settings (among them B234 (global, K' = 6), B234 (global, K' = 8))" in r
     assert "its best IoU is 0.150 (B234, global, K' = 8)" in r
     assert "the marking gets no concept in any setting tried (4 settings)" in r

@@ -209,11 +209,13 @@ def accuracy(df: Any) -> Reading:
     else:
         head = f"replacing the head {'costs' if gap_b4 < 0 else 'gains'} {100 * abs(gap_b4):.1f} points"
     higher, lower = int((diff > 0).sum()), int((diff < 0).sum())
+    equal = len(diff) - higher - lower
+    tie = f", equal on {equal}" if equal else ""
     text = (
         f"**Reading.** The k-means classifier on pooled B4 features reaches {100 * acc['B4'][0]:.1f} % against "
         f"{100 * acc_lin:.1f} % for the linear head: {head}. Across all levels the k-means accuracies span "
         f"{100 * spread:.1f} points; B234 minus B4 is {100 * diff.mean():+.1f} points on average (higher on "
-        f"{higher} seed(s), lower on {lower} of {n_seeds}). The prototypes tell the heads apart: the linear rows "
+        f"{higher} seed(s), lower on {lower} of {n_seeds}{tie}). The prototypes tell the heads apart: the linear rows "
         f"lie {ratio_lin:.1f} typical nearest-neighbour distances from the nearest training embedding "
         f"({ratio_res:.1f} after the best rescaling), the k-means centroids {ratio_km:.2f}.")
     return Reading(text, dict(acc=acc, acc_lin=acc_lin, gap_b4=gap_b4, head_ok=head_ok, diff_b234=diff,
@@ -470,8 +472,8 @@ def where_found(df: Any, part_share: Mapping[str, float], n_concepts: int, seed:
     table = ablation_table(df, seed)
     missing = {lv: v for lv, v in parts_without_concept(df).items() if v and not lv.startswith("B4@")}
     missing_text = "; ".join(f"{lv}: {', '.join(v)}" for lv, v in missing.items()) or "none"
-    small = [p for p, s in part_share.items() if p != "background" and s < 0.02]
-    small_text = (", ".join(small) + " (" + ", ".join(f"{p} {100 * part_share[p]:.1f} %" for p in small) + ")"
+    small = [p for p, s in part_share.items() if p != "background" and s < 0.02]  # shares rounded down below
+    small_text = (", ".join(small) + " (" + ", ".join(f"{p} {math.floor(1e4 * part_share[p]) / 100:.2f} %" for p in small) + ")"
                   if small else "none")
     text = (
         f"**Reading.** In the main setting (K′ = {n_concepts}, global concepts), the parts without a concept in at "
