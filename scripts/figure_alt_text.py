@@ -35,10 +35,11 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "tail shape and marking, but a different body colour, pose, number of legs, size, "
                             "position and background."},
         "ch00-010": {"alt": "Gallery of the first test image of each class, one row per class, each image beside the "
-                            "same image with its parts coloured: body, head, tail, legs and marking in one colour "
-                            "each, named in a legend."},
+                            "same image with its parts painted opaque: body, head, tail, legs and marking in one "
+                            "colour each, named in a legend, the background left as it is."},
         "ch00-014": {"alt": "Four rows of class pairs from the training set: in the left pair of each row the two "
-                            "creatures differ only in head colour, in the right pair only in tail shape."},
+                            "creatures differ only in the head's colour, in the right pair only in the tail (its "
+                            "shape, and the colour that goes with it)."},
         "ch00-016": {"alt": "MNIST digits 0 to 3, one test image each in the top row, and below each digit its "
                             "stroke mask in black and white."},
         "ch00-016b": {"alt": "Gallery of the run's own data set when it is not the generated one (in the paper "

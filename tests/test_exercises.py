@@ -161,7 +161,8 @@ def test_every_checker_is_tested():
 @pytest.mark.parametrize("checker, right, wrong, why", CASES, ids=IDS)
 def test_reference_solution_passes(checker, right, wrong, why, capsys):
     assert checker(right) is True
-    assert "cases pass" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cases pass" in out or "the one case passes" in out
 
 
 @pytest.mark.parametrize("checker, right, wrong, why", CASES, ids=IDS)

@@ -77,7 +77,8 @@ def _run(name: str, cases: list[Case]) -> bool:
         if msg:
             problems.append(f"  - {label}: {msg}")
     if not problems:
-        print(f"{name}: all {len(cases)} cases pass.")
+        n = len(cases)
+        print(f"{name}: all {n} cases pass." if n > 1 else f"{name}: the one case passes.")
         return True
     text = f"{name}: {len(problems)} of {len(cases)} cases fail\n" + "\n".join(problems)
     print(text)
