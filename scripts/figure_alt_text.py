@@ -120,7 +120,7 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "patches nearest to the concept's centroid, with a box one stride wide outlined."},
         "346fc7b5": {"alt": "The Explainer's figure for one test image at level B234: the image, the attribution "
                             "map of the predicted class, the contrastive map against the runner-up, and the concept "
-                            "map."},
+                            "map, with a legend naming each concept by its majority part."},
         "cell-020": {"alt": "Static version of the explorer at B234: for each showcase image, its ground-truth parts "
                             "over the image, its concept map (concepts named in the legend) and the attribution map "
                             "of the winning prototype."},
@@ -158,21 +158,24 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "the median Spearman correlation with the trained maps after re-initialising the head, "
                             "then each block from B4 down; a dashed line marks the pass threshold and a grey band "
                             "the B4 step that the pass rule reads."},
-        "a149e6ad": {"alt": "Real photographs (a cat, a cup of coffee, an astronaut and others) overlaid with the "
-                            "class activation map of the network's top ImageNet class, red where the region raises "
-                            "that class and blue where it lowers it."},
-        "5786160e": {"alt": "A row of MNIST digits, each the real training digit nearest to one k-means prototype, "
-                            "titled with the prototype's class."},
-        "520c157d": {"alt": "Concept maps of the same photographs at two levels, B4 in the top row and B234 in the "
-                            "bottom row, each titled with the predicted ImageNet class; B234's map is finer."},
+        "a149e6ad": {"alt": "Two grids of the eight held-out photographs (a cat, a cup of coffee, an astronaut and "
+                            "others): first overlaid with the class activation map of the network's top ImageNet "
+                            "class, then with the top class minus the runner-up per position, red for the top class "
+                            "and blue against, each titled with the class names."},
+        "5786160e": {"alt": "A grid of MNIST digits, four per row, each the real training digit nearest to one "
+                            "k-means prototype, titled with the prototype's class."},
+        "520c157d": {"alt": "Two figures, B4 then B234: the eight held-out photographs covered by their concept "
+                            "maps, each titled with the network's ImageNet class, and a legend naming each concept "
+                            "present by the colour and texture of its pixels and its share of them."},
         "875c400c": {"alt": "One row per B234 concept of the real network, each showing six real photograph patches "
                             "nearest to the concept's centroid, one per image."},
-        "e824a85a": {"alt": "For the first photograph, one figure per level (B4, then B234): the photograph, the "
-                            "attribution map of the predicted ImageNet class and the contrastive map against the "
-                            "runner-up class, red for and blue against."},
+        "e824a85a": {"alt": "One row per held-out photograph at B234, each map drawn over the photograph: the "
+                            "attribution map of the k-means head's class (titled with the photo, the network's class "
+                            "and the head's class), the contrastive map against the head's runner-up (red for, blue "
+                            "against) and the concept map, with a legend naming the concepts."},
         "71c34612": {"alt": "One panel per block of the real network, each showing a photograph with the registered position centres "
                             "as dots and the grid-cell centres as crosses."},
-        "5588ff0e": {"alt": "Three maps of one photograph: the B234 attribution map drawn at the registered "
+        "5588ff0e": {"alt": "Three maps of one photograph: the B4 attribution map drawn at the registered "
                             "centres, the same map naively upsampled, and their difference with a colour bar."},
         "76f09653": {"alt": "Line plot of the Spearman rank correlation between each method's map on the trained "
                             "network and on a network randomised stage by stage from the head down, one line per "

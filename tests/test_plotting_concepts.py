@@ -175,3 +175,32 @@ def test_colour_maps_come_from_the_two_constants():
                 offenders += [f"{path.name}: {m.group(0)}" for m in literal.finditer(cell.source)]
     assert not offenders, offenders
     assert literal.search('ax.imshow(x, cmap="viridis")')  # the check can fail
+
+
+def test_concept_attribute_shares_say_which_heads_a_concept_covers():
+    names_p = ["background", "head", "body"]
+    attrs = {0: {"head": "red"}, 1: {"head": "blue"}}.__getitem__
+    parts = torch.zeros(3, 4, 4, dtype=torch.long)
+    parts[:, :2, :2] = 1  # a 2x2 head in every image
+    kappa = torch.zeros(3, 4, 4, dtype=torch.long)
+    kappa[:, :2, :] = 1  # concept 1: the top half, 4 head + 4 background pixels per image
+    labels = torch.tensor([1, 1, 0])  # two blue heads, one red
+    out = plotting.concept_attribute_shares(kappa, parts, labels, names_p, 3, attrs)
+    assert set(out) == {1}  # concept 0 holds no head pixel, concept 2 is absent
+    part, value, share = out[1]
+    assert (part, value) == ("head", "blue") and share == pytest.approx(2 / 3)
+    # a part under min_share of the concept's pixels describes nothing
+    assert plotting.concept_attribute_shares(kappa, parts, labels, names_p, 3, attrs,
+                                             min_share=0.6) == {}
+    with pytest.raises(ValueError, match="same images"):
+        plotting.concept_attribute_shares(kappa, parts, labels[:2], names_p, 3, attrs)
+    with pytest.raises(ValueError, match="min_share"):
+        plotting.concept_attribute_shares(kappa, parts, labels, names_p, 3, attrs, min_share=0)
+
+
+def test_concept_contributions_leave_room_for_the_sum_above_the_bars():
+    fig = plotting.plot_concept_contributions(torch.tensor([1.0, 10.0, -2.0]), score=9.0)
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert hi >= 10.0 + 0.25 * (hi - lo) * 0.9  # the text sits in the top quarter, above the bars
+    assert "score = 9.000" in ax.texts[0].get_text()
