@@ -830,6 +830,8 @@ def plot_intervention(out: dict, i: int, variant: str, methods: Sequence[tuple[s
     """
     import matplotlib.pyplot as plt
 
+    from ..plotting import DIVERGING_CMAP
+
     sc = out["scenes"]
     if variant != "distractors" and variant not in sc.removed:
         raise ValueError(f"variant must be 'distractors' or one of {list(sc.removed)}, got {variant!r}")
@@ -856,18 +858,18 @@ def plot_intervention(out: dict, i: int, variant: str, methods: Sequence[tuple[s
     for j, m in enumerate(methods, start=1):
         mp = out["maps"][m][0][i]
         lim = float(mp.abs().max()) or 1.0
-        axes[0, j].imshow(mp.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[0, j].imshow(mp.numpy(), cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim)
         axes[0, j].set_title(_label(*m), fontsize=7)
         if variant == "distractors":
             mp2 = out["maps_no_distractors"][m][0][i]
             lim2 = float(mp2.abs().max()) or 1.0
-            axes[1, j].imshow(mp2.numpy(), cmap="RdBu_r", vmin=-lim2, vmax=lim2)
+            axes[1, j].imshow(mp2.numpy(), cmap=DIVERGING_CMAP, vmin=-lim2, vmax=lim2)
             on = foot[i]
             peak = bool(on.flatten()[int(mp.flatten().argmax())]) if on.any() else False
             axes[1, j].set_title(f"after; before, its peak {'was' if peak else 'was not'}\non a distractor",
                                  fontsize=7)
         else:
-            axes[1, j].imshow(mp.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            axes[1, j].imshow(mp.numpy(), cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim)
             axes[1, j].contour(foot[i].numpy().astype(float), levels=[0.5], colors="k", linewidths=0.8)
             pos = mp.clamp_min(0)
             share = float((pos * foot[i]).sum() / pos.sum().clamp_min(1e-12))
