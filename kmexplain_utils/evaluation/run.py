@@ -1576,15 +1576,15 @@ def sanity_advice(verdicts: pandas.DataFrame) -> str:  # noqa: F821
             for lv in levels for m in ("contrastive", "class-specific") if ok(lv, m)]
     if not raw_fail:
         return ("What to look at: the k-means maps pass at " + " and ".join(levels) + ": they change when "
-                "the weights they explain are destroyed, and can be read as explanations of the decision.")
+                "the weights are destroyed, and can be read as explanations of the decision.")
     text = ("What to look at: the full k-means map fails at " + " and ".join(raw_fail) + ". It is mostly its "
-            "shared part, which is the same for every class and follows where the image activates the network; "
-            "read it as *where the features are strong*, not as *why this class*. ")
+            "shared part, the same for every class: read it as *where the features are strong*, not *why this "
+            "class*. ")
     if good:
-        return text + ("What depends on the learned weights and on the class is " + ", ".join(good)
-                       + " (these pass): read those to see why a class was chosen, and show them beside the full map.")
-    return text + ("Neither its contrastive form nor its class-specific part passes either: no k-means map here "
-                   "shows, by this test, what the network learned.")
+        return text + ("These pass: " + ", ".join(good) + "; read them for why a class was chosen, beside the "
+                       "full map.")
+    return text + ("Neither its contrastive form nor its class-specific part passes: no k-means map here shows, by "
+                   "this test, what the network learned.")
 
 
 def sanity_table(df: pandas.DataFrame, digits: int = 2) -> pandas.DataFrame:  # noqa: F821
