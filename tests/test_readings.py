@@ -211,19 +211,22 @@ def test_registration_table_and_reading():
     assert table.loc[("B234", "cell (first edition)"), "pointing_game"] == pytest.approx(0.80)
     r = readings.registration(df)
     # cell: B234 - B4 = 0 on NMI -> not ahead; pointing: 0.80 - 0.75 = 0.05 -> registered 0.10 grows x 2.0
-    assert "Object-pixel NMI: B234 − B4 +0.000 (cell) → +0.150 (registered) (B234 was not ahead" in r
-    assert "pointing game: B234 − B4 +0.050 (cell) → +0.100 (registered) (the gap survives and " \
-           "grows × 2.0)" in r
+    assert "B234 − B4, cell → registered: object-pixel NMI = AMI +0.000 → +0.150 (B234 was not ahead with cells)" in r
+    assert "pointing game +0.050 → +0.100 (grows × 2.0)" in r
     assert "(object-pixel NMI 0.150 → 0.190 for B4, 0.150 → 0.340 for B234)" in r
-    assert "leads B4 by more than one sd of the per-seed difference on nmi_object, ami_object, " \
-           "miou, pointing_game." in r
+    assert "leads B4 by more than one sd of the per-seed difference on object-pixel NMI, AMI, " \
+           "mIoU, pointing game." in r
     shrinks = readings.registration(records({("B234", "kmeans", "pointing_game"): 0.82}))
-    assert "+0.020 (registered) (40 % of the gap survives)" in shrinks
+    assert "+0.050 → +0.020 (40 % survives)" in shrinks
     gone = readings.registration(records({("B234", "kmeans", "pointing_game"): 0.80}))
-    assert "+0.000 (registered) (the gap vanishes)" in gone and "; not on pointing_game" in gone
+    assert "+0.050 → +0.000 (the gap vanishes)" in gone and "; not on pointing game" in gone
+    # NMI and AMI gaps equal to the printed digits here: named once; apart, named each
+    assert "; AMI " not in r
+    apart = readings.registration(records({("B234", "concepts", "ami_object"): 0.36}))
+    assert "object-pixel NMI +0.000 → +0.150" in apart and "; AMI +0.000 → +0.180" in apart
     noisy = readings.registration(records({("B234", "kmeans", "pointing_game", 0): 0.70,
                                            ("B234", "kmeans", "pointing_game", 1): 1.10}))
-    assert "not on pointing_game" in noisy  # mean gap 0.10 but a per-seed sd of 0.2
+    assert "not on pointing game" in noisy  # mean gap 0.10 but a per-seed sd of 0.2
 
 
 def test_where_found_reads_the_ablation_and_the_missing_parts():
@@ -233,7 +236,7 @@ def test_where_found_reads_the_ablation_and_the_missing_parts():
     r = readings.where_found(df, PART_SHARE, 8, 0)
     assert "(K′ = 8, global concepts): parts without a concept on at least one seed: B4: marking, tail." in r
     assert "under 2 % of the pixels: tail, marking (tail 1.50 %, marking 1.50 %)" in r
-    assert "the tail gets a concept in 2 of 4 settings (e.g. B234 (global, K' = 6), B234 (global, K' = 8))" in r
+    assert "the tail gets a concept in 2 of 4 settings, best IoU 0.150" in r
     assert "best IoU 0.150 (B234, global, K' = 8)" in r
     assert "the marking gets no concept in any of the 4 settings" in r
     none = readings.where_found(records({("B4", "concepts", "parts_without_concept"): ""}),

@@ -314,6 +314,7 @@ _REGISTRATION_METHOD = {"nmi_object": "concepts", "ami_object": "concepts", "mio
                         "pointing_game": "kmeans"}
 _CELL_METHOD = {"concepts": "concepts-cell", "kmeans": "kmeans-cell"}
 REGISTERED, CELL = "registered", "cell (first edition)"
+_NAMES = {"nmi_object": "object-pixel NMI", "ami_object": "AMI", "miou": "mIoU", "pointing_game": "pointing game"}
 
 
 def registration_table(df: Any) -> Any:
@@ -337,14 +338,14 @@ def registration_table(df: Any) -> Any:
 
 
 def _survive_text(name: str, old: float, new: float) -> str:
-    text = f"{name}: B234 − B4 {old:+.3f} (cell) → {new:+.3f} (registered)"
+    text = f"{name} {old:+.3f} → {new:+.3f}"
     if not (np.isfinite(old) and np.isfinite(new)) or old <= 0:
-        return text + " (B234 was not ahead under the old convention)"
+        return text + " (B234 was not ahead with cells)"
     ratio = new / old
     if ratio >= 1:
-        return text + f" (the gap survives and grows × {ratio:.1f})"
+        return text + f" (grows × {ratio:.1f})"
     if ratio > 0:
-        return text + f" ({100 * ratio:.0f} % of the gap survives)"
+        return text + f" ({100 * ratio:.0f} % survives)"
     return text + " (the gap vanishes)"
 
 
@@ -372,11 +373,14 @@ def registration(df: Any) -> Reading:
     clear = [c for c in gap_new.index if gap_new[c] > gap_sd[c]]
     unclear = [c for c in gap_new.index if c not in clear]
     ahead = ("Registered, B234 leads B4 by more than one sd of the per-seed difference on "
-             + (", ".join(clear) or "no measure") + ("; not on " + ", ".join(unclear) if unclear else "") + ".")
-    names = {"nmi_object": "Object-pixel NMI", "ami_object": "AMI", "miou": "mIoU", "pointing_game": "pointing game"}
+             + (", ".join(_NAMES[c] for c in clear) or "no measure")
+             + ("; not on " + ", ".join(_NAMES[c] for c in unclear) if unclear else "") + ".")
+    names = dict(_NAMES)  # NMI and AMI equal to the printed digits: named once
+    if all(f"{g['nmi_object']:+.3f}" == f"{g['ami_object']:+.3f}" for g in (gap_old, gap_new)):
+        names = {"nmi_object": "object-pixel NMI = AMI", "miou": "mIoU", "pointing_game": "pointing game"}
     parts = [_survive_text(names[c], gap_old[c], gap_new[c]) for c in names]
     text = (
-        f"**Reading.** {'; '.join(parts)}. Registration moves B4 too (object-pixel NMI "
+        f"**Reading.** B234 − B4, cell → registered: {'; '.join(parts)}. Registration moves B4 too (object-pixel NMI "
         f"{old.loc['B4', 'nmi_object']:.3f} → {reg.loc['B4', 'nmi_object']:.3f} for B4, "
         f"{old.loc['B234', 'nmi_object']:.3f} → {reg.loc['B234', 'nmi_object']:.3f} for B234). {ahead}")
     return Reading(text, dict(gap_new=gap_new.to_dict(), gap_old=gap_old.to_dict(), gap_sd=gap_sd, clear=clear,
@@ -437,9 +441,7 @@ def _found_text(table: Any, part: str) -> str:
     if rows.empty:
         return f"the {part} gets no concept in any of the {len(table)} settings"
     best = rows.loc[rows[part].idxmax()]
-    among = ", ".join(sorted({f"{r['level']} ({r['concepts']}, K' = {r['K_total']})"
-                              for _, r in rows.head(3).iterrows()}))
-    return (f"the {part} gets a concept in {len(rows)} of {len(table)} settings (e.g. {among}), best IoU "
+    return (f"the {part} gets a concept in {len(rows)} of {len(table)} settings, best IoU "
             f"{best[part]:.3f} ({best['level']}, {best['concepts']}, K' = {best['K_total']})")
 
 
