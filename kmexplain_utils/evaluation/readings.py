@@ -538,8 +538,7 @@ def keypoints(df: Any, dataset: str, keypoint_source: str | None) -> Reading:
         verdict = (f"above its chance level at {', '.join(above)}" if above else "at no level above its chance level")
         if above and len(above) < len(levels):
             verdict += f", not at {', '.join(lv for lv in levels if lv not in above)}"
-        text += (f"Part consistency of the k-means prototypes ({per_level}): {verdict}. It asks more than a concept "
-                 "map: one prototype must find the *same* part on most images of its class.")
+        text += f"Part consistency of the k-means prototypes ({per_level}): {verdict}."
     return Reading(text, dict(v, above=above, same_order=same_order))
 
 
@@ -777,9 +776,7 @@ def claims(table: Any, profile: str) -> Reading:
     """
     paper, p_ok, p_n = _verdict_text(table, CLAIM_PARTS[0])
     book, b_ok, b_n = _verdict_text(table, CLAIM_PARTS[1])
-    text = (f"**Reading.** Of the paper's claims, {paper}. Of the book's own hypotheses, {book}. Each verdict is "
-            f"its rule applied to the numbers beside it ({profile} profile); a claim that fails here is reported "
-            "as measured.")
+    text = f"**Reading.** Of the paper's claims, {paper}. Of the book's own hypotheses, {book} ({profile} profile)."
     return Reading(text, dict(held={CLAIM_PARTS[0]: (p_ok, p_n), CLAIM_PARTS[1]: (b_ok, b_n)}))
 
 
