@@ -574,8 +574,8 @@ def attribution(df: Any) -> Reading:
         return f"{att[(level, method)][metric]:.{digits}f}"
 
     text = (
-        f"**Reading.** Grad-CAM at B4 equals ReLU(CAM − b)/|P| on every seed (relative error {identity_err:.1e}): "
-        f"it is CAM, not a second baseline. Deletion AUC on each map's own model: k-means "
+        f"**Reading.** Grad-CAM at B4 equals ReLU(CAM − b)/|P| on every seed (relative error {identity_err:.1e}). "
+        f"Deletion AUC on each map's own model: k-means "
         f"{a('B4', 'kmeans', 'deletion_auc')} (B4), {a('B234', 'kmeans', 'deletion_auc')} (B234), random map "
         f"{a('B234', 'random', 'deletion_auc')} on the same B234 classifier; on the linear head the best baseline "
         f"is {name(*best)} ({att[best]['deletion_auc']:.3f}; CAM {a('B4', 'cam', 'deletion_auc')}, Grad-CAM B3 "
