@@ -41,8 +41,8 @@ concept maps); then one function per measurement adds records:
 
 The claims table (:func:`claims_table`) turns the records into verdicts by rules it prints; the
 report functions (:func:`sanity_table`, :func:`sanity_shares`, :func:`sanity_verdicts`,
-:func:`sanity_advice`, :func:`plot_sanity`, :func:`k_cost`, :func:`record_stat`...) keep the
-chapter's cells short.
+:func:`sanity_advice`, :func:`plot_sanity`, :func:`plot_faithfulness`, :func:`k_cost`,
+:func:`record_stat`...) keep the chapter's cells short.
 
 - :func:`~kmexplain_utils.evaluation.interventions.measure_interventions` -- part interventions
   (METHOD section 7, FunnyBirds): the test scenes re-rendered without each part, with each
