@@ -499,7 +499,10 @@ def test_plot_sanity_draws_every_map():
 def test_sanity_advice_follows_the_verdicts():
     v = evaluate.sanity_verdicts(_sanity_records())
     text = evaluate.sanity_advice(v)
-    assert "fails at B4 and B234" in text and "contrastive map at B4" in text and "class-specific part at B234" in text
+    assert "fails at B4 and B234" in text and "the contrastive map at B4 and B234, the class-specific part at B4 and B234;" in text
+    half = evaluate.sanity_verdicts(_sanity_records().query("not (level == 'B234' and method == 'contrastive')"))
+    assert "These pass: the contrastive map at B4, the class-specific part at B4 and B234;" in \
+        evaluate.sanity_advice(half)
     good = evaluate.sanity_verdicts(_sanity_records(0.1).replace({"value": {0.97: 0.1}}))
     assert "the k-means maps pass at B4 and B234" in evaluate.sanity_advice(good)
     bad = evaluate.sanity_verdicts(_sanity_records().replace({"value": {0.1: 0.9, 0.2: 0.9}}))

@@ -178,10 +178,10 @@ def test_accuracy_quotes_its_records_and_takes_each_branch():
 def test_fidelity_quotes_its_records_and_takes_each_branch():
     r = readings.fidelity(records())
     assert "Object-pixel AMI: B234 0.330, B4 0.180 (NMI 0.340 vs 0.190)" in r
-    assert "best level B1234 (0.400)" in r and "B4@B234-grid: 0.200" in r
+    assert "best level B1234 (0.400)" in r and "B4@B234-grid 0.200" in r
     assert "the grid does not explain the gain: the earlier blocks do" in r
     assert "Ceilings: 0.700 on B234's grid, 0.450 on B4's; B234 reaches 47 % of its ceiling, B4 40 %" in r
-    assert "colour + position: 0.380, colour alone 0.580: B234 beats neither" in r
+    assert "colour + position: 0.380, colour alone 0.580; B234 beats neither" in r
     assert "colour alone finds the parts better than the concepts do" in r
     assert "NMF on B234's position vectors: 0.260; k-means concepts beat it" in r
     assert "mIoU: B234 0.270, B4 0.210, ceiling 0.710, floor 0.130" in r
@@ -251,7 +251,7 @@ def test_keypoints_reading_each_branch():
     assert "At 40 pseudo-keypoints" in r and "(the generated set has none of its own)" in r
     assert "AMI B234 0.200, B4 0.100" in r
     assert "(B4@B234-grid 0.120)" in r and "the same order as object pixels" in r
-    assert "B4: 30 % of 12, chance 40 %" in r
+    assert "B4: 30 % of 12, chance 40 %; " in r
     assert "above its chance level at B234, B1234, not at B4." in r
     own = readings.keypoints(records({("B4", "concepts", "keypoint_ami"): 0.3}), "cub", "keypoints")
     assert "the 40 keypoints CUB-200-2011 marks" in own and "the reverse of object pixels" in own
@@ -327,8 +327,8 @@ def test_claims_reading_counts_each_part():
                           "claim": ["a", "b", "c", "d", "e"],
                           "verdict": ["holds", "does not hold", "holds", "passes", "fails"]})
     r = readings.claims(table, "quick")
-    assert "Of the paper's claims, 2 of 3 hold by their rule; not held: “b” (does not hold)." in r
-    assert "hypotheses, 1 of 2 hold by their rule; not held: “e” (fails)" in r and "(quick profile)" in r
+    assert "In the quick profile, of the paper's claims 2 of 3 hold by their rule; not held: “b” (does not hold)." in r
+    assert "hypotheses, 1 of 2 hold by their rule; not held: “e” (fails)" in r and r.text.endswith("(fails).")
     table["verdict"] = "holds"
     assert "3 of 3 hold by their rule. Of the book" in readings.claims(table, "quick")
 

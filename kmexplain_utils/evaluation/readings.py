@@ -296,10 +296,10 @@ def fidelity(df: Any) -> Reading:
                    else f"a spread of {p_hi - p_lo:.3f}, read with care given the background")
     text = (
         f"**Reading.** Object-pixel AMI: B234 {ami['B234']:.3f}, B4 {ami['B4']:.3f} (NMI {v['nmi']['B234']:.3f} "
-        f"vs {v['nmi']['B4']:.3f}); best level {best} ({ami[best]:.3f}). Resolution control B4@B234-grid: "
+        f"vs {v['nmi']['B4']:.3f}); best level {best} ({ami[best]:.3f}). Resolution control B4@B234-grid "
         f"{ami['B4@B234-grid']:.3f}: {control}. Ceilings: {v['ceiling']['B234']:.3f} on B234's grid, "
         f"{v['ceiling']['B4']:.3f} on B4's; B234 reaches {100 * share['B234']:.0f} % of its ceiling, B4 "
-        f"{100 * share['B4']:.0f} %. K-means on colour + position: {v['rgbxy']:.3f}, colour alone {v['rgb']:.3f}: "
+        f"{100 * share['B4']:.0f} %. K-means on colour + position: {v['rgbxy']:.3f}, colour alone {v['rgb']:.3f}; "
         f"{colour}. NMF on B234's position vectors: {v['nmf']['B234']:.3f}; k-means concepts "
         f"{'beat' if beats_nmf else 'do not beat'} it. mIoU: B234 {v['miou']['B234']:.3f}, B4 "
         f"{v['miou']['B4']:.3f}, ceiling {v['ceiling_miou']['B234']:.3f}, floor {v['floor']:.3f}. Plain purity "
@@ -533,7 +533,7 @@ def keypoints(df: Any, dataset: str, keypoint_source: str | None) -> Reading:
     cons, chance, levels = v["consistency"], v["chance"], v["cons_levels"]
     above = [lv for lv in levels if cons[lv] > chance[lv]]
     if levels:
-        per_level = ", ".join(f"{lv}: {100 * cons[lv]:.0f} % of {v['n_prototypes']}, chance {100 * chance[lv]:.0f} %"
+        per_level = "; ".join(f"{lv}: {100 * cons[lv]:.0f} % of {v['n_prototypes']}, chance {100 * chance[lv]:.0f} %"
                               for lv in levels)
         verdict = (f"above its chance level at {', '.join(above)}" if above else "at no level above its chance level")
         if above and len(above) < len(levels):
@@ -776,7 +776,7 @@ def claims(table: Any, profile: str) -> Reading:
     """
     paper, p_ok, p_n = _verdict_text(table, CLAIM_PARTS[0])
     book, b_ok, b_n = _verdict_text(table, CLAIM_PARTS[1])
-    text = f"**Reading.** Of the paper's claims, {paper}. Of the book's own hypotheses, {book} ({profile} profile)."
+    text = f"**Reading.** In the {profile} profile, of the paper's claims {paper}. Of the book's own hypotheses, {book}."
     return Reading(text, dict(held={CLAIM_PARTS[0]: (p_ok, p_n), CLAIM_PARTS[1]: (b_ok, b_n)}))
 
 

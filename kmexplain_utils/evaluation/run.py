@@ -1572,8 +1572,8 @@ def sanity_advice(verdicts: pandas.DataFrame) -> str:  # noqa: F821
 
     levels = [lv for lv in ("B4", "B234") if ok(lv, "kmeans") is not None]
     raw_fail = [lv for lv in levels if not ok(lv, "kmeans")]
-    good = [f"the {'contrastive map' if m == 'contrastive' else 'class-specific part'} at {lv}"
-            for lv in levels for m in ("contrastive", "class-specific") if ok(lv, m)]
+    good = [f"the {'contrastive map' if m == 'contrastive' else 'class-specific part'} at " + " and ".join(at)
+            for m in ("contrastive", "class-specific") if (at := [lv for lv in levels if ok(lv, m)])]
     if not raw_fail:
         return ("What to look at: the k-means maps pass at " + " and ".join(levels) + ": they change when "
                 "the weights are destroyed, and can be read as explanations of the decision.")
