@@ -474,8 +474,8 @@ def where_found(df: Any, part_share: Mapping[str, float], n_concepts: int, seed:
     text = (
         f"**Reading.** Main setting (K′ = {n_concepts}, global concepts): parts without a concept on at least one "
         f"seed: {missing_text}. Parts under 2 % of the pixels: {small_text}. Ablation: {_found_text(table, 'tail')}; "
-        f"{_found_text(table, 'marking')}. These parts decide between classes: a map without a concept for them "
-        "cannot show the reason of a decision, however good its object-pixel scores.")
+        f"{_found_text(table, 'marking')}. A map without a concept for a deciding part cannot show it as the reason "
+        "of a decision, however good its object-pixel scores.")
     return Reading(text, dict(missing=missing, small=small, ablation=table))
 
 
