@@ -144,11 +144,20 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                  "caption": "Deletion (left) and insertion (right) curves of every attribution map, averaged over "
                             "images and seeds: a faithful map makes the deletion curve fall and the insertion curve "
                             "rise fast."},
+        "ev-faithfulness": {"alt": "Dot plot, one row per attribution map (the k-means maps, CAM, Grad-CAM, "
+                                   "occlusion and the random maps): a filled circle at its deletion AUC and a hollow "
+                                   "square at its insertion AUC, each with a horizontal error bar of one standard "
+                                   "deviation over seeds, on an axis from 0 to 1.",
+                            "caption": "Faithfulness per map on the model it explains: deletion AUC (lower is "
+                                       "better) and insertion AUC (higher is better), mean and standard deviation "
+                                       "over seeds."},
         "c046": {"alt": "Large grid of the showcase images, one row each: the image, its ground-truth parts, the "
                         "concept map of every level with each concept coloured like the part it was mapped to, and "
                         "below, the k-means and baseline attribution maps of the predicted class."},
         # no caption: the cell also displays a table, which a caption would wrap in the same figure
-        "c049": {"alt": "Three line plots on the first seed, one line per level: k-means test accuracy against the "
+        "c049": {"alt": "First figure: B234's test accuracy minus B4's against the number of prototypes per class, "
+                        "one dot per seed with the mean and standard deviation, triangles at the chosen K. Second "
+                        "figure: three line plots on the first seed, one line per level: k-means test accuracy against the "
                         "number of prototypes per class, and mIoU and object-pixel NMI against the number of "
                         "concepts."},
     },

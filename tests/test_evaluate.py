@@ -499,7 +499,10 @@ def test_plot_sanity_draws_every_map():
 def test_sanity_advice_follows_the_verdicts():
     v = evaluate.sanity_verdicts(_sanity_records())
     text = evaluate.sanity_advice(v)
-    assert "fails at B4 and B234" in text and "contrastive map at B4" in text and "class-specific part at B234" in text
+    assert "fails at B4 and B234" in text and "the contrastive map at B4 and B234, the class-specific part at B4 and B234;" in text
+    half = evaluate.sanity_verdicts(_sanity_records().query("not (level == 'B234' and method == 'contrastive')"))
+    assert "These pass: the contrastive map at B4, the class-specific part at B4 and B234;" in \
+        evaluate.sanity_advice(half)
     good = evaluate.sanity_verdicts(_sanity_records(0.1).replace({"value": {0.97: 0.1}}))
     assert "the k-means maps pass at B4 and B234" in evaluate.sanity_advice(good)
     bad = evaluate.sanity_verdicts(_sanity_records().replace({"value": {0.1: 0.9, 0.2: 0.9}}))
@@ -595,3 +598,32 @@ def test_intervention_measurements_on_a_known_scene():
     assert rec.rows[0]["metric"] in evaluate.METRICS
     with pytest.raises(ValueError, match="part labels"):
         evaluate.part_masses(maps, parts + 5, 5)
+
+
+def test_plot_faithfulness_draws_mean_and_sd_per_map():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for seed, (km, rnd) in enumerate([(0.2, 0.6), (0.4, 0.8)]):
+        for (lv, m), v in ((("B234", "kmeans"), km), (("B234", "random"), rnd)):
+            rows.append(dict(seed=seed, level=lv, method=m, metric="deletion_auc", value=v, sweep=None))
+            rows.append(dict(seed=seed, level=lv, method=m, metric="insertion_auc", value=1 - v,
+                             sweep=None))
+            rows.append(dict(seed=seed, level=lv, method=m, metric="deletion_auc_transfer", value=0.99,
+                             sweep=None))
+    fig = evaluate.plot_faithfulness(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [evaluate.method_label("B234", "kmeans"), evaluate.method_label("B234", "random")]
+    # the points are the means over seeds (transfer rows left out), the bars one sd
+    xs = sorted(round(float(c.lines[0].get_xdata()[0]), 6) for c in ax.containers)
+    assert xs == [0.3, 0.3, 0.7, 0.7]
+    widths = {round(float(abs(seg[1][0] - seg[0][0])), 6) for c in ax.containers
+              for seg in c.lines[2][0].get_segments()}
+    assert widths == {round(2 * np.std([0.2, 0.4], ddof=1), 6)}
+    plt.close(fig)
+    with pytest.raises(ValueError, match="measure_attribution"):
+        evaluate.plot_faithfulness(pd.DataFrame(rows).query("metric == 'deletion_auc_transfer'"))

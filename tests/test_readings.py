@@ -154,13 +154,13 @@ def test_a_reading_shows_as_markdown():
 
 def test_accuracy_quotes_its_records_and_takes_each_branch():
     r = readings.accuracy(records())
-    assert "reaches 96.5 % against 97.0 % for the linear head" in r
-    assert "changes the accuracy by -0.5 points, nothing worth mentioning" in r and r.values["head_ok"]
-    assert "B234 minus B4 is -1.5 points on average (higher on 0 seed(s), lower on 3 of 3)" in r
+    assert "B4 features: 96.5 % against 97.0 % for the linear head" in r
+    assert "a change of -0.5 points, negligible" in r and r.values["head_ok"]
+    assert "B234 minus B4: -1.5 points on average (higher on 0 seed(s), lower on 3 of 3)" in r
     assert "span 2.8 points" in r  # logits 96.8 ... B1234 94.0
-    assert "lie 4.0 typical" in r and "(3.6 after the best rescaling), the k-means centroids 0.70" in r
+    assert "linear rows 4.0 (3.6 rescaled), k-means centroids 0.70" in r
     moved = readings.accuracy(records({("B4", "kmeans", "accuracy"): 0.940}))
-    assert "reaches 94.0 %" in moved and "replacing the head costs 3.0 points" in moved
+    assert "B4 features: 94.0 %" in moved and "replacing the head costs 3.0 points" in moved
     assert not moved.values["head_ok"]
     gains = readings.accuracy(records({("B4", "kmeans", "accuracy"): 0.990}))
     assert "replacing the head gains 2.0 points" in gains
@@ -177,31 +177,31 @@ def test_accuracy_quotes_its_records_and_takes_each_branch():
 
 def test_fidelity_quotes_its_records_and_takes_each_branch():
     r = readings.fidelity(records())
-    assert "B234 concepts share 0.330 AMI with the parts against 0.180 for B4 (NMI 0.340 vs 0.190)" in r
-    assert "the best level is B1234 (0.400)" in r and "B4@B234-grid reaches 0.200" in r
-    assert "does not explain the gain: the earlier blocks do" in r
-    assert "can reach is 0.700 (B4's grid: 0.450), so B234 reaches 47 % of its ceiling and B4 40 %" in r
-    assert "gets 0.380 (colour alone 0.580): B234 concepts beat neither trivial baseline" in r
+    assert "Object-pixel AMI: B234 0.330, B4 0.180 (NMI 0.340 vs 0.190)" in r
+    assert "best level B1234 (0.400)" in r and "B4@B234-grid 0.200" in r
+    assert "the grid does not explain the gain: the earlier blocks do" in r
+    assert "Ceilings: 0.700 on B234's grid, 0.450 on B4's; B234 reaches 47 % of its ceiling, B4 40 %" in r
+    assert "colour + position: 0.380, colour alone 0.580; B234 beats neither" in r
     assert "colour alone finds the parts better than the concepts do" in r
-    assert "NMF on the same B234 position vectors gets 0.260: k-means concepts beat" in r
-    assert "mIoU: 0.270 for B234, 0.210 for B4, ceiling 0.710, floor 0.130" in r
-    assert "between 0.860 and 0.890 at every level: with this much background it says almost nothing" in r
+    assert "NMF on B234's position vectors: 0.260; k-means concepts beat it" in r
+    assert "mIoU: B234 0.270, B4 0.210, ceiling 0.710, floor 0.130" in r
+    assert "spans 0.860 to 0.890 across levels: it says almost nothing" in r
     # the control explains the gain; no gain at all
     assert "a finer grid alone accounts" in readings.fidelity(records({(CONTROL, "concepts", "ami_object"): 0.30}))
     no_gain = readings.fidelity(records({("B234", "concepts", "ami_object"): 0.17}))
-    assert "B234 gains nothing over B4 here" in no_gain and "finer grid alone" not in no_gain
+    assert "B234 gains nothing over B4" in no_gain and "finer grid alone" not in no_gain
     # the colour baselines, each branch
     both = readings.fidelity(records({("pixel", "kmeans-rgb", "ami_object"): 0.30,
                                       ("pixel", "kmeans-rgbxy", "ami_object"): 0.20}))
-    assert "beat both trivial baselines" in both and "colour alone finds" not in both
-    assert "beat colour and position, but not colour alone" in readings.fidelity(
+    assert "B234 beats both" in both and "colour alone finds" not in both
+    assert "beats colour + position, not colour alone" in readings.fidelity(
         records({("pixel", "kmeans-rgbxy", "ami_object"): 0.20}))
-    assert "beat colour alone, but not colour and position" in readings.fidelity(
+    assert "beats colour alone, not colour + position" in readings.fidelity(
         records({("pixel", "kmeans-rgb", "ami_object"): 0.20}))
-    assert "k-means concepts do not beat the factorisation" in readings.fidelity(
+    assert "k-means concepts do not beat it" in readings.fidelity(
         records({("B234", "nmf", "ami_object"): 0.35}))
     spread = readings.fidelity(records({("B1234", "concepts", "purity"): 0.99}))
-    assert "it separates the levels by 0.130" in spread
+    assert "a spread of 0.130" in spread
 
 
 def test_registration_table_and_reading():
@@ -211,19 +211,22 @@ def test_registration_table_and_reading():
     assert table.loc[("B234", "cell (first edition)"), "pointing_game"] == pytest.approx(0.80)
     r = readings.registration(df)
     # cell: B234 - B4 = 0 on NMI -> not ahead; pointing: 0.80 - 0.75 = 0.05 -> registered 0.10 grows x 2.0
-    assert "Object-pixel NMI: B234 − B4 = +0.000 with the cell convention, +0.150 registered (B234 was not ahead" in r
-    assert "pointing game: B234 − B4 = +0.050 with the cell convention, +0.100 registered (the gap survives and " \
-           "grows × 2.0)" in r
+    assert "B234 − B4, cell → registered: object-pixel NMI = AMI +0.000 → +0.150 (B234 was not ahead with cells)" in r
+    assert "pointing game +0.050 → +0.100 (grows × 2.0)" in r
     assert "(object-pixel NMI 0.150 → 0.190 for B4, 0.150 → 0.340 for B234)" in r
-    assert "ahead of B4 by more than one standard deviation of the per-seed difference on nmi_object, ami_object, " \
-           "miou, pointing_game." in r
+    assert "leads B4 by more than one sd of the per-seed difference on object-pixel NMI, AMI, " \
+           "mIoU, pointing game." in r
     shrinks = readings.registration(records({("B234", "kmeans", "pointing_game"): 0.82}))
-    assert "+0.020 registered (40 % of the gap survives)" in shrinks
+    assert "+0.050 → +0.020 (40 % survives)" in shrinks
     gone = readings.registration(records({("B234", "kmeans", "pointing_game"): 0.80}))
-    assert "+0.000 registered (the gap vanishes)" in gone and "; not on pointing_game" in gone
+    assert "+0.050 → +0.000 (the gap vanishes)" in gone and "; not on pointing game" in gone
+    # NMI and AMI gaps equal to the printed digits here: named once; apart, named each
+    assert "; AMI " not in r
+    apart = readings.registration(records({("B234", "concepts", "ami_object"): 0.36}))
+    assert "object-pixel NMI +0.000 → +0.150" in apart and "; AMI +0.000 → +0.180" in apart
     noisy = readings.registration(records({("B234", "kmeans", "pointing_game", 0): 0.70,
                                            ("B234", "kmeans", "pointing_game", 1): 1.10}))
-    assert "not on pointing_game" in noisy  # mean gap 0.10 but a per-seed sd of 0.2
+    assert "not on pointing game" in noisy  # mean gap 0.10 but a per-seed sd of 0.2
 
 
 def test_where_found_reads_the_ablation_and_the_missing_parts():
@@ -231,27 +234,27 @@ def test_where_found_reads_the_ablation_and_the_missing_parts():
     ablation = readings.ablation_table(df, 0)
     assert len(ablation) == 4 and ablation["tail has a concept"].sum() == 2
     r = readings.where_found(df, PART_SHARE, 8, 0)
-    assert "(K′ = 8, global concepts), the parts without a concept in at least one seed are: B4: marking, tail." in r
-    assert "under 2 % of the pixels are tail, marking (tail 1.50 %, marking 1.50 %)" in r
-    assert "the tail gets a concept in 2 of 4 settings (among them B234 (global, K' = 6), B234 (global, K' = 8))" in r
-    assert "its best IoU is 0.150 (B234, global, K' = 8)" in r
-    assert "the marking gets no concept in any setting tried (4 settings)" in r
+    assert "(K′ = 8, global concepts): parts without a concept on at least one seed: B4: marking, tail." in r
+    assert "under 2 % of the pixels: tail, marking (tail 1.50 %, marking 1.50 %)" in r
+    assert "the tail gets a concept in 2 of 4 settings, best IoU 0.150" in r
+    assert "best IoU 0.150 (B234, global, K' = 8)" in r
+    assert "the marking gets no concept in any of the 4 settings" in r
     none = readings.where_found(records({("B4", "concepts", "parts_without_concept"): ""}),
                                 {"background": 0.9, "body": 0.1}, 8, 0)
-    assert "seed are: none." in none and "pixels are none." in none
+    assert "seed: none." in none and "pixels: none." in none
     better = readings.where_found(records({("B4", "concepts", "iou_tail", 8): 0.6}), PART_SHARE, 8, 0)
-    assert "gets a concept in 3 of 4" in better and "best IoU is 0.600 (B4, global, K' = 8)" in better
+    assert "gets a concept in 3 of 4" in better and "best IoU 0.600 (B4, global, K' = 8)" in better
 
 
 def test_keypoints_reading_each_branch():
     r = readings.keypoints(records(), "parts", "part masks")
-    assert "Measured at 40 pseudo-keypoints" in r and "(the generated set has none of its own)" in r
-    assert "B234 concepts share 0.200 AMI with the keypoints' parts against 0.100 for B4" in r
-    assert "(resolution control B4@B234-grid: 0.120)" in r and "the order of B234 and B4 was the same" in r
-    assert "B4: 30 % of 12 against 40 % by chance" in r
+    assert "At 40 pseudo-keypoints" in r and "(the generated set has none of its own)" in r
+    assert "AMI B234 0.200, B4 0.100" in r
+    assert "(B4@B234-grid 0.120)" in r and "the same order as object pixels" in r
+    assert "B4: 30 % of 12, chance 40 %; " in r
     assert "above its chance level at B234, B1234, not at B4." in r
     own = readings.keypoints(records({("B4", "concepts", "keypoint_ami"): 0.3}), "cub", "keypoints")
-    assert "the 40 keypoints that CUB-200-2011 marks" in own and "was the other way round" in own
+    assert "the 40 keypoints CUB-200-2011 marks" in own and "the reverse of object pixels" in own
     low = readings.keypoints(records({("kmeans", "part_consistency"): 0}
                                      | {(lv, "kmeans", "part_consistency"): 0.1 for lv in LEVELS}), "parts", None)
     assert "at no level above its chance level" in low
@@ -261,21 +264,21 @@ def test_keypoints_reading_each_branch():
 
 def test_attribution_quotes_each_map():
     r = readings.attribution(records())
-    assert "relative error of 1.0e-07" in r
-    assert "delete to an area of 0.200 (B4) and 0.220 (B234), against 0.450 for the random map" in r
+    assert "relative error 1.0e-07" in r
+    assert "k-means 0.200 (B4), 0.220 (B234), random map 0.450 on the same B234 classifier" in r
     assert "the best baseline is occlusion (0.260; CAM 0.300, Grad-CAM B3 0.280, occlusion 0.260, random 0.500)" in r
-    assert "score 0.310 (B4) and 0.330 (B234)" in r
-    assert "pointing game k-means B234 0.90, B4 0.80, the resolution control B4@B234-grid 0.82, CAM 0.85" in r
+    assert "linear head: k-means 0.310 (B4), 0.330 (B234)" in r
+    assert "Pointing game: k-means B234 0.90, B4 0.80, B4@B234-grid 0.82, CAM 0.85" in r
     assert "Energy on the object: B234 0.45, B4 0.40, random 0.20" in r
     cam = readings.attribution(records({("B4", "cam", "deletion_auc"): 0.1}))
     assert "the best baseline is CAM (0.100" in cam
-    assert "0.500 for the random map" in readings.attribution(records({("B234", "random", "deletion_auc"): 0.5}))
+    assert "random map 0.500" in readings.attribution(records({("B234", "random", "deletion_auc"): 0.5}))
 
 
 def test_sanity_reading_names_every_map_and_follows_the_verdicts():
     r = readings.sanity(records())
-    assert "carries 55 % of a k-means map's variance at B4 and 55 % at B234" in r
-    assert "rank correlation with it is 0.93 (B4)" in r
+    assert "carries 55 % of a k-means map's variance at B4, 55 % at B234" in r
+    assert "rank correlation of map and shared part 0.93 (B4)" in r
     assert "**pass**: k-means B4, contrastive (0.10)" in r and "CAM (-0.30)" in r
     assert "**fail**: k-means B4 (0.79); k-means B234 (0.86)" in r and "fails at B4 and B234" in r
     ok = readings.sanity(records({("B4", "kmeans", "sanity"): 0.3, ("B234", "kmeans", "sanity"): 0.2}))
@@ -290,12 +293,12 @@ def test_contrastive_reading_each_branch():
     assert table.loc["k-means B234", "mass"] == pytest.approx(0.30) and list(by_part.columns) == ["head", "tail",
                                                                                                   "marking"]
     r = readings.contrastive(records(), "parts")
-    assert "is k-means B234 (0.300); the k-means Δ reaches 0.300 at B234 and 0.250 at B4" in r
-    assert "CAM's difference 0.200 and Grad-CAM's at B3 0.220, against 0.080 for the random map" in r
-    assert "cover 0.070 of the pixels" in r and "most mass on the head and least on the tail" in r
+    assert "deciding part: k-means B234 (0.300); k-means Δ 0.300 at B234, 0.250 at B4" in r
+    assert "CAM difference 0.200, Grad-CAM B3 0.220; random map 0.080" in r
+    assert "cover 0.070 of the pixels" in r and "most mass on the head, least on the tail" in r
     assert "No method puts even half" in r
     high = readings.contrastive(records({("B4", "cam", "contrastive_mass"): 0.6}), "parts")
-    assert "is CAM (0.600)" in high and "The best method puts most of its positive mass" in high
+    assert "deciding part: CAM (0.600)" in high and "The best method puts most of its positive mass" in high
     none = readings.contrastive(records().query("~metric.str.startswith('contrastive')"), "pets")
     assert "On pets no test image's top two classes differ" in none
 
@@ -324,8 +327,8 @@ def test_claims_reading_counts_each_part():
                           "claim": ["a", "b", "c", "d", "e"],
                           "verdict": ["holds", "does not hold", "holds", "passes", "fails"]})
     r = readings.claims(table, "quick")
-    assert "Of the paper's claims (rows of its part), 2 of 3 hold by their rule; not held: “b” (does not hold)." in r
-    assert "hypotheses, 1 of 2 hold by their rule; not held: “e” (fails)" in r and "in the quick profile" in r
+    assert "In the quick profile, of the paper's claims 2 of 3 hold by their rule; not held: “b” (does not hold)." in r
+    assert "hypotheses, 1 of 2 hold by their rule; not held: “e” (fails)" in r and r.text.endswith("(fails).")
     table["verdict"] = "holds"
     assert "3 of 3 hold by their rule. Of the book" in readings.claims(table, "quick")
 

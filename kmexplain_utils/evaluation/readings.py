@@ -205,19 +205,18 @@ def accuracy(df: Any) -> Reading:
     ratio_km = _mean(df, "B4", "kmeans", "prototype_nn_ratio")
     head_ok = abs(gap_b4) <= HEAD_TOLERANCE
     if head_ok:
-        head = f"replacing the head changes the accuracy by {100 * gap_b4:+.1f} points, nothing worth mentioning"
+        head = f"a change of {100 * gap_b4:+.1f} points, negligible"
     else:
         head = f"replacing the head {'costs' if gap_b4 < 0 else 'gains'} {100 * abs(gap_b4):.1f} points"
     higher, lower = int((diff > 0).sum()), int((diff < 0).sum())
     equal = len(diff) - higher - lower
     tie = f", equal on {equal}" if equal else ""
     text = (
-        f"**Reading.** The k-means classifier on pooled B4 features reaches {100 * acc['B4'][0]:.1f} % against "
-        f"{100 * acc_lin:.1f} % for the linear head: {head}. Across all levels the k-means accuracies span "
-        f"{100 * spread:.1f} points; B234 minus B4 is {100 * diff.mean():+.1f} points on average (higher on "
-        f"{higher} seed(s), lower on {lower} of {n_seeds}{tie}). The prototypes tell the heads apart: the linear rows "
-        f"lie {ratio_lin:.1f} typical nearest-neighbour distances from the nearest training embedding "
-        f"({ratio_res:.1f} after the best rescaling), the k-means centroids {ratio_km:.2f}.")
+        f"**Reading.** K-means on pooled B4 features: {100 * acc['B4'][0]:.1f} % against "
+        f"{100 * acc_lin:.1f} % for the linear head, {head}. The levels span {100 * spread:.1f} points; "
+        f"B234 minus B4: {100 * diff.mean():+.1f} points on average (higher on {higher} seed(s), lower on "
+        f"{lower} of {n_seeds}{tie}). Nearest-embedding distance ratio: linear rows {ratio_lin:.1f} "
+        f"({ratio_res:.1f} rescaled), k-means centroids {ratio_km:.2f}.")
     return Reading(text, dict(acc=acc, acc_lin=acc_lin, gap_b4=gap_b4, head_ok=head_ok, diff_b234=diff,
                               spread=spread, ratio_lin=ratio_lin, ratio_lin_rescaled=ratio_res, ratio_km=ratio_km))
 
@@ -274,41 +273,37 @@ def fidelity(df: Any) -> Reading:
     control_gap = ami["B4@B234-grid"] - ami["B4"]
     share = {lv: ami[lv] / max(v["ceiling"][lv], 1e-12) for lv in levels}
     if depth_gain <= 0:
-        control = "B234 gains nothing over B4 here, so there is no gain for the finer grid to explain"
+        control = "B234 gains nothing over B4, so there is no gain to explain"
     elif not _control_explains(depth_gain, control_gap):
-        control = "putting B4 on B234's grid does not explain the gain: the earlier blocks do"
+        control = "the grid does not explain the gain: the earlier blocks do"
     else:
-        control = "so a finer grid alone accounts for much of the difference"
+        control = "a finer grid alone accounts for much of the gain"
     beats_rgb, beats_rgbxy = ami["B234"] > v["rgb"], ami["B234"] > v["rgbxy"]
     if beats_rgb and beats_rgbxy:
-        colour = "B234 concepts beat both trivial baselines"
+        colour = "B234 beats both"
     elif beats_rgbxy:
-        colour = "B234 concepts beat colour and position, but not colour alone"
+        colour = "B234 beats colour + position, not colour alone"
     elif beats_rgb:
-        colour = "B234 concepts beat colour alone, but not colour and position"
+        colour = "B234 beats colour alone, not colour + position"
     else:
-        colour = "B234 concepts beat neither trivial baseline"
+        colour = "B234 beats neither"
     if not beats_rgb:
-        colour += ": on this benchmark the pixels' colour alone finds the parts better than the concepts do"
+        colour += ": here colour alone finds the parts better than the concepts do"
     beats_nmf = ami["B234"] > v["nmf"]["B234"]
     purity = v["purity"]
     p_lo, p_hi = min(purity.values()), max(purity.values())
-    purity_text = ("with this much background it says almost nothing" if p_hi - p_lo < PURITY_SPREAD
-                   else f"it separates the levels by {p_hi - p_lo:.3f}, but with this much background it is "
-                   "read with care")
+    purity_text = ("it says almost nothing" if p_hi - p_lo < PURITY_SPREAD
+                   else f"a spread of {p_hi - p_lo:.3f}, read with care given the background")
     text = (
-        f"**Reading.** On object pixels, B234 concepts share {ami['B234']:.3f} AMI with the parts against "
-        f"{ami['B4']:.3f} for B4 (NMI {v['nmi']['B234']:.3f} vs {v['nmi']['B4']:.3f}); the best level is {best} "
-        f"({ami[best]:.3f}). The resolution control B4@B234-grid reaches {ami['B4@B234-grid']:.3f}: {control}. "
-        f"The reference points put these numbers in scale: the best any map on B234's grid can reach is "
-        f"{v['ceiling']['B234']:.3f} (B4's grid: {v['ceiling']['B4']:.3f}), so B234 reaches "
-        f"{100 * share['B234']:.0f} % of its ceiling and B4 {100 * share['B4']:.0f} % of its own. K-means on "
-        f"colour and position gets {v['rgbxy']:.3f} (colour alone {v['rgb']:.3f}): {colour}. NMF on the same "
-        f"B234 position vectors gets {v['nmf']['B234']:.3f}: k-means concepts "
-        f"{'beat' if beats_nmf else 'do not beat'} the factorisation of the literature. mIoU: "
-        f"{v['miou']['B234']:.3f} for B234, {v['miou']['B4']:.3f} for B4, ceiling {v['ceiling_miou']['B234']:.3f}, "
-        f"floor {v['floor']:.3f}. Plain purity lies between {p_lo:.3f} and {p_hi:.3f} at every level: "
-        f"{purity_text}.")
+        f"**Reading.** Object-pixel AMI: B234 {ami['B234']:.3f}, B4 {ami['B4']:.3f} (NMI {v['nmi']['B234']:.3f} "
+        f"vs {v['nmi']['B4']:.3f}); best level {best} ({ami[best]:.3f}). Resolution control B4@B234-grid "
+        f"{ami['B4@B234-grid']:.3f}: {control}. Ceilings: {v['ceiling']['B234']:.3f} on B234's grid, "
+        f"{v['ceiling']['B4']:.3f} on B4's; B234 reaches {100 * share['B234']:.0f} % of its ceiling, B4 "
+        f"{100 * share['B4']:.0f} %. K-means on colour + position: {v['rgbxy']:.3f}, colour alone {v['rgb']:.3f}; "
+        f"{colour}. NMF on B234's position vectors: {v['nmf']['B234']:.3f}; k-means concepts "
+        f"{'beat' if beats_nmf else 'do not beat'} it. mIoU: B234 {v['miou']['B234']:.3f}, B4 "
+        f"{v['miou']['B4']:.3f}, ceiling {v['ceiling_miou']['B234']:.3f}, floor {v['floor']:.3f}. Plain purity "
+        f"spans {p_lo:.3f} to {p_hi:.3f} across levels: {purity_text}.")
     return Reading(text, dict(v, best_level=best, depth_gain=depth_gain, control_gap=control_gap,
                               beats_rgb=beats_rgb, beats_rgbxy=beats_rgbxy, beats_nmf=beats_nmf,
                               share_of_ceiling=share))
@@ -319,6 +314,7 @@ _REGISTRATION_METHOD = {"nmi_object": "concepts", "ami_object": "concepts", "mio
                         "pointing_game": "kmeans"}
 _CELL_METHOD = {"concepts": "concepts-cell", "kmeans": "kmeans-cell"}
 REGISTERED, CELL = "registered", "cell (first edition)"
+_NAMES = {"nmi_object": "object-pixel NMI", "ami_object": "AMI", "miou": "mIoU", "pointing_game": "pointing game"}
 
 
 def registration_table(df: Any) -> Any:
@@ -342,14 +338,14 @@ def registration_table(df: Any) -> Any:
 
 
 def _survive_text(name: str, old: float, new: float) -> str:
-    text = f"{name}: B234 − B4 = {old:+.3f} with the cell convention, {new:+.3f} registered"
+    text = f"{name} {old:+.3f} → {new:+.3f}"
     if not (np.isfinite(old) and np.isfinite(new)) or old <= 0:
-        return text + " (B234 was not ahead under the old convention)"
+        return text + " (B234 was not ahead with cells)"
     ratio = new / old
     if ratio >= 1:
-        return text + f" (the gap survives and grows × {ratio:.1f})"
+        return text + f" (grows × {ratio:.1f})"
     if ratio > 0:
-        return text + f" ({100 * ratio:.0f} % of the gap survives)"
+        return text + f" ({100 * ratio:.0f} % survives)"
     return text + " (the gap vanishes)"
 
 
@@ -376,13 +372,15 @@ def registration(df: Any) -> Reading:
                     if n_seeds > 1 else 0.0) for col, m in _REGISTRATION_METHOD.items()}
     clear = [c for c in gap_new.index if gap_new[c] > gap_sd[c]]
     unclear = [c for c in gap_new.index if c not in clear]
-    ahead = ("With registered maps B234 is ahead of B4 by more than one standard deviation of the per-seed "
-             "difference on " + (", ".join(clear) or "no measure") + ("; not on " + ", ".join(unclear) if unclear
-                                                                      else "") + ".")
-    names = {"nmi_object": "Object-pixel NMI", "ami_object": "AMI", "miou": "mIoU", "pointing_game": "pointing game"}
+    ahead = ("Registered, B234 leads B4 by more than one sd of the per-seed difference on "
+             + (", ".join(_NAMES[c] for c in clear) or "no measure")
+             + ("; not on " + ", ".join(_NAMES[c] for c in unclear) if unclear else "") + ".")
+    names = dict(_NAMES)  # NMI and AMI equal to the printed digits: named once
+    if all(f"{g['nmi_object']:+.3f}" == f"{g['ami_object']:+.3f}" for g in (gap_old, gap_new)):
+        names = {"nmi_object": "object-pixel NMI = AMI", "miou": "mIoU", "pointing_game": "pointing game"}
     parts = [_survive_text(names[c], gap_old[c], gap_new[c]) for c in names]
     text = (
-        f"**Reading.** {'; '.join(parts)}. Registration changes every level, B4 included (object-pixel NMI "
+        f"**Reading.** B234 − B4, cell → registered: {'; '.join(parts)}. Registration moves B4 too (object-pixel NMI "
         f"{old.loc['B4', 'nmi_object']:.3f} → {reg.loc['B4', 'nmi_object']:.3f} for B4, "
         f"{old.loc['B234', 'nmi_object']:.3f} → {reg.loc['B234', 'nmi_object']:.3f} for B234). {ahead}")
     return Reading(text, dict(gap_new=gap_new.to_dict(), gap_old=gap_old.to_dict(), gap_sd=gap_sd, clear=clear,
@@ -441,12 +439,10 @@ def parts_without_concept(df: Any) -> dict[str, list[str]]:
 def _found_text(table: Any, part: str) -> str:
     rows = table[table[f"{part} has a concept"]]
     if rows.empty:
-        return f"the {part} gets no concept in any setting tried ({len(table)} settings)"
+        return f"the {part} gets no concept in any of the {len(table)} settings"
     best = rows.loc[rows[part].idxmax()]
-    among = ", ".join(sorted({f"{r['level']} ({r['concepts']}, K' = {r['K_total']})"
-                              for _, r in rows.head(3).iterrows()}))
-    return (f"the {part} gets a concept in {len(rows)} of {len(table)} settings (among them {among}); its best "
-            f"IoU is {best[part]:.3f} ({best['level']}, {best['concepts']}, K' = {best['K_total']})")
+    return (f"the {part} gets a concept in {len(rows)} of {len(table)} settings, best IoU "
+            f"{best[part]:.3f} ({best['level']}, {best['concepts']}, K' = {best['K_total']})")
 
 
 def where_found(df: Any, part_share: Mapping[str, float], n_concepts: int, seed: int | None = None) -> Reading:
@@ -476,11 +472,10 @@ def where_found(df: Any, part_share: Mapping[str, float], n_concepts: int, seed:
     small_text = (", ".join(small) + " (" + ", ".join(f"{p} {math.floor(1e4 * part_share[p]) / 100:.2f} %" for p in small) + ")"
                   if small else "none")
     text = (
-        f"**Reading.** In the main setting (K′ = {n_concepts}, global concepts), the parts without a concept in at "
-        f"least one seed are: {missing_text}. The parts under 2 % of the pixels are {small_text}. In the ablation, "
-        f"{_found_text(table, 'tail')}; {_found_text(table, 'marking')}. These are the parts that decide between "
-        "classes: a concept map that has no concept for them cannot show the reason of a decision, even when its "
-        "object-pixel scores are good.")
+        f"**Reading.** Main setting (K′ = {n_concepts}, global concepts): parts without a concept on at least one "
+        f"seed: {missing_text}. Parts under 2 % of the pixels: {small_text}. Ablation: {_found_text(table, 'tail')}; "
+        f"{_found_text(table, 'marking')}. A map without a concept for a deciding part cannot show it as the reason "
+        "of a decision, however good its object-pixel scores.")
     return Reading(text, dict(missing=missing, small=small, ablation=table))
 
 
@@ -526,27 +521,24 @@ def keypoints(df: Any, dataset: str, keypoint_source: str | None) -> Reading:
         text = f"**Reading.** {name} has object masks only, no parts: neither measurement applies, and none was recorded."
         return Reading(text, dict(v, above=[]))
     if keypoint_source == "keypoints":
-        source = f"the {v['n_keypoints']} keypoints that {name} marks on its test images"
+        source = f"the {v['n_keypoints']} keypoints {name} marks on its test images"
     else:
-        source = (f"{v['n_keypoints']} pseudo-keypoints, one per part present on each test image, placed from the "
-                  f"part masks ({name} has none of its own)")
+        source = (f"{v['n_keypoints']} pseudo-keypoints from the part masks ({name} has none of its own)")
     kp = v["kp_ami"]
     ami = {lv: _mean(df, lv, "concepts", "ami_object") for lv in ("B4", "B234")}
     same_order = (kp["B234"] > kp["B4"]) == (ami["B234"] > ami["B4"])
-    text = (f"**Reading.** Measured at {source}. B234 concepts share {kp['B234']:.3f} AMI with the keypoints' parts "
-            f"against {kp['B4']:.3f} for B4 (resolution control B4@B234-grid: {kp.get('B4@B234-grid', _NAN):.3f}); "
-            f"on object pixels the order of B234 and B4 was {'the same' if same_order else 'the other way round'}. ")
+    text = (f"**Reading.** At {source}: AMI B234 {kp['B234']:.3f}, B4 {kp['B4']:.3f} (B4@B234-grid "
+            f"{kp.get('B4@B234-grid', _NAN):.3f}), {'the same order as' if same_order else 'the reverse of'} "
+            "object pixels. ")
     cons, chance, levels = v["consistency"], v["chance"], v["cons_levels"]
     above = [lv for lv in levels if cons[lv] > chance[lv]]
     if levels:
-        per_level = ", ".join(f"{lv}: {100 * cons[lv]:.0f} % of {v['n_prototypes']} against {100 * chance[lv]:.0f} % "
-                              "by chance" for lv in levels)
+        per_level = "; ".join(f"{lv}: {100 * cons[lv]:.0f} % of {v['n_prototypes']}, chance {100 * chance[lv]:.0f} %"
+                              for lv in levels)
         verdict = (f"above its chance level at {', '.join(above)}" if above else "at no level above its chance level")
         if above and len(above) < len(levels):
             verdict += f", not at {', '.join(lv for lv in levels if lv not in above)}"
-        text += (f"Part consistency of the k-means prototypes ({per_level}): {verdict}. Consistency asks more than "
-                 "the concept maps do: one prototype must find the *same* part on most images of its class, whereas "
-                 "a concept may sit on different parts of different images.")
+        text += f"Part consistency of the k-means prototypes ({per_level}): {verdict}."
     return Reading(text, dict(v, above=above, same_order=same_order))
 
 
@@ -582,17 +574,16 @@ def attribution(df: Any) -> Reading:
         return f"{att[(level, method)][metric]:.{digits}f}"
 
     text = (
-        f"**Reading.** *Grad-CAM at B4 is CAM:* on every seed, Grad-CAM at B4 equals ReLU(CAM − b)/|P| to a relative "
-        f"error of {identity_err:.1e}, so it is not a second baseline; Grad-CAM at B3 is. *On their own model,* the "
-        f"k-means maps delete to an area of {a('B4', 'kmeans', 'deletion_auc')} (B4) and "
-        f"{a('B234', 'kmeans', 'deletion_auc')} (B234), against {a('B234', 'random', 'deletion_auc')} for the random "
-        f"map on the same B234 classifier; on the linear head, the best baseline is {name(*best)} "
-        f"({att[best]['deletion_auc']:.3f}; CAM {a('B4', 'cam', 'deletion_auc')}, Grad-CAM B3 "
+        f"**Reading.** Grad-CAM at B4 equals ReLU(CAM − b)/|P| on every seed (relative error {identity_err:.1e}). "
+        f"Deletion AUC on each map's own model: k-means "
+        f"{a('B4', 'kmeans', 'deletion_auc')} (B4), {a('B234', 'kmeans', 'deletion_auc')} (B234), random map "
+        f"{a('B234', 'random', 'deletion_auc')} on the same B234 classifier; on the linear head the best baseline "
+        f"is {name(*best)} ({att[best]['deletion_auc']:.3f}; CAM {a('B4', 'cam', 'deletion_auc')}, Grad-CAM B3 "
         f"{a('B3', 'gradcam', 'deletion_auc')}, occlusion {a('pixel', 'occlusion', 'deletion_auc')}, random "
-        f"{a('pixel', 'random', 'deletion_auc')}). *Transferred* to the linear head, the k-means maps score "
-        f"{a('B4', 'kmeans', 'deletion_auc_transfer')} (B4) and {a('B234', 'kmeans', 'deletion_auc_transfer')} (B234). "
-        f"*Localisation:* pointing game k-means B234 {a('B234', 'kmeans', 'pointing_game', 2)}, B4 "
-        f"{a('B4', 'kmeans', 'pointing_game', 2)}, the resolution control B4@B234-grid "
+        f"{a('pixel', 'random', 'deletion_auc')}). Transferred to the linear head: k-means "
+        f"{a('B4', 'kmeans', 'deletion_auc_transfer')} (B4), {a('B234', 'kmeans', 'deletion_auc_transfer')} (B234). "
+        f"Pointing game: k-means B234 {a('B234', 'kmeans', 'pointing_game', 2)}, B4 "
+        f"{a('B4', 'kmeans', 'pointing_game', 2)}, B4@B234-grid "
         f"{a('B4@B234-grid', 'kmeans', 'pointing_game', 2)}, CAM {a('B4', 'cam', 'pointing_game', 2)}, Grad-CAM B3 "
         f"{a('B3', 'gradcam', 'pointing_game', 2)}, occlusion {a('pixel', 'occlusion', 'pointing_game', 2)}, random "
         f"{a('pixel', 'random', 'pointing_game', 2)}. Energy on the object: B234 "
@@ -625,11 +616,10 @@ def sanity(df: Any) -> Reading:
     fail_list = "; ".join(n for n, ok in zip(named, v["passes"]) if not ok) or "no map"
     advice = sanity_advice(v)
     text = (
-        f"**Reading.** On the trained network the shared part carries {100 * shared_share['B4']:.0f} % of a k-means "
-        f"map's variance at B4 and {100 * shared_share['B234']:.0f} % at B234 (median over images, mean over seeds), "
-        f"and the map's rank correlation with it is {shared_rho['B4']:.2f} (B4) and {shared_rho['B234']:.2f} (B234). "
-        f"By the rule, **pass**: {pass_list}; **fail**: {fail_list} (worst seed after the head and B4 are "
-        f"randomised). {advice}")
+        f"**Reading.** Trained network: the shared part carries {100 * shared_share['B4']:.0f} % of a k-means "
+        f"map's variance at B4, {100 * shared_share['B234']:.0f} % at B234 (median over images, mean over seeds); "
+        f"rank correlation of map and shared part {shared_rho['B4']:.2f} (B4), {shared_rho['B234']:.2f} (B234). "
+        f"Worst seed after head and B4 are randomised: **pass**: {pass_list}; **fail**: {fail_list}. {advice}")
     return Reading(text, dict(verdicts=v, passing=v[v["passes"]]["map"].tolist(),
                               failing=v[~v["passes"]]["map"].tolist(), shared_share=shared_share,
                               shared_rho=shared_rho, raw_pass=raw_pass, advice=advice))
@@ -681,16 +671,15 @@ def contrastive(df: Any, dataset: str) -> Reading:
     km = "k-means B234"
     most = by_part.loc[km].idxmax() if km in by_part.index else "?"
     least = by_part.loc[km].idxmin() if km in by_part.index else "?"
-    half = ("No method puts even half of its positive mass on the deciding part: these maps show what supports the "
-            "class more than what separates it from the runner-up." if mass.max() < 0.5 else
-            "The best method puts most of its positive mass on the deciding part.")
+    half = ("No method puts even half of its positive mass there: these maps show what supports the class more "
+            "than what separates it from the runner-up." if mass.max() < 0.5 else
+            "The best method puts most of its positive mass there.")
     text = (
-        f"**Reading.** The contrastive map that puts most of its positive mass on the deciding part is {best} "
-        f"({mass[best]:.3f}); the k-means Δ reaches {mass.get(km, _NAN):.3f} at B234 and "
-        f"{mass.get('k-means B4', _NAN):.3f} at B4, CAM's difference {mass.get('CAM', _NAN):.3f} and Grad-CAM's at B3 "
-        f"{mass.get('Grad-CAM B3', _NAN):.3f}, against {rand_mass:.3f} for the random map (the deciding parts cover "
-        f"{part_share:.3f} of the pixels). By part, the k-means Δ at B234 puts most mass on the {most} and least on "
-        f"the {least}. {half}")
+        f"**Reading.** Most positive mass on the deciding part: {best} ({mass[best]:.3f}); k-means Δ "
+        f"{mass.get(km, _NAN):.3f} at B234, {mass.get('k-means B4', _NAN):.3f} at B4; CAM difference "
+        f"{mass.get('CAM', _NAN):.3f}, Grad-CAM B3 {mass.get('Grad-CAM B3', _NAN):.3f}; random map {rand_mass:.3f} "
+        f"(the deciding parts cover {part_share:.3f} of the pixels). The k-means Δ at B234 puts most mass on the "
+        f"{most}, least on the {least}. {half}")
     return Reading(text, dict(mass=mass.to_dict(), best=best, random_mass=rand_mass, part_share=part_share))
 
 
@@ -715,9 +704,9 @@ def k_cost(df: Any) -> Reading:
     if matters is None:
         how = "with one seed, no spread to compare with"
     else:
-        how = (f"the difference moves by {span:.1f} points across K against a seed-to-seed spread of at most "
-               f"{noise:.1f}: " + ("the cost depends on K more than on the seed, so any reading of B234's cost must "
-                                   "name its K" if matters else "within that spread, K does not change it"))
+        how = (f"it moves by {span:.1f} points across K, seed-to-seed sd at most {noise:.1f}: "
+               + ("the cost depends on K more than on the seed, so a reading of B234's cost must name its K"
+                  if matters else "within that spread, K does not change it"))
     text = (f"**Reading.** B234 minus B4 in test accuracy, in points: {per_k}; {how}. On validation data B4 chose "
             f"K = {', '.join(map(str, chosen['B4']))} and B234 K = {', '.join(map(str, chosen['B234']))} "
             "(one per seed).")
@@ -787,9 +776,7 @@ def claims(table: Any, profile: str) -> Reading:
     """
     paper, p_ok, p_n = _verdict_text(table, CLAIM_PARTS[0])
     book, b_ok, b_n = _verdict_text(table, CLAIM_PARTS[1])
-    text = (f"**Reading.** Of the paper's claims (rows of its part), {paper}. Of the book's own hypotheses, {book}. "
-            f"Each verdict is the rule beside it applied to the numbers beside it, in the {profile} profile; a claim "
-            "that does not hold here is reported as measured.")
+    text = f"**Reading.** In the {profile} profile, of the paper's claims {paper}. Of the book's own hypotheses, {book}."
     return Reading(text, dict(held={CLAIM_PARTS[0]: (p_ok, p_n), CLAIM_PARTS[1]: (b_ok, b_n)}))
 
 

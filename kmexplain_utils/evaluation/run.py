@@ -41,8 +41,8 @@ concept maps); then one function per measurement adds records:
 
 The claims table (:func:`claims_table`) turns the records into verdicts by rules it prints; the
 report functions (:func:`sanity_table`, :func:`sanity_shares`, :func:`sanity_verdicts`,
-:func:`sanity_advice`, :func:`plot_sanity`, :func:`k_cost`, :func:`record_stat`...) keep the
-chapter's cells short.
+:func:`sanity_advice`, :func:`plot_sanity`, :func:`plot_faithfulness`, :func:`k_cost`,
+:func:`record_stat`...) keep the chapter's cells short.
 
 - :func:`~kmexplain_utils.evaluation.interventions.measure_interventions` -- part interventions
   (METHOD section 7, FunnyBirds): the test scenes re-rendered without each part, with each
@@ -146,6 +146,7 @@ __all__ = [
     "k_chosen",
     "k_cost",
     "part_masses",
+    "plot_faithfulness",
     "plot_k_cost",
     "plot_sanity",
     "record_interventions",
@@ -1571,19 +1572,19 @@ def sanity_advice(verdicts: pandas.DataFrame) -> str:  # noqa: F821
 
     levels = [lv for lv in ("B4", "B234") if ok(lv, "kmeans") is not None]
     raw_fail = [lv for lv in levels if not ok(lv, "kmeans")]
-    good = [f"the {'contrastive map' if m == 'contrastive' else 'class-specific part'} at {lv}"
-            for lv in levels for m in ("contrastive", "class-specific") if ok(lv, m)]
+    good = [f"the {'contrastive map' if m == 'contrastive' else 'class-specific part'} at " + " and ".join(at)
+            for m in ("contrastive", "class-specific") if (at := [lv for lv in levels if ok(lv, m)])]
     if not raw_fail:
         return ("What to look at: the k-means maps pass at " + " and ".join(levels) + ": they change when "
-                "the weights they explain are destroyed, and can be read as explanations of the decision.")
+                "the weights are destroyed, and can be read as explanations of the decision.")
     text = ("What to look at: the full k-means map fails at " + " and ".join(raw_fail) + ". It is mostly its "
-            "shared part, which is the same for every class and follows where the image activates the network; "
-            "read it as *where the features are strong*, not as *why this class*. ")
+            "shared part, the same for every class: read it as *where the features are strong*, not *why this "
+            "class*. ")
     if good:
-        return text + ("What depends on the learned weights and on the class is " + ", ".join(good)
-                       + " (these pass): read those to see why a class was chosen, and show them beside the full map.")
-    return text + ("Neither its contrastive form nor its class-specific part passes either: no k-means map here "
-                   "shows, by this test, what the network learned.")
+        return text + ("These pass: " + ", ".join(good) + "; read them for why a class was chosen, beside the "
+                       "full map.")
+    return text + ("Neither its contrastive form nor its class-specific part passes: no k-means map here shows, by "
+                   "this test, what the network learned.")
 
 
 def sanity_table(df: pandas.DataFrame, digits: int = 2) -> pandas.DataFrame:  # noqa: F821
@@ -1666,6 +1667,68 @@ def plot_sanity(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
         ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     axes[0].set_ylabel("rank correlation with the trained maps")
     axes[0].set_ylim(-0.6, 1.05)
+    return fig
+
+
+def plot_faithfulness(df: pandas.DataFrame, ax: Any = None):  # noqa: F821
+    """Deletion and insertion AUC of every attribution map, mean ± sd over seeds, one row per map.
+
+    Each map is scored on the model it explains (``deletion_auc`` and ``insertion_auc`` records,
+    not the ``_transfer`` ones). Filled circles: deletion (lower is more faithful); hollow squares:
+    insertion (higher is more faithful); each map in its colour from
+    :func:`~kmexplain_utils.plotting.method_colors`; error bars are one standard deviation over
+    seeds (none with one seed).
+
+    Parameters
+    ----------
+    df : DataFrame
+        Records of :func:`run_evaluation` with ``deletion_auc`` / ``insertion_auc`` rows.
+    ax : Axes, optional
+        Where to draw; a new figure when omitted.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        When the records hold no deletion or insertion AUC (run ``measure_attribution`` first).
+    """
+    import matplotlib.pyplot as plt
+
+    from ..plotting import method_colors
+
+    metrics = ["deletion_auc", "insertion_auc"]
+    sel = df[df["metric"].isin(metrics) & df["sweep"].isna()]
+    if sel.empty:
+        raise ValueError("no deletion_auc / insertion_auc records: run measure_attribution "
+                         "(run_evaluation with include_attribution=True) first")
+    stats = (sel.groupby(["level", "method", "metric"], sort=False)["value"]
+             .agg(["mean", "std"]).fillna({"std": 0.0}))
+    keys = list(dict.fromkeys(zip(sel["level"], sel["method"])))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(keys) + 1.4), layout="constrained")
+    else:
+        fig = ax.figure
+    colors = method_colors(len(keys))
+    for i, (key, color) in enumerate(zip(keys, colors)):
+        for metric, dy, marker, face in (("deletion_auc", -0.15, "o", color),
+                                         ("insertion_auc", 0.15, "s", "white")):
+            if (*key, metric) not in stats.index:
+                continue
+            mean, sd = stats.loc[(*key, metric)]
+            ax.errorbar(mean, i + dy, xerr=sd, fmt=marker, color=color, mfc=face, mew=1.5, capsize=3)
+    ax.set_yticks(range(len(keys)), [method_label(*k) for k in keys])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("area under the curve (probability of the explained class)")
+    ax.set_title("Faithfulness on the model each map explains")
+    handles = [plt.Line2D([], [], ls="", marker="o", color="0.3", label="deletion (lower is better)"),
+               plt.Line2D([], [], ls="", marker="s", color="0.3", mfc="white", mew=1.5,
+                          label="insertion (higher is better)")]
+    ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18),
+              ncol=2, frameon=False)
     return fig
 
 
