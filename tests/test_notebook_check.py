@@ -79,16 +79,18 @@ def test_chapter_times_are_measured_from_the_set_up_cell(tmp_path, monkeypatch):
     _time.sleep(0.05)
     assert 0.05 <= notebook.elapsed_seconds(ctx) < 60
     cells = [{"cell_type": "markdown", "metadata": {}, "source": "word " * 600},
-             {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "source": "hidden " * 6000}]
+             {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "source": "hidden " * 6000},
+             {"cell_type": "code", "metadata": {"tags": ["remove-input"]}, "source": "unseen " * 6000},
+             {"cell_type": "code", "metadata": {"tags": ["hide-output"]}, "source": "shown " * 150}]
     chapter = tmp_path / "c.ipynb"
     chapter.write_text(json.dumps({"cells": cells}))
-    assert notebook.reading_minutes(chapter) == 4
+    assert notebook.reading_minutes(chapter) == 5  # 600 + 150 words shown; hidden code not counted
     out = notebook.glue_chapter_times(ctx, chapter)
     assert re.match(r"\d+ s on the run that produced this page \(profile smoke", out["compute_time"])
-    assert out["reading_time"] == "about 4 min"
+    assert out["reading_time"] == "about 5 min"
     # generated text (a chapter's readings) is on the page, not in the file: it counts too
-    assert notebook.reading_minutes(chapter, generated=["read " * 300]) == 6
-    assert notebook.glue_chapter_times(ctx, chapter, generated=["read " * 300])["reading_time"] == "about 6 min"
+    assert notebook.reading_minutes(chapter, generated=["read " * 300]) == 7
+    assert notebook.glue_chapter_times(ctx, chapter, generated=["read " * 300])["reading_time"] == "about 7 min"
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "book").glob("*.ipynb")))

@@ -430,3 +430,31 @@ def test_chapter_checks_all_hold_on_consistent_records_and_name_what_fails():
 def test_block_levels_leave_out_logits_and_controls():
     assert readings.block_levels(records()) == ["B4", "B234", "B1234"]
     assert math.isnan(readings._mean(records(), "B34", "kmeans", "accuracy"))
+
+
+# ============================================================================= tables the chapter shows
+def test_attribution_tables_split_main_and_transfer_columns():
+    df = records({("B4", "kmeans", "deletion_auc", 0): 0.10, ("B4", "kmeans", "deletion_auc", 1): 0.20,
+                  ("B4", "kmeans", "deletion_auc", 2): 0.30})
+    main, transfer = readings.attribution_tables(df)
+    assert list(main.columns) == ["deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask"]
+    assert list(transfer.columns) == ["deletion_auc_transfer"]  # the records have no insertion transfer
+    label = evaluate.method_label("B4", "kmeans")
+    assert main.loc[label, "deletion_auc"] == "0.200\u202f±\u202f0.100"  # mean ± sd over the three seeds
+    assert label in transfer.index and evaluate.method_label("B4", "cam") not in transfer.index
+    assert main.index.name == "method"
+
+
+def test_part_iou_table_and_part_shares():
+    import torch
+
+    df = records()
+    df = pd.concat([df, pd.DataFrame([_row(0, "B4", "ceiling", "iou", 0.9, part="head")],
+                                     columns=list(evaluate.COLUMNS))])
+    iou = readings.part_iou_table(df, ["background", "head", "tail", "marking"])
+    assert list(iou.columns) == ["head"]  # only the main setting (no sweep rows), parts in the given order
+    assert iou.loc[("concepts", "B4"), "head"] == pytest.approx(0.5)
+    assert iou.loc[("ceiling", "B4"), "head"] == pytest.approx(0.9)
+    parts = torch.tensor([[[0, 0], [1, 2]]])
+    assert readings.part_shares(parts, ["background", "body", "head", "tail"]) == \
+        {"background": 0.5, "body": 0.25, "head": 0.25, "tail": 0.0}

@@ -212,9 +212,10 @@ def reading_minutes(notebook: str | Path, *, words_per_minute: int = WORDS_PER_M
                     generated: Sequence[str] = ()) -> int:
     """Reading time of a chapter file, in whole minutes, from the words of its text and code.
 
-    Counts the words of the markdown cells and of the code cells that are not tagged
-    ``remove-cell`` or ``solution`` (a reader reads the code too), at ``words_per_minute``,
-    plus the words of ``generated``.
+    Counts the words of the markdown cells and of the code the page shows (a reader reads the
+    code too; not the code of cells tagged ``remove-cell``, ``remove-input`` or ``solution``,
+    which the page does not show or folds away), at ``words_per_minute``, plus the words of
+    ``generated``.
 
     Parameters
     ----------
@@ -244,7 +245,7 @@ def reading_minutes(notebook: str | Path, *, words_per_minute: int = WORDS_PER_M
     n = 0
     for cell in cells:
         tags = set(cell.get("metadata", {}).get("tags", []))
-        if cell.get("cell_type") == "code" and tags & {"remove-cell", "solution"}:
+        if cell.get("cell_type") == "code" and tags & {"remove-cell", "remove-input", "solution"}:
             continue
         src = cell.get("source", "")
         n += _words("".join(src) if isinstance(src, list) else src)

@@ -43,12 +43,14 @@ import numpy as np
 from .run import (
     CLAIM_PARTS,
     LEARNED_ACCURACY,
+    drop_empty,
     k_chosen,
     method_label,
     record_per_seed,
     record_stat,
     sanity_advice,
     sanity_verdicts,
+    summary_table,
 )
 from .run import k_cost as _k_cost_table
 
@@ -62,6 +64,7 @@ __all__ = [
     "ablation_table",
     "accuracy",
     "attribution",
+    "attribution_tables",
     "block_levels",
     "chapter_checks",
     "check_ceiling",
@@ -90,6 +93,8 @@ __all__ = [
     "fidelity",
     "k_cost",
     "keypoints",
+    "part_iou_table",
+    "part_shares",
     "parts_without_concept",
     "registration",
     "registration_table",
@@ -623,6 +628,51 @@ def sanity(df: Any) -> Reading:
     return Reading(text, dict(verdicts=v, passing=v[v["passes"]]["map"].tolist(),
                               failing=v[~v["passes"]]["map"].tolist(), shared_share=shared_share,
                               shared_rho=shared_rho, raw_pass=raw_pass, advice=advice))
+
+
+# ----------------------------------------------------------------------------- tables the chapter shows
+#: attribution metrics: the main table's columns, then the transfer columns (k-means maps on the linear head)
+ATTRIBUTION_COLUMNS = ("deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask")
+TRANSFER_COLUMNS = ("deletion_auc_transfer", "insertion_auc_transfer")
+
+
+def attribution_tables(df: Any) -> tuple[Any, Any]:
+    """Faithfulness and localisation per map, mean ± sd over seeds: the main table and the transfer one.
+
+    Returns
+    -------
+    (DataFrame, DataFrame)
+        Rows are method labels (:func:`~kmexplain_utils.plotting.method_label`); the main table has the
+        columns of :data:`ATTRIBUTION_COLUMNS` that have records, the second those of
+        :data:`TRANSFER_COLUMNS` (the k-means maps scored on the linear head). Empty rows and columns
+        are dropped.
+    """
+    import pandas as pd
+
+    cols = [*ATTRIBUTION_COLUMNS, *TRANSFER_COLUMNS]
+    table = drop_empty(summary_table(df[df["metric"].isin(cols)], cols))
+    table.index = pd.Index([method_label(lv, m) for lv, m in table.index], name="method")
+    main = drop_empty(table[[c for c in ATTRIBUTION_COLUMNS if c in table.columns]])
+    transfer = drop_empty(table[[c for c in TRANSFER_COLUMNS if c in table.columns]])
+    return main, transfer
+
+
+def part_iou_table(df: Any, part_names: list[str]) -> Any:
+    """IoU of each part, per (method, level), for the concepts and the ceiling (mean over seeds).
+
+    Columns are the parts in ``part_names`` order (those with records).
+    """
+    rows = df[(df["metric"] == "iou") & df["sweep"].isna() & df["method"].isin(["concepts", "ceiling"])]
+    iou = rows.pivot_table(index=["method", "level"], columns="part", values="value", aggfunc="mean", sort=False)
+    return iou[[p for p in part_names if p in iou.columns]]
+
+
+def part_shares(parts: Any, part_names: list[str]) -> dict[str, float]:
+    """Share of the pixels of each part in a stack of part maps ``(N, H, W)``: ``{name: share}``."""
+    import torch
+
+    parts = torch.as_tensor(parts)
+    return {name: float((parts == j).double().mean()) for j, name in enumerate(part_names)}
 
 
 # ----------------------------------------------------------------------------- contrastive maps
