@@ -329,6 +329,31 @@ def test_v3_head_hue_and_tail_shape_follow_the_class():
     assert np.nanmedian(spread_t[pointed]) > 1.3 * np.nanmedian(spread_t[~pointed])
 
 
+@pytest.mark.parametrize("design", ["v2", "v3"])
+def test_v3_distractors_never_take_the_heads_shape(design):
+    """v3 draws squares, rings and triangles (no disc, the shape of the head and round tail); v2 discs."""
+    from kmexplain_utils.data.parts import _chunk_generator, sample_scenes
+
+    s, n = 64, 256
+    ds = make_parts(n, image_size=s, seed=3, design=design)
+    clean, _, _ = intervene(ds, range(n), remove_distractors=True)
+    painted = (ds.images != clean).any(1)  # (n, S, S): the visible pixels of the distractors
+    p = sample_scenes(n, _chunk_generator(3, "train", 0), design)
+    col = ((p["d_center"] + 1) / 2 * s).floor().long().clamp(0, s - 1)  # (n, 3, 2): x, y pixel
+    centre_painted = {0: [], 1: [], 2: []}
+    for i in range(n):
+        for k in range(3):
+            others = [j for j in range(3) if j != k and p["d_on"][i, j]]
+            near = any(float((p["d_center"][i, k] - p["d_center"][i, j]).norm()) < 0.6 for j in others)
+            x, y = col[i, k].tolist()
+            if p["d_on"][i, k] and not near and not ds.objects[i, y, x]:
+                centre_painted[int(p["d_kind"][i, k])].append(bool(painted[i, y, x]))
+    assert min(len(v) for v in centre_painted.values()) > 20
+    # kind 0 (square in v3, disc in v2) and kind 2 (triangle) are filled; kind 1 is a ring in v3
+    assert all(centre_painted[0]) and all(centre_painted[2])
+    assert not any(centre_painted[1]) if design == "v3" else all(centre_painted[1])
+
+
 def test_colour_baseline_ami_tells_the_designs_apart():
     v2 = make_parts(200, image_size=32, seed=0, split="test", design="v2")
     v3 = make_parts(200, image_size=32, seed=0, split="test", design="v3")

@@ -14,7 +14,8 @@ Parts (label map values)
 label  part        design ``v2`` (second edition)               design ``v3`` (third edition)
 =====  ==========  ===========================================  ====================================
 0      background  smooth random colour field + pixel noise     smooth greyish field + noise
-                   + 0-3 distractors (head/tail/body colours)   + 0-3 distractors (palette colours)
+                   + 0-3 distractors (head/tail/body colours)   + 0-3 distractors (palette colours;
+                                                                squares, rings, triangles: no disc)
 1      body        ellipse, colour from a palette without red   ellipse, palette colour (a nuisance)
                    and blue (a nuisance)
 2      head        disc with a dark eye; **red or blue**        disc with an eye; **colour from the
@@ -29,10 +30,11 @@ label  part        design ``v2`` (second edition)               design ``v3`` (t
 In design ``v3`` the six colours of a creature (body, head, eye, tail, legs,
 marking) are six *different* colours of one palette of eight
 (:data:`PALETTE_NAMES`: four warm, four cool, light and dark in each half), and
-the distractors (discs, squares and triangles: the shapes of heads and tails)
-draw from the same palette. The head's colour is drawn from the half its class
-names (``warm``/``cool``), the tail's from the half its shape goes with
-(pointed: warm, round: cool), the body's from the rest; so, over the classes,
+the distractors (squares, rings and triangles: never a filled disc, the shape
+of the head and of the round tail) draw from the same palette. The head's
+colour is drawn from the half its class names (``warm``/``cool``), the tail's
+from the half its shape goes with (pointed: warm, round: cool), the body's from
+the rest; so, over the classes,
 the head, the tail and the body take every palette colour equally often (the
 marking, which must differ from the body by 0.2 in luminance, and the legs and
 eye, which take what is left, a little less evenly). Colour therefore says
@@ -87,7 +89,8 @@ Nuisances: position (centre within +-0.12 of the half-width), scale (x0.88 to
 x1.12), rotation (+-60 degrees), horizontal flip, body shape and colour, leg
 count and length, stripe/spot phase and period, per-part colour jitter, global
 brightness and per-channel gain, a smooth random background, uniform pixel
-noise, and distractor discs, squares and triangles (background, label 0).
+noise, and distractor shapes (background, label 0): discs, squares and
+triangles in v2; squares, rings and triangles in v3.
 The object covers 21 % of the image on average (15 % to 29 % in v3);
 3.6 % of the objects touch the border in v2, 10.5 % in v3 (the longer spike).
 
@@ -401,7 +404,7 @@ def _sample_v3_rest(p: dict[str, torch.Tensor], n: int, k: int, g: torch.Generat
     p["bg_base"] = _u(g, n, 0.32, 0.68)[:, None] + _u(g, n, -0.07, 0.07, 3)
     p["bg_field"] = 0.10 * torch.randn(n, 3, 5, 5, generator=g) / (1 + torch.arange(5.0)[:, None] + torch.arange(5.0))
     p["d_on"] = torch.rand(n, k, generator=g) < 0.6
-    p["d_kind"] = torch.randint(3, (n, k), generator=g)  # disc, square, triangle
+    p["d_kind"] = torch.randint(3, (n, k), generator=g)  # square, ring, triangle (no disc: the head's shape)
     p["d_center"] = _u(g, n, -0.9, 0.9, k, 2)
     p["d_size"] = _u(g, n, 0.12, 0.24, k)
     p["d_angle"] = _u(g, n, 0.0, 2 * math.pi, k)
@@ -543,7 +546,11 @@ def _render(
         disc = ru.square() + rv.square() <= 1.0
         square = torch.maximum(ru.abs(), rv.abs()) <= 0.85
         tri = (rv >= -1.0) & (rv <= 1.0) & (ru.abs() <= 0.55 * (1.0 - rv))
-        shape = (disc & (kind == 0)) | (square & (kind == 1)) | (tri & (kind == 2))
+        if v3:  # square, ring, triangle: no disc, the shape of the head and of the round tail
+            ring = disc & (ru.square() + rv.square() > 0.25)
+            shape = (square & (kind == 0)) | (ring & (kind == 1)) | (tri & (kind == 2))
+        else:  # disc, square, triangle
+            shape = (disc & (kind == 0)) | (square & (kind == 1)) | (tri & (kind == 2))
         paint.masked_fill_(shape & _b(p["d_on"][:, k]), 1 + k)
     for code, mask in ((4, legs), (5, tail), (6, body), (7, marking), (8, head), (9, head & eye)):
         paint.masked_fill_(mask, code)
