@@ -119,9 +119,16 @@ def _public() -> dict[str, list[Any]]:
 _PUBLIC = _public()
 
 
+def _takes_model(obj: Any) -> bool:
+    obj = inspect.unwrap(obj)
+    return inspect.isfunction(obj) and bool({"model", "network"} & set(inspect.signature(obj).parameters))
+
+
 def api(name: str) -> Any:
-    """The one public function or class called ``name``."""
+    """The one public function or class called ``name`` (of those that take a model, when several are)."""
     objs = _PUBLIC.get(name, [])
+    if len(objs) > 1:  # e.g. receptive_field.registration(model, ...) and the reading evaluation.readings.registration(df)
+        objs = [o for o in objs if _takes_model(o)]
     assert len(objs) == 1, f"{len(objs)} public objects are called {name!r}"
     return objs[0]
 
@@ -273,10 +280,7 @@ EXPLAINER_NOT_RUNNING = {"with_model", "target_columns", "new_level_features", "
 
 def _public_model_callables() -> set[str]:
     """Names (as in :func:`_public`) of every public callable with a ``model``/``network`` argument."""
-    def takes_model(obj: Any) -> bool:
-        return inspect.isfunction(obj) and bool({"model", "network"} & set(inspect.signature(obj).parameters))
-
-    return {name for name, objs in _PUBLIC.items() if any(takes_model(inspect.unwrap(o)) for o in objs)}
+    return {name for name, objs in _PUBLIC.items() if any(_takes_model(o) for o in objs)}
 
 
 def test_every_public_function_taking_a_model_is_covered() -> None:
