@@ -1822,34 +1822,19 @@ def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
     return fig
 
 
-def _balanced_chunks(items: list, size: int) -> list[list]:
-    """``items`` cut into the fewest runs of at most ``size``, as even as possible (7, 3 -> 3, 2, 2)."""
-    if not items:
-        return []
-    n = -(-len(items) // size)
-    base, extra = divmod(len(items), n)
-    out, i = [], 0
-    for b in range(n):
-        step = base + (b < extra)
-        out.append(items[i:i + step])
-        i += step
-    return out
-
-
-def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: int = 7):
+def plot_qualitative(examples: dict[str, Any], *, size: float = 1.9, max_images: int = 3):
     """The same test images under every level and baseline, beside the ground-truth parts.
 
-    One figure in stacked sections, each a grid with one row per image and at
-    most ``max_cols`` columns, so that no panel shrinks to a thumbnail on the
-    page: *concept maps* (the part map, then the concept map of every level and
-    resolution control), *k-means attribution maps* (one per level) and
-    *baseline attribution maps* (CAM, Grad-CAM, occlusion, random...). Each
-    section starts with the image itself, and a section with more panels than
-    fit in ``max_cols`` columns is wrapped into several grids (each repeating the
-    image column and the column titles). Each concept is drawn in the colour of
-    the part it was mapped to on the *training* images
-    (``examples["concept_parts"]``, the mapping mIoU uses), so that the
-    concept columns read like the part column.
+    One column per image (at most ``max_images``: three panels of 1.9 inches and
+    the row labels fit a 736 px text column with every panel above 160 px) and
+    one row per map, in stacked sections titled by
+    what they hold: *test images*, *concept maps* (the part map, then the
+    concept map of every level and resolution control), *k-means attribution
+    maps* (one per level) and *baseline attribution maps* (CAM, Grad-CAM,
+    occlusion, random...). Each row is labelled on the left. Each concept is
+    drawn in the colour of the part it was mapped to on the *training* images
+    (``examples["concept_parts"]``, the mapping mIoU uses), so that the concept
+    rows read like the part row.
 
     Parameters
     ----------
@@ -1857,32 +1842,32 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: 
         ``df.attrs["examples"]`` from :func:`~kmexplain_utils.evaluation.run.run_evaluation`.
     size : float
         Inches per panel.
-    max_cols : int
-        Most columns in a grid, the image column included (at least 2).
+    max_images : int
+        Most images (columns) shown: the first ones of ``examples``.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One sub-figure per grid (``fig.subfigs``), titled by its section.
+        One sub-figure per section (``fig.subfigs``), titled by the section.
 
     Raises
     ------
     ValueError
-        Without examples, or with ``max_cols < 2``.
+        Without examples, or with ``max_images < 1``.
     """
     import matplotlib.pyplot as plt
 
     if not examples:
         raise ValueError("no examples: run_evaluation(..., include_attribution=True) keeps them")
-    if max_cols < 2:
-        raise ValueError(f"max_cols must be at least 2 (the image and one map), got {max_cols}")
+    if max_images < 1:
+        raise ValueError(f"max_images must be at least 1, got {max_images}")
     images = examples["images"]
     cmaps = examples.get("concept_parts") or examples["concept_maps"]
     as_parts = "concept_parts" in examples
     atts = examples["attributions"]
-    n = len(images)
+    n = min(len(images), max_images)
 
-    # (title, draw(i, ax)) per panel, in sections
+    # (row label, draw(i, ax)) per row, in sections
     def concept(m):
         if as_parts:
             return lambda i, ax: show_label_map(images[i], m[i], ax=ax)
@@ -1891,7 +1876,7 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: 
     def heat(m):
         return lambda i, ax: show_heatmap(images[i], m[i], ax=ax)
 
-    def att_title(key: str) -> str:  # two short lines: "k-means\nB4", "random map\n(on k-means B234)"
+    def att_label(key: str) -> str:  # two short lines: "k-means\nB4", "random map\n(on k-means B234)"
         label = method_label(*key.split("/"))
         return label.replace(" (", "\n(", 1) if " (" in label else label.replace(" ", "\n", 1)
 
@@ -1899,30 +1884,20 @@ def plot_qualitative(examples: dict[str, Any], *, size: float = 1.25, max_cols: 
     concepts += [(f"concepts\n{k.replace('-grid', ' grid')}", concept(m)) for k, m in cmaps.items()]
     is_kmeans = {k: k.split("/")[1].startswith("kmeans") for k in atts}
     sections = [
+        ("Test images", [("image", lambda i, ax: show_image(images[i], ax=ax))]),
         ("Concept maps" + (" (each concept in the colour of its part)" if as_parts else ""), concepts),
-        ("k-means attribution maps", [(att_title(k), heat(m)) for k, m in atts.items() if is_kmeans[k]]),
-        ("Baseline attribution maps", [(att_title(k), heat(m)) for k, m in atts.items() if not is_kmeans[k]]),
+        ("k-means attribution maps", [(att_label(k), heat(m)) for k, m in atts.items() if is_kmeans[k]]),
+        ("Baseline attribution maps", [(att_label(k), heat(m)) for k, m in atts.items() if not is_kmeans[k]]),
     ]
-    grids = []
-    for name, panels in sections:
-        chunks = _balanced_chunks(panels, max_cols - 1)
-        for c, chunk in enumerate(chunks):
-            suffix = f" ({c + 1}/{len(chunks)})" if len(chunks) > 1 else ""
-            grids.append((name + suffix, [("image", lambda i, ax: show_image(images[i], ax=ax))] + chunk))
-    width = max(len(panels) for _, panels in grids)
-    heights = [size * n + 0.55 for _ in grids]  # the rows, the column titles and the section title
-    fig = plt.figure(figsize=(size * width, sum(heights)), layout="constrained")
-    subfigs = np.atleast_1d(fig.subfigures(len(grids), 1, height_ratios=heights, hspace=0.02))
-    for sub, (name, panels) in zip(subfigs, grids):
-        # every grid has `width` columns of the same size; unused ones at the right stay empty
-        axes = sub.subplots(n, width, squeeze=False)
+    sections = [(name, rows) for name, rows in sections if rows]
+    heights = [size * len(rows) + 0.4 for _, rows in sections]  # the rows and the section title
+    fig = plt.figure(figsize=(size * n + 1.1, sum(heights)), layout="constrained")  # + the row labels
+    subfigs = np.atleast_1d(fig.subfigures(len(sections), 1, height_ratios=heights, hspace=0.02))
+    for sub, (name, rows) in zip(subfigs, sections):
+        axes = sub.subplots(len(rows), n, squeeze=False)
         sub.suptitle(name, fontsize=10, x=0.0, ha="left")
-        for j in range(width):
+        for r, (label, draw) in enumerate(rows):
             for i in range(n):
-                if j < len(panels):
-                    panels[j][1](i, axes[i, j])
-                else:
-                    axes[i, j].remove()
-            if j < len(panels):
-                axes[0, j].set_title(panels[j][0], fontsize="small")
+                draw(i, axes[r, i])
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
     return fig

@@ -151,9 +151,10 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "caption": "Faithfulness per map on the model it explains: deletion AUC (lower is "
                                        "better) and insertion AUC (higher is better), mean and standard deviation "
                                        "over seeds."},
-        "c046": {"alt": "Large grid of the showcase images, one row each: the image, its ground-truth parts, the "
-                        "concept map of every level with each concept coloured like the part it was mapped to, and "
-                        "below, the k-means and baseline attribution maps of the predicted class."},
+        "c046": {"alt": "Tall grid with one column per showcase image (the first three) and one labelled row per "
+                        "map: the image, its ground-truth parts, the concept map of every level with each concept "
+                        "coloured like the part it was mapped to, then the k-means and the baseline attribution "
+                        "maps of the predicted class."},
         # no caption: the cell also displays a table, which a caption would wrap in the same figure
         "c049": {"alt": "First figure: B234's test accuracy minus B4's against the number of prototypes per class, "
                         "one dot per seed with the mean and standard deviation, triangles at the chosen K. Second "

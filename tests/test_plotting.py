@@ -329,53 +329,52 @@ def _grids(fig) -> list[tuple[str, list[list]]]:
     return out
 
 
-@pytest.mark.parametrize("max_cols", [3, 4, 7])
-def test_plot_qualitative_wraps_into_readable_grids(max_cols):
+@pytest.mark.parametrize("max_images", [1, 2, 3])
+def test_plot_qualitative_one_column_per_image_one_row_per_map(max_images):
     ex = _qualitative_examples()
-    n, n_att = len(ex["images"]), len(ex["attributions"])
-    fig = P.plot_qualitative(ex, max_cols=max_cols)
+    n_att = len(ex["attributions"])
+    fig = P.plot_qualitative(ex, max_images=max_images)
     assert isinstance(fig, Figure)
     grids = _grids(fig)
-    titles = []
+    labels = []
     for name, rows in grids:
-        assert len(rows) == n, name  # one row per image in every grid
-        assert all(len(r) == len(rows[0]) <= max_cols for r in rows), name
-        assert rows[0][0].get_title() == "image"  # every grid starts with the image itself
-        for i, row in enumerate(rows):
-            np.testing.assert_allclose(np.asarray(row[0].images[0].get_array()),
-                                       ex["images"][i].transpose(1, 2, 0), atol=1e-6)  # row i is image i
-            assert all(ax.images for ax in row)
-        titles += [ax.get_title() for ax in rows[0][1:]]
-        assert all(not ax.get_title() for r in rows[1:] for ax in r)  # column titles once, above the grid
-    # every map of every level and method is shown, exactly once
-    assert len(titles) == len(set(titles)) == 1 + 5 + n_att
-    assert titles[0] == "parts"
-    assert {t for t in titles if t.startswith("concepts")} == {
+        assert all(len(r) == max_images for r in rows), name  # one column per image shown
+        assert all(ax.images for r in rows for ax in r)
+        labels += [row[0].get_ylabel() for row in rows]
+        assert all(not ax.get_ylabel() for r in rows for ax in r[1:])  # row labels once, on the left
+    for i, ax in enumerate(grids[0][1][0]):  # the first row: image i in column i
+        np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), ex["images"][i].transpose(1, 2, 0),
+                                   atol=1e-6)
+    # every map of every level and method is shown, exactly once, after the images
+    assert len(labels) == len(set(labels)) == 1 + 1 + 5 + n_att
+    assert labels[:2] == ["image", "parts"]
+    assert {t for t in labels if t.startswith("concepts")} == {
         "concepts\nB4", "concepts\nB34", "concepts\nB234", "concepts\nB1234", "concepts\nB4@B234 grid"}
-    assert {"k-means\nB4", "k-means\nB234", "CAM", "Grad-CAM\nB3", "occlusion", "random\nmap"} <= set(titles)
-    sections = [name.split(" (")[0] for name, _ in grids]
-    assert sections[0].startswith("Concept maps") and "k-means attribution maps" in sections
-    assert sections[-1].startswith("Baseline attribution maps")
-    # the fewest grids that fit, as even as possible: 6 concept panels, 5 k-means maps, 4 baselines
-    per_grid = max_cols - 1
-    assert len(grids) == sum(-(-k // per_grid) for k in (6, 5, 4))
+    assert {"k-means\nB4", "k-means\nB234", "CAM", "Grad-CAM\nB3", "occlusion", "random\nmap"} <= set(labels)
+    sections = [name for name, _ in grids]
+    assert sections[0] == "Test images" and sections[1].startswith("Concept maps")
+    assert sections[2:] == ["k-means attribution maps", "Baseline attribution maps"]
     w, h = fig.get_size_inches()
-    assert w == pytest.approx(1.25 * max(len(rows[0]) for _, rows in grids))
-    assert h > 1.25 * n * len(grids)
+    assert w == pytest.approx(1.9 * max_images + 1.1)
+    assert h > 1.9 * (2 + 5 + n_att)
 
 
-def test_plot_qualitative_default_is_at_most_seven_columns_and_checks_its_input():
-    fig = P.plot_qualitative(_qualitative_examples(n=2))  # 16 columns in a single row before the split
-    assert max(len(rows[0]) for _, rows in _grids(fig)) <= 7
-    assert len(fig.subfigs) == 3 and not any("(1/" in name for name, _ in _grids(fig))
+def test_plot_qualitative_shows_at_most_three_images_and_checks_its_input():
+    fig = P.plot_qualitative(_qualitative_examples(n=6))
+    assert {len(r) for _, rows in _grids(fig) for r in rows} == {3}
+    fig.canvas.draw()  # every panel at least 160 px in a 736 px text column (the book's rule)
+    from kmexplain_utils.chapters.figure_log import image_panel_fractions
+
+    natural = fig.get_tightbbox().width * fig.dpi
+    assert min(image_panel_fractions(fig)) * min(736, natural) >= 160
     plain = _qualitative_examples(n=2, levels=("B4",))  # concept maps without their part colours, no baselines
     del plain["concept_parts"]
     plain["attributions"] = {"B4/kmeans": plain["attributions"]["B4/kmeans"]}
     grids = _grids(P.plot_qualitative(plain))
-    assert [name for name, _ in grids] == ["Concept maps", "k-means attribution maps"]
-    assert [[ax.get_title() for ax in rows[0]] for _, rows in grids] == [["image", "parts", "concepts\nB4"],
-                                                                        ["image", "k-means\nB4"]]
+    assert [name for name, _ in grids] == ["Test images", "Concept maps", "k-means attribution maps"]
+    assert [[r[0].get_ylabel() for r in rows] for _, rows in grids] == [["image"], ["parts", "concepts\nB4"],
+                                                                        ["k-means\nB4"]]
     with pytest.raises(ValueError, match="no examples"):
         P.plot_qualitative({})
-    with pytest.raises(ValueError, match="max_cols"):
-        P.plot_qualitative(_qualitative_examples(n=1), max_cols=1)
+    with pytest.raises(ValueError, match="max_images"):
+        P.plot_qualitative(plain, max_images=0)
