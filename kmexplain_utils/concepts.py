@@ -100,7 +100,7 @@ def concept_map(
     ----------
     position_features : torch.Tensor
         ``(N, D, H_S, W_S)`` position vectors of a level
-        (:meth:`LevelFeatures.position_features`).
+        (:meth:`~kmexplain_utils.features.BlockLevel.position_features`).
     centroids : torch.Tensor
         ``(K, D)`` concept centroids.
     size : int or (int, int), optional

@@ -624,7 +624,7 @@ class LevelFeatures:
 
     def maps_and_pooled(self, model: nn.Module, x: torch.Tensor
                         ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
-        """One forward pass: the level's block maps (:meth:`block_maps`; ``None`` without positions) and the
+        """One forward pass: the level's block maps (:meth:`BlockLevel.block_maps`; ``None`` without positions) and the
         pooled embeddings ``(N, D_S)``."""
         raise NotImplementedError
 

@@ -133,7 +133,9 @@ def collect(package: str = PACKAGE) -> ApiModel:
             model.home[full] = home
             model.kinds.setdefault(home, _kind(objects[home]))
             if inspect.isclass(objects[home]):
-                model.bases[home] = objects[home].__bases__ != (object,)
+                # a private base (e.g. a shared set-up class) has no page to link to: shown only if public
+                model.bases[home] = any(b is not object and not b.__name__.startswith("_")
+                                        for b in objects[home].__bases__)
     return model
 
 

@@ -106,7 +106,7 @@ __all__ = [
 HEAD_TOLERANCE = 0.015
 #: plain purity "says almost nothing" when it varies by less than this across the levels
 PURITY_SPREAD = 0.1
-#: the Grad-CAM(B4) = ReLU(CAM - b)/|P| identity holds when the relative error is below this
+#: the Grad-CAM(B4) = ReLU(CAM - b) / ``|P|`` identity holds when the relative error is below this
 IDENTITY_TOLERANCE = 1e-4
 #: the sanity check must see at least this many images per seed (outside the smoke profile)
 MIN_SANITY_IMAGES = 100
@@ -566,7 +566,7 @@ def attribution(df: Any) -> Reading:
     -------
     Reading
         values: ``att`` ((level, method) -> metric -> mean over seeds), ``identity_err`` (the largest
-        relative error of Grad-CAM(B4) = ReLU(CAM - b)/|P| over seeds), ``best_linear`` (the baseline
+        relative error of Grad-CAM(B4) = ReLU(CAM - b) / ``|P|`` over seeds), ``best_linear`` (the baseline
         with the lowest deletion AUC on the linear head).
     """
     _require(df, ("B234", "kmeans", "deletion_auc"), ("B234", "random", "deletion_auc"))
@@ -850,7 +850,7 @@ def check_deletion_setup(df: Any) -> Check:
 
 
 def check_gradcam_identity(df: Any, tolerance: float = IDENTITY_TOLERANCE) -> Check:
-    """Grad-CAM at B4 equals ReLU(CAM - b)/|P| on every seed (the text calls it CAM)."""
+    """Grad-CAM at B4 equals ReLU(CAM - b) / ``|P|`` on every seed (the text calls it CAM)."""
     err = df.loc[df["metric"] == "gradcam_identity_error", "value"]
     worst = float(err.max()) if len(err) else _NAN
     return _check("Grad-CAM(B4) = CAM", worst < tolerance, f"relative error {worst} (tolerance {tolerance})")
