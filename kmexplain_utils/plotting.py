@@ -1611,6 +1611,7 @@ def plot_block_centres(
     measured: dict[str, Any] | None = None,
     *,
     size: float = 2.2,
+    ncols: int | None = None,
 ):
     """Where each block's positions sit on one image: registered centres against the cell convention.
 
@@ -1630,6 +1631,10 @@ def plot_block_centres(
         :func:`kmexplain_utils.receptive_field.receptive_field_centres` of the same model.
     size : float
         Inches per panel.
+    ncols : int, optional
+        Panels per row (default: all blocks in one row, the legend beside the last panel).
+        With fewer columns than blocks the panels wrap into rows and the legend goes below
+        them, so that each panel keeps its width in a narrow text column.
 
     Returns
     -------
@@ -1639,9 +1644,16 @@ def plot_block_centres(
 
     img = to_numpy_image(image)
     names = list(registration)
-    fig, axes = plt.subplots(1, len(names), figsize=(size * len(names), size + 0.6), squeeze=False,
-                             layout="constrained")
-    for name, ax in zip(names, axes[0]):
+    if ncols is not None and int(ncols) < 1:
+        raise ValueError(f"ncols must be at least 1, got {ncols}")
+    ncols = len(names) if ncols is None else min(int(ncols), len(names))
+    nrows = -(-len(names) // ncols)
+    title_in = 0.6 if measured is not None else 0.3  # three title lines with ``measured``, one without
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + title_in) * nrows + 0.3 * (nrows > 1)),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for name, ax in zip(names, axes.flat):
         r = registration[name]
         ax.imshow(img, interpolation="nearest")
         rows, cols = r.centres()
@@ -1664,7 +1676,11 @@ def plot_block_centres(
                       f"cell {r.stride[1] * j + (r.stride[1] - 1) / 2:g}")
         _clean(ax, title)
         ax.title.set_fontsize(7)
-    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0.0)
+    if nrows == 1:
+        axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0.0)
+    else:
+        last = axes.flat[len(names) - 1]  # the coarsest block draws the largest markers
+        fig.legend(*last.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7)
     return fig
 
 

@@ -168,8 +168,8 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "the median Spearman correlation with the trained maps after re-initialising the head, "
                             "then each block from B4 down; a dashed line marks the pass threshold and a grey band "
                             "the B4 step that the pass rule reads."},
-        "a149e6ad": {"alt": "Two grids of the eight held-out photographs (a cat, a cup of coffee, an astronaut and "
-                            "others): first overlaid with the class activation map of the network's top ImageNet "
+        "a149e6ad": {"alt": "Two grids of the eight held-out photographs, three to a row (a cat, a cup of coffee, "
+                            "an astronaut and others): first overlaid with the class activation map of the network's top ImageNet "
                             "class, then with the top class minus the runner-up per position, red for the top class "
                             "and blue against, each titled with the class names."},
         "5786160e": {"alt": "A grid of MNIST digits, four per row, each the real training digit nearest to one "
@@ -183,7 +183,7 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "attribution map of the k-means head's class (titled with the photo, the network's class "
                             "and the head's class), the contrastive map against the head's runner-up (red for, blue "
                             "against) and the concept map, with a legend naming the concepts."},
-        "71c34612": {"alt": "One panel per block of the real network, each showing a photograph with the registered position centres "
+        "71c34612": {"alt": "A two-by-two grid, one panel per block of the real network, each showing a photograph with the registered position centres "
                             "as dots and the grid-cell centres as crosses."},
         "5588ff0e": {"alt": "Three maps of one photograph: the B4 attribution map drawn at the registered "
                             "centres, the same map naively upsampled, and their difference with a colour bar."},
@@ -195,9 +195,9 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                                 "passes the sanity check falls."},
     },
     "07_interventions": {
-        "iv-007": {"alt": "Two rows of small panels for one test creature: the image and, beside it, the map of each explanation method; below, the same creature re-rendered without its head and each map again with the head's outline, titled with the share of its positive mass on the head."},
+        "iv-007": {"alt": "Panels in pairs, one above the other, three pairs to a row, for one test creature: the image above the same creature re-rendered without its head, then, for each explanation method, its map above the same map with the head's outline, titled with the share of its positive mass on the head."},
         "iv-009": {"alt": "Horizontal bar chart, one bar per explanation method, of the mean rank correlation between the map's mass per part and the drop of the explained score when the part is removed; a dashed line marks the random map's value."},
-        "iv-014": {"alt": "Two rows of panels for chapter 5's first showcase creature: the image and each method's map before, and below the same scene without its background shapes with each map recomputed, titled with the predicted class and its probability."},
+        "iv-014": {"alt": "Panels in pairs, one above the other, three pairs to a row, for chapter 5's first showcase creature: the image above the same scene without its background shapes, each titled with the predicted class and its probability, then each method's map above the map recomputed without the shapes."},
     },
     "A1_benchmarks": {
         "db7728c3b": {"alt": "Line plot of the share of points whose distances still had to be computed at each "

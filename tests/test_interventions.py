@@ -219,8 +219,35 @@ def test_plots_return_figures(seed0):
     assert len(iv.plot_intervention(out, 0, "distractors", [("B4", "kmeans")]).axes) == 4
     with pytest.raises(ValueError, match="variant"):
         iv.plot_intervention(out, 0, "wings", [("B4", "kmeans")])
+    with pytest.raises(ValueError, match="ncols"):
+        iv.plot_intervention(out, 0, "head", [("B4", "kmeans")], ncols=0)
     with pytest.raises(ValueError, match="no maps"):
         iv.plot_intervention(out, 0, "head", [("B9", "kmeans")])
+
+
+def test_plot_intervention_wraps_before_after_pairs_into_rows_of_three(seed0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sh, _, _, out = seed0
+    methods = sorted(out["maps"])[:4]  # the image and four maps: five pairs, two pairs of rows
+    fig = iv.plot_intervention(out, 0, "distractors", methods, sh.test.class_names)
+    axes = fig.axes
+    assert len(axes) == 4 * 3 and sum(ax.get_visible() for ax in axes) == 2 * 5
+    grid = [axes[r * 3:(r + 1) * 3] for r in range(4)]
+    assert not grid[2][2].get_visible() and not grid[3][2].get_visible()  # one unused slot
+    assert grid[0][0].get_title().startswith("original") and grid[1][0].get_title().startswith("without")
+    for (top, bottom), m in zip([(grid[0][1], grid[1][1]), (grid[0][2], grid[1][2]),
+                                 (grid[2][0], grid[3][0]), (grid[2][1], grid[3][1])], methods):
+        assert top.get_title() == iv._label(*m) and bottom.get_title().startswith("after")
+        assert top.get_position().x0 == pytest.approx(bottom.get_position().x0)
+        assert top.get_position().y0 > bottom.get_position().y0
+    fig.canvas.draw()
+    widths = [ax.get_window_extent().width for ax in axes if ax.get_visible()]
+    assert max(widths) - min(widths) < 1  # every panel the same width
+    wide = iv.plot_intervention(out, 0, "head", methods, ncols=5)
+    assert len(wide.axes) == 2 * 5 and all(ax.get_visible() for ax in wide.axes)
+    assert "positive mass" in wide.axes[5 + 1].get_title()  # row 2, the first map: its share on the head
 
 
 def test_a_network_in_training_mode_is_left_as_it_was_found():

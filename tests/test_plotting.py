@@ -190,6 +190,36 @@ def test_image_heatmap_grid_shares_one_scale(ds):
         P.image_heatmap_grid(ds.images[:2], heats[:3])
 
 
+def _registrations() -> dict:
+    from kmexplain_utils.architectures import BlockRegistration
+
+    return {f"B{b}": BlockRegistration(f"B{b}", f"layer{b}", (16 // 2**b,) * 2, (2.0**b,) * 2, (0.0, 0.0), 8,
+                                       (3.0, 3.0)) for b in range(1, 5)}
+
+
+def test_plot_block_centres_wraps_into_rows_with_the_legend_below(ds):
+    reg = _registrations()
+    one_row = P.plot_block_centres(ds.images[0], reg)
+    panels = [ax for ax in one_row.axes if ax.images]
+    assert len(panels) == 4 and len({round(ax.get_position().y0, 3) for ax in panels}) == 1
+    assert panels[-1].get_legend() is not None and not one_row.legends  # legend beside the last panel
+    grid = P.plot_block_centres(ds.images[0], reg, ncols=2)
+    panels = [ax for ax in grid.axes if ax.images]
+    assert [ax.get_title().split(":")[0] for ax in panels] == ["B1", "B2", "B3", "B4"]
+    rows = sorted({round(ax.get_position().y0, 3) for ax in panels})
+    assert len(rows) == 2 and len({round(ax.get_position().x0, 3) for ax in panels}) == 2
+    assert len(grid.legends) == 1 and not any(ax.get_legend() for ax in panels)
+    grid.canvas.draw()  # the legend sits below the lowest panel, not beside the panels
+    legend_top = grid.legends[0].get_window_extent().y1
+    assert legend_top <= min(ax.get_window_extent().y0 for ax in panels) + 1
+    wide = [ax.get_window_extent().width for ax in one_row.axes if ax.images]
+    assert min(ax.get_window_extent().width for ax in panels) >= 0.9 * min(wide)
+    three = P.plot_block_centres(ds.images[0], reg, ncols=3)
+    assert sum(ax.get_visible() for ax in three.axes if ax.images) == 4 and len(three.axes) == 6
+    with pytest.raises(ValueError, match="ncols"):
+        P.plot_block_centres(ds.images[0], reg, ncols=0)
+
+
 def test_nearest_images_grid_frames_other_classes(ds):
     labels = ds.labels
     same = torch.nonzero(labels == 0).flatten()[:2]

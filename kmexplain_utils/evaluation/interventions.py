@@ -807,14 +807,17 @@ def background_reading(df: Any, *, still: float = 0.9) -> str:
 
 
 def plot_intervention(out: dict, i: int, variant: str, methods: Sequence[tuple[str, str]],
-                      class_names: Sequence[str] | None = None):
+                      class_names: Sequence[str] | None = None, *, ncols: int = 3, size: float = 2.2):
     """One intervention as a picture: the scene before and after, and each method's map.
 
-    Top row: the original image (titled with the network's prediction and its probability) and
-    each map of ``methods`` on it. Bottom row: the scene after the intervention (its prediction
-    and probability); for ``variant="distractors"`` each map recomputed on it, for a removed part
-    (``variant`` a part name) each map with the part's footprint outlined and titled with its
-    share of the map's positive mass, and the part's rank by mass against its rank by drop.
+    The panels come in pairs, one above the other: on top the original image (titled with the
+    network's prediction and its probability) or a map of ``methods`` on it; below, the scene
+    after the intervention (its prediction and probability) or, for ``variant="distractors"``,
+    the map recomputed on it, for a removed part (``variant`` a part name) the same map with
+    the part's footprint outlined and titled with its share of the map's positive mass. The
+    pairs run left to right, ``ncols`` to a row (the image first, then ``methods`` in order),
+    and wrap into further pairs of rows, so that each panel keeps its width in a narrow text
+    column.
 
     Parameters
     ----------
@@ -827,6 +830,17 @@ def plot_intervention(out: dict, i: int, variant: str, methods: Sequence[tuple[s
     methods : sequence of (level, method)
         Keys of ``out["maps"]``.
     class_names : sequence of str, optional
+    ncols : int, default 3
+        Pairs (columns) per row: 1 + ``len(methods)`` pairs take ``ceil((1 + len(methods)) /
+        ncols)`` pairs of rows. Three columns keep each panel above 160 px in a 736 px column.
+    size : float, default 2.2
+        Inches per panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``2 * ceil((1 + len(methods)) / ncols)`` rows of ``min(ncols, 1 + len(methods))`` axes;
+        the axes of unused slots are hidden.
     """
     import matplotlib.pyplot as plt
 
@@ -838,11 +852,28 @@ def plot_intervention(out: dict, i: int, variant: str, methods: Sequence[tuple[s
     missing = [m for m in methods if m not in out["maps"]]
     if missing:
         raise ValueError(f"no maps {missing}; available: {sorted(out['maps'])}")
+    if int(ncols) < 1:
+        raise ValueError(f"ncols must be at least 1 (pairs of panels per row), got {ncols}")
     key = "no distractors" if variant == "distractors" else f"-{variant}"
     after_img = sc.no_distractors if variant == "distractors" else sc.without[variant]
     names = list(class_names) if class_names is not None else None
-    fig, axes = plt.subplots(2, 1 + len(methods), figsize=(2.0 * (1 + len(methods)), 4.6), layout="constrained",
-                             squeeze=False)
+    n_items = 1 + len(methods)
+    ncols = min(int(ncols), n_items)
+    blocks = -(-n_items // ncols)
+    gap = 0.4  # inches between pairs of rows, more than inside a pair
+    height = (size + 0.5) * 2 * blocks + gap * (blocks - 1)
+    fig = plt.figure(figsize=(size * ncols, height), layout="constrained")
+    subs = fig.subfigures(blocks, 1, hspace=gap / height, squeeze=False)[:, 0]
+    grid = np.concatenate([sub.subplots(2, ncols, squeeze=False) for sub in subs])  # a block: two rows
+    # pair j: its panel before (top) and after (bottom)
+    pairs = [(grid[2 * (j // ncols), j % ncols], grid[2 * (j // ncols) + 1, j % ncols]) for j in range(n_items)]
+    for ax in grid.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for j in range(n_items, blocks * ncols):
+        grid[2 * (j // ncols), j % ncols].set_visible(False)
+        grid[2 * (j // ncols) + 1, j % ncols].set_visible(False)
+    after_word = "without distractors" if variant == "distractors" else f"without {variant}"
 
     def title(v: str) -> str:
         s = out["scores"]["network"][v][i]
@@ -851,32 +882,28 @@ def plot_intervention(out: dict, i: int, variant: str, methods: Sequence[tuple[s
         return f"{names[c] if names else c}\np = {p:.2f}"
 
     for r, (img, v) in enumerate(((sc.images, "original"), (after_img, key))):
-        axes[r, 0].imshow(img[i].permute(1, 2, 0).numpy())
-        axes[r, 0].set_title(("original: " if r == 0 else ("without distractors: " if variant == "distractors"
-                                                              else f"without {variant}: ")) + title(v), fontsize=7)
+        pairs[0][r].imshow(img[i].permute(1, 2, 0).numpy())
+        pairs[0][r].set_title(("original: " if r == 0 else f"{after_word}: ") + title(v), fontsize=7)
     foot = sc.footprints.get(variant) if variant != "distractors" else sc.distractor_pixels
-    for j, m in enumerate(methods, start=1):
+    for (top, bottom), m in zip(pairs[1:], methods):
         mp = out["maps"][m][0][i]
         lim = float(mp.abs().max()) or 1.0
-        axes[0, j].imshow(mp.numpy(), cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim)
-        axes[0, j].set_title(_label(*m), fontsize=7)
+        top.imshow(mp.numpy(), cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim)
+        top.set_title(_label(*m), fontsize=7)
         if variant == "distractors":
             mp2 = out["maps_no_distractors"][m][0][i]
             lim2 = float(mp2.abs().max()) or 1.0
-            axes[1, j].imshow(mp2.numpy(), cmap=DIVERGING_CMAP, vmin=-lim2, vmax=lim2)
+            bottom.imshow(mp2.numpy(), cmap=DIVERGING_CMAP, vmin=-lim2, vmax=lim2)
             on = foot[i]
             peak = bool(on.flatten()[int(mp.flatten().argmax())]) if on.any() else False
-            axes[1, j].set_title(f"after; before, its peak {'was' if peak else 'was not'}\non a distractor",
-                                 fontsize=7)
+            bottom.set_title(f"after; before, its peak {'was' if peak else 'was not'}\non a distractor",
+                             fontsize=7)
         else:
-            axes[1, j].imshow(mp.numpy(), cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim)
-            axes[1, j].contour(foot[i].numpy().astype(float), levels=[0.5], colors="k", linewidths=0.8)
+            bottom.imshow(mp.numpy(), cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim)
+            bottom.contour(foot[i].numpy().astype(float), levels=[0.5], colors="k", linewidths=0.8)
             pos = mp.clamp_min(0)
             share = float((pos * foot[i]).sum() / pos.sum().clamp_min(1e-12))
-            axes[1, j].set_title(f"{share:.0%} of its positive mass\non the {variant}", fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+            bottom.set_title(f"{share:.0%} of its positive mass\non the {variant}", fontsize=7)
     return fig
 
 
