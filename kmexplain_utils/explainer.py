@@ -124,15 +124,20 @@ class Explanation:
             return str(self.class_names[int(label)])
         return str(label)
 
-    def plot(self, i: int = 0, ax: Any = None):
-        """Image, attribution, contrastive and concept maps of image ``i`` in a row.
+    def plot(self, i: int = 0, ax: Any = None, *, ncols: int = 2, size: float = 2.8):
+        """Image, attribution, contrastive and concept maps of image ``i`` in a grid.
 
         Parameters
         ----------
         i : int
             Image of the batch.
         ax : sequence of 4 Axes, optional
-            Where to draw; default a new figure.
+            Where to draw (in this order); default a new figure.
+        ncols : int, default 2
+            Panels per row of a new figure: the default 2 x 2 grid keeps every panel wider
+            than 160 px on a 736 px text column, colour bars included; 4 gives one row.
+        size : float, default 2.8
+            Inches per panel (with its colour bar) of a new figure.
 
         Returns
         -------
@@ -145,7 +150,14 @@ class Explanation:
         if not 0 <= int(i) < len(self):
             raise IndexError(f"image {i} is not in this explanation of {len(self)} image(s)")
         if ax is None:
-            fig, axes = plt.subplots(1, 4, figsize=(10, 2.8), layout="constrained")
+            if int(ncols) not in (1, 2, 3, 4):
+                raise ValueError(f"ncols must be 1, 2, 3 or 4 panels per row, got {ncols}")
+            nrows = -(-4 // int(ncols))
+            fig, grid = plt.subplots(nrows, int(ncols), figsize=(size * int(ncols), size * nrows),
+                                     squeeze=False, layout="constrained")
+            axes = list(grid.reshape(-1))
+            for a in axes[4:]:
+                a.axis("off")
         else:
             axes = list(ax)
             if len(axes) != 4:

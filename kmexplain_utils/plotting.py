@@ -1321,8 +1321,15 @@ def plot_explanations(
     heads = (["image"] if with_image else []) + (["parts"] if parts is not None else []) + list(columns)
     if not heads:
         raise ValueError("nothing to draw: no image column, no parts and no maps")
+    # the height holds what sits under the panels too, so that the square panels keep ``size``
+    # inches of width: captions under every row, the colour bars and the legends under the columns
+    lists = [] if concept_names is None else (
+        list(concept_names.values()) if isinstance(concept_names, dict) else [concept_names])
+    n_legend = max([len(v) for v in lists] + [len(part_names or [1]) - 1 if parts is not None else 0])
+    has_bar = colorbar and any(m.is_floating_point() for m in columns.values())
+    under = 0.18 * n * bool(panel_titles) + 0.45 * has_bar + (0.14 * n_legend + 0.25) * (n_legend > 0)
     fig, axes = plt.subplots(
-        n, len(heads), figsize=(size * len(heads) + 0.9, size * n + 0.5 + 0.3 * (title is not None)),
+        n, len(heads), figsize=(size * len(heads) + 0.9, size * n + 0.5 + 0.3 * (title is not None) + under),
         squeeze=False, layout="constrained",
     )
     n_parts = len(part_names) if part_names is not None else (int(parts.max()) + 1 if parts is not None else 0)
@@ -1611,7 +1618,7 @@ def plot_block_centres(
     measured: dict[str, Any] | None = None,
     *,
     size: float = 2.2,
-    ncols: int | None = None,
+    ncols: int = 2,
 ):
     """Where each block's positions sit on one image: registered centres against the cell convention.
 
@@ -1631,10 +1638,9 @@ def plot_block_centres(
         :func:`kmexplain_utils.receptive_field.receptive_field_centres` of the same model.
     size : float
         Inches per panel.
-    ncols : int, optional
-        Panels per row (default: all blocks in one row, the legend beside the last panel).
-        With fewer columns than blocks the panels wrap into rows and the legend goes below
-        them, so that each panel keeps its width in a narrow text column.
+    ncols : int, default 2
+        Panels per row: four blocks make a 2 x 2 grid, so that each panel stays wider than
+        160 px on a 736 px text column (the legend sits under the grid, not beside it).
 
     Returns
     -------
@@ -1644,16 +1650,15 @@ def plot_block_centres(
 
     img = to_numpy_image(image)
     names = list(registration)
-    if ncols is not None and int(ncols) < 1:
-        raise ValueError(f"ncols must be at least 1, got {ncols}")
-    ncols = len(names) if ncols is None else min(int(ncols), len(names))
+    if int(ncols) < 1:
+        raise ValueError(f"ncols must be a positive number of panels per row, got {ncols}")
+    ncols = min(int(ncols), len(names))
     nrows = -(-len(names) // ncols)
-    title_in = 0.6 if measured is not None else 0.3  # three title lines with ``measured``, one without
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + title_in) * nrows + 0.3 * (nrows > 1)),
-                             squeeze=False, layout="constrained")
-    for ax in axes.flat[len(names):]:
-        ax.set_visible(False)
-    for name, ax in zip(names, axes.flat):
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.6) * nrows + 0.3), squeeze=False,
+                             layout="constrained")
+    for ax in axes.reshape(-1)[len(names):]:
+        ax.axis("off")
+    for name, ax in zip(names, axes.reshape(-1)):
         r = registration[name]
         ax.imshow(img, interpolation="nearest")
         rows, cols = r.centres()
@@ -1676,11 +1681,8 @@ def plot_block_centres(
                       f"cell {r.stride[1] * j + (r.stride[1] - 1) / 2:g}")
         _clean(ax, title)
         ax.title.set_fontsize(7)
-    if nrows == 1:
-        axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0.0)
-    else:
-        last = axes.flat[len(names) - 1]  # the coarsest block draws the largest markers
-        fig.legend(*last.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=7, markerscale=3)  # under the grid
     return fig
 
 

@@ -37,9 +37,9 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
         "ch00-010": {"alt": "Gallery of the first test image of each class, one row per class, each image beside the "
                             "same image with its parts painted opaque: body, head, tail, legs and marking in one "
                             "colour each, named in a legend, the background left as it is."},
-        "ch00-014": {"alt": "Four rows of class pairs from the training set: in the left pair of each row the two "
-                            "creatures differ only in the head's colour, in the right pair only in the tail (its "
-                            "shape, and the colour that goes with it)."},
+        "ch00-014": {"alt": "Four rows of class pairs from the training set, one pair per row: in the top two "
+                            "rows the two creatures differ only in the head's colour, in the bottom two rows only "
+                            "in the tail (its shape, and the colour that goes with it)."},
         "ch00-016": {"alt": "MNIST digits 0 to 3, one test image each in the top row, and below each digit its "
                             "stroke mask in black and white."},
         "ch00-016b": {"alt": "Gallery of the run's own data set when it is not the generated one (in the paper "
@@ -104,8 +104,9 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
     "04_multiblock": {
         "cell-004b": {"alt": "One image shown four times with the grids of blocks B1 to B4 drawn over it, from fine "
                              "to coarse; a plus sign marks one point and the cells holding it are nested."},
-        "1f51f4eb": {"alt": "Four panels, one per block B1 to B4, each showing the image with white dots at the "
-                            "registered position centres and red crosses at the grid-cell centres."},
+        "1f51f4eb": {"alt": "Four panels in a two-by-two grid, one per block B1 to B4, each showing the image "
+                            "with white dots at the registered position centres and red crosses at the grid-cell "
+                            "centres."},
         "25bce981b": {"alt": "Bar chart of each block's share of the squared norms of the B1234 position vectors, "
                             "without scaling (grey) and after dividing each block by its scale (blue), with a "
                             "dashed line at an equal share.",
@@ -118,9 +119,10 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "legend per row naming that level's concepts by their majority part."},
         "cell-014": {"alt": "One row per B234 concept, labelled with its majority part, each showing three training "
                             "patches nearest to the concept's centroid, with a box one stride wide outlined."},
-        "346fc7b5": {"alt": "The Explainer's figure for one test image at level B234: the image, the attribution "
-                            "map of the predicted class, the contrastive map against the runner-up, and the concept "
-                            "map, with a legend naming each concept by its majority part."},
+        "346fc7b5": {"alt": "The Explainer's figure for one test image at level B234, four panels in a two-by-two "
+                            "grid: the image, the attribution map of the predicted class, the contrastive map "
+                            "against the runner-up, and the concept map, with a legend under the grid naming each "
+                            "concept by its majority part."},
         "cell-020": {"alt": "Static version of the explorer at B234: for each showcase image, its ground-truth parts "
                             "over the image, its concept map (concepts named in the legend) and the attribution map "
                             "of the winning prototype."},

@@ -171,7 +171,11 @@ def test_registered_maps_differ_from_the_cell_convention(data) -> None:
 
 
 def test_plot(fitted: Explainer, data) -> None:
+    import io
+
     import matplotlib
+
+    from kmexplain_utils.chapters.figure_log import image_panel_fractions, png_width
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -180,7 +184,21 @@ def test_plot(fitted: Explainer, data) -> None:
     e = fitted.explain(x[:2])
     fig = e.plot(1)
     assert len(fig.axes) >= 4
+    # default: a 2 x 2 grid, every image panel wider than 170 px on a 736 px text column at 100 dpi
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 4
+    rows = {round(ax.get_position().y0 + ax.get_position().height / 2, 1) for ax in panels}
+    assert len(rows) == 2  # panel centres on two heights (colour bars shift the heat maps a little)
+    fig.set_dpi(100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    assert min(image_panel_fractions(fig)) * min(png_width(buf.getvalue()), 736) >= 170
     plt.close(fig)
+    row = e.plot(1, ncols=4)  # one row on request
+    assert len({round(ax.get_position().y0 + ax.get_position().height / 2, 1) for ax in row.axes if ax.images}) == 1
+    plt.close(row)
+    with pytest.raises(ValueError, match="ncols must be 1, 2, 3 or 4"):
+        e.plot(1, ncols=5)
     with pytest.raises(IndexError, match="not in this explanation"):
         e.plot(5)
 

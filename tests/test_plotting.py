@@ -28,6 +28,18 @@ def ds() -> ImageSet:
     return make_parts(32, image_size=16, seed=0)
 
 
+def _narrowest_panel_px(fig: Figure, column_px: int = 736, dpi: int = 100) -> float:
+    """The narrowest image panel's width on a page whose text column is ``column_px`` wide."""
+    import io
+
+    from kmexplain_utils.chapters.figure_log import image_panel_fractions, png_width
+
+    fig.set_dpi(dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return min(image_panel_fractions(fig)) * min(png_width(buf.getvalue()), column_px)
+
+
 def test_part_colors_are_fixed_and_background_grey():
     from matplotlib.colors import to_rgb
 
@@ -199,11 +211,11 @@ def _registrations() -> dict:
 
 def test_plot_block_centres_wraps_into_rows_with_the_legend_below(ds):
     reg = _registrations()
-    one_row = P.plot_block_centres(ds.images[0], reg)
+    one_row = P.plot_block_centres(ds.images[0], reg, ncols=4)
     panels = [ax for ax in one_row.axes if ax.images]
     assert len(panels) == 4 and len({round(ax.get_position().y0, 3) for ax in panels}) == 1
-    assert panels[-1].get_legend() is not None and not one_row.legends  # legend beside the last panel
-    grid = P.plot_block_centres(ds.images[0], reg, ncols=2)
+    assert len(one_row.legends) == 1  # one legend, under the row
+    grid = P.plot_block_centres(ds.images[0], reg)  # the default: 2 x 2
     panels = [ax for ax in grid.axes if ax.images]
     assert [ax.get_title().split(":")[0] for ax in panels] == ["B1", "B2", "B3", "B4"]
     rows = sorted({round(ax.get_position().y0, 3) for ax in panels})
@@ -280,6 +292,52 @@ def test_plot_explanations_layout(ds):
     assert torch.equal(attribution, keep)
     with pytest.raises(ValueError, match="column 'bad'"):
         P.plot_explanations(ds.images[:n], {"bad": torch.zeros(2, 4, 4)})
+
+
+def test_plot_explanations_keeps_panels_wide_under_legends_and_colour_bars(ds):
+    # the explorer's static figure: 4 rows x 3 maps, legends and a colour bar under the columns
+    n = 4
+    names = [f"C{k}: background 52 %, head 37 %" for k in range(8)]
+    fig = P.plot_explanations(
+        ds.images[:n], {"concepts": torch.randint(0, 8, (n, 8, 8)), "attribution": torch.randn(n, 8, 8)},
+        parts=ds.parts[:n], part_names=ds.part_names, row_labels=list("abcd"),
+        panel_titles={"attribution": ["x"] * n}, n_concepts=8, size=2.2, with_image=False,
+        concept_names=names, title="t",
+    )
+    # the height holds the legends: the square panels are as wide as the figure allows
+    assert _narrowest_panel_px(fig) >= 190
+    width = [ax.get_position().width * fig.get_figwidth() for ax in fig.axes if ax.images]
+    assert min(width) >= 0.9 * 2.2
+
+
+def _fake_registration(blocks: int = 4, size: int = 16) -> dict:
+    from types import SimpleNamespace
+
+    reg = {}
+    for b in range(blocks):
+        s, g = 2 ** (b + 1), size // 2 ** (b + 1)
+        centres = (lambda s=s, g=g: (torch.arange(g) * s + s / 2 - 0.5, torch.arange(g) * s + s / 2 - 0.5))
+        reg[f"B{b + 1}"] = SimpleNamespace(stride=(s, s), offset=(s / 2 - 0.5, s / 2 - 0.5), grid_size=(g, g),
+                                           centres=centres)
+    return reg
+
+
+def test_plot_block_centres_wraps_into_a_grid(ds):
+    reg = _fake_registration()
+    fig = P.plot_block_centres(ds.images[0], reg)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title().split(":")[0] for ax in panels] == ["B1", "B2", "B3", "B4"]
+    # default two per row: a 2 x 2 grid, every panel wider than 160 px on a 736 px column
+    assert len({round(ax.get_position().y0, 3) for ax in panels}) == 2
+    assert len({round(ax.get_position().x0, 3) for ax in panels}) == 2
+    assert _narrowest_panel_px(fig) >= 170
+    assert len(fig.legends) == 1  # one legend, under the grid
+    row = P.plot_block_centres(ds.images[0], reg, ncols=4)
+    assert len({round(ax.get_position().y0, 3) for ax in row.axes if ax.images}) == 1
+    odd = P.plot_block_centres(ds.images[0], _fake_registration(3), ncols=2)
+    assert sum(ax.get_visible() and ax.axison for ax in odd.axes) == 3  # the fourth cell is switched off
+    with pytest.raises(ValueError, match="ncols must be a positive"):
+        P.plot_block_centres(ds.images[0], reg, ncols=0)
 
 
 # ---------------------------------------------------------------- chapters 3-4: contributions, block scaling, patches, grids
