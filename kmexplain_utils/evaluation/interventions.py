@@ -59,6 +59,7 @@ __all__ = [
     "background_reading",
     "deciding_part",
     "intervention_effects",
+    "intervention_profile",
     "intervention_table",
     "measure_interventions",
     "part_masses",
@@ -76,6 +77,36 @@ __all__ = [
 
 #: the class attributes of the generated creatures, each carried by the part of the same name
 ATTRIBUTES = ("head", "tail", "marking")
+
+def intervention_profile(profile: Any) -> Any:
+    """The profile whose data can be re-rendered: ``profile`` itself on the generated benchmark.
+
+    Interventions re-render scenes, so they need the generated data set (``"parts"``): the
+    photographs of CUB-200-2011 or Oxford-IIIT Pet cannot be redrawn without a part. For such a
+    profile this returns the generated benchmark's profile of the same scale: ``"smoke"`` for a
+    smoke profile (e.g. ``"paper-smoke"``), else ``"quick"``.
+
+    Parameters
+    ----------
+    profile : Profile
+        The run's profile (:func:`kmexplain_utils.config.get_profile`).
+
+    Returns
+    -------
+    Profile
+
+    Examples
+    --------
+    >>> from kmexplain_utils.config import get_profile
+    >>> intervention_profile(get_profile("paper-smoke")).name, intervention_profile(get_profile("quick")).name
+    ('smoke', 'quick')
+    """
+    from ..config import get_profile
+
+    if profile.dataset == "parts":
+        return profile
+    return get_profile("smoke" if profile.name.endswith("smoke") else "quick")
+
 
 #: metric name -> what it is (merged into :data:`kmexplain_utils.evaluation.run.METRICS`)
 INTERVENTION_METRICS: dict[str, str] = {
