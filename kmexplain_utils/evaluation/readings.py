@@ -55,12 +55,14 @@ from .run import (
 from .run import k_cost as _k_cost_table
 
 __all__ = [
+    "ATTRIBUTION_COLUMNS",
     "Check",
     "HEAD_TOLERANCE",
     "IDENTITY_TOLERANCE",
     "MIN_SANITY_IMAGES",
     "PURITY_SPREAD",
     "Reading",
+    "TRANSFER_COLUMNS",
     "ablation_table",
     "accuracy",
     "attribution",
@@ -631,8 +633,9 @@ def sanity(df: Any) -> Reading:
 
 
 # ----------------------------------------------------------------------------- tables the chapter shows
-#: attribution metrics: the main table's columns, then the transfer columns (k-means maps on the linear head)
+#: the attribution metrics of chapter 5's main table (:func:`attribution_tables`)
 ATTRIBUTION_COLUMNS = ("deletion_auc", "insertion_auc", "pointing_game", "energy_in_mask")
+#: the transfer columns: the k-means maps scored on the linear head (:func:`attribution_tables`)
 TRANSFER_COLUMNS = ("deletion_auc_transfer", "insertion_auc_transfer")
 
 
