@@ -1540,11 +1540,10 @@ def plot_concept_patches(
             # every panel is the same window about the position's centre: a patch at the border
             # keeps its panel's size, the part outside the image left grey
             geo = near.geometry if near.geometry is not None else infer_geometry(near.grid, near.image_size)
-            cy = geo.stride[0] * int(near.yx[j][0]) + geo.offset[0]
-            cx = geo.stride[1] * int(near.yx[j][1]) + geo.offset[1]
+            rows, cols = geo.centres(near.grid)
+            cy, cx = float(rows[int(near.yx[j][0])]), float(cols[int(near.yx[j][1])])
             hh, hw = 0.5 * geo.stride[0] * context, 0.5 * geo.stride[1] * context
             ax.imshow(img, interpolation="nearest")
-            ax.set_facecolor("0.85")
             ax.set_xlim(cx - hw, cx + hw)
             ax.set_ylim(cy + hh, cy - hh)
             ax.add_patch(Rectangle((cl - 0.5, ct - 0.5), cr - cl, cb - ct, fill=False,
