@@ -38,6 +38,14 @@ def test_profiles_grow_from_smoke_to_paper():
     assert smoke.image_size <= quick.image_size < paper.image_size
 
 
+def test_quick_training_stays_inside_the_build_budget():
+    """The quick recipe (8,000 x 6 epochs, batches of 32; design v3 needs it) costs at most 1.5x the
+    image passes of the former 4,000 x 10, measured at 1.4x its CPU time (kmexplain_utils.data.parts)."""
+    quick = config.get_profile("quick")
+    assert quick.n_train * quick.epochs <= 1.5 * 4000 * 10
+    assert quick.n_train // quick.batch_size * quick.epochs >= 1500  # v3's marking needs the steps
+
+
 def test_paper_profiles_are_cub_and_pets_with_the_same_recipe():
     paper, pets = config.get_profile("paper"), config.get_profile("paper-pets")
     assert (paper.dataset, pets.dataset) == ("cub", "pets")

@@ -95,7 +95,7 @@ def test_types_shapes_and_value_range(small):
     assert small.objects.dtype == torch.bool
     assert small.labels.dtype == torch.int64
     assert small.part_names == PART_NAMES and small.part_names[0] == "background"
-    assert small.class_names == CLASS_NAMES and small.n_classes == 8
+    assert small.class_names == class_names("v2") and small.n_classes == 8
     assert int(small.parts.min()) == 0 and int(small.parts.max()) == len(PART_NAMES) - 1
 
 
