@@ -154,6 +154,9 @@ def test_a_reading_shows_as_markdown():
 
 def test_accuracy_quotes_its_records_and_takes_each_branch():
     r = readings.accuracy(records())
+    assert "The network (its linear head) reaches 97.0 % to 97.0 % test accuracy over the 3 seed(s)." in r
+    spread = readings.accuracy(records({("B4", "linear", "accuracy", 1): 0.955}))
+    assert "reaches 95.5 % to 97.0 % test accuracy" in spread
     assert "B4 features: 96.5 % against 97.0 % for the linear head" in r
     assert "a change of -0.5 points, negligible" in r and r.values["head_ok"]
     assert "B234 minus B4: -1.5 points on average (higher on 0 seed(s), lower on 3 of 3)" in r
@@ -342,6 +345,7 @@ CONTRADICTIONS = [
     (readings.check_gradcam_identity, lambda: records({("B4", "cam", "gradcam_identity_error", 2): 1e-3})),
     (readings.check_ceiling, lambda: records({("B1234", "concepts", "ami_object"): 0.85})),
     (readings.check_head, lambda: records({("B4", "kmeans", "accuracy"): 0.95})),
+    (readings.check_network, lambda: records({("B4", "linear", "accuracy", 2): 0.949})),
     (readings.check_prototypes, lambda: records({("B4", "kmeans", "prototype_nn_ratio"): 1.6})),
     (readings.check_prototypes, lambda: records({("B4", "linear-rescaled", "prototype_nn_ratio"): 1.2})),
     (readings.check_purity_spread, lambda: records({("B4", "concepts", "purity"): 0.70})),
@@ -420,6 +424,14 @@ def test_chapter_checks_all_hold_on_consistent_records_and_name_what_fails():
     checks = readings.chapter_checks(df, all_texts(df), smoke=False, **kw)
     assert len(checks) == 19 and all(c.ok for c in checks), [c.message for c in checks if not c.ok]
     assert len(readings.chapter_checks(df, all_texts(df), smoke=True, **kw)) == 8
+    on_parts = readings.chapter_checks(df, all_texts(df), smoke=False, dataset="parts", **kw)
+    assert len(on_parts) == 20 and all(c.ok for c in on_parts) and "network" in [c.name for c in on_parts]
+    weak = records({("B4", "linear", "accuracy", 0): 0.93})  # a seed under NETWORK_ACCURACY
+    failed = [c.name for c in readings.chapter_checks(weak, all_texts(weak), smoke=False, dataset="parts", **kw)
+              if not c.ok]
+    assert failed == ["network"]
+    assert "network" not in [c.name for c in readings.chapter_checks(weak, all_texts(weak), smoke=False,
+                                                                      dataset="cub", **kw)]
     bad = records({("B234", "kmeans", "deletion_auc"): 0.9})
     failed = [c.name for c in readings.chapter_checks(bad, all_texts(bad), smoke=False, **kw) if not c.ok]
     assert failed == ["deletion vs random"]
