@@ -35,6 +35,7 @@ BASE = {
     **{(lv, "ceiling", "ami_object"): v for lv, v in [("B4", 0.45), ("B234", 0.70), ("B1234", 0.80)]},
     **{(lv, "ceiling", "miou"): v for lv, v in [("B4", 0.50), ("B234", 0.71), ("B1234", 0.81)]},
     ("pixel", "kmeans-rgb", "ami_object"): 0.58, ("pixel", "kmeans-rgbxy", "ami_object"): 0.38,
+    ("pixel", "kmeans-rgb", "miou"): 0.17, ("pixel", "kmeans-rgbxy", "miou"): 0.25,
     ("B4", "nmf", "ami_object"): 0.18, ("B234", "nmf", "ami_object"): 0.26,
     ("B4", "concepts", "miou_floor"): 0.13,
     # the first edition's cell registration
@@ -187,7 +188,15 @@ def test_fidelity_quotes_its_records_and_takes_each_branch():
     assert "colour + position: 0.380, colour alone 0.580; B234 beats neither" in r
     assert "colour alone finds the parts better than the concepts do" in r
     assert "NMF on B234's position vectors: 0.260; k-means concepts beat it" in r
-    assert "mIoU: B234 0.270, B4 0.210, ceiling 0.710, floor 0.130" in r
+    assert "mIoU: B234 0.270, B4 0.210, ceiling 0.710, floor 0.130; colour alone 0.170, colour + position " \
+           "0.250: on mIoU B4 beats colour alone, not colour + position and B234 both." in r
+    no_better = readings.fidelity(records({("pixel", "kmeans-rgb", "miou"): 0.22}))
+    assert "on mIoU B4 beats neither and B234 both (on this measure B4's concept map is no better a part " \
+           "map than colour clusters)" in no_better
+    assert readings.check_fidelity_text(records(), r).ok and not readings.check_fidelity_text(
+        records({("pixel", "kmeans-rgb", "miou"): 0.22}), r).ok
+    without = readings.fidelity(records().query("not (level == 'pixel' and metric == 'miou')"))
+    assert "floor 0.130. Plain purity" in without  # no colour mIoU recorded: nothing said about it
     assert "spans 0.860 to 0.890 across levels: it says almost nothing" in r
     # the control explains the gain; no gain at all
     assert "a finer grid alone accounts" in readings.fidelity(records({(CONTROL, "concepts", "ami_object"): 0.30}))
@@ -255,6 +264,11 @@ def test_keypoints_reading_each_branch():
     assert "AMI B234 0.200, B4 0.100" in r
     assert "(B4@B234-grid 0.120)" in r and "the same order as object pixels" in r
     assert "B4: 30 % of 12, chance 40 %; " in r
+    df = records()  # K is chosen per level and seed: each level quotes its own number of prototypes
+    df.loc[(df["level"] == "B234") & (df["metric"] == "part_consistency") & (df["seed"] == SEEDS[1]), "n"] = 24
+    df.loc[(df["level"] == "B1234") & (df["metric"] == "part_consistency"), "n"] = 8
+    per_level = readings.keypoints(df, "parts", "part masks")
+    assert "B4: 30 % of 12, chance 40 %; B234: 50 % of 12–24, chance 40 %; B1234: 55 % of 8," in per_level
     assert "above its chance level at B234, B1234, not at B4." in r
     own = readings.keypoints(records({("B4", "concepts", "keypoint_ami"): 0.3}), "cub", "keypoints")
     assert "the 40 keypoints CUB-200-2011 marks" in own and "the reverse of object pixels" in own

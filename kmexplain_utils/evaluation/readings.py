@@ -250,10 +250,35 @@ def _fidelity_numbers(df: Any) -> dict[str, Any]:
         ceiling_miou=({lv: _mean(df, lv, "ceiling", "miou") for lv in levels}),
         rgb=_mean(df, "pixel", "kmeans-rgb", "ami_object"),
         rgbxy=_mean(df, "pixel", "kmeans-rgbxy", "ami_object"),
+        rgb_miou=_mean(df, "pixel", "kmeans-rgb", "miou"),
+        rgbxy_miou=_mean(df, "pixel", "kmeans-rgbxy", "miou"),
         nmf=({lv: _mean(df, lv, "nmf", "ami_object") for lv in ("B4", "B234")}),
         floor=_mean(df, "B4", "concepts", "miou_floor"),
         purity=({lv: _mean(df, lv, "concepts", "purity") for lv in levels}),
     )
+
+
+def _beats_colour(score: float, rgb: float, rgbxy: float) -> str:
+    """Which colour baselines a level's score beats, in words."""
+    if score > rgb and score > rgbxy:
+        return "both"
+    if score > rgbxy:
+        return "colour + position, not colour alone"
+    if score > rgb:
+        return "colour alone, not colour + position"
+    return "neither"
+
+
+def _miou_colour(v: Mapping[str, Any]) -> str:
+    """The mIoU sentence's comparison of B4 and B234 with the colour baselines (empty without them)."""
+    if math.isnan(v["rgb_miou"]) or math.isnan(v["rgbxy_miou"]):
+        return ""
+    b4, b234 = (_beats_colour(v["miou"][lv], v["rgb_miou"], v["rgbxy_miou"]) for lv in ("B4", "B234"))
+    text = (f"; colour alone {v['rgb_miou']:.3f}, colour + position {v['rgbxy_miou']:.3f}: on mIoU B4 beats "
+            f"{b4} and B234 {b234}")
+    if v["miou"]["B4"] <= v["rgb_miou"]:
+        text += " (on this measure B4's concept map is no better a part map than colour clusters)"
+    return text
 
 
 def _control_explains(depth_gain: float, control_gap: float) -> bool:
@@ -276,7 +301,7 @@ def fidelity(df: Any) -> Reading:
     -------
     Reading
         values: ``ami``, ``nmi``, ``miou`` (level -> mean), ``ceiling``, ``ceiling_miou``, ``rgb``,
-        ``rgbxy``, ``nmf``, ``floor``, ``purity``, ``best_level``, ``depth_gain`` (B234 minus B4),
+        ``rgbxy``, ``rgb_miou``, ``rgbxy_miou``, ``nmf``, ``floor``, ``purity``, ``best_level``, ``depth_gain`` (B234 minus B4),
         ``control_gap`` (control minus B4), ``beats_rgb``, ``beats_rgbxy``, ``beats_nmf``,
         ``share_of_ceiling``.
     """
@@ -295,14 +320,7 @@ def fidelity(df: Any) -> Reading:
     else:
         control = "a finer grid alone accounts for much of the gain"
     beats_rgb, beats_rgbxy = ami["B234"] > v["rgb"], ami["B234"] > v["rgbxy"]
-    if beats_rgb and beats_rgbxy:
-        colour = "B234 beats both"
-    elif beats_rgbxy:
-        colour = "B234 beats colour + position, not colour alone"
-    elif beats_rgb:
-        colour = "B234 beats colour alone, not colour + position"
-    else:
-        colour = "B234 beats neither"
+    colour = "B234 beats " + _beats_colour(ami["B234"], v["rgb"], v["rgbxy"])
     if not beats_rgb:
         colour += ": here colour alone finds the parts better than the concepts do"
     beats_nmf = ami["B234"] > v["nmf"]["B234"]
@@ -318,7 +336,8 @@ def fidelity(df: Any) -> Reading:
         f"{100 * share['B4']:.0f} %. K-means on colour + position: {v['rgbxy']:.3f}, colour alone {v['rgb']:.3f}; "
         f"{colour}. NMF on B234's position vectors: {v['nmf']['B234']:.3f}; k-means concepts "
         f"{'beat' if beats_nmf else 'do not beat'} it. mIoU: B234 {v['miou']['B234']:.3f}, B4 "
-        f"{v['miou']['B4']:.3f}, ceiling {v['ceiling_miou']['B234']:.3f}, floor {v['floor']:.3f}. Plain purity "
+        f"{v['miou']['B4']:.3f}, ceiling {v['ceiling_miou']['B234']:.3f}, floor {v['floor']:.3f}"
+        f"{_miou_colour(v)}. Plain purity "
         f"spans {p_lo:.3f} to {p_hi:.3f} across levels: {purity_text}.")
     return Reading(text, dict(v, best_level=best, depth_gain=depth_gain, control_gap=control_gap,
                               beats_rgb=beats_rgb, beats_rgbxy=beats_rgbxy, beats_nmf=beats_nmf,
@@ -509,7 +528,15 @@ def _keypoint_numbers(df: Any) -> dict[str, Any]:
                 consistency={lv: _mean(df, lv, "kmeans", "part_consistency") for lv in cons_levels},
                 chance={lv: _mean(df, lv, "random", "part_consistency") for lv in cons_levels},
                 n_keypoints=int(df.loc[df["metric"] == "keypoint_ami", "n"].max()) if kp_levels else 0,
-                n_prototypes=int(kmeans_cons["n"].max()) if cons_levels else 0)
+                n_prototypes={lv: (int(kmeans_cons.loc[kmeans_cons["level"] == lv, "n"].min()),
+                                   int(kmeans_cons.loc[kmeans_cons["level"] == lv, "n"].max()))
+                              for lv in cons_levels})
+
+
+def _count_range(lo_hi: tuple[int, int]) -> str:
+    """``"32"`` or, when the seeds differ, ``"32–64"``."""
+    lo, hi = lo_hi
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
 def keypoints(df: Any, dataset: str, keypoint_source: str | None) -> Reading:
@@ -529,7 +556,8 @@ def keypoints(df: Any, dataset: str, keypoint_source: str | None) -> Reading:
     -------
     Reading
         values: ``kp_levels``, ``cons_levels``, ``kp_ami``, ``consistency``, ``chance``, ``above`` (the
-        levels above their chance level), ``n_keypoints``, ``n_prototypes``.
+        levels above their chance level), ``n_keypoints``, ``n_prototypes`` (level -> (fewest, most)
+        prototypes over the seeds: K is chosen per level and seed).
     """
     v = _keypoint_numbers(df)
     name = _DATASET_NAMES.get(dataset, repr(dataset))
@@ -549,7 +577,8 @@ def keypoints(df: Any, dataset: str, keypoint_source: str | None) -> Reading:
     cons, chance, levels = v["consistency"], v["chance"], v["cons_levels"]
     above = [lv for lv in levels if cons[lv] > chance[lv]]
     if levels:
-        per_level = "; ".join(f"{lv}: {100 * cons[lv]:.0f} % of {v['n_prototypes']}, chance {100 * chance[lv]:.0f} %"
+        per_level = "; ".join(f"{lv}: {100 * cons[lv]:.0f} % of {_count_range(v['n_prototypes'][lv])}, "
+                              f"chance {100 * chance[lv]:.0f} %"
                               for lv in levels)
         verdict = (f"above its chance level at {', '.join(above)}" if above else "at no level above its chance level")
         if above and len(above) < len(levels):
@@ -936,7 +965,7 @@ def check_keypoints(df: Any, keypoint_source: str | None) -> Check:
 
 
 def check_fidelity_text(df: Any, reading: Reading) -> Check:
-    """The fidelity reading's control and colour sentences follow the object-pixel AMIs of the records."""
+    """The fidelity reading's control and colour sentences follow the object-pixel AMIs and mIoUs of the records."""
     v = _fidelity_numbers(df)
     gain = v["ami"]["B234"] - v["ami"]["B4"]
     control = v["ami"]["B4@B234-grid"] - v["ami"]["B4"]
@@ -944,6 +973,8 @@ def check_fidelity_text(df: Any, reading: Reading) -> Check:
                     "does not explain the gain" if not _control_explains(gain, control) else "a finer grid alone")
     beats_rgb = v["ami"]["B234"] > v["rgb"]
     ok = want_control in reading and (("colour alone finds the parts better" in reading) == (not beats_rgb))
+    if not math.isnan(v["rgb_miou"]):  # the mIoU sentence says B4's concept map is no better than colour iff so
+        ok = ok and (("no better a part map than colour" in reading) == (v["miou"]["B4"] <= v["rgb_miou"]))
     return _check("fidelity text", ok, f"AMI B4 {v['ami']['B4']:.3f}, B234 {v['ami']['B234']:.3f}, control "
                   f"{v['ami']['B4@B234-grid']:.3f}, RGB {v['rgb']:.3f}; the text should say {want_control!r}")
 
