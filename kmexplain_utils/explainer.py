@@ -176,7 +176,8 @@ class Explanation:
         rival = short_label(self._name(_item(self.versus, i))) if self.versus is not None else "?"
         show_heatmap(self.images[i], self.contrastive[i].cpu(), ax=axes[2], diverging=True, colorbar=True,
                      title=f"contrastive:\n{tgt} rather than {rival}")
-        show_label_map(self.images[i], self.concepts[i].cpu(), ax=axes[3], background=False,
+        # alpha 1: the concept colours alone (no image colour shows through), on the image's grid
+        show_label_map(self.images[i], self.concepts[i].cpu(), ax=axes[3], background=False, alpha=1.0,
                        title=f"{self.level} concepts\n(K' = {int(self.concept_contributions.shape[1])})")
         return fig
 

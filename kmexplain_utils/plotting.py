@@ -511,6 +511,31 @@ def to_numpy_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
+def _grey_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The luminance of an image as a grey RGB image, to draw marks and labels over.
+
+    On images that use every palette colour, a coloured label or marker drawn
+    over the colour image can vanish into a part of the same hue; over the
+    luminance copy, every colour on top is the only colour.
+
+    Parameters
+    ----------
+    image : (3, H, W) or (H, W, 3) tensor/array in [0, 1], or (H, W)
+
+    Returns
+    -------
+    np.ndarray
+        (H, W, 3) float array, the three channels equal: ``0.299 R + 0.587 G + 0.114 B``
+        (ITU-R BT.601 luma).
+    """
+    img = to_numpy_image(image)
+    if img.ndim == 2:
+        lum = img
+    else:
+        lum = img[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=img.dtype)
+    return np.repeat(np.clip(lum, 0.0, 1.0)[..., None], 3, axis=-1)
+
+
 def _to_numpy_map(m: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     arr = m.detach().cpu().numpy().copy() if isinstance(m, torch.Tensor) else np.array(m, copy=True)
     if arr.ndim != 2:
@@ -620,6 +645,7 @@ def show_label_map(
     title: str | None = None,
     background: bool = True,
     geometry: Any = None,
+    grey: bool = True,
 ):
     """Overlay an integer label map (part map or concept map) on an image.
 
@@ -647,6 +673,10 @@ def show_label_map(
     geometry : GridGeometry, optional
         Where a coarse map's positions sit on the image; default stride
         ``H / h``, offset 0 (symmetric padding).
+    grey : bool, default True
+        Draw the image underneath as its luminance (BT.601 luma), so that
+        the only colours in the panel are the labels' and match the legend even
+        on images painted in the same palette; False keeps the image's colours.
 
     Returns
     -------
@@ -675,7 +705,7 @@ def show_label_map(
 
             geo = infer_geometry(lab.shape, (h, w)) if geometry is None else geometry
             lab = resample_labels(torch.from_numpy(lab), geo, (h, w)).numpy()
-        ax.imshow(img, interpolation="nearest")
+        ax.imshow(_grey_image(img) if grey else img, interpolation="nearest")
         over = rgba[lab].copy()
         over[..., 3] = alpha
         if background:
@@ -989,10 +1019,14 @@ def plot_dataset_gallery(
 def short_label(name: str, max_len: int = 12) -> str:
     """A class name short enough for a panel title.
 
-    Names of at most ``max_len`` characters are kept; longer ones keep the
-    first letters of every word (words split at ``-``, ``_`` and spaces,
-    separators kept), as many letters as fit: ``"red-pointed-striped"`` ->
-    ``"red-poi-str"``.
+    Names of at most ``max_len`` characters are kept. Longer ones are split
+    into words (at ``-``, ``_`` and spaces, separators kept) and every word
+    longer than ``k`` letters is cut to its first ``k``, with the largest
+    ``k >= 3`` that fits; a word of ``k + 1`` letters is kept whole rather
+    than cut by one (so that ``"warm"`` does not become ``"war"``):
+    ``"red-pointed-striped"`` -> ``"red-poi-str"``,
+    ``"warm-pointed-striped"`` -> ``"warm-poi-str"``. Names that do not fit
+    even so are cut to ``max_len`` letters of that form.
     """
     import re
 
@@ -1001,11 +1035,17 @@ def short_label(name: str, max_len: int = 12) -> str:
         return name
     tokens = re.split(r"([-_ ])", name)
     words, seps = tokens[0::2], tokens[1::2]
+
+    def cut(k: int, keep: int) -> str:
+        return "".join((w if len(w) <= keep else w[:k]) + (seps[i] if i < len(seps) else "")
+                       for i, w in enumerate(words))
+
     for k in range(max(len(w) for w in words), 0, -1):
-        short = "".join(w[:k] + (seps[i] if i < len(seps) else "") for i, w in enumerate(words))
-        if len(short) <= max_len:
-            return short
-    return name[:max_len]
+        for keep in ((k + 1, k) if k >= 3 else (k,)):
+            short = cut(k, keep)
+            if len(short) <= max_len:
+                return short
+    return cut(3, 4)[:max_len] if len(words) > 1 else name[:max_len]
 
 
 def _cpu_index(idx: Any) -> np.ndarray:
@@ -1621,7 +1661,8 @@ def plot_block_centres(
 ):
     """Where each block's positions sit on one image: registered centres against the cell convention.
 
-    One panel per block: the image, the registered centre ``s i + o`` of every
+    One panel per block: the image in grey (its luminance, so that no part
+    painted in a mark's colour hides the mark), the registered centre ``s i + o`` of every
     position (white dots, from :func:`kmexplain_utils.architectures.registration`)
     and the centre of each stride-wide grid cell, ``s i + (s - 1) / 2``, that
     bilinear resizing with ``align_corners=False`` assumes (red crosses). With
@@ -1659,7 +1700,7 @@ def plot_block_centres(
         ax.axis("off")
     for name, ax in zip(names, axes.reshape(-1)):
         r = registration[name]
-        ax.imshow(img, interpolation="nearest")
+        ax.imshow(_grey_image(img), interpolation="nearest")  # no red stripe hides a red cross
         rows, cols = r.centres()
         yy, xx = np.meshgrid(rows.numpy(), cols.numpy(), indexing="ij")
         cy = r.stride[0] * np.arange(r.grid_size[0]) + (r.stride[0] - 1) / 2

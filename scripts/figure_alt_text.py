@@ -89,14 +89,14 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
         "cell-020": {"alt": "For two test images: the concept map and a bar chart of each concept's contribution "
                             "to the score, bars coloured like the concepts and summing to the score; a legend names "
                             "each concept by its majority part."},
-        "cell-022": {"alt": "One row per test image: its parts over the image, the class activation map of the linear "
+        "cell-022": {"alt": "One row per test image: its parts over the image in grey, the class activation map of the linear "
                             "head and the k-means attribution map on the same positions, with the correlation of the "
                             "two maps under the k-means map."},
-        "7100db97a": {"alt": "A misclassified test image with its parts, the attribution map of the wrong winning "
-                            "class, and the contrastive map against the true class, red where the image looked more "
+        "7100db97a": {"alt": "A misclassified test image in its own colours, its parts over the image in "
+                            "grey, the attribution map of the wrong winning class, and the contrastive map against the true class, red where the image looked more "
                             "like the wrong class."},
         "cell-027": {"alt": "Static version of the explorer: for each showcase image, its ground-truth parts over "
-                            "the image, its B4 concept map (concepts named by majority part in the legend) and the "
+                            "the image in grey, its B4 concept map (concepts named by majority part in the legend) and the "
                             "attribution map of the winning prototype."},
         "cell-036": {"alt": "Bar chart of the concept contributions to one image's score with twice as many "
                             "concepts; the bars still sum to the same score."},
@@ -105,7 +105,7 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
         "cell-004b": {"alt": "One image shown four times with the grids of blocks B1 to B4 drawn over it, from fine "
                              "to coarse; a plus sign marks one point and the cells holding it are nested."},
         "1f51f4eb": {"alt": "Four panels in a two-by-two grid, one per block B1 to B4, each showing the image "
-                            "with white dots at the registered position centres and red crosses at the grid-cell "
+                            "in grey with white dots at the registered position centres and red crosses at the grid-cell "
                             "centres."},
         "25bce981b": {"alt": "Bar chart of each block's share of the squared norms of the B1234 position vectors, "
                             "without scaling (grey) and after dividing each block by its scale (blue), with a "
@@ -114,17 +114,18 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                                 "test images, before and after dividing each block by its scale; the dashed line is "
                                 "an equal share."},
         "cell-011": {"alt": "One column per showcase image (three): the first row shows the ground-truth parts over "
-                            "the image, each further row one level's concept map from B4 to B1234 and the B4 "
+                            "the image in grey, each further row one level's concept map from B4 to B1234 and the B4 "
                             "resolution control, drawn in the concept colours alone on the level's own grid, with a "
                             "legend per row naming that level's concepts by their majority part."},
         "cell-014": {"alt": "One row per B234 concept, labelled with its majority part, each showing three training "
-                            "patches nearest to the concept's centroid, with a box one stride wide outlined."},
+                            "patches nearest to the concept's centroid, six grid cells wide, with the position's own "
+                            "stride-wide cell outlined."},
         "346fc7b5": {"alt": "The Explainer's figure for one test image at level B234, four panels in a two-by-two "
                             "grid: the image, the attribution map of the predicted class, the contrastive map "
                             "against the runner-up, and the concept map, with a legend under the grid naming each "
                             "concept by its majority part."},
         "cell-020": {"alt": "Static version of the explorer at B234: for each showcase image, its ground-truth parts "
-                            "over the image, its concept map (concepts named in the legend) and the attribution map "
+                            "over the image in grey, its concept map (concepts named in the legend) and the attribution map "
                             "of the winning prototype."},
     },
     "05_evaluation": {

@@ -187,6 +187,9 @@ def test_plot(fitted: Explainer, data) -> None:
     # default: a 2 x 2 grid, every image panel wider than 170 px on a 736 px text column at 100 dpi
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 4
+    # the concept panel: the concept colours alone, opaque over the whole image
+    concept_over = np.asarray(panels[3].images[-1].get_array())
+    assert concept_over.shape[:2] == tuple(x.shape[-2:]) and np.all(concept_over[..., 3] == 1.0)
     rows = {round(ax.get_position().y0 + ax.get_position().height / 2, 1) for ax in panels}
     assert len(rows) == 2  # panel centres on two heights (colour bars shift the heat maps a little)
     fig.set_dpi(100)

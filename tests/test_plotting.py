@@ -105,6 +105,16 @@ def test_show_label_map_colours_and_legend(ds):
         assert np.all(overlay[sel][:, 3] == (0.0 if v == 0 else 0.5))
     names = [t.get_text() for t in ax.get_legend().get_texts()]
     assert names == [ds.part_names[v] for v in torch.unique(parts).tolist()]
+    # underneath, the image's luminance in grey: the only colours in the panel are the labels'
+    under = np.asarray(ax.images[0].get_array(), dtype=np.float64)
+    rgb = ds.images[1].permute(1, 2, 0).numpy().astype(np.float64)
+    assert not np.allclose(rgb[..., 0], rgb[..., 1])  # a coloured image ...
+    lum = rgb @ np.array([0.299, 0.587, 0.114])
+    for c in range(3):  # ... drawn as its luma, three equal channels
+        np.testing.assert_allclose(under[..., c], lum, atol=1e-5)
+    fig, ax = plt.subplots()
+    P.show_label_map(ds.images[1], ds.parts[1], ax=ax, grey=False)  # the colours on request
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), rgb, atol=1e-6)
 
 
 def test_show_label_map_coarse_concept_map_is_upsampled():
@@ -183,6 +193,11 @@ def test_helpers_never_call_show(monkeypatch, ds):
 def test_short_label():
     assert P.short_label("cat") == "cat"
     assert P.short_label("red-pointed-striped") == "red-poi-str"
+    # a word of four letters stays whole: "warm", not "war"
+    assert P.short_label("warm-pointed-striped") == "warm-poi-str"
+    assert P.short_label("cool-round-spotted") == "cool-rou-spo"
+    assert P.short_label("warm-round-striped") == "warm-rou-str"
+    assert all(len(P.short_label(n)) <= 12 for n in ("warm-pointed-striped", "cool-round-spotted"))
     assert P.short_label("Black footed Albatross", max_len=12) == "Bla foo Alb"
     assert P.short_label("abcdefghijklmnop", max_len=5) == "abcde"
 
@@ -226,6 +241,10 @@ def test_plot_block_centres_wraps_into_rows_with_the_legend_below(ds):
     assert legend_top <= min(ax.get_window_extent().y0 for ax in panels) + 1
     wide = [ax.get_window_extent().width for ax in one_row.axes if ax.images]
     assert min(ax.get_window_extent().width for ax in panels) >= 0.9 * min(wide)
+    # the image is drawn in grey, so a red cross shows on a red stripe
+    under = np.asarray(panels[0].images[0].get_array(), dtype=np.float64)
+    assert under.shape[-1] == 3 and np.allclose(under[..., 0], under[..., 1])
+    assert np.allclose(under[..., 1], under[..., 2])
     three = P.plot_block_centres(ds.images[0], reg, ncols=3)
     assert sum(ax.get_visible() for ax in three.axes if ax.images) == 4 and len(three.axes) == 6
     with pytest.raises(ValueError, match="ncols"):
