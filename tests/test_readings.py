@@ -174,7 +174,7 @@ def test_accuracy_quotes_its_records_and_takes_each_branch():
     assert "(higher on 0 seed(s), lower on 2 of 3, equal on 1)" in tied
     # a part just under 2 % is not printed as "2.0 %" beside "under 2 %"
     just = readings.where_found(records(), PART_SHARE | {"legs": 0.01996}, 8, 0)
-    assert "legs 1.99 %" in just and "legs 2.0" not in just
+    assert "legs (1.99 %)" in just and "2.00 %" not in just
     with pytest.raises(ValueError, match="run the measurement"):
         readings.accuracy(records().query("method != 'linear'"))
 
@@ -247,10 +247,31 @@ def test_where_found_reads_the_ablation_and_the_missing_parts():
     assert len(ablation) == 4 and ablation["tail has a concept"].sum() == 2
     r = readings.where_found(df, PART_SHARE, 8, 0)
     assert "(K′ = 8, global concepts): parts without a concept on at least one seed: B4: marking, tail." in r
-    assert "under 2 % of the pixels: tail, marking (tail 1.50 %, marking 1.50 %)" in r
+    assert "under 2 % of the pixels: tail (1.50 %), marking (1.50 %)" in r
+    near = readings.where_found(df, {**PART_SHARE, "legs": 0.014996, "tail": 0.019999}, 8, 0)
+    assert "legs (1.50 %)" in near and "tail (1.99 %)" in near  # as printed, but never "2.00" under 2 %
     assert "the tail gets a concept in 2 of 4 settings, best IoU 0.150" in r
     assert "best IoU 0.150 (B234, global, K' = 8)" in r
     assert "the marking gets no concept in any of the 4 settings" in r
+    assert "K-means on pixel colours" not in r and r.values["colour_beats"] == []  # no colour IoU recorded
+
+    def with_colour(marking_rgb):  # main-setting IoU of the concepts and of the colour baselines, every seed
+        extra = [_row(s, lv, "concepts", "iou", v, part=p) for s in SEEDS
+                 for lv, p, v in [("B4", "tail", 0.05), ("B234", "tail", 0.12), ("B4", "marking", 0.0),
+                                  ("B234", "marking", 0.10), (CONTROL, "marking", 0.5)]]
+        extra += [_row(s, "pixel", m, "iou", v, part=p) for s in SEEDS
+                  for m, p, v in [("kmeans-rgb", "tail", 0.04), ("kmeans-rgb", "marking", marking_rgb),
+                                  ("kmeans-rgbxy", "tail", 0.08), ("kmeans-rgbxy", "marking", 0.23)]]
+        return pd.concat([df, pd.DataFrame(extra, columns=list(evaluate.COLUMNS))])
+
+    colour = readings.where_found(with_colour(0.21), PART_SHARE, 8, 0)
+    assert ("K-means on pixel colours alone gives, as IoU, the tail 0.040, colour + position 0.080 (the best "
+            "level's concepts: 0.120); the marking 0.210, colour + position 0.230 (the best level's concepts: "
+            "0.100). On the marking, a pixel's colour finds the part better than any level's concepts: a marking "
+            "is lighter or darker than its body, whatever the class.") in colour  # the control is not a level
+    assert colour.values["colour_beats"] == ["marking"]
+    weaker = readings.where_found(with_colour(0.08), PART_SHARE, 8, 0)
+    assert "the marking 0.080" in weaker and "finds the part better" not in weaker
     none = readings.where_found(records({("B4", "concepts", "parts_without_concept"): ""}),
                                 {"background": 0.9, "body": 0.1}, 8, 0)
     assert "seed: none." in none and "pixels: none." in none
@@ -477,8 +498,11 @@ def test_part_iou_table_and_part_shares():
     df = records()
     df = pd.concat([df, pd.DataFrame([_row(0, "B4", "ceiling", "iou", 0.9, part="head")],
                                      columns=list(evaluate.COLUMNS))])
+    df = pd.concat([df, pd.DataFrame([_row(0, "pixel", "kmeans-rgb", "iou", 0.2, part="head")],
+                                     columns=list(evaluate.COLUMNS))])
     iou = readings.part_iou_table(df, ["background", "head", "tail", "marking"])
     assert list(iou.columns) == ["head"]  # only the main setting (no sweep rows), parts in the given order
+    assert iou.loc[("kmeans-rgb", "pixel"), "head"] == pytest.approx(0.2)  # the colour baseline beside them
     assert iou.loc[("concepts", "B4"), "head"] == pytest.approx(0.5)
     assert iou.loc[("ceiling", "B4"), "head"] == pytest.approx(0.9)
     parts = torch.tensor([[[0, 0], [1, 2]]])

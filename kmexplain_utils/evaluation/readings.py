@@ -34,7 +34,7 @@ reading                what it reads
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -61,6 +61,7 @@ __all__ = [
     "IDENTITY_TOLERANCE",
     "MIN_SANITY_IMAGES",
     "NETWORK_ACCURACY",
+    "PART_IOU_METHODS",
     "PURITY_SPREAD",
     "Reading",
     "TRANSFER_COLUMNS",
@@ -498,20 +499,50 @@ def where_found(df: Any, part_share: Mapping[str, float], n_concepts: int, seed:
     -------
     Reading
         values: ``missing`` (level -> parts without a concept), ``small`` (parts under 2 % of the
-        pixels), ``ablation`` (:func:`ablation_table`).
+        pixels), ``ablation`` (:func:`ablation_table`), ``colour_beats`` (the deciding parts on which
+        k-means on pixel colours beats every level's concepts, main setting).
     """
     table = ablation_table(df, seed)
     missing = {lv: v for lv, v in parts_without_concept(df).items() if v and not lv.startswith("B4@")}
     missing_text = "; ".join(f"{lv}: {', '.join(v)}" for lv, v in missing.items()) or "none"
     small = [p for p, s in part_share.items() if p != "background" and s < 0.02]  # shares rounded down below
-    small_text = (", ".join(small) + " (" + ", ".join(f"{p} {math.floor(1e4 * part_share[p]) / 100:.2f} %" for p in small) + ")"
-                  if small else "none")
+    small_text = ", ".join(f"{p} ({_percent_under_2(part_share[p])} %)" for p in small) or "none"
+    colour_text, colour_beats = _colour_found(df, ("tail", "marking"))
     text = (
         f"**Reading.** Main setting (K′ = {n_concepts}, global concepts): parts without a concept on at least one "
         f"seed: {missing_text}. Parts under 2 % of the pixels: {small_text}. Ablation: {_found_text(table, 'tail')}; "
-        f"{_found_text(table, 'marking')}. A map without a concept for a deciding part cannot show it as the reason "
-        "of a decision, however good its object-pixel scores.")
-    return Reading(text, dict(missing=missing, small=small, ablation=table))
+        f"{_found_text(table, 'marking')}.{colour_text} A map without a concept for a deciding part cannot show it "
+        "as the reason of a decision, however good its object-pixel scores.")
+    return Reading(text, dict(missing=missing, small=small, ablation=table, colour_beats=colour_beats))
+
+
+def _percent_under_2(share: float) -> str:
+    """A share under 2 % as a percentage with two decimals, as it is printed (rounded), but never "2.00"."""
+    pct = round(100 * share, 2)
+    return f"{pct:.2f}" if pct < 2 else f"{math.floor(1e4 * share) / 100:.2f}"
+
+
+def _colour_found(df: Any, parts: Sequence[str]) -> tuple[str, list[str]]:
+    """The sentence on what the colour baselines find of ``parts`` (main setting, mean over seeds), and the
+    parts on which colour alone beats every level's concepts; ``("", [])`` without colour records."""
+    iou = part_iou_table(df, list(parts))
+    if ("kmeans-rgb", "pixel") not in iou.index or "concepts" not in iou.index.get_level_values(0):
+        return "", []
+    concepts = iou.loc["concepts"].drop(index=[lv for lv in iou.loc["concepts"].index if lv.startswith("B4@")])
+    bits, beats = [], []
+    for part in [p for p in parts if p in iou.columns]:
+        rgb, best = float(iou.loc[("kmeans-rgb", "pixel"), part]), float(concepts[part].max())
+        rgbxy = (f", colour + position {float(iou.loc[('kmeans-rgbxy', 'pixel'), part]):.3f}"
+                 if ("kmeans-rgbxy", "pixel") in iou.index else "")
+        bits.append(f"the {part} {rgb:.3f}{rgbxy} (the best level's concepts: {best:.3f})")
+        if rgb > best:
+            beats.append(part)
+    text = " K-means on pixel colours alone gives, as IoU, " + "; ".join(bits) + "."
+    if beats:
+        why = ": a marking is lighter or darker than its body, whatever the class" if "marking" in beats else ""
+        text += (f" On the {' and the '.join(beats)}, a pixel's colour finds the part better than any level's "
+                 f"concepts{why}.")
+    return text, beats
 
 
 # ----------------------------------------------------------------------------- keypoints
@@ -698,12 +729,17 @@ def attribution_tables(df: Any) -> tuple[Any, Any]:
     return main, transfer
 
 
-def part_iou_table(df: Any, part_names: list[str]) -> Any:
-    """IoU of each part, per (method, level), for the concepts and the ceiling (mean over seeds).
+#: the methods of :func:`part_iou_table`: the concepts, their resolution ceiling and the colour baselines
+PART_IOU_METHODS = ("concepts", "ceiling", "kmeans-rgb", "kmeans-rgbxy")
 
-    Columns are the parts in ``part_names`` order (those with records).
+
+def part_iou_table(df: Any, part_names: list[str]) -> Any:
+    """IoU of each part, per (method, level), for the methods of :data:`PART_IOU_METHODS` (mean over seeds).
+
+    Columns are the parts in ``part_names`` order (those with records); the colour baselines
+    (k-means on the pixels' RGB values, with or without their position) have the level ``pixel``.
     """
-    rows = df[(df["metric"] == "iou") & df["sweep"].isna() & df["method"].isin(["concepts", "ceiling"])]
+    rows = df[(df["metric"] == "iou") & df["sweep"].isna() & df["method"].isin(PART_IOU_METHODS)]
     iou = rows.pivot_table(index=["method", "level"], columns="part", values="value", aggfunc="mean", sort=False)
     return iou[[p for p in part_names if p in iou.columns]]
 
