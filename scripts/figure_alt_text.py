@@ -31,15 +31,18 @@ ROOT = Path(__file__).resolve().parents[1]
 #: chapter -> cell id -> {"alt": ..., "caption": ... (optional)}
 FIGURES: dict[str, dict[str, dict[str, str]]] = {
     "00_data": {
-        "ch00-007": {"alt": "Two rows of four generated creatures of the same class: each has the same head colour, "
-                            "tail shape and marking, but a different body colour, pose, number of legs, size, "
-                            "position and background."},
+        "ch00-005p": {"alt": "One row of eight colour swatches, named below: red, orange, yellow and brown (the warm "
+                             "half) on the left, a white gap, then blue, cyan, violet and teal (the cool half)."},
+        "ch00-007": {"alt": "Two rows of four generated creatures of the same class: each has a head in a warm colour "
+                            "(which warm colour varies), a pointed tail and stripes, but a different body colour, pose, "
+                            "number of legs, size, position and background."},
         "ch00-010": {"alt": "Gallery of the first test image of each class, one row per class, each image beside the "
                             "same image with its parts painted opaque: body, head, tail, legs and marking in one "
                             "colour each, named in a legend, the background left as it is."},
-        "ch00-014": {"alt": "Four rows of class pairs from the training set, one pair per row: in the top two "
-                            "rows the two creatures differ only in the head's colour, in the bottom two rows only "
-                            "in the tail (its shape, and the colour that goes with it)."},
+        "ch00-014": {"alt": "Four rows of class pairs from the training set, one pair per row, the deciding part "
+                            "outlined in white: in the top two rows the two creatures differ in the class only by the "
+                            "head's hue half (warm or cool), in the bottom two rows only by the tail (a warm spike or "
+                            "a cool disc); pose, body, legs and background differ too, as in any two images."},
         "ch00-016": {"alt": "MNIST digits 0 to 3, one test image each in the top row, and below each digit its "
                             "stroke mask in black and white."},
         "ch00-016b": {"alt": "Gallery of the run's own data set when it is not the generated one (in the paper "

@@ -297,6 +297,21 @@ def test_v3_every_part_draws_its_colour_from_one_palette():
             assert (med - _PALETTE[g_idx[i, slot]]).abs().max() < 0.3, (part, i)
 
 
+def test_public_palette_is_the_rendered_palette_with_warm_then_cool_halves():
+    from kmexplain_utils.data.parts import _GROUP, _PALETTE, PALETTE, PALETTE_NAMES, sample_scenes
+
+    assert tuple(PALETTE) == PALETTE_NAMES
+    assert torch.equal(torch.tensor(list(PALETTE.values())), _PALETTE)
+    rgb = torch.tensor(list(PALETTE.values()))
+    # the first four are the warm half (red above blue), the last four the cool half
+    assert (_GROUP == torch.tensor([0] * 4 + [1] * 4)).all()
+    assert (rgb[:4, 0] > rgb[:4, 2]).all() and (rgb[4:, 2] > rgb[4:, 0]).all()
+    # the head of a warm class always takes a colour of the first half, of a cool class the second
+    p = sample_scenes(512, torch.Generator().manual_seed(1), "v3")
+    head = p["part_color_index"][:, 4]
+    assert ((head >= 4).long() == p["head"]).all()
+
+
 def test_v3_marking_is_not_systematically_darker_than_the_body(v3):
     lum = v3.images.mean(1)
     darker = [

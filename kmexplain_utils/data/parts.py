@@ -179,6 +179,7 @@ __all__ = [
     "MARKINGS",
     "NUISANCE_NAMES",
     "BODY_COLOR_NAMES",
+    "PALETTE",
     "PALETTE_NAMES",
     "PART_NAMES",
     "REMOVABLE_PARTS",
@@ -233,18 +234,20 @@ HEAD_GROUPS = ("warm", "cool")
 #: The shared palette of design v3 (four warm, then four cool colours, light and dark in each group):
 #: every part's colour (and every distractor's) is drawn from it (see the module docstring).
 PALETTE_NAMES = ("red", "orange", "yellow", "brown", "blue", "cyan", "violet", "teal")
-_PALETTE = torch.tensor(
-    [
-        [0.86, 0.16, 0.14],  # red
-        [0.95, 0.58, 0.14],  # orange
-        [0.94, 0.88, 0.30],  # yellow
-        [0.60, 0.36, 0.16],  # brown
-        [0.14, 0.30, 0.88],  # blue
-        [0.24, 0.78, 0.84],  # cyan
-        [0.52, 0.30, 0.88],  # violet
-        [0.14, 0.56, 0.62],  # teal
-    ]
-)
+#: The RGB values (in [0, 1]) of the shared palette of design v3, keyed by :data:`PALETTE_NAMES` in
+#: that order: the first four are the warm half, the last four the cool half (before the per-part
+#: jitter, brightness and gain of each image).
+PALETTE: dict[str, tuple[float, float, float]] = {
+    "red": (0.86, 0.16, 0.14),
+    "orange": (0.95, 0.58, 0.14),
+    "yellow": (0.94, 0.88, 0.30),
+    "brown": (0.60, 0.36, 0.16),
+    "blue": (0.14, 0.30, 0.88),
+    "cyan": (0.24, 0.78, 0.84),
+    "violet": (0.52, 0.30, 0.88),
+    "teal": (0.14, 0.56, 0.62),
+}
+_PALETTE = torch.tensor([PALETTE[name] for name in PALETTE_NAMES])
 _GROUP = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])  # 0 warm, 1 cool
 _LUMA = _PALETTE @ torch.tensor([0.299, 0.587, 0.114])
 # per scene, six distinct palette colours in this order (legs, tail, body, marking, head, eye)
