@@ -54,7 +54,8 @@ BASE = {
     ("B4", "cam", "pointing_game"): 0.85, ("B3", "gradcam", "pointing_game"): 0.86,
     ("pixel", "occlusion", "pointing_game"): 0.87, ("pixel", "random", "pointing_game"): 0.30,
     ("B4", "kmeans", "energy_in_mask"): 0.40, ("B234", "kmeans", "energy_in_mask"): 0.45,
-    ("pixel", "random", "energy_in_mask"): 0.20,
+    ("pixel", "random", "energy_in_mask"): 0.20, ("B4", "cam", "energy_in_mask"): 0.42,
+    ("B3", "gradcam", "energy_in_mask"): 0.58, ("pixel", "occlusion", "energy_in_mask"): 0.55,
     ("B4", "cam", "gradcam_identity_error"): 1e-7,
     # keypoints (n: keypoints / prototypes)
     **{(lv, "concepts", "keypoint_ami"): v for lv, v in [("B4", 0.10), ("B234", 0.20), ("B1234", 0.25),
@@ -307,7 +308,10 @@ def test_attribution_quotes_each_map():
     assert "the best baseline is occlusion (0.260; CAM 0.300, Grad-CAM B3 0.280, occlusion 0.260, random 0.500)" in r
     assert "linear head: k-means 0.310 (B4), 0.330 (B234)" in r
     assert "Pointing game: k-means B234 0.90, B4 0.80, B4@B234-grid 0.82, CAM 0.85" in r
-    assert "Energy on the object: B234 0.45, B4 0.40, random 0.20" in r
+    assert ("Energy on the object: k-means B234 0.45, B4 0.40, CAM 0.42, Grad-CAM B3 0.58, occlusion 0.55, "
+            "random 0.20 (the object's share of the image); Grad-CAM B3 puts the most on the object.") in r
+    kmeans_most = readings.attribution(records({("B234", "kmeans", "energy_in_mask"): 0.60}))
+    assert "; k-means B234 puts the most on the object." in kmeans_most
     cam = readings.attribution(records({("B4", "cam", "deletion_auc"): 0.1}))
     assert "the best baseline is CAM (0.100" in cam
     assert "random map 0.500" in readings.attribution(records({("B234", "random", "deletion_auc"): 0.5}))
@@ -332,11 +336,14 @@ def test_contrastive_reading_each_branch():
                                                                                                   "marking"]
     r = readings.contrastive(records(), "parts")
     assert "deciding part: k-means B234 (0.300); k-means Δ 0.300 at B234, 0.250 at B4" in r
-    assert "CAM difference 0.200, Grad-CAM B3 0.220; random map 0.080" in r
+    assert "CAM difference 0.200; Grad-CAM B3 0.220; random map 0.080" in r
     assert "cover 0.070 of the pixels" in r and "most mass on the head, least on the tail" in r
     assert "No method puts even half" in r
     high = readings.contrastive(records({("B4", "cam", "contrastive_mass"): 0.6}), "parts")
     assert "deciding part: CAM (0.600)" in high and "The best method puts most of its positive mass" in high
+    assert "CAM difference" not in high and "at B4; Grad-CAM B3 0.220; random map" in high  # the best, once
+    grad = readings.contrastive(records({("B3", "gradcam", "contrastive_mass"): 0.4}), "parts")
+    assert grad.text.count("Grad-CAM B3") == 1 and "at B4; CAM difference 0.200; random map" in grad
     none = readings.contrastive(records().query("~metric.str.startswith('contrastive')"), "pets")
     assert "On pets no test image's top two classes differ" in none
 

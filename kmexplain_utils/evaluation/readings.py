@@ -662,10 +662,18 @@ def attribution(df: Any) -> Reading:
         f"{a('B4', 'kmeans', 'pointing_game', 2)}, B4@B234-grid "
         f"{a('B4@B234-grid', 'kmeans', 'pointing_game', 2)}, CAM {a('B4', 'cam', 'pointing_game', 2)}, Grad-CAM B3 "
         f"{a('B3', 'gradcam', 'pointing_game', 2)}, occlusion {a('pixel', 'occlusion', 'pointing_game', 2)}, random "
-        f"{a('pixel', 'random', 'pointing_game', 2)}. Energy on the object: B234 "
-        f"{a('B234', 'kmeans', 'energy_in_mask', 2)}, B4 {a('B4', 'kmeans', 'energy_in_mask', 2)}, random "
-        f"{a('pixel', 'random', 'energy_in_mask', 2)} (the object's share of the image).")
+        f"{a('pixel', 'random', 'pointing_game', 2)}. Energy on the object: k-means B234 "
+        f"{a('B234', 'kmeans', 'energy_in_mask', 2)}, B4 {a('B4', 'kmeans', 'energy_in_mask', 2)}, CAM "
+        f"{a('B4', 'cam', 'energy_in_mask', 2)}, Grad-CAM B3 {a('B3', 'gradcam', 'energy_in_mask', 2)}, occlusion "
+        f"{a('pixel', 'occlusion', 'energy_in_mask', 2)}, random {a('pixel', 'random', 'energy_in_mask', 2)} "
+        f"(the object's share of the image); {_most_energy(att)} puts the most on the object.")
     return Reading(text, dict(att=att, identity_err=identity_err, best_linear=best))
+
+
+def _most_energy(att: Mapping[tuple[str, str], Mapping[str, float]]) -> str:
+    """The map (of the energy sentence's) with the largest share of its energy on the object."""
+    keys = [("B234", "kmeans"), ("B4", "kmeans"), ("B4", "cam"), ("B3", "gradcam"), ("pixel", "occlusion")]
+    return method_label(*max(keys, key=lambda k: att[k]["energy_in_mask"]))
 
 
 # ----------------------------------------------------------------------------- sanity
@@ -801,10 +809,11 @@ def contrastive(df: Any, dataset: str) -> Reading:
     half = ("No method puts even half of its positive mass there: these maps show what supports the class more "
             "than what separates it from the runner-up." if mass.max() < 0.5 else
             "The best method puts most of its positive mass there.")
+    others = "; ".join(f"{label} {mass.get(key, _NAN):.3f}" for key, label in
+                       [("CAM", "CAM difference"), ("Grad-CAM B3", "Grad-CAM B3")] if key != best)
     text = (
         f"**Reading.** Most positive mass on the deciding part: {best} ({mass[best]:.3f}); k-means Δ "
-        f"{mass.get(km, _NAN):.3f} at B234, {mass.get('k-means B4', _NAN):.3f} at B4; CAM difference "
-        f"{mass.get('CAM', _NAN):.3f}, Grad-CAM B3 {mass.get('Grad-CAM B3', _NAN):.3f}; random map {rand_mass:.3f} "
+        f"{mass.get(km, _NAN):.3f} at B234, {mass.get('k-means B4', _NAN):.3f} at B4; {others}; random map {rand_mass:.3f} "
         f"(the deciding parts cover {part_share:.3f} of the pixels). The k-means Δ at B234 puts most mass on the "
         f"{most}, least on the {least}. {half}")
     return Reading(text, dict(mass=mass.to_dict(), best=best, random_mass=rand_mass, part_share=part_share))
