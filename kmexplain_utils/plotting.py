@@ -1836,7 +1836,7 @@ def plot_curves(curves: pandas.DataFrame, ax: Any = None, *, curve: str = "delet
 
 
 def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
-    """Sensitivity: accuracy vs prototypes per class, and mIoU / object NMI vs number of concepts.
+    """Sensitivity: accuracy vs prototypes per class, and mIoU / object AMI vs number of concepts.
 
     Parameters
     ----------
@@ -1859,7 +1859,7 @@ def plot_sweeps(df: pandas.DataFrame, axes: Any = None):  # noqa: F821
     colors = dict(zip(levels, method_colors(max(1, len(levels)))))
     panels = [("k_per_class", "accuracy", "prototypes per class K", "k-means test accuracy (%)", 100.0),
               ("n_concepts", "miou", "number of concepts K'", "mIoU (test)", 1.0),
-              ("n_concepts", "nmi_object", "number of concepts K'", "object-pixel NMI (test)", 1.0)]
+              ("n_concepts", "ami_object", "number of concepts K'", "object-pixel AMI (test)", 1.0)]
     for ax, (sweep, metric, xlabel, ylabel, scale) in zip(axes, panels):
         sub = df[(df["sweep"] == sweep) & (df["metric"] == metric)]
         for lv, g in sub.groupby("level", sort=False):

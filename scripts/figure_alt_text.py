@@ -165,7 +165,7 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
         "c049": {"alt": "First figure: B234's test accuracy minus B4's against the number of prototypes per class, "
                         "one dot per seed with the mean and standard deviation, triangles at the chosen K. Second "
                         "figure: three line plots on the first seed, one line per level: k-means test accuracy against the "
-                        "number of prototypes per class, and mIoU and object-pixel NMI against the number of "
+                        "number of prototypes per class, and mIoU and object-pixel AMI against the number of "
                         "concepts."},
     },
     "06_real_network": {
