@@ -182,13 +182,14 @@ FIGURES: dict[str, dict[str, dict[str, str]]] = {
                             "k-means prototype, titled with the prototype's class."},
         "520c157d": {"alt": "Two figures, B4 then B234: the eight held-out photographs covered by their concept "
                             "maps, each titled with the network's ImageNet class, and a legend naming each concept "
-                            "present by the colour and texture of its pixels and its share of them."},
+                            "present by the mean colour and the texture of its pixels and its share of them (the "
+                            "swatch is the colour the concept is drawn in, not its mean colour)."},
         "875c400c": {"alt": "One row per B234 concept of the real network, each showing six real photograph patches "
                             "nearest to the concept's centroid, one per image."},
         "e824a85a": {"alt": "One row per held-out photograph at B234, each map drawn over the photograph: the "
                             "attribution map of the k-means head's class (titled with the photo, the network's class "
                             "and the head's class), the contrastive map against the head's runner-up (red for, blue "
-                            "against) and the concept map, with a legend naming the concepts."},
+                            "against) and the concept map, with a legend naming the concepts by their pixels' mean colour."},
         "71c34612": {"alt": "A two-by-two grid, one panel per block of the real network, each showing a photograph with the registered position centres "
                             "as dots and the grid-cell centres as crosses."},
         "5588ff0e": {"alt": "Three maps of one photograph: the B4 attribution map drawn at the registered "

@@ -160,7 +160,8 @@ def test_use_reading_follows_the_swaps_and_names_a_shortcut():
     contradicting = iv.use_reading(_records(swap=(0.95, 0.3, 0.9)))  # the tail swap is not followed
     assert "does not follow every deciding part" in contradicting and "30 % (tail)" in contradicting
     legs = iv.use_reading(_records(flips={"head": 0.6, "tail": 0.5, "marking": 0.4, "legs": 0.45, "body": 0.7}))
-    assert "Removing the legs" in legs and "shortcut" in legs
+    assert "Removing the legs" in legs and "shortcut" in legs and "not part of the class rule" in legs
+    assert "70 % (body, with the marking painted on it)" in iv.use_reading(_records())
     assert "the distractors" in iv.use_reading(_records(background=0.5)).split("Removing")[-1]
 
 
@@ -172,6 +173,21 @@ def test_single_deletion_reading_places_every_map_against_the_random_map():
                                                        ("pixel", "random"): 0.6}))
     assert "best map by single deletion is CAM" in flipped and "Not above it at all: k-means B234" in flipped
     assert "one seed" in iv.single_deletion_reading(_records(seeds=(0,)))
+
+
+def test_single_deletion_reading_with_one_seed_weighs_the_gap_against_the_images_noise():
+    rho = {("B234", "kmeans"): 0.70, ("B4", "cam"): 0.59, ("B3", "gradcam"): 0.50, ("pixel", "random"): 0.56}
+    df = _records(rho=rho, seeds=(0,)).assign(n=80)
+    sd = pd.DataFrame([dict(seed=0, level=lv, method=m, metric="intervention_single_deletion_sd", value=0.28,
+                            part=None, n=80) for lv, m in rho])
+    text = iv.single_deletion_reading(pd.concat([df, sd], ignore_index=True))
+    # margin 2 * 0.28 * sqrt(2 / 80) = 0.089: 0.70 - 0.56 clears it, 0.59 - 0.56 does not
+    assert "1 of 3 maps lie above it by more than 2 standard errors" in text and "up to 80 images" in text
+    assert "sd over images): k-means B234." in text
+    assert "within that noise: CAM." in text and "Not above it at all: Grad-CAM B3" in text
+    sd["value"] = 0.05  # margin 0.016: both clear it
+    text = iv.single_deletion_reading(pd.concat([df, sd], ignore_index=True))
+    assert "2 of 3 maps lie above it" in text and "within that noise" not in text
 
 
 def test_background_reading_and_tables():

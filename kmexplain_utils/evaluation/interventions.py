@@ -772,9 +772,11 @@ def use_reading(df: Any, *, follow: float = 0.8) -> str:
 
     The rule: the network *uses the deciding parts* when, for every attribute, at least ``follow``
     of its correctly classified images change to the new class when the attribute is swapped
-    (``intervention_swap_follow``); removing the legs (which carry no class information) is the
-    control. Shortcuts are named where a removal without class information (legs, distractors)
-    changes more decisions than removing a deciding part.
+    (``intervention_swap_follow``); removing the legs (not part of the class rule, although their
+    colour leans with the class in the generator) is the control. Shortcuts are named where a
+    removal of what is not part of the class rule (legs, distractors) changes more decisions than
+    removing a deciding part. Removing the body also removes the marking painted on it, and the
+    sentence says so.
     """
     swap = {a: _mean(df, "intervention_swap_follow", "B4", "linear", a) for a in ATTRIBUTES}
     flip = {p: _mean(df, "intervention_flip", "B4", "linear", p) for p in ("head", "tail", "marking", "legs", "body")}
@@ -790,37 +792,73 @@ def use_reading(df: Any, *, follow: float = 0.8) -> str:
             + (f"it uses all three deciding parts (rule: at least {100 * follow:.0f} % for each)."
                if uses else f"it does not follow every deciding part (rule: at least {100 * follow:.0f} % for each).")
             + " Removing a part changes its decision on "
-            + ", ".join(f"{100 * flip[p]:.0f} % ({p})" for p in flip) + f" of the images, removing the distractors on "
+            + ", ".join(f"{100 * flip[p]:.0f} % ({_part_words(p)})" for p in flip)
+            + " of the images, removing the distractors on "
             f"{100 * bg:.0f} %. ")
     if shortcuts:
-        return text + ("Removing " + " and ".join(shortcuts) + ", which carry no class information, changes more "
-                       "decisions than removing the least used deciding part: a shortcut.")
-    return text + ("No removal without class information (legs, distractors) changes more decisions than "
-                   "removing a deciding part: no shortcut shows.")
+        return text + ("Removing " + " and ".join(shortcuts) + ", which are not part of the class rule, changes "
+                       "more decisions than removing the least used deciding part: a shortcut.")
+    return text + ("No removal of what is not part of the class rule (legs, distractors) changes more decisions "
+                   "than removing a deciding part: no shortcut through the legs or the distractors shows.")
 
 
-def single_deletion_reading(df: Any) -> str:
-    """Which maps rank the parts as their removal does, against the random map (a generated sentence)."""
+def _part_words(part: str) -> str:
+    """A removed part as the use reading names it (the body takes the marking painted on it along)."""
+    return "body, with the marking painted on it" if part == "body" else part
+
+
+def single_deletion_reading(df: Any, *, z: float = 2.0) -> str:
+    """Which maps rank the parts as their removal does, against the random map (a generated sentence).
+
+    A map lies *above* the random map when its mean correlation exceeds the random map's by more
+    than the noise: with several seeds, its mean minus its sd over seeds; with one seed, ``z``
+    standard errors of the difference of the two means over images,
+    ``z * sqrt(sd_map**2 / n_map + sd_random**2 / n_random)`` (sd over images from the
+    ``intervention_single_deletion_sd`` records, the two means treated as independent, which
+    overstates the noise of a paired difference). Maps above the random map but not by that
+    margin are named as *within the noise*; maps at or below it as *not above it at all*.
+    """
     t = _stat(df, "intervention_single_deletion")
     if t.empty:
         return "No single-deletion record."
     t = t.sort_values("mean", ascending=False)
     best = t.index[0]
-    rnd = float(t.loc[("pixel", "random"), "mean"]) if ("pixel", "random") in t.index else float("nan")
-    above = [(k, r) for k, r in t.iterrows() if k != ("pixel", "random") and
-             r["mean"] - (r["std"] if r["count"] > 1 else 0) > rnd]
-    below = [k for k, r in t.iterrows() if k != ("pixel", "random") and r["mean"] <= rnd]
+    rk = ("pixel", "random")
+    rnd = float(t.loc[rk, "mean"]) if rk in t.index else float("nan")
+    seeds = int(t["count"].max()) > 1
+    se: dict = {}
+    if not seeds and "n" in df.columns:
+        sd = df[df["metric"] == "intervention_single_deletion_sd"].groupby(["level", "method"])["value"].mean()
+        n = df[df["metric"] == "intervention_single_deletion"].groupby(["level", "method"])["n"].max()
+        se = {k: float(sd[k]) / np.sqrt(float(n[k])) for k in sd.index if k in n.index and float(n[k]) > 0}
+
+    def margin(k: Any, r: Any) -> float:
+        if seeds:
+            return float(r["std"]) if r["count"] > 1 else 0.0
+        return z * float(np.hypot(se[k], se[rk])) if k in se and rk in se else 0.0
+
+    others = [(k, r) for k, r in t.iterrows() if k != rk]
+    above = [k for k, r in others if r["mean"] - margin(k, r) > rnd]
+    noise = [k for k, r in others if r["mean"] > rnd and k not in above]
+    below = [k for k, r in others if r["mean"] <= rnd]
     text = (f"The best map by single deletion is {_label(*best)} (ρ = {t.loc[best, 'mean']:.2f}). The random map "
             f"reaches ρ = {rnd:.2f}: its mass on a part is proportional to the part's area, and so, largely, is "
             "the drop when the part goes, so this is the level that area alone gives, not zero. ")
-    spread = ("by more than their seed-to-seed spread" if int(t["count"].max()) > 1
-              else "(one seed: no spread between seeds to compare with)")
-    text += (f"{len(above)} of {len(t) - 1} maps lie above it {spread}"
-             + (": " + ", ".join(_label(*k) for k, _ in above) if above else "")
-             + ". ")
+    if seeds:
+        spread = "by more than their seed-to-seed spread"
+    elif se:
+        n_img = int(df[df["metric"] == "intervention_single_deletion"]["n"].max())
+        spread = (f"by more than {z:g} standard errors of the difference (one seed, up to {n_img} images; "
+                  "sd over images)")
+    else:
+        spread = "(one seed and no spread over images recorded: nothing to compare the gap with)"
+    text += (f"{len(above)} of {len(others)} maps lie above it {spread}"
+             + (": " + ", ".join(_label(*k) for k in above) if above else "") + ". ")
+    if noise and (seeds or se):
+        text += "Above it, but within that noise: " + ", ".join(_label(*k) for k in noise) + ". "
     if below:
         text += "Not above it at all: " + ", ".join(_label(*k) for k in below) + "."
-    return text
+    return text.rstrip()
 
 
 def background_reading(df: Any, *, still: float = 0.9) -> str:
