@@ -1590,7 +1590,8 @@ def plot_concept_patches(
                                    edgecolor=colors[c], linewidth=2))
             _clean(ax, None)
             ax.set_facecolor("0.85")
-        label = f"concept {c}" if names is None else str(names[c]).replace(": ", ":\n", 1)
+        # one line per part share, so that the row labels leave the patches their width
+        label = f"concept {c}" if names is None else str(names[c]).replace(": ", ":\n", 1).replace(", ", ",\n")
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8, color=colors[c])
     return fig
 
