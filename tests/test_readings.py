@@ -254,7 +254,7 @@ def test_where_found_reads_the_ablation_and_the_missing_parts():
     assert "the tail gets a concept in 2 of 4 settings, best IoU 0.150" in r
     assert "best IoU 0.150 (B234, global, K' = 8)" in r
     assert "the marking gets no concept in any of the 4 settings" in r
-    assert "K-means on pixel colours" not in r and r.values["colour_beats"] == []  # no colour IoU recorded
+    assert "IoU of colour alone" not in r and r.values["colour_beats"] == []  # no colour IoU recorded
 
     def with_colour(marking_rgb):  # main-setting IoU of the concepts and of the colour baselines, every seed
         extra = [_row(s, lv, "concepts", "iou", v, part=p) for s in SEEDS
@@ -266,13 +266,12 @@ def test_where_found_reads_the_ablation_and_the_missing_parts():
         return pd.concat([df, pd.DataFrame(extra, columns=list(evaluate.COLUMNS))])
 
     colour = readings.where_found(with_colour(0.21), PART_SHARE, 8, 0)
-    assert ("K-means on pixel colours alone gives, as IoU, the tail 0.040, colour + position 0.080 (the best "
-            "level's concepts: 0.120); the marking 0.210, colour + position 0.230 (the best level's concepts: "
-            "0.100). On the marking, a pixel's colour finds the part better than any level's concepts: a marking "
-            "is lighter or darker than its body, whatever the class.") in colour  # the control is not a level
+    assert ("IoU of colour alone (colour + position; best level's concepts): tail 0.040 (0.080; 0.120), "
+            "marking 0.210 (0.230; 0.100). Colour beats every level on the marking, lighter or darker than its "
+            "body whatever the class.") in colour  # the control is not a level
     assert colour.values["colour_beats"] == ["marking"]
     weaker = readings.where_found(with_colour(0.08), PART_SHARE, 8, 0)
-    assert "the marking 0.080" in weaker and "finds the part better" not in weaker
+    assert "marking 0.080 (0.230; 0.100)" in weaker and "Colour beats" not in weaker
     none = readings.where_found(records({("B4", "concepts", "parts_without_concept"): ""}),
                                 {"background": 0.9, "body": 0.1}, 8, 0)
     assert "seed: none." in none and "pixels: none." in none

@@ -532,16 +532,15 @@ def _colour_found(df: Any, parts: Sequence[str]) -> tuple[str, list[str]]:
     bits, beats = [], []
     for part in [p for p in parts if p in iou.columns]:
         rgb, best = float(iou.loc[("kmeans-rgb", "pixel"), part]), float(concepts[part].max())
-        rgbxy = (f", colour + position {float(iou.loc[('kmeans-rgbxy', 'pixel'), part]):.3f}"
+        rgbxy = (f"{float(iou.loc[('kmeans-rgbxy', 'pixel'), part]):.3f}; "
                  if ("kmeans-rgbxy", "pixel") in iou.index else "")
-        bits.append(f"the {part} {rgb:.3f}{rgbxy} (the best level's concepts: {best:.3f})")
+        bits.append(f"{part} {rgb:.3f} ({rgbxy}{best:.3f})")
         if rgb > best:
             beats.append(part)
-    text = " K-means on pixel colours alone gives, as IoU, " + "; ".join(bits) + "."
+    text = " IoU of colour alone (colour + position; best level's concepts): " + ", ".join(bits) + "."
     if beats:
-        why = ": a marking is lighter or darker than its body, whatever the class" if "marking" in beats else ""
-        text += (f" On the {' and the '.join(beats)}, a pixel's colour finds the part better than any level's "
-                 f"concepts{why}.")
+        why = ", lighter or darker than its body whatever the class" if "marking" in beats else ""
+        text += f" Colour beats every level on the {' and the '.join(beats)}{why}."
     return text, beats
 
 
