@@ -289,3 +289,18 @@ def test_target_reading_names_the_map_that_follows_the_flipping_part():
     rows[1]["value"] = 0.9  # a contradicting number: CAM now leads
     assert "CAM follows the flipping part most often" in iv.target_reading(pd.DataFrame(rows))
     assert "not measured" in iv.target_reading(pd.DataFrame(rows).assign(value=float("nan")))
+
+
+def test_attribute_moves_reading_counts_each_direction():
+    """The tail decision before and after each removal, counted per value read before."""
+    names = ["warm-pointed-striped", "warm-round-striped", "cool-pointed-spotted", "cool-round-spotted"]
+    pred = {"original": torch.tensor([0, 0, 1, 1, 2]),  # pointed, pointed, round, round, pointed
+            "-head": torch.tensor([0, 1, 0, 1, 2]),  # one pointed -> round, one round -> pointed
+            "-tail": torch.tensor([2, 0, 0, 2, 2])}  # the two rounds -> pointed
+    text = iv.attribute_moves_reading(pred, names, "tail")
+    assert text == ("The tail decision changes, without the head, on 1 of the 3 read as pointed-tailed and 1 of "
+                    "the 2 read as round-tailed; without the tail itself, on 0 of the 3 read as pointed-tailed "
+                    "and 2 of the 2 read as round-tailed.")
+    marking = iv.attribute_moves_reading(pred, names, "marking", removed=("head",))
+    assert marking == ("The marking decision changes, without the head, on 0 of the 1 read as spotted and "
+                       "0 of the 4 read as striped.")  # removing the head moved only the tail

@@ -234,8 +234,9 @@ def accuracy(df: Any) -> Reading:
         f"B234 minus B4: {100 * diff.mean():+.1f} points on average (higher on {higher} seed(s), lower on "
         f"{lower} of {n_seeds}{tie}). Nearest-embedding distance ratio: linear rows {ratio_lin:.1f} "
         f"({ratio_res:.1f} rescaled), k-means centroids {ratio_km:.2f}.")
-    return Reading(text, dict(acc=acc, acc_lin=acc_lin, acc_lin_seeds=lin_seeds, gap_b4=gap_b4, head_ok=head_ok, diff_b234=diff,
-                              spread=spread, ratio_lin=ratio_lin, ratio_lin_rescaled=ratio_res, ratio_km=ratio_km))
+    return Reading(text, dict(acc=acc, acc_lin=acc_lin, acc_lin_seeds=lin_seeds, gap_b4=gap_b4, head_ok=head_ok,
+                              diff_b234=diff, spread=spread, ratio_lin=ratio_lin, ratio_lin_rescaled=ratio_res,
+                              ratio_km=ratio_km))
 
 
 # ----------------------------------------------------------------------------- semantic fidelity
@@ -302,7 +303,8 @@ def fidelity(df: Any) -> Reading:
     -------
     Reading
         values: ``ami``, ``nmi``, ``miou`` (level -> mean), ``ceiling``, ``ceiling_miou``, ``rgb``,
-        ``rgbxy``, ``rgb_miou``, ``rgbxy_miou``, ``nmf``, ``floor``, ``purity``, ``best_level``, ``depth_gain`` (B234 minus B4),
+        ``rgbxy``, ``rgb_miou``, ``rgbxy_miou``, ``nmf``, ``floor``, ``purity``, ``best_level``,
+        ``depth_gain`` (B234 minus B4),
         ``control_gap`` (control minus B4), ``beats_rgb``, ``beats_rgbxy``, ``beats_nmf``,
         ``share_of_ceiling``.
     """
@@ -812,7 +814,8 @@ def contrastive(df: Any, dataset: str) -> Reading:
                        [("CAM", "CAM difference"), ("Grad-CAM B3", "Grad-CAM B3")] if key != best)
     text = (
         f"**Reading.** Most positive mass on the deciding part: {best} ({mass[best]:.3f}); k-means Δ "
-        f"{mass.get(km, _NAN):.3f} at B234, {mass.get('k-means B4', _NAN):.3f} at B4; {others}; random map {rand_mass:.3f} "
+        f"{mass.get(km, _NAN):.3f} at B234, {mass.get('k-means B4', _NAN):.3f} at B4; {others}; random map "
+        f"{rand_mass:.3f} "
         f"(the deciding parts cover {part_share:.3f} of the pixels). The k-means Δ at B234 puts most mass on the "
         f"{most}, least on the {least}. {half}")
     return Reading(text, dict(mass=mass.to_dict(), best=best, random_mass=rand_mass, part_share=part_share))
