@@ -92,7 +92,8 @@ test-paper: install
 # into a fresh venv with nothing of the checkout (torch at the pinned versions, pip takes the rest
 # from its cache or the index) and the README's "Use it on your own CNN" example run there from a
 # temporary directory outside the checkout, PYTHONPATH unset (scripts/check_wheel.py also checks
-# that kmexplain_utils is imported from that venv and has the version the wheel was built as).
+# that kmexplain_utils is imported from that venv and has the version the wheel was built as). The venv
+# (about 5.5 GB: a CUDA build of torch) is removed afterwards; its install log stays beside it.
 test-wheel: install
 	@echo "==> release: sdist and wheel of kmexplain-utils $(VERSION) -> $(DIST)"
 	@rm -rf $(DIST) $(WHEEL_VENV) && mkdir -p $(dir $(DIST))
@@ -108,7 +109,7 @@ test-wheel: install
 	echo "    installed in $$(( $$(date +%s) - start )) s"
 	@tmp=$$(mktemp -d) && cd $$tmp && env -u PYTHONPATH -u PYTHONHOME KMEX_CACHE=$$tmp/cache \
 		$(abspath $(WHEEL_VENV))/bin/python $(CURDIR)/scripts/check_wheel.py $(CURDIR)/README.md --version $(VERSION); \
-		rc=$$?; rm -rf $$tmp; exit $$rc
+		rc=$$?; rm -rf $$tmp $(abspath $(WHEEL_VENV)); exit $$rc
 
 # Colab's versions: a separate venv with exactly colab-pins.txt, then the package installed from
 # this checkout the way the Colab cell installs it from GitHub (pip install "kmexplain-utils[real]",
