@@ -264,6 +264,33 @@ def test_ami_matches_sklearn_and_is_near_zero_for_random_maps(parts):
         torch.randint(2, parts.shape, generator=g), parts)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_expected_mutual_information_matches_sklearn_on_random_and_skewed_tables(seed):
+    from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information as sklearn_emi
+
+    g = np.random.default_rng(seed)
+    for _ in range(40):  # from a few items (the whole support) to a million (the window decides)
+        K, J = g.integers(1, 14, 2)
+        scale = 10 ** g.uniform(0, 5)
+        table = g.poisson(scale * g.dirichlet(np.ones(K * J) * g.uniform(0.1, 3))).reshape(K, J)
+        table = table[table.sum(1) > 0][:, table.sum(0) > 0]
+        if table.sum() < 2:
+            continue
+        want = sklearn_emi(table.astype(np.int64), int(table.sum()))
+        assert metrics.expected_mutual_information(table) == pytest.approx(want, rel=1e-7, abs=1e-12)
+    skewed = g.poisson(3000, (16, 9))
+    skewed[0] = 200_000  # one concept holds most pixels, the others a few thousand: long, thin sums
+    want = sklearn_emi(skewed.astype(np.int64), int(skewed.sum()))
+    assert metrics.expected_mutual_information(skewed) == pytest.approx(want, rel=1e-7)
+
+
+def test_expected_mutual_information_rejects_bad_tables():
+    for bad in ([1, 2, 3], [[1, -1], [2, 3]], [[0.5, 1], [1, 1]]):
+        with pytest.raises(ValueError, match="non-negative integer counts"):
+            metrics.expected_mutual_information(np.asarray(bad))
+    assert metrics.expected_mutual_information([[7]]) == 0.0  # one cluster on each side
+
+
 def test_pool_labels_brute_force_majority_per_registered_position(parts):
     from kmexplain_utils.resample import GridGeometry
 

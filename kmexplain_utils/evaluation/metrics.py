@@ -55,6 +55,7 @@ __all__ = [
     "deciding_part_scores",
     "deletion_insertion",
     "energy_in_mask",
+    "expected_mutual_information",
     "fit_concept_to_part",
     "miou",
     "nmi",
@@ -189,6 +190,66 @@ def nmi(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) ->
     return float(mi / max(mean_h, np.finfo(np.float64).eps))
 
 
+#: the window of :func:`expected_mutual_information`: this many standard deviations, plus ``EMI_WINDOW_COUNTS``
+EMI_WINDOW_SD = 12
+EMI_WINDOW_COUNTS = 30
+
+
+def expected_mutual_information(table: ArrayLike) -> float:
+    """``E[I]``, the mutual information expected between random partitions with the margins of ``table``.
+
+    The expectation of AMI (Vinh, Epps and Bailey 2010): for every pair of a row of size ``a`` and a
+    column of size ``b`` among ``N`` items, the count ``n`` of their cell is hypergeometric, and
+    ``E[I] = sum_{a, b} sum_n P(n) (n / N) log(N n / (a b))``. scikit-learn's compiled routine sums
+    ``n`` over its whole support, up to ``min(a, b)`` (hundreds of thousands of pixels: 0.3 s a call
+    here); this sum stops ``EMI_WINDOW_SD`` standard deviations plus ``EMI_WINDOW_COUNTS`` counts from
+    the mean, where ``P(n)`` is below ``1e-30`` (a Gaussian tail at 12 sd is ``5e-32``; a Poisson
+    one of mean 1 at 31 counts, ``1e-34``). The tests compare it with scikit-learn's on random and
+    skewed tables.
+
+    Parameters
+    ----------
+    table : array_like, shape (K, J), non-negative integers
+        The contingency table.
+
+    Returns
+    -------
+    float
+        In nats.
+
+    Example
+    -------
+    >>> round(expected_mutual_information([[5, 1], [0, 4]]), 6)
+    0.061231
+    """
+    from scipy.special import gammaln
+
+    t = np.asarray(table)
+    if t.ndim != 2 or (t.size and (t.min() < 0 or not np.all(np.equal(np.mod(t, 1), 0)))):
+        raise ValueError("table must be a 2-D array of non-negative integer counts")
+    a, b = t.sum(1).astype(np.int64), t.sum(0).astype(np.int64)
+    N = int(t.sum())
+    if N <= 1:
+        return 0.0
+    a, b = a[a > 0], b[b > 0]
+    lg = lambda v: gammaln(np.asarray(v, dtype=np.float64) + 1)  # noqa: E731 - log(v!)
+    emi = 0.0
+    for ai in a.tolist():
+        for bj in b.tolist():
+            mean = ai * bj / N
+            sd = np.sqrt(float(ai) * bj * (N - ai) * (N - bj) / (float(N) * N * (N - 1)))
+            half = EMI_WINDOW_SD * sd + EMI_WINDOW_COUNTS
+            lo = int(max(1, ai + bj - N, np.floor(mean - half)))
+            hi = int(min(ai, bj, np.ceil(mean + half)))
+            if hi < lo:
+                continue
+            n = np.arange(lo, hi + 1, dtype=np.float64)
+            log_p = (lg(ai) + lg(bj) + lg(N - ai) + lg(N - bj) - lg(N)
+                     - lg(n) - lg(ai - n) - lg(bj - n) - lg(N - ai - bj + n))
+            emi += float((np.exp(log_p) * n / N * np.log(N * n / (float(ai) * float(bj)))).sum())
+    return emi
+
+
 def ami(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) -> float:
     """Adjusted mutual information between a concept map and the part map.
 
@@ -221,14 +282,7 @@ def ami(concepts: ArrayLike, parts: ArrayLike, mask: ArrayLike | None = None) ->
     if info is None:
         return 1.0  # scikit-learn's convention for two one-cluster partitions
     table, mi, mean_h = info
-    try:  # the expected MI from the contingency table: scikit-learn's compiled routine, without relabelling pixels
-        from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
-    except ImportError:  # pragma: no cover - a scikit-learn without the private module
-        from sklearn.metrics import adjusted_mutual_info_score
-
-        c, p = _label_pair(concepts, parts, mask)
-        return float(adjusted_mutual_info_score(p, c))
-    emi = float(expected_mutual_information(table.astype(np.int64), int(table.sum())))
+    emi = expected_mutual_information(table)  # from the contingency table, without relabelling pixels
     denom = mean_h - emi
     eps = np.finfo(np.float64).eps
     denom = min(denom, -eps) if denom < 0 else max(denom, eps)
