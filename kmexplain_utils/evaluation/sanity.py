@@ -120,13 +120,20 @@ def spearman_maps(a: Any, b: Any) -> np.ndarray:
     >>> spearman_maps(np.array([[1., 2, 3, 4]]), np.array([[10., 20, 40, 30]]))
     array([0.8])
     """
-    from scipy.stats import rankdata
-
     A, B = _flat(a, "a"), _flat(b, "b")
     if A.shape != B.shape:
         raise ValueError(f"a and b must have the same shape, got {np.shape(a)} and {np.shape(b)}")
-    ra = rankdata(A, axis=1) - (A.shape[1] + 1) / 2
-    rb = rankdata(B, axis=1) - (B.shape[1] + 1) / 2
+    return _spearman_of_ranks(_centred_ranks(A), _centred_ranks(B))
+
+
+def _centred_ranks(A: np.ndarray) -> np.ndarray:
+    """``(N, P)`` average ranks of each row, minus their mean (what :func:`spearman_maps` correlates)."""
+    from scipy.stats import rankdata
+
+    return rankdata(A, axis=1) - (A.shape[1] + 1) / 2
+
+
+def _spearman_of_ranks(ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
     num = (ra * rb).sum(1)
     den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -284,6 +291,8 @@ def cascading_randomization(
         reference = {k: _flat(v, k) for k, v in explain_fn(model, x).items()}
     if not reference:
         raise ValueError("explain_fn returned no map")
+    # the trained maps' ranks (of the maps and of their absolute values), once for every step
+    ref_ranks = {k: (_centred_ranks(v), _centred_ranks(np.abs(v))) for k, v in reference.items()}
     work = copy.deepcopy(model)
     work.train(model.training)
     records: list[RandomizationRecord] = []
@@ -299,8 +308,8 @@ def cascading_randomization(
             cur = _flat(out[method], method)
             if cur.shape != ref.shape:
                 raise ValueError(f"{method}: maps of shape {cur.shape} after step {step}, {ref.shape} before")
-            rho = spearman_maps(ref, cur)
-            rho_abs = spearman_maps(np.abs(ref), np.abs(cur))
+            rho = _spearman_of_ranks(ref_ranks[method][0], _centred_ranks(cur))
+            rho_abs = _spearman_of_ranks(ref_ranks[method][1], _centred_ranks(np.abs(cur)))
             records.append(RandomizationRecord(step, stage, method, float(np.nanmean(rho)) if np.isfinite(rho).any()
                                                else float("nan"),
                                                float(np.nanmean(rho_abs)) if np.isfinite(rho_abs).any()
