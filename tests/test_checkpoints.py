@@ -211,6 +211,9 @@ def test_cache_key_separates_profiles_seeds_and_training_fields(profile):
     assert training.checkpoint_path(get_profile("quick"), 0) != p0
     # fields that do not change the weights do not change the key
     assert training.checkpoint_path(profile.replace(n_concepts=99, k_per_class=7), 0) == p0
+    # the training threads change the weights (a multi-threaded convolution sums in another order)
+    assert profile.train_threads == 1 and training.checkpoint_path(profile.replace(train_threads=2), 0) != p0
+    assert training.checkpoint_path(profile.replace(train_threads=None), 0) != p0
     assert p0.name.startswith("smoke-") and "seed0" in p0.name and f"v{kmexplain_utils.__version__}" in p0.name
 
 
@@ -270,3 +273,40 @@ def test_metadata_is_converted_to_plain_types_or_rejected_before_writing(tmp_pat
     with pytest.raises(TypeError, match=r"metadata\['obj'\] holds a _Arbitrary"):
         save_checkpoint(tmp_path / "bad.pt", _model(), {"obj": _Arbitrary()})
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_training_threads_are_the_profiles_and_the_callers_setting_is_restored(fake_data, profile, monkeypatch):
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    before = torch.get_num_threads()
+    training.get_trained_model(profile.replace(train_threads=1), seed=0, device="cpu")
+    assert seen and set(seen) == {1} and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="train_threads must be >= 1"):
+        training.train_model(TinyResNet(2, width=4), _TinySet(8, seed=0), profile=profile.replace(train_threads=0),
+                             seed=0, device="cpu")
+
+
+def test_train_checkpoints_side_by_side_gives_the_weights_trained_here(tmp_path, monkeypatch):
+    """Two networks trained in worker processes (real generated data, no fake: a worker imports
+    the package afresh) are the ones get_trained_model trains in this process."""
+    monkeypatch.setenv("KMEX_CACHE", str(tmp_path / "cache"))
+    tiny = get_profile("smoke").replace(n_train=64, n_test=32, width=4, epochs=1, batch_size=32)
+    jobs = [(tiny, 0), (tiny, 1)]
+    done = training.train_checkpoints(jobs, device="cpu", processes=2)
+    assert [(r["seed"], r["trained_now"], r["n_train"]) for r in done] == [(0, True, 64), (1, True, 64)]
+    assert all(training.checkpoint_path(tiny, s).exists() for s in (0, 1))
+    side_by_side, info = training.get_trained_model(tiny, seed=1, device="cpu")
+    assert info["from_cache"] is True and info["path"] == done[1]["path"]
+    here, _ = training.get_trained_model(tiny, seed=1, device="cpu", retrain=True)
+    state, again = side_by_side.state_dict(), here.state_dict()
+    assert all(torch.equal(state[k], again[k]) for k in state)
+    # cached now: nothing is trained again
+    assert [r["trained_now"] for r in training.train_checkpoints(jobs, device="cpu")] == [False, False]
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        training.train_checkpoints(jobs, processes=0)

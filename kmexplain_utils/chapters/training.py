@@ -7,6 +7,8 @@
   the checkpoint cache when it is there, trained and saved otherwise. Every
   chapter calls it, so the first chapter that runs trains and the others
   reuse the result.
+- :func:`train_checkpoints` -- the networks of several seeds (and profiles)
+  into the cache, trained side by side on the CPU, one process per network.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ __all__ = [
     "training_config_hash",
     "checkpoint_path",
     "get_trained_model",
+    "train_checkpoints",
 ]
 
 #: Bumped whenever the training loop changes in a way that changes the weights
@@ -75,6 +79,7 @@ TRAINING_FIELDS = (
     "lr",
     "weight_decay",
     "optimizer",
+    "train_threads",
 )
 
 #: Datasets whose classes do not change under a left-right flip.
@@ -87,8 +92,9 @@ class TrainResult:
 
     Attributes
     ----------
-    train_acc : float
-        Accuracy on the (un-augmented) training set, model in eval mode.
+    train_acc : float or None
+        Accuracy on the (un-augmented) training set, model in eval mode
+        (``None`` when not measured).
     test_acc : float or None
         Accuracy on ``test_set`` (``None`` without one).
     history : list of dict
@@ -100,7 +106,7 @@ class TrainResult:
         Wall-clock training time, evaluation included.
     """
 
-    train_acc: float
+    train_acc: float | None
     test_acc: float | None
     history: list[dict[str, float]]
     seconds: float
@@ -312,6 +318,7 @@ def train_model(
     test_set: Any = None,
     augment: bool | str | None = None,
     eval_each_epoch: bool = False,
+    train_accuracy: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``train_set`` with the schedule of ``profile``.
 
@@ -331,7 +338,8 @@ def train_model(
         are batched directly from their tensors.
     profile : Profile
         Uses ``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
-        ``optimizer``, ``num_workers`` and ``dataset``.
+        ``optimizer``, ``num_workers``, ``train_threads`` (the CPU threads of
+        the training loop; the caller's setting is restored) and ``dataset``.
     seed : int
         Seeds the shuffling, the augmentation and the global generators; on
         the CPU the same seed gives the same weights.
@@ -349,6 +357,9 @@ def train_model(
         ``cub``), ``"none"`` otherwise (e.g. MNIST digits).
     eval_each_epoch : bool, default False
         Also measure ``test_acc`` after every epoch (into ``history``).
+    train_accuracy : bool, default True
+        Measure ``train_acc`` at the end (one more pass over the training set);
+        ``False`` leaves it ``None``.
 
     Returns
     -------
@@ -360,6 +371,8 @@ def train_model(
         raise ValueError("train_set is empty: nothing to train on.")
     if int(profile.epochs) < 1 or int(profile.batch_size) < 1:
         raise ValueError(f"profile.epochs and profile.batch_size must be >= 1, got {profile.epochs}, {profile.batch_size}")
+    if profile.train_threads is not None and int(profile.train_threads) < 1:
+        raise ValueError(f"profile.train_threads must be >= 1 or None (torch's setting), got {profile.train_threads}")
     start = time.perf_counter()
     dev = model_device(model) if device is None else resolve_device(device)
     set_seed(seed)
@@ -383,6 +396,9 @@ def train_model(
     optimizer, scheduler = _make_optimizer(model, profile, total_steps)
     history: list[dict[str, float]] = []
     bar = progress(total=total_steps, desc=f"training {type(model).__name__} ({profile.name})")
+    threads = torch.get_num_threads()
+    if profile.train_threads is not None and dev.type == "cpu":
+        torch.set_num_threads(int(profile.train_threads))  # restored below
     try:
         for epoch in range(int(profile.epochs)):
             model.train()
@@ -424,10 +440,11 @@ def train_model(
             history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}")
     finally:
+        torch.set_num_threads(threads)
         bar.close()
         model.to(memory_format=torch.contiguous_format)  # the usual layout for the caller
     model.eval()
-    train_acc = accuracy(model, train_set)
+    train_acc = accuracy(model, train_set) if train_accuracy else None
     test_acc = history[-1].get("test_acc") if test_set is not None else None
     return TrainResult(
         train_acc=train_acc,
@@ -457,6 +474,8 @@ def training_config_hash(profile: Profile) -> str:
     :data:`DATA_SEED` and the version of the data set's generator or loader.
     """
     fields = {name: getattr(profile, name) for name in TRAINING_FIELDS}
+    if fields["train_threads"] is None:  # torch's setting: the key of the profiles that never set it
+        del fields["train_threads"]
     fields["recipe"] = TRAINING_RECIPE_VERSION
     fields["data_seed"] = DATA_SEED
     fields["data_version"] = dataset_version(profile.dataset)
@@ -521,6 +540,7 @@ def get_trained_model(
     *,
     device: str | torch.device | None = "auto",
     retrain: bool = False,
+    train_accuracy: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained classifier of a profile and seed, from the cache or trained now.
 
@@ -542,6 +562,9 @@ def get_trained_model(
         Where the model is trained and returned.
     retrain : bool, default False
         Ignore (and overwrite) the cached checkpoint.
+    train_accuracy : bool, default True
+        When it trains: measure the accuracy on the whole training set at the end (``False``:
+        ``train_acc`` is ``None``; :func:`train_checkpoints` skips it, a chapter measures it).
 
     Returns
     -------
@@ -577,7 +600,8 @@ def get_trained_model(
 
     set_seed(seed)
     model = build_model(profile, n_classes)
-    result = train_model(model, train_set, profile=profile, seed=seed, device=dev, test_set=test_set)
+    result = train_model(model, train_set, profile=profile, seed=seed, device=dev, test_set=test_set,
+                         train_accuracy=train_accuracy)
     metadata: dict[str, Any] = {
         **_expected_metadata(profile, seed),
         "data_seed": DATA_SEED,
@@ -603,3 +627,90 @@ def get_trained_model(
             stacklevel=2,
         )
     return model.eval(), {**metadata, "path": str(path), "from_cache": False}
+
+
+# --------------------------------------------------------------------------- several networks
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _train_in_worker(profile: Profile, seed: int) -> dict[str, Any]:
+    """One network in a worker process of :func:`train_checkpoints` (no progress bar: it would print into the page)."""
+    from ..config import set_progress
+
+    set_progress(False)
+    _model, info = get_trained_model(profile, seed, device="cpu", train_accuracy=False)
+    return {key: info[key] for key in ("path", "test_acc", "train_seconds", "from_cache")}
+
+
+def train_checkpoints(
+    jobs: Sequence[tuple[Profile | str, int]],
+    *,
+    device: str | torch.device | None = "auto",
+    processes: int | None = None,
+) -> list[dict[str, Any]]:
+    """Put the networks of several ``(profile, seed)`` pairs in the checkpoint cache, side by side.
+
+    A network already in the cache is only read. On the CPU, the missing ones of profiles with
+    ``train_threads`` set train in worker processes, ``processes`` at a time (default: the cores
+    this process may use, divided by ``train_threads``), each with ``train_threads`` threads: with
+    one thread each, two networks on 2 cores take about 1.4 times as long as one with both cores
+    (a batch of 32 small images uses two threads poorly). The weights are those that
+    :func:`get_trained_model` trains in this process (same profile, same threads). On a GPU, or
+    for profiles without ``train_threads``, they train one after another here.
+
+    Parameters
+    ----------
+    jobs : sequence of (Profile or str, int)
+        The profiles (or profile names) and model seeds.
+    device : str or torch.device, default "auto"
+        Where the networks would be trained (see
+        :func:`~kmexplain_utils.config.resolve_device`).
+    processes : int, optional
+        Worker processes at most.
+
+    Returns
+    -------
+    list of dict
+        One per job, in order: ``profile``, ``seed``, ``n_train``, ``epochs``, ``path``,
+        ``test_acc``, ``train_seconds`` (of the training, whenever it happened) and
+        ``trained_now``.
+    """
+    pairs = [(get_profile(p) if p is None or isinstance(p, str) else p, int(s)) for p, s in jobs]
+    if processes is not None and int(processes) < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    dev = resolve_device(device)
+    cached = [checkpoint_path(p, s).exists() for p, s in pairs]
+    side_by_side = [i for i, (p, _s) in enumerate(pairs)
+                    if not cached[i] and dev.type == "cpu" and p.train_threads is not None]
+    results: dict[int, dict[str, Any]] = {}
+    if len(side_by_side) > 1:
+        threads = max(int(pairs[i][0].train_threads or 1) for i in side_by_side)
+        n_proc = min(len(side_by_side), int(processes or max(1, _cores() // threads)))
+        if n_proc > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            # spawn, not fork: a forked child of a process whose OpenMP pool has run can hang
+            bar = progress(total=len(side_by_side), desc=f"training {len(side_by_side)} networks, {n_proc} at a time")
+            try:  # the bar counts finished networks (a worker prints nothing)
+                with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    futures = {pool.submit(_train_in_worker, *pairs[i]): i for i in side_by_side}
+                    for f in as_completed(futures):
+                        results[futures[f]] = f.result()
+                        bar.update(1)
+            finally:
+                bar.close()
+    out = []
+    for i, (p, s) in enumerate(pairs):
+        if i in results:
+            info = results[i]
+        else:  # cached, on a GPU, or not run side by side: here
+            _model, info = get_trained_model(p, s, device=dev)
+        out.append({"profile": p.name, "seed": s, "n_train": p.n_train, "epochs": p.epochs, "path": info["path"],
+                    "test_acc": info["test_acc"], "train_seconds": info["train_seconds"],
+                    "trained_now": not cached[i]})
+    return out
