@@ -787,7 +787,7 @@ def plot_seconds_per_iter(records: Sequence[dict[str, Any]], ax: Any = None, tit
     for i, r in enumerate(recs):
         ys = r.get("s_per_iter_all") or [r["s_per_iter"]]
         ax.plot([i] * len(ys), ys, "o", color="#08519c", ms=4)
-    ax.set_xticks(range(len(recs)), names)
+    ax.set_xticks(range(len(recs)), names, rotation=30, ha="right")  # long engine names do not overlap
     ax.set_ylabel("seconds per Lloyd iteration")
     if recs:
         r0 = recs[0]
