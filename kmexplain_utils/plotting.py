@@ -831,7 +831,13 @@ def plot_level_maps(
 
     The first row is the ground-truth parts over each image; every other row is one level's
     concept maps drawn in the concept colours *alone* (no image underneath, so no image colour
-    shows through and a concept's colour is exactly its legend's), each on its own grid. Right
+    shows through and a concept's colour is exactly its legend's). Each map is drawn at the
+    image's size with its positions at their *registered* centres, like every other label-map
+    figure: pixel ``u`` takes the label of the position whose centre ``s i`` (stride
+    ``s = H / h``, offset 0, :func:`~kmexplain_utils.resample.infer_geometry`) is nearest
+    (:func:`~kmexplain_utils.resample.resample_labels`). On a 4 x 4 grid over a 64 px image the
+    first column covers 8 px, the inner ones 16 px and the last 24 px -- not four equal 16 px
+    cells, which would shift every map by ``(s - 1) / 2`` px (7.5 px here). Right
     of every row, the legend of that level's concepts (concepts of different levels are
     different concepts: the same colour in two rows means nothing).
 
@@ -841,7 +847,8 @@ def plot_level_maps(
     parts : (N, H, W) int tensor
     part_names : list of str
     maps : dict of str -> (N, h, w) int tensor
-        Concept maps per level (row title = key).
+        Concept maps per level (row title = key), each on its level's grid; resampled to the
+        images' ``(H, W)`` as described above (a map already ``(H, W)`` is drawn as is).
     n_concepts : int
         Concepts per level (fixes the colours).
     concept_names : dict of str -> list of str, optional
@@ -859,9 +866,16 @@ def plot_level_maps(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from .resample import infer_geometry, resample_labels
+
     n = _check_map_batch(images, maps, "maps[{!r}]")
     if col_labels is not None and len(col_labels) != n:
         raise ValueError(f"col_labels must have one entry per image ({n}), got {len(col_labels)}")
+    size_hw = tuple(int(v) for v in to_numpy_image(images[0]).shape[:2])
+    # every level at the image's size, each position at its registered centre s * i (not the cell centre)
+    drawn = {name: resample_labels(torch.as_tensor(m).long().cpu(),
+                                   infer_geometry(tuple(m.shape[-2:]), size_hw), size_hw)
+             for name, m in maps.items()}
     rows = ["parts", *maps]
     fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 2.2, size * len(rows) + 0.4),
                              squeeze=False, layout="constrained")
@@ -871,7 +885,7 @@ def plot_level_maps(
         show_label_map(images[j], parts[j], ax=axes[0, j], colors=p_colors, alpha=0.6)
         if col_labels is not None:
             axes[0, j].set_title(col_labels[j], fontsize=9)
-        for r, (name, m) in enumerate(maps.items(), start=1):
+        for r, (name, m) in enumerate(drawn.items(), start=1):
             show_label_map(None, m[j], ax=axes[r, j], colors=c_colors, background=False)
     for r, name in enumerate(rows):
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)

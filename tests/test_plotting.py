@@ -485,3 +485,23 @@ def test_plot_qualitative_shows_at_most_three_images_and_checks_its_input():
         P.plot_qualitative({})
     with pytest.raises(ValueError, match="max_images"):
         P.plot_qualitative(plain, max_images=0)
+
+
+def test_plot_level_maps_draws_registered_positions_at_image_size():
+    """A 4 x 4 map on a 64 px image: position i is centred on pixel 16 i, so the first column
+    covers pixels 0..7 (8 px), inner columns 16 px and the last 24 px -- not four 16 px cells."""
+    x = torch.rand(1, 3, 64, 64)
+    parts = torch.zeros(1, 64, 64, dtype=torch.long)
+    cols = torch.arange(4).repeat(4, 1)  # label = column index
+    fig = P.plot_level_maps(x, parts, ["bg", "a"], {"B4": cols[None]}, 4)
+    ax = fig.axes[1]  # row B4, the only image
+    shown = np.asarray(ax.images[0].get_array())[..., :3]
+    assert shown.shape == (64, 64, 3)
+    colors = np.asarray(P.concept_colors(4))[:, :3]
+    drawn = np.argmin(((shown[0][:, None, :] - colors[None]) ** 2).sum(-1), axis=1)  # label per column
+    widths = np.bincount(drawn, minlength=4).tolist()
+    assert widths == [8, 16, 16, 24]  # the cell convention would give [16, 16, 16, 16]
+    from kmexplain_utils.resample import infer_geometry, resample_labels
+    expected = resample_labels(cols, infer_geometry((4, 4), (64, 64)), (64, 64)).numpy()
+    np.testing.assert_allclose(shown, colors[expected], atol=1e-6)
+    assert np.all(drawn[:8] == 0) and np.all(drawn[8:24] == 1)
