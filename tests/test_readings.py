@@ -8,6 +8,7 @@ consistent records and fails on a contradicting number.
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -156,19 +157,31 @@ def test_a_reading_shows_as_markdown():
 
 def test_accuracy_quotes_its_records_and_takes_each_branch():
     r = readings.accuracy(records())
-    assert "The network (its linear head) reaches 97.0 % to 97.0 % test accuracy over the 3 seed(s)." in r
+    assert "The network (its linear head) reaches 97.00 % to 97.00 % test accuracy over the 3 seed(s)." in r
     spread = readings.accuracy(records({("B4", "linear", "accuracy", 1): 0.955}))
-    assert "reaches 95.5 % to 97.0 % test accuracy" in spread
-    assert "B4 features: 96.5 % against 97.0 % for the linear head" in r
-    assert "a change of -0.5 points, negligible" in r and r.values["head_ok"]
+    assert "reaches 95.50 % to 97.00 % test accuracy" in spread
+    assert "B4 features: 96.50 % against 97.00 % for the linear head" in r
+    assert "a change of -0.50 points, negligible" in r and r.values["head_ok"]
     assert "B234 minus B4: -1.5 points on average (higher on 0 seed(s), lower on 3 of 3)" in r
     assert "span 2.8 points" in r  # logits 96.8 ... B1234 94.0
     assert "linear rows 4.0 (3.6 rescaled), k-means centroids 0.70" in r
     moved = readings.accuracy(records({("B4", "kmeans", "accuracy"): 0.940}))
-    assert "B4 features: 94.0 %" in moved and "replacing the head costs 3.0 points" in moved
+    assert "B4 features: 94.00 %" in moved and "replacing the head costs 3.00 points" in moved
     assert not moved.values["head_ok"]
     gains = readings.accuracy(records({("B4", "kmeans", "accuracy"): 0.990}))
-    assert "replacing the head gains 2.0 points" in gains
+    assert "replacing the head gains 2.00 points" in gains
+    # test accuracy moves in steps of 0.125 % (800 images): the printed gap is that of the printed accuracies
+    halves = readings.accuracy(records({("B4", "kmeans", "accuracy"): 0.96375, ("B4", "linear", "accuracy"): 0.9725}))
+    assert "B4 features: 96.38 % against 97.25 % for the linear head, a change of -0.87 points" in halves
+    per_seed = records({**{("B4", "kmeans", "accuracy", s): v for s, v in zip(SEEDS, (0.97125, 0.96625, 0.95375))},
+                        **{("B4", "linear", "accuracy", s): v for s, v in zip(SEEDS, (0.98125, 0.9725, 0.96375))}})
+    assert "reaches 96.38 % to 98.13 %" in readings.accuracy(per_seed)
+    assert "96.38 % against 97.25 % for the linear head, a change of -0.87 points" in readings.accuracy(per_seed)
+    for km, lin in [(0.96375, 0.9725), (0.97125, 0.96625), (0.950, 0.96875), (0.9575, 0.945)]:
+        text = str(readings.accuracy(records({("B4", "kmeans", "accuracy"): km, ("B4", "linear", "accuracy"): lin})))
+        shown = re.search(r"features: ([\d.]+) % against ([\d.]+) %.* (?:of|costs|gains) ([-+]?[\d.]+) points", text)
+        a, b, gap = (float(x) for x in shown.groups())
+        assert abs(abs(a - b) - abs(gap)) < 1e-9, text
     mixed = readings.accuracy(records({("B234", "kmeans", "accuracy", 1): 0.99}))
     assert "(higher on 1 seed(s), lower on 2 of 3)" in mixed
     tied = readings.accuracy(records({("B234", "kmeans", "accuracy", 2): 0.965}))
@@ -188,7 +201,7 @@ def test_fidelity_quotes_its_records_and_takes_each_branch():
     assert "Ceilings: 0.700 on B234's grid, 0.450 on B4's; B234 reaches 47 % of its ceiling, B4 40 %" in r
     assert "colour + position: 0.380, colour alone 0.580; B234 beats neither" in r
     assert "colour alone finds the parts better than the concepts do" in r
-    assert "NMF on B234's position vectors: 0.260; k-means concepts beat it" in r
+    assert "NMF on B234's position vectors, seeds 0, 1, 2: 0.260; concepts (0.330) beat it." in r
     assert "mIoU: B234 0.270, B4 0.210, ceiling 0.710, floor 0.130; colour alone 0.170, colour + position " \
            "0.250: on mIoU B4 beats colour alone, not colour + position and B234 both." in r
     no_better = readings.fidelity(records({("pixel", "kmeans-rgb", "miou"): 0.22}))
@@ -211,8 +224,21 @@ def test_fidelity_quotes_its_records_and_takes_each_branch():
         records({("pixel", "kmeans-rgbxy", "ami_object"): 0.20}))
     assert "beats colour alone, not colour + position" in readings.fidelity(
         records({("pixel", "kmeans-rgb", "ami_object"): 0.20}))
-    assert "k-means concepts do not beat it" in readings.fidelity(
-        records({("B234", "nmf", "ami_object"): 0.35}))
+    assert "concepts (0.330) do not beat it" in readings.fidelity(records({("B234", "nmf", "ami_object"): 0.35}))
+    # NMF measured on the first seed only: compared with the concepts on that seed, not their mean over seeds
+    first = records().query("method != 'nmf' or seed == 0")
+    worse = readings.fidelity(first.assign(value=first["value"].where(
+        ~((first["level"] == "B234") & (first["method"] == "concepts") & (first["metric"] == "ami_object")
+          & (first["seed"] == 0)), 0.20)))  # mean over seeds 0.287 > NMF 0.260; seed 0: 0.200 < 0.260
+    assert "NMF on B234's position vectors, seed 0: 0.260; concepts (0.200) do not beat it." in worse
+    assert not worse.values["beats_nmf"] and worse.values["nmf_seeds"] == [0]
+    better = readings.fidelity(records({("B234", "concepts", "ami_object"): 0.10,
+                                        ("B234", "concepts", "ami_object", 0): 0.30}).query(
+        "method != 'nmf' or seed == 0"))  # mean over seeds 0.167 < NMF 0.260; seed 0: 0.300 > 0.260
+    assert "seed 0: 0.260; concepts (0.300) beat it." in better and better.values["beats_nmf"]
+    assert "NMF" not in readings.fidelity(records().query("method != 'nmf'"))
+    # the best level's number is quoted only when the sentence has not quoted it already
+    assert "best level B234. Resolution" in readings.fidelity(records({("B1234", "concepts", "ami_object"): 0.30}))
     spread = readings.fidelity(records({("B1234", "concepts", "purity"): 0.99}))
     assert "a spread of 0.130" in spread
 
@@ -281,18 +307,36 @@ def test_where_found_reads_the_ablation_and_the_missing_parts():
 
 def test_keypoints_reading_each_branch():
     r = readings.keypoints(records(), "parts", "part masks")
-    assert "At 40 pseudo-keypoints" in r and "(the generated set has none of its own)" in r
+    assert "At 40 pseudo-keypoints" in r and "(the generated set has none)" in r
     assert "AMI B234 0.200, B4 0.100" in r
-    assert "(B4@B234-grid 0.120)" in r and "the same order as object pixels" in r
-    assert "B4: 30 % of 12, chance 40 %; " in r
+    assert "(B4@B234-grid 0.120), the same order as object pixels." in r and not r.values["tie"]
+    assert "best level" not in r  # B1234 is the best level at the keypoints and on object pixels
+    assert "(B4: 30 % of 12; B234: 50 % of 12; " in r  # one chance level for all: quoted once
+    # B234 - B4 within one sd over seeds (+0.05, +0.02, -0.05): about equal, whatever the order of the means
+    tied = {("B4", "concepts", "keypoint_ami"): 0.20, **{("B234", "concepts", "keypoint_ami", s): v
+                                                         for s, v in zip(SEEDS, (0.25, 0.22, 0.15))}}
+    tie = readings.keypoints(records(tied), "parts", "part masks")
+    assert "AMI B234 0.207, B4 0.200, about equal (difference +0.007 ± 0.051 over seeds; B4@B234-grid 0.120)." in tie
+    assert tie.values["tie"] and "same order" not in tie
+    apart = readings.keypoints(records(tied | {("B234", "concepts", "keypoint_ami", 2): 0.24}), "parts", "part masks")
+    assert "AMI B234 0.237, B4 0.200 (B4@B234-grid 0.120), the same order as object pixels." in apart  # sd 0.015
+    assert not apart.values["tie"]
+    # the best keypoint level named where it is not the best on object pixels
+    best = readings.keypoints(records({("B1234", "concepts", "ami_object"): 0.30}), "parts", "part masks")
+    assert "object pixels; best level B1234 (0.250), B234 on object pixels. " in best
+    assert best.values["best_level"] == "B1234" and best.values["best_level_pixels"] == "B234"
+    chances = readings.keypoints(records({("B4", "random", "part_consistency"): 0.20}), "parts", "part masks")
+    assert "(B4: 30 % of 12, chance 20 %; B234: 50 % of 12, chance 40 %; " in chances
+    assert "above its chance level at B4, B234, B1234." in chances
     df = records()  # K is chosen per level and seed: each level quotes its own number of prototypes
     df.loc[(df["level"] == "B234") & (df["metric"] == "part_consistency") & (df["seed"] == SEEDS[1]), "n"] = 24
     df.loc[(df["level"] == "B1234") & (df["metric"] == "part_consistency"), "n"] = 8
     per_level = readings.keypoints(df, "parts", "part masks")
-    assert "B4: 30 % of 12, chance 40 %; B234: 50 % of 12–24, chance 40 %; B1234: 55 % of 8," in per_level
-    assert "above its chance level at B234, B1234, not at B4." in r
+    assert "(B4: 30 % of 12; B234: 50 % of 12–24; B1234: 55 % of 8)" in per_level
+    assert "above its chance level at B234, B1234, not at B4 (chance 40 %)." in r
     own = readings.keypoints(records({("B4", "concepts", "keypoint_ami"): 0.3}), "cub", "keypoints")
     assert "the 40 keypoints CUB-200-2011 marks" in own and "the reverse of object pixels" in own
+    assert "; best level B4 (0.300), B1234 on object pixels." in own
     low = readings.keypoints(records({("kmeans", "part_consistency"): 0}
                                      | {(lv, "kmeans", "part_consistency"): 0.1 for lv in LEVELS}), "parts", None)
     assert "at no level above its chance level" in low
@@ -360,10 +404,15 @@ def test_k_cost_reading_each_branch():
 
 def test_fewer_data_reading_each_branch():
     r = readings.fewer_data(few_records(), 300, 1200)
-    assert "Trained on 300 images instead of 1200" in r and "reaches 90.0 %, above the 80 % threshold" in r
-    assert "88.0 % against 90.0 % for B4 (-2.0 points, 1 seed)" in r and "0.300 against 0.200" in r
+    assert "Trained on 300 images instead of 1200" in r and "reaches 90.00 %, above the 80 % threshold" in r
+    assert "88.00 % against 90.00 % for B4 (-2.00 points, 1 seed)" in r and "0.300 against 0.200" in r
+    # accuracies in steps of 0.125 %: the printed difference is that of the printed (rounded) accuracies
+    steps = readings.fewer_data(few_records(lin=0.88625, b4=0.8775, b234=0.87), 2000, 8000)
+    assert "reaches 88.63 %" in steps and "87.00 % against 87.75 % for B4 (-0.75 points, 1 seed)" in steps
+    half = readings.fewer_data(few_records(b4=0.96375, b234=0.9725), 300, 1200)
+    assert "97.25 % against 96.38 % for B4 (+0.87 points" in half and "+0.88" not in half
     low = readings.fewer_data(few_records(lin=0.5), 300, 1200)
-    assert "reaches only 50.0 %" in low and "has not learned" in low and not low.values["learned"]
+    assert "reaches only 50.00 %" in low and "has not learned" in low and not low.values["learned"]
 
 
 def test_claims_reading_counts_each_part():

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -188,6 +189,23 @@ def _require(df: Any, *keys: tuple[str, str, str]) -> None:
                              "that writes it (run_evaluation) before this reading")
 
 
+def _pct(x: float) -> float:
+    """An accuracy as a reading prints it: a percentage with two decimals, halves rounded up.
+
+    Test accuracy moves in steps (0.125 % on 800 images), so halves are common; a reading prints the
+    difference of two accuracies computed from these rounded values, consistent with them by construction.
+
+    Examples
+    --------
+    >>> _pct(0.96375), _pct(0.9725), f"{_pct(0.96375) - _pct(0.9725):+.2f}"
+    (96.38, 97.25, '-0.87')
+    """
+    x = float(x)
+    if not math.isfinite(x):
+        return 100 * x
+    return float(Decimal(repr(round(100 * x, 9))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
 # ----------------------------------------------------------------------------- accuracy
 def accuracy(df: Any) -> Reading:
     """The accuracy reading: k-means B4 against the linear head, B234 minus B4, the prototypes.
@@ -219,18 +237,19 @@ def accuracy(df: Any) -> Reading:
     ratio_res = _mean(df, "B4", "linear-rescaled", "prototype_nn_ratio")
     ratio_km = _mean(df, "B4", "kmeans", "prototype_nn_ratio")
     head_ok = abs(gap_b4) <= HEAD_TOLERANCE
+    km_b4, lin = _pct(acc["B4"][0]), _pct(acc_lin)  # the printed gap is that of the printed accuracies
     if head_ok:
-        head = f"a change of {100 * gap_b4:+.1f} points, negligible"
+        head = f"a change of {km_b4 - lin:+.2f} points, negligible"
     else:
-        head = f"replacing the head {'costs' if gap_b4 < 0 else 'gains'} {100 * abs(gap_b4):.1f} points"
+        head = f"replacing the head {'costs' if gap_b4 < 0 else 'gains'} {abs(km_b4 - lin):.2f} points"
     higher, lower = int((diff > 0).sum()), int((diff < 0).sum())
     equal = len(diff) - higher - lower
     tie = f", equal on {equal}" if equal else ""
     text = (
-        f"**Reading.** The network (its linear head) reaches {100 * lin_seeds.min():.1f} % to "
-        f"{100 * lin_seeds.max():.1f} % test accuracy over the {n_seeds} seed(s). "
-        f"K-means on pooled B4 features: {100 * acc['B4'][0]:.1f} % against "
-        f"{100 * acc_lin:.1f} % for the linear head, {head}. The levels span {100 * spread:.1f} points; "
+        f"**Reading.** The network (its linear head) reaches {_pct(lin_seeds.min()):.2f} % to "
+        f"{_pct(lin_seeds.max()):.2f} % test accuracy over the {n_seeds} seed(s). "
+        f"K-means on pooled B4 features: {km_b4:.2f} % against {lin:.2f} % for the linear head, {head}. "
+        f"The levels span {100 * spread:.1f} points; "
         f"B234 minus B4: {100 * diff.mean():+.1f} points on average (higher on {higher} seed(s), lower on "
         f"{lower} of {n_seeds}{tie}). Nearest-embedding distance ratio: linear rows {ratio_lin:.1f} "
         f"({ratio_res:.1f} rescaled), k-means centroids {ratio_km:.2f}.")
@@ -288,6 +307,27 @@ def _control_explains(depth_gain: float, control_gap: float) -> bool:
     return control_gap >= 0.5 * depth_gain
 
 
+def _nmf_comparison(df: Any) -> tuple[list[int], float, float, bool]:
+    """NMF against the concepts at B234 on the same seeds: the seeds NMF was measured on (often the first
+    only), the two object-pixel AMIs averaged over those seeds, and whether the concepts score higher."""
+    nmf_seeds = record_per_seed(df, "B234", "nmf", "ami_object").dropna()
+    concepts = record_per_seed(df, "B234", "concepts", "ami_object").dropna()
+    seeds = [int(s) for s in nmf_seeds.index if s in concepts.index]
+    if not seeds:
+        return [], _NAN, _NAN, False
+    nmf, ours = float(nmf_seeds.loc[seeds].mean()), float(concepts.loc[seeds].mean())
+    return seeds, nmf, ours, ours > nmf
+
+
+def _nmf_text(seeds: Sequence[int], nmf: float, concepts: float) -> str:
+    """The fidelity reading's NMF sentence (empty without NMF records), on the seeds NMF has."""
+    if not seeds:
+        return ""
+    which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    return (f" NMF on B234's position vectors, {which}: {nmf:.3f}; concepts ({concepts:.3f}) "
+            f"{'beat' if concepts > nmf else 'do not beat'} it.")
+
+
 def fidelity(df: Any) -> Reading:
     """The semantic-fidelity reading: concepts vs parts on object pixels, beside every reference point.
 
@@ -305,8 +345,9 @@ def fidelity(df: Any) -> Reading:
         values: ``ami``, ``nmi``, ``miou`` (level -> mean), ``ceiling``, ``ceiling_miou``, ``rgb``,
         ``rgbxy``, ``rgb_miou``, ``rgbxy_miou``, ``nmf``, ``floor``, ``purity``, ``best_level``,
         ``depth_gain`` (B234 minus B4),
-        ``control_gap`` (control minus B4), ``beats_rgb``, ``beats_rgbxy``, ``beats_nmf``,
-        ``share_of_ceiling``.
+        ``control_gap`` (control minus B4), ``beats_rgb``, ``beats_rgbxy``, ``beats_nmf`` (the concepts
+        beat NMF at B234 on the seeds NMF was measured on, ``nmf_seeds``; ``nmf_same_seeds`` and
+        ``concepts_nmf_seeds`` are the two means over those seeds), ``share_of_ceiling``.
     """
     _require(df, ("B4", "concepts", "ami_object"), ("B234", "concepts", "ami_object"),
              ("B4@B234-grid", "concepts", "ami_object"), ("pixel", "kmeans-rgb", "ami_object"))
@@ -326,24 +367,25 @@ def fidelity(df: Any) -> Reading:
     colour = "B234 beats " + _beats_colour(ami["B234"], v["rgb"], v["rgbxy"])
     if not beats_rgb:
         colour += ": here colour alone finds the parts better than the concepts do"
-    beats_nmf = ami["B234"] > v["nmf"]["B234"]
+    nmf_seeds, nmf, concepts_nmf, beats_nmf = _nmf_comparison(df)
+    best_ami = "" if best in ("B4", "B234") else f" ({ami[best]:.3f})"  # B4's and B234's are quoted already
     purity = v["purity"]
     p_lo, p_hi = min(purity.values()), max(purity.values())
     purity_text = ("it says almost nothing" if p_hi - p_lo < PURITY_SPREAD
                    else f"a spread of {p_hi - p_lo:.3f}, read with care given the background")
     text = (
         f"**Reading.** Object-pixel AMI: B234 {ami['B234']:.3f}, B4 {ami['B4']:.3f} (NMI {v['nmi']['B234']:.3f} "
-        f"vs {v['nmi']['B4']:.3f}); best level {best} ({ami[best]:.3f}). Resolution control B4@B234-grid "
+        f"vs {v['nmi']['B4']:.3f}); best level {best}{best_ami}. Resolution control B4@B234-grid "
         f"{ami['B4@B234-grid']:.3f}: {control}. Ceilings: {v['ceiling']['B234']:.3f} on B234's grid, "
         f"{v['ceiling']['B4']:.3f} on B4's; B234 reaches {100 * share['B234']:.0f} % of its ceiling, B4 "
         f"{100 * share['B4']:.0f} %. K-means on colour + position: {v['rgbxy']:.3f}, colour alone {v['rgb']:.3f}; "
-        f"{colour}. NMF on B234's position vectors: {v['nmf']['B234']:.3f}; k-means concepts "
-        f"{'beat' if beats_nmf else 'do not beat'} it. mIoU: B234 {v['miou']['B234']:.3f}, B4 "
+        f"{colour}.{_nmf_text(nmf_seeds, nmf, concepts_nmf)} mIoU: B234 {v['miou']['B234']:.3f}, B4 "
         f"{v['miou']['B4']:.3f}, ceiling {v['ceiling_miou']['B234']:.3f}, floor {v['floor']:.3f}"
         f"{_miou_colour(v)}. Plain purity "
         f"spans {p_lo:.3f} to {p_hi:.3f} across levels: {purity_text}.")
     return Reading(text, dict(v, best_level=best, depth_gain=depth_gain, control_gap=control_gap,
                               beats_rgb=beats_rgb, beats_rgbxy=beats_rgbxy, beats_nmf=beats_nmf,
+                              nmf_seeds=nmf_seeds, nmf_same_seeds=nmf, concepts_nmf_seeds=concepts_nmf,
                               share_of_ceiling=share))
 
 
@@ -589,7 +631,10 @@ def keypoints(df: Any, dataset: str, keypoint_source: str | None) -> Reading:
     Reading
         values: ``kp_levels``, ``cons_levels``, ``kp_ami``, ``consistency``, ``chance``, ``above`` (the
         levels above their chance level), ``n_keypoints``, ``n_prototypes`` (level -> (fewest, most)
-        prototypes over the seeds: K is chosen per level and seed).
+        prototypes over the seeds: K is chosen per level and seed), ``same_order``, ``diff_mean`` and
+        ``diff_sd`` (B234 minus B4 at the keypoints, mean and sd over seeds), ``tie`` (``|diff_mean| <
+        diff_sd``: "about equal"), ``best_level`` (at the keypoints) and ``best_level_pixels`` (on
+        object pixels; the reading names the first where they differ).
     """
     v = _keypoint_numbers(df)
     name = _DATASET_NAMES.get(dataset, repr(dataset))
@@ -599,24 +644,40 @@ def keypoints(df: Any, dataset: str, keypoint_source: str | None) -> Reading:
     if keypoint_source == "keypoints":
         source = f"the {v['n_keypoints']} keypoints {name} marks on its test images"
     else:
-        source = (f"{v['n_keypoints']} pseudo-keypoints from the part masks ({name} has none of its own)")
+        source = (f"{v['n_keypoints']} pseudo-keypoints from the part masks ({name} has none)")
     kp = v["kp_ami"]
-    ami = {lv: _mean(df, lv, "concepts", "ami_object") for lv in ("B4", "B234")}
+    ami = {lv: _mean(df, lv, "concepts", "ami_object") for lv in block_levels(df)}
     same_order = (kp["B234"] > kp["B4"]) == (ami["B234"] > ami["B4"])
-    text = (f"**Reading.** At {source}: AMI B234 {kp['B234']:.3f}, B4 {kp['B4']:.3f} (B4@B234-grid "
-            f"{kp.get('B4@B234-grid', _NAN):.3f}), {'the same order as' if same_order else 'the reverse of'} "
-            "object pixels. ")
+    diff = (record_per_seed(df, "B234", "concepts", "keypoint_ami")
+            - record_per_seed(df, "B4", "concepts", "keypoint_ami")).dropna()
+    diff_sd = float(diff.std()) if len(diff) > 1 else 0.0
+    tie = abs(float(diff.mean())) < diff_sd  # B234 - B4 within one sd of its seed-to-seed spread
+    control = f"B4@B234-grid {kp.get('B4@B234-grid', _NAN):.3f}"
+    if tie:
+        order = (f"AMI B234 {kp['B234']:.3f}, B4 {kp['B4']:.3f}, about equal (difference "
+                 f"{float(diff.mean()):+.3f} ± {diff_sd:.3f} over seeds; {control})")
+    else:
+        order = (f"AMI B234 {kp['B234']:.3f}, B4 {kp['B4']:.3f} ({control}), "
+                 f"{'the same order as' if same_order else 'the reverse of'} object pixels")
+    best_kp = max((lv for lv in kp if lv in ami), key=lambda lv: kp[lv])
+    best_pixels = max((lv for lv in ami if not math.isnan(ami[lv])), key=lambda lv: ami[lv])
+    if best_kp != best_pixels:
+        order += f"; best level {best_kp} ({kp[best_kp]:.3f}), {best_pixels} on object pixels"
+    text = f"**Reading.** At {source}: {order}. "
     cons, chance, levels = v["consistency"], v["chance"], v["cons_levels"]
     above = [lv for lv in levels if cons[lv] > chance[lv]]
     if levels:
-        per_level = "; ".join(f"{lv}: {100 * cons[lv]:.0f} % of {_count_range(v['n_prototypes'][lv])}, "
-                              f"chance {100 * chance[lv]:.0f} %"
-                              for lv in levels)
+        one_chance = len({f"{100 * chance[lv]:.0f}" for lv in levels}) == 1  # then quoted once
+        per_level = "; ".join(f"{lv}: {100 * cons[lv]:.0f} % of {_count_range(v['n_prototypes'][lv])}"
+                              + ("" if one_chance else f", chance {100 * chance[lv]:.0f} %") for lv in levels)
         verdict = (f"above its chance level at {', '.join(above)}" if above else "at no level above its chance level")
         if above and len(above) < len(levels):
             verdict += f", not at {', '.join(lv for lv in levels if lv not in above)}"
-        text += f"Part consistency of the k-means prototypes ({per_level}): {verdict}."
-    return Reading(text, dict(v, above=above, same_order=same_order))
+        if one_chance:
+            verdict += f" (chance {100 * chance[levels[0]]:.0f} %)"
+        text += f"The prototypes' part consistency ({per_level}): {verdict}."
+    return Reading(text, dict(v, above=above, same_order=same_order, tie=tie, diff_mean=float(diff.mean()),
+                              diff_sd=diff_sd, best_level=best_kp, best_level_pixels=best_pixels))
 
 
 # ----------------------------------------------------------------------------- attribution
@@ -874,16 +935,17 @@ def fewer_data(hard: Any, n_train: int, n_full: int) -> Reading:
     ami = {lv: _mean(hard, lv, "concepts", "ami_object") for lv in ("B4", "B234")}
     diff = acc["B234"] - acc["B4"]
     learned = lin >= LEARNED_ACCURACY
+    pct = {lv: _pct(a) for lv, a in acc.items()}  # the printed difference is that of the printed accuracies
     n_seeds = _n_seeds(hard)
     seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
     if learned:
         text = (f"**Reading.** Trained on {n_train} images instead of {n_full} (same number of steps), the network "
-                f"reaches {100 * lin:.1f} %, above the {100 * LEARNED_ACCURACY:.0f} % threshold. B234's k-means "
-                f"accuracy is {100 * acc['B234']:.1f} % against {100 * acc['B4']:.1f} % for B4 ({100 * diff:+.1f} "
+                f"reaches {_pct(lin):.2f} %, above the {100 * LEARNED_ACCURACY:.0f} % threshold. B234's k-means "
+                f"accuracy is {pct['B234']:.2f} % against {pct['B4']:.2f} % for B4 ({pct['B234'] - pct['B4']:+.2f} "
                 f"points, {seeds}), and its object-pixel AMI is {ami['B234']:.3f} against {ami['B4']:.3f}.")
     else:
         text = (f"**Reading.** Trained on {n_train} images instead of {n_full}, the network reaches only "
-                f"{100 * lin:.1f} %, below the {100 * LEARNED_ACCURACY:.0f} % threshold: it has not learned the "
+                f"{_pct(lin):.2f} %, below the {100 * LEARNED_ACCURACY:.0f} % threshold: it has not learned the "
                 "task, so no reading about the levels is drawn from this run.")
     return Reading(text, dict(lin=lin, acc=acc, ami=ami, diff=diff, learned=learned))
 
