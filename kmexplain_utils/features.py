@@ -874,6 +874,12 @@ class BlockLevel(LevelFeatures):
         feats = self.combine(maps, image_size)
         return feats, feats.mean((2, 3))
 
+    def pooled_of_pass(self, maps: Mapping[str, torch.Tensor], logits: torch.Tensor, image_size: Any = None
+                       ) -> torch.Tensor:
+        """The pooled embeddings ``(N, D_S)`` of one forward pass (``features_of_pass``'s second value),
+        without building the position features: :meth:`pooled_from_maps`."""
+        return self.pooled_from_maps(maps, image_size)
+
     def block_maps(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The level's block maps ``{"B2": (N, D_2, H_2, W_2), ...}`` of images ``x`` (one forward pass).
 
@@ -1022,6 +1028,11 @@ class LogitsLevel(LevelFeatures):
     def features_of_pass(self, maps: Mapping[str, torch.Tensor], logits: torch.Tensor, image_size: Any = None
                          ) -> tuple[None, torch.Tensor]:
         return None, logits
+
+    def pooled_of_pass(self, maps: Mapping[str, torch.Tensor], logits: torch.Tensor, image_size: Any = None
+                       ) -> torch.Tensor:
+        """The logits ``(N, C)``."""
+        return logits
 
     def position_features(self, model: nn.Module, x: torch.Tensor, *, return_logits: bool = False) -> Any:
         """No positions: raises ``ValueError``."""

@@ -204,6 +204,26 @@ def test_summary_table_mean_and_std_without_sweeps():
     assert one_seed.loc[("B4", "linear"), "accuracy"] == "0.900"  # one seed: the mean alone
 
 
+def test_summary_table_keeps_parts_and_stages_apart():
+    """A per-part contrastive record and per-stage sanity records are not pooled with the overall record."""
+    rows = []
+    for seed, overall in ((0, 0.10), (1, 0.20)):
+        base = dict(profile="p", seed=seed, level="B4", method="kmeans", n=10, sweep=None, param=None)
+        rows.append({**base, "metric": "contrastive_mass", "value": overall, "part": None, "note": None})
+        rows.append({**base, "metric": "contrastive_mass", "value": 0.9, "part": "head", "note": None})
+        for step, (stage, v) in enumerate((("head", 0.95), ("B4", 0.30), ("B3", 0.05)), 1):
+            rows.append({**base, "metric": "sanity_spearman", "value": v, "param": step, "part": None,
+                         "note": stage})
+        rows.append({**base, "metric": "accuracy", "value": 0.9, "part": None, "note": None})
+    df = pd.DataFrame(rows, columns=list(evaluate.COLUMNS))
+    table = evaluate.summary_table(df, digits=2)
+    nb = "\u202f"
+    assert table.loc[("B4", "kmeans"), "contrastive_mass"] == f"0.15{nb}±{nb}0.07"  # the overall records only
+    assert "sanity_spearman" not in table.columns                                  # per stage: sanity_table
+    assert table.loc[("B4", "kmeans"), "accuracy"] == f"0.90{nb}±{nb}0.00"
+    assert "sanity_spearman" not in evaluate.summary_table(df, ["accuracy", "sanity_spearman"]).columns
+
+
 def test_format_mean_std_is_compact_and_unbreakable():
     assert evaluate.format_mean_std(0.0712, 0.0071) == "0.071\u202f±\u202f0.007"
     assert evaluate.format_mean_std(0.0712, 0.0071, digits=2) == "0.07\u202f±\u202f0.01"
@@ -381,6 +401,9 @@ def test_each_claim_verdict_follows_its_rule_and_a_contradicting_number_flips_it
         (2, {("B234", "kmeans", "deletion_auc"): 0.45}, "does not hold"),
         (3, {("B234", "kmeans", "accuracy", 1): 0.948}, "does not hold"),         # only 0.2 point on seed 1
         (4, {("B4@B234-grid", "concepts", "ami_object"): 0.35}, "does not hold"),  # the grid explains the gain
+        (4, {("B234", "concepts", "ami_object", 1): 0.15}, "on average only"),    # one seed contradicts the mean
+        (1, {("B4", "kmeans", "accuracy", 1): 0.93}, "on average only"),          # 2 points on seed 1, 1 on average
+        (2, {("B234", "kmeans", "deletion_auc", 1): 0.5}, "on average only"),     # 0.35 on average, below 0.4
         (5, {("B234", "kmeans", "pointing_game", 1): 0.4}, "on average only"),
         (5, {("B234", "kmeans", "pointing_game"): 0.4}, "does not hold"),
         (6, {("B234", "kmeans", "sanity", 0): 0.94}, "fails"),                    # one seed, one level
@@ -392,6 +415,36 @@ def test_each_claim_verdict_follows_its_rule_and_a_contradicting_number_flips_it
     from kmexplain_utils.evaluation.sanity import PASS_THRESHOLD
 
     assert f"below {PASS_THRESHOLD} on every seed" in rules.iloc[6]
+
+
+def test_the_semantic_fidelity_claim_holds_on_every_seed_or_on_average_only():
+    """Seed 1 contradicts the mean (B234 below B4 and the control): the weaker verdict, the seeds printed."""
+    df = _claim_records({("B234", "concepts", "ami_object", 1): 0.133, ("B4", "concepts", "ami_object", 1): 0.153,
+                         ("B4@B234-grid", "concepts", "ami_object", 1): 0.148,
+                         ("B234", "concepts", "ami_object", 0): 0.4})
+    row = evaluate.claims_table(df).iloc[4]
+    assert row["claim"] == "B234 concepts are semantically more faithful than B4's"
+    assert row["verdict"] == "on average only"                     # mean 0.267 against 0.177 and 0.174
+    assert "0.153 → 0.133 (0.148)" in row["measured here"] and "0.200 → 0.400 (0.200)" in row["measured here"]
+    assert "on every seed (2 seeds)" in row["rule"] and "'on average only' when only the mean does" in row["rule"]
+    assert evaluate.claims_table(_claim_records()).iloc[4]["verdict"] == "holds"
+
+
+def test_claims_table_prints_accuracies_and_their_difference_consistently():
+    """96.375 % against 97.25 %: printed 96.38 and 97.25, and the difference of the printed values, -0.87."""
+    df = _claim_records({("B4", "kmeans", "accuracy"): 0.96375, ("B4", "linear", "accuracy"): 0.9725,
+                         ("B234", "kmeans", "accuracy"): 0.95})
+    table = evaluate.claims_table(df, fewer_data=df[df["metric"] == "accuracy"].assign(
+        value=lambda d: d["value"].where(d["level"] != "B234", 0.96375).where(d["level"] != "B4", 0.9725)))
+    measured = table["measured here"]
+    assert measured.iloc[1].startswith("k-means B4 96.38 % against linear head 97.25 %, -0.87 points")
+    assert measured.iloc[3].startswith("B234 95.00 % against B4 96.38 %, -1.38 points (per seed: -1.38, -1.38)")
+    assert measured.iloc[-1].startswith("B234 96.38 % against B4 97.25 %, -0.87 points")
+    assert table["verdict"].iloc[-1] == "holds" and table["verdict"].iloc[1] == "holds"
+    # a gap of exactly 0.5 point is not "more than 0.5 point", whatever the float noise of 0.95 - 0.955
+    few = df[df["metric"] == "accuracy"].assign(value=lambda d: d["value"].where(d["level"] != "B234", 0.95)
+                                                .where(d["level"] != "B4", 0.955))
+    assert evaluate.claims_table(df, fewer_data=few)["verdict"].iloc[-1] == "does not hold"
 
 
 def test_claims_table_reads_the_fewer_data_run():

@@ -184,6 +184,9 @@ def test_the_level_object_is_chosen_once_from_the_name(model: nn.Module, images:
     feats, z = block.features_of_pass(maps, out, tuple(images.shape[-2:]))
     assert torch.equal(feats, block.combine(maps, tuple(images.shape[-2:]))) and torch.equal(z, feats.mean((2, 3)))
     assert logits.features_of_pass(maps, out) == (None, out)
+    # the pooled embeddings alone (the evaluation's pass over the training images): the same, unbuilt
+    torch.testing.assert_close(block.pooled_of_pass(maps, out, tuple(images.shape[-2:])), z, rtol=1e-5, atol=1e-6)
+    assert logits.pooled_of_pass(maps, out) is out
     assert block.sample_size(5) == 5 and logits.sample_size(0) == 0 and logits.sample_size("ignored") == 0
     with pytest.raises(ValueError, match="positions_per_image must be an int >= 1"):
         block.sample_size(0)
