@@ -1353,7 +1353,7 @@ def _pct(share: float) -> float:
 
 
 def _gap(a: float, b: float) -> float:
-    """The difference ``a - b`` of two percentages of :func:`_pct`, in points, as it prints with two decimals.
+    """The difference ``a - b`` of two percentages of ``_pct``, in points, as it prints with two decimals.
 
     Computed from the rounded percentages, so that a sentence ``"a % against b %, a - b points"`` is
     consistent by construction; a threshold compares exactly (``_gap(95.0, 95.5) == -0.5``).
@@ -1362,7 +1362,7 @@ def _gap(a: float, b: float) -> float:
 
 
 def _accuracy_pair(a: float, b: float, name_a: str = "", name_b: str = "") -> tuple[str, float]:
-    """``"<name_a> 96.38 % against <name_b> 97.25 %, -0.87 points"`` and that difference (:func:`_gap`)."""
+    """``"<name_a> 96.38 % against <name_b> 97.25 %, -0.87 points"`` and that difference (``_gap``)."""
     pa, pb = _pct(a), _pct(b)
     d = _gap(pa, pb)
     na, nb = (f"{name_a} " if name_a else ""), (f"{name_b} " if name_b else "")
@@ -1370,7 +1370,7 @@ def _accuracy_pair(a: float, b: float, name_a: str = "", name_b: str = "") -> tu
 
 
 def _seed_gaps(a: Any, b: Any) -> list[float]:
-    """Per seed (the index shared by the Series ``a`` and ``b``), ``a - b`` in points as :func:`_gap` prints it."""
+    """Per seed (the index shared by the Series ``a`` and ``b``), ``a - b`` in points as ``_gap`` prints it."""
     return [_gap(_pct(x), _pct(y)) for x, y in zip(a, b)]
 
 
@@ -1396,7 +1396,7 @@ def claims_table(df: pandas.DataFrame, fewer_data: pandas.DataFrame | None = Non
     states them, and the book's own hypotheses. The rule of each verdict (thresholds and seeds) is
     written in the column ``rule`` so that the page prints it beside the verdict. A comparison read
     per seed says ``"holds"`` when it holds on every seed and ``"on average only"`` when only the mean
-    over seeds does (:func:`_seed_verdict`):
+    over seeds does (``_seed_verdict``):
 
     - no accuracy lost by the k-means head: ``abs(k-means B4 - linear) <= 1.5`` points on every seed
       ("on average only" when only the mean is);
@@ -1417,9 +1417,9 @@ def claims_table(df: pandas.DataFrame, fewer_data: pandas.DataFrame | None = Non
       data: B234 below B4 by more than 0.5 point on every seed of that run, drawn only when the linear
       head reached :data:`LEARNED_ACCURACY`.
 
-    Accuracies are printed in percent with two decimals (:func:`_pct`; a step of an 800-image test set
+    Accuracies are printed in percent with two decimals (``_pct``; a step of an 800-image test set
     is 0.125 %), and every difference printed beside them, and compared with a threshold, is computed
-    from the two rounded values (:func:`_gap`), so that a cell never contradicts itself.
+    from the two rounded values (``_gap``), so that a cell never contradicts itself.
 
     Returns
     -------
