@@ -36,13 +36,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .run import (
     CLAIM_PARTS,
+    _pct,  # an accuracy as the readings and the claims table print it (two decimals, halves up)
     LEARNED_ACCURACY,
     drop_empty,
     k_chosen,
@@ -187,23 +187,6 @@ def _require(df: Any, *keys: tuple[str, str, str]) -> None:
         if math.isnan(_mean(df, level, method, metric)):
             raise ValueError(f"no record of {metric!r} for {method!r} at {level!r}: run the measurement "
                              "that writes it (run_evaluation) before this reading")
-
-
-def _pct(x: float) -> float:
-    """An accuracy as a reading prints it: a percentage with two decimals, halves rounded up.
-
-    Test accuracy moves in steps (0.125 % on 800 images), so halves are common; a reading prints the
-    difference of two accuracies computed from these rounded values, consistent with them by construction.
-
-    Examples
-    --------
-    >>> _pct(0.96375), _pct(0.9725), f"{_pct(0.96375) - _pct(0.9725):+.2f}"
-    (96.38, 97.25, '-0.87')
-    """
-    x = float(x)
-    if not math.isfinite(x):
-        return 100 * x
-    return float(Decimal(repr(round(100 * x, 9))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 # ----------------------------------------------------------------------------- accuracy
