@@ -42,8 +42,8 @@ import numpy as np
 
 from .run import (
     CLAIM_PARTS,
-    _pct,  # an accuracy as the readings and the claims table print it (two decimals, halves up)
     LEARNED_ACCURACY,
+    accuracy_percent,
     drop_empty,
     k_chosen,
     method_label,
@@ -220,7 +220,8 @@ def accuracy(df: Any) -> Reading:
     ratio_res = _mean(df, "B4", "linear-rescaled", "prototype_nn_ratio")
     ratio_km = _mean(df, "B4", "kmeans", "prototype_nn_ratio")
     head_ok = abs(gap_b4) <= HEAD_TOLERANCE
-    km_b4, lin = _pct(acc["B4"][0]), _pct(acc_lin)  # the printed gap is that of the printed accuracies
+    # the printed gap is that of the printed accuracies
+    km_b4, lin = accuracy_percent(acc["B4"][0]), accuracy_percent(acc_lin)
     if head_ok:
         head = f"a change of {km_b4 - lin:+.2f} points, negligible"
     else:
@@ -229,8 +230,8 @@ def accuracy(df: Any) -> Reading:
     equal = len(diff) - higher - lower
     tie = f", equal on {equal}" if equal else ""
     text = (
-        f"**Reading.** The network (its linear head) reaches {_pct(lin_seeds.min()):.2f} % to "
-        f"{_pct(lin_seeds.max()):.2f} % test accuracy over the {n_seeds} seed(s). "
+        f"**Reading.** The network (its linear head) reaches {accuracy_percent(lin_seeds.min()):.2f} % to "
+        f"{accuracy_percent(lin_seeds.max()):.2f} % test accuracy over the {n_seeds} seed(s). "
         f"K-means on pooled B4 features: {km_b4:.2f} % against {lin:.2f} % for the linear head, {head}. "
         f"The levels span {100 * spread:.1f} points; "
         f"B234 minus B4: {100 * diff.mean():+.1f} points on average (higher on {higher} seed(s), lower on "
@@ -918,17 +919,18 @@ def fewer_data(hard: Any, n_train: int, n_full: int) -> Reading:
     ami = {lv: _mean(hard, lv, "concepts", "ami_object") for lv in ("B4", "B234")}
     diff = acc["B234"] - acc["B4"]
     learned = lin >= LEARNED_ACCURACY
-    pct = {lv: _pct(a) for lv, a in acc.items()}  # the printed difference is that of the printed accuracies
+    pct = {lv: accuracy_percent(a) for lv, a in acc.items()}  # the printed difference is that of the printed accuracies
     n_seeds = _n_seeds(hard)
     seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+    lin_pct = accuracy_percent(lin)
     if learned:
         text = (f"**Reading.** Trained on {n_train} images instead of {n_full} (same number of steps), the network "
-                f"reaches {_pct(lin):.2f} %, above the {100 * LEARNED_ACCURACY:.0f} % threshold. B234's k-means "
+                f"reaches {lin_pct:.2f} %, above the {100 * LEARNED_ACCURACY:.0f} % threshold. B234's k-means "
                 f"accuracy is {pct['B234']:.2f} % against {pct['B4']:.2f} % for B4 ({pct['B234'] - pct['B4']:+.2f} "
                 f"points, {seeds}), and its object-pixel AMI is {ami['B234']:.3f} against {ami['B4']:.3f}.")
     else:
         text = (f"**Reading.** Trained on {n_train} images instead of {n_full}, the network reaches only "
-                f"{_pct(lin):.2f} %, below the {100 * LEARNED_ACCURACY:.0f} % threshold: it has not learned the "
+                f"{lin_pct:.2f} %, below the {100 * LEARNED_ACCURACY:.0f} % threshold: it has not learned the "
                 "task, so no reading about the levels is drawn from this run.")
     return Reading(text, dict(lin=lin, acc=acc, ami=ami, diff=diff, learned=learned))
 

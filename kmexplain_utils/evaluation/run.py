@@ -124,6 +124,7 @@ __all__ = [
     "evaluation_specs",
     "fewer_data_profile",
     "evaluation_networks",
+    "accuracy_percent",
     "format_mean_std",
     "records_link",
     "intervention_effects",
@@ -1335,15 +1336,16 @@ def _per_seed(df: Any, metric: str, method: str, **eq: Any) -> Any:
     return df[sel].pivot_table(index="seed", columns="level", values="value")
 
 
-def _pct(share: float) -> float:
-    """A share in percent, rounded half up to two decimals: ``0.96375`` gives ``96.38``; NaN stays NaN.
+def accuracy_percent(share: float) -> float:
+    """An accuracy in percent as the readings and the claims table print it: rounded half up to two
+    decimals, ``0.96375`` gives ``96.38``; NaN stays NaN.
 
     An accuracy on 800 test images moves in steps of 0.125 %, so that two decimals print it (almost)
     exactly; the float noise of ``100 * share`` is removed before rounding (``96.375`` never reads ``96.37``).
 
     Example
     -------
-    >>> _pct(0.96375), _pct(0.9725), _pct(0.95)
+    >>> accuracy_percent(0.96375), accuracy_percent(0.9725), accuracy_percent(0.95)
     (96.38, 97.25, 95.0)
     """
     x = 100 * float(share)
@@ -1353,7 +1355,7 @@ def _pct(share: float) -> float:
 
 
 def _gap(a: float, b: float) -> float:
-    """The difference ``a - b`` of two percentages of ``_pct``, in points, as it prints with two decimals.
+    """The difference ``a - b`` of two percentages of ``accuracy_percent``, in points, as it prints with two decimals.
 
     Computed from the rounded percentages, so that a sentence ``"a % against b %, a - b points"`` is
     consistent by construction; a threshold compares exactly (``_gap(95.0, 95.5) == -0.5``).
@@ -1363,7 +1365,7 @@ def _gap(a: float, b: float) -> float:
 
 def _accuracy_pair(a: float, b: float, name_a: str = "", name_b: str = "") -> tuple[str, float]:
     """``"<name_a> 96.38 % against <name_b> 97.25 %, -0.87 points"`` and that difference (``_gap``)."""
-    pa, pb = _pct(a), _pct(b)
+    pa, pb = accuracy_percent(a), accuracy_percent(b)
     d = _gap(pa, pb)
     na, nb = (f"{name_a} " if name_a else ""), (f"{name_b} " if name_b else "")
     return f"{na}{pa:.2f} % against {nb}{pb:.2f} %, {d:+.2f} points", d
@@ -1371,7 +1373,7 @@ def _accuracy_pair(a: float, b: float, name_a: str = "", name_b: str = "") -> tu
 
 def _seed_gaps(a: Any, b: Any) -> list[float]:
     """Per seed (the index shared by the Series ``a`` and ``b``), ``a - b`` in points as ``_gap`` prints it."""
-    return [_gap(_pct(x), _pct(y)) for x, y in zip(a, b)]
+    return [_gap(accuracy_percent(x), accuracy_percent(y)) for x, y in zip(a, b)]
 
 
 def _seed_verdict(every: Any, mean: bool) -> str:
@@ -1417,7 +1419,7 @@ def claims_table(df: pandas.DataFrame, fewer_data: pandas.DataFrame | None = Non
       data: B234 below B4 by more than 0.5 point on every seed of that run, drawn only when the linear
       head reached :data:`LEARNED_ACCURACY`.
 
-    Accuracies are printed in percent with two decimals (``_pct``; a step of an 800-image test set
+    Accuracies are printed in percent with two decimals (``accuracy_percent``; a step of an 800-image test set
     is 0.125 %), and every difference printed beside them, and compared with a threshold, is computed
     from the two rounded values (``_gap``), so that a cell never contradicts itself.
 
@@ -1515,7 +1517,7 @@ def claims_table(df: pandas.DataFrame, fewer_data: pandas.DataFrame | None = Non
         rows.append((
             book, "With less data, B234 costs accuracy against B4",
             (f"{f_text} ({per_seed(f_gaps)}; {n_f} seed{'s' if n_f != 1 else ''}; linear head "
-             f"{_pct(f_lin):.2f} %)"),
+             f"{accuracy_percent(f_lin):.2f} %)"),
             f"holds when B234 is below B4 by more than 0.5 point on every seed ({n_f}), read only when the "
             f"linear head reaches {100 * LEARNED_ACCURACY:.0f} %",
             ("holds" if f_gaps and all(g < -0.5 for g in f_gaps) else "does not hold") if learned
